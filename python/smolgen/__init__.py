@@ -1,0 +1,44 @@
+"""smolgen: run SmolLM2 locally, fast, with the lid off.
+
+>>> import smolgen
+>>> model = smolgen.load()            # the default model, pulled on first use
+>>> model.generate("Once upon a time", max_tokens=20, temperature=0).text
+"""
+
+from __future__ import annotations
+
+from ._core import __version__
+from .errors import (
+    ContextLengthExceededError,
+    DownloadError,
+    InternalError,
+    InvalidArgumentError,
+    MalformedModelError,
+    ModelIOError,
+    ModelNotFoundError,
+    SmolgenError,
+    UnsupportedModelError,
+)
+from .hub import DEFAULT_MODEL, pull
+from .model import Completion, CompletionStream, Model, Tokenizer, TokenPiece, load
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "Completion",
+    "CompletionStream",
+    "ContextLengthExceededError",
+    "DownloadError",
+    "InternalError",
+    "InvalidArgumentError",
+    "MalformedModelError",
+    "Model",
+    "ModelIOError",
+    "ModelNotFoundError",
+    "SmolgenError",
+    "TokenPiece",
+    "Tokenizer",
+    "UnsupportedModelError",
+    "__version__",
+    "load",
+    "pull",
+]

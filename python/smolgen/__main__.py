@@ -1,0 +1,7 @@
+"""``python -m smolgen``: the same as the ``smolgen`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

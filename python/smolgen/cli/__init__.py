@@ -1,0 +1,85 @@
+"""The ``smolgen`` command: ``generate``, ``pull``, ``info``, ``tokens``, ``cost``, ``decide``.
+
+Exit codes follow the kind of failure, never the message text:
+0 ok, 1 other smolgen error, 2 bad argument, 3 model not found, 4 malformed model file,
+5 unsupported model, 6 context length exceeded, 7 download failed, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import errors
+
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (errors.InvalidArgumentError, 2),
+    (errors.ModelNotFoundError, 3),
+    (errors.MalformedModelError, 4),
+    (errors.UnsupportedModelError, 5),
+    (errors.ContextLengthExceededError, 6),
+    (errors.DownloadError, 7),
+    (errors.SmolgenError, 1),
+    (ValueError, 2),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import cost, decide, generate, info, pull, tokens
+
+    parser = argparse.ArgumentParser(
+        prog="smolgen",
+        description="Run SmolLM2 locally, fast, with the lid off.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module in (generate, pull, info, tokens, cost, decide):
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return f"smolgen {__version__}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except tuple(cls for cls, _ in EXIT_CODES) as e:
+        print(f"smolgen: error: {e}", file=sys.stderr)
+        return next(code for cls, code in EXIT_CODES if isinstance(e, cls))
+
+
+def model_argument(parser: argparse.ArgumentParser, *, positional: bool = False) -> None:
+    """The model spec argument every model command takes."""
+    help_text = (
+        "a .gguf file, a Hugging Face directory or repo id, or an alias "
+        "(default: smollm2-135m-instruct)"
+    )
+    if positional:
+        parser.add_argument("model", nargs="?", default=None, help=help_text)
+    else:
+        parser.add_argument("-m", "--model", default=None, help=help_text)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or metal (default: cpu)")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=["f32", "f16", "bf16"],
+        help="convert safetensors weights to this type",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""``smolgen generate``: stream a completion to the terminal, then a one-line summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import model_argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "generate",
+        help="generate text from a prompt",
+        description="Continue PROMPT with the model, streaming the text as it is generated.",
+    )
+    p.add_argument("prompt", help="the text to continue ('-' reads standard input)")
+    model_argument(p)
+    p.add_argument("-n", "--max-tokens", type=int, default=256, help="default: 256")
+    p.add_argument(
+        "-t", "--temperature", type=float, default=1.0, help="0 is greedy (default: 1.0)"
+    )
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default: off)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest (default: off)")
+    p.add_argument("--min-p", type=float, default=0.0, help="default: off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="default: off")
+    p.add_argument("--frequency-penalty", type=float, default=0.0)
+    p.add_argument("--presence-penalty", type=float, default=0.0)
+    p.add_argument("-s", "--seed", type=int, default=None, help="for reproducible sampling")
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="stop before this text (repeatable)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object (text, tokens, usage, timings) instead",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import load
+
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    model = load(args.model, device=args.device, dtype=args.dtype)
+    stream = model.generate(
+        prompt,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        frequency_penalty=args.frequency_penalty,
+        presence_penalty=args.presence_penalty,
+        seed=args.seed,
+        stop=args.stop or None,
+        stream=True,
+    )
+    out = sys.stdout
+    for chunk in stream:
+        if not args.json and chunk.text:
+            out.write(chunk.text)
+            out.flush()
+    completion = stream.completion
+    if args.json:
+        record = completion.to_dict()
+        record["model"] = model.info["path"]
+        record["prompt"] = prompt
+        json.dump(record, out, ensure_ascii=False)
+        out.write("\n")
+        return 0
+    out.write("\n")
+    if not args.quiet:
+        t, u = completion.timings, completion.usage
+        print(
+            f"[{u.completion_tokens} tokens, {u.prompt_tokens} prompt | "
+            f"TTFT {t.ttft_s * 1000:.0f} ms | prefill {t.prefill_tokens_per_s:.0f} tok/s | "
+            f"decode {t.decode_tokens_per_s:.1f} tok/s | finish: {completion.finish_reason}]",
+            file=sys.stderr,
+        )
+    return 0

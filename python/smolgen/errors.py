@@ -1,0 +1,70 @@
+"""The exceptions smolgen raises. The Rust core maps each of its error kinds to one of these.
+
+Every class derives from :class:`SmolgenError` and also from the builtin a Python user would
+catch for that kind of failure (``FileNotFoundError``, ``ValueError``, ...).
+"""
+
+from __future__ import annotations
+
+
+class SmolgenError(Exception):
+    """Base class of every smolgen error."""
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        for key, value in details.items():
+            setattr(self, key, value)
+
+
+class ModelNotFoundError(SmolgenError, FileNotFoundError):
+    """No model at the given path, alias or repository."""
+
+
+class MalformedModelError(SmolgenError, ValueError):
+    """The model file is truncated, corrupt or inconsistent (names the file and the problem)."""
+
+
+class UnsupportedModelError(SmolgenError):
+    """A well-formed model smolgen cannot run (architecture, quantization, device...)."""
+
+
+class ContextLengthExceededError(SmolgenError, ValueError):
+    """Prompt tokens plus ``max_tokens`` exceed the model's context window.
+
+    Attributes: ``max_context``, ``prompt_tokens``, ``max_tokens``, ``requested``.
+    """
+
+    max_context: int
+    prompt_tokens: int
+    max_tokens: int
+    requested: int
+
+
+class InvalidArgumentError(SmolgenError, ValueError):
+    """An argument outside its domain (negative temperature, unknown token id, ...)."""
+
+
+class ModelIOError(SmolgenError, OSError):
+    """Reading a model failed at the operating-system level."""
+
+
+class DownloadError(SmolgenError):
+    """Fetching a model failed from every source, or its checksum did not match."""
+
+
+class InternalError(SmolgenError, RuntimeError):
+    """A bug in smolgen rather than bad input: please report it."""
+
+
+__all__ = [
+    "ContextLengthExceededError",
+    "DownloadError",
+    "InternalError",
+    "InvalidArgumentError",
+    "MalformedModelError",
+    "ModelIOError",
+    "ModelNotFoundError",
+    "SmolgenError",
+    "UnsupportedModelError",
+]

@@ -1,0 +1,181 @@
+"""The Python face of a loaded model: `smolgen.load(...)` returns a :class:`Model`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, overload
+
+from . import _core
+from .hub import resolve
+
+TokenPiece = _core.TokenPiece
+Completion = _core.Completion
+CompletionStream = _core.CompletionStream
+
+
+class Tokenizer:
+    """A model's tokenizer: text to token ids and back, and the pieces in between."""
+
+    def __init__(self, inner: _core.Tokenizer) -> None:
+        self._inner = inner
+
+    @classmethod
+    def load(cls, spec: str | os.PathLike[str] | None = None) -> Tokenizer:
+        """The tokenizer of a model spec (``.gguf``, ``tokenizer.json``, directory or alias),
+        without loading the weights."""
+        return cls(_core.Tokenizer.from_file(resolve(spec)))
+
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        """Token ids of ``text``. ``special=True`` parses special-token text (``<|im_end|>``)."""
+        return self._inner.encode(text, special)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._inner.decode(list(ids))
+
+    def tokens(self, text: str, special: bool = False) -> list[TokenPiece]:
+        """One :class:`TokenPiece` (``id``, ``text``, ``bytes``) per token of ``text``."""
+        return self._inner.tokens(text, special)
+
+    def piece(self, token_id: int) -> TokenPiece:
+        return self._inner.piece(token_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._inner.vocab_size
+
+    @property
+    def bos_id(self) -> int | None:
+        return self._inner.bos_id
+
+    @property
+    def eos_id(self) -> int | None:
+        return self._inner.eos_id
+
+    @property
+    def end_of_generation_ids(self) -> list[int]:
+        return self._inner.end_of_generation_ids
+
+    @property
+    def chat_template(self) -> str | None:
+        return self._inner.chat_template
+
+    def __len__(self) -> int:
+        return self.vocab_size
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size})"
+
+
+class Model:
+    """A loaded model. Thread-safe: several threads may generate at once (the GIL is released
+    while the model computes)."""
+
+    def __init__(self, inner: _core.Model) -> None:
+        self._inner = inner
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Architecture, parameter count, layers, heads, context length, vocabulary size, storage
+        type per tensor kind, weight bytes, KV-cache bytes per token, device, load time."""
+        return self._inner.info
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self._inner.tokenizer)
+
+    @property
+    def context_length(self) -> int:
+        return self._inner.info["context_length"]
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Token ids of ``text`` (special-token text parsed unless ``special=False``)."""
+        return self._inner.tokenize(text, special)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self._inner.detokenize(list(ids))
+
+    def tokens(self, text: str, special: bool = True) -> list[TokenPiece]:
+        """``text`` as the model sees it: a :class:`TokenPiece` (id, text, bytes) per token."""
+        return self._inner.tokens(text, special)
+
+    @overload
+    def generate(
+        self, prompt: str | Sequence[int], *, stream: Literal[False] = ..., **sampling: Any
+    ) -> Completion: ...
+    @overload
+    def generate(
+        self, prompt: str | Sequence[int], *, stream: Literal[True], **sampling: Any
+    ) -> CompletionStream: ...
+
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        *,
+        max_tokens: int | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        repetition_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        logit_bias: Mapping[int, float] | None = None,
+        seed: int | None = None,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+    ) -> Completion | CompletionStream:
+        """Continues ``prompt`` (text, or token ids used as they are).
+
+        ``temperature=0`` is greedy; ``top_k=0``, ``top_p=1`` and ``min_p=0`` switch those
+        filters off. Generation ends at an end-of-generation token (``finish_reason="stop"``),
+        before the first ``stop`` string (never included in the text), or after ``max_tokens``
+        (``"length"``; unset, 256 or what is left of the context window). The same ``seed``
+        and settings give the same tokens on every run.
+
+        Returns a :class:`Completion` (``text``, ``token_ids``, ``finish_reason``, ``usage``,
+        ``timings``), or with ``stream=True`` an iterator of chunks ``(text, token_id)`` that
+        never splits a UTF-8 character; its ``completion`` is set once it is exhausted.
+        """
+        if not isinstance(prompt, str):
+            prompt = list(prompt)
+        stops = stop if isinstance(stop, str) or stop is None else list(stop)
+        return self._inner.generate(
+            prompt,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            frequency_penalty=frequency_penalty,
+            presence_penalty=presence_penalty,
+            logit_bias=dict(logit_bias) if logit_bias else None,
+            seed=seed,
+            stop=stops,
+            stream=stream,
+        )
+
+    def __repr__(self) -> str:
+        info = self.info
+        return (
+            f"Model({info['path']!r}, format={info['format']!r}, "
+            f"parameters={info['parameters']:,}, device={info['device']!r})"
+        )
+
+
+def load(
+    spec: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    *,
+    progress: bool = True,
+) -> Model:
+    """Loads a model.
+
+    ``spec``: a ``.gguf`` path, a local Hugging Face directory, an alias
+    (``smollm2-135m-instruct``, the default, pulled into the cache on first use) or a Hugging
+    Face repo id. ``device``: ``cpu``, ``cuda[:N]`` or ``metal`` (when built with that feature).
+    ``dtype`` (``f32``, ``f16``, ``bf16``) converts safetensors weights.
+    """
+    return Model(_core.Model.load(resolve(spec, progress=progress), device, dtype))

@@ -1,0 +1,240 @@
+//! One request's generation: prefill the prompt in one batched pass, then decode one token at a
+//! time against the KV cache, sampling each from the last position's logits.
+//!
+//! A [`Generation`] is a step machine so that callers can stream: each [`Generation::step`]
+//! produces one token and the text it completes, with stop strings held back and UTF-8 kept whole.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::model::LogitsFor;
+use crate::sampler::{Sampler, SamplingParams};
+use crate::text::{StopMatcher, StopScan, Utf8Stream};
+use crate::Model;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateOptions {
+    /// Upper bound on generated tokens.
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    /// Generation ends before the first occurrence of any of these; their text is never emitted.
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// An end-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// One generated token and the text it releases (possibly empty: held back or incomplete).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub token_id: u32,
+    pub text: String,
+    pub finish_reason: Option<FinishReason>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Timings {
+    /// The batched pass over the prompt.
+    pub prefill_s: f64,
+    /// From the start of the request to the first sampled token.
+    pub ttft_s: f64,
+    /// Every later step (forward + sample), in order.
+    pub decode_steps_s: Vec<f64>,
+}
+
+impl Timings {
+    pub fn decode_s(&self) -> f64 {
+        self.decode_steps_s.iter().sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub prompt_tokens: usize,
+    pub timings: Timings,
+}
+
+pub struct Generation {
+    model: Arc<Model>,
+    prompt: Vec<u32>,
+    options: GenerateOptions,
+    cache: KvCache,
+    sampler: Sampler,
+    generated: Vec<u32>,
+    utf8: Utf8Stream,
+    stops: StopMatcher,
+    text: String,
+    finish: Option<FinishReason>,
+    timings: Timings,
+    started: Instant,
+}
+
+impl Generation {
+    pub fn new(model: Arc<Model>, prompt: Vec<u32>, options: GenerateOptions) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::invalid(
+                "the prompt is empty: it must have at least one token",
+            ));
+        }
+        if options.max_tokens == 0 {
+            return Err(Error::invalid("max_tokens must be at least 1"));
+        }
+        let cfg = &model.llama.cfg;
+        if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                cfg.vocab_size
+            )));
+        }
+        let requested = prompt.len().saturating_add(options.max_tokens);
+        if requested > cfg.context_length {
+            return Err(Error::ContextLengthExceeded {
+                max_context: cfg.context_length,
+                requested,
+                prompt_tokens: prompt.len(),
+                max_new_tokens: options.max_tokens,
+            });
+        }
+        let sampler = Sampler::new(options.sampling.clone(), cfg.vocab_size, &prompt)?;
+        Ok(Generation {
+            cache: model.llama.new_cache(),
+            stops: StopMatcher::new(options.stop.clone()),
+            model,
+            prompt,
+            options,
+            sampler,
+            generated: Vec::new(),
+            utf8: Utf8Stream::default(),
+            text: String::new(),
+            finish: None,
+            timings: Timings::default(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    pub fn prompt_tokens(&self) -> usize {
+        self.prompt.len()
+    }
+
+    /// Generates one token. `Ok(None)` once generation has finished.
+    pub fn step(&mut self) -> Result<Option<Chunk>> {
+        if self.finish.is_some() {
+            return Ok(None);
+        }
+        let t0 = Instant::now();
+        let first = self.generated.is_empty();
+        let input: &[u32] = match self.generated.last() {
+            None => &self.prompt,
+            Some(last) => std::slice::from_ref(last),
+        };
+        let logits = self
+            .model
+            .llama
+            .forward(input, &mut self.cache, LogitsFor::Last)?
+            .to_vec1::<f32>()?;
+        if first {
+            self.timings.prefill_s = t0.elapsed().as_secs_f64();
+        }
+        let token = self.sampler.sample(&logits)?;
+        self.sampler.accept(token);
+        self.generated.push(token);
+        if first {
+            self.timings.ttft_s = self.started.elapsed().as_secs_f64();
+        } else {
+            self.timings.decode_steps_s.push(t0.elapsed().as_secs_f64());
+        }
+
+        let tokenizer = &self.model.tokenizer;
+        let mut text = String::new();
+        let mut finish = None;
+        if tokenizer.is_end_of_generation(token) {
+            finish = Some(FinishReason::Stop);
+            text = self.flush().0;
+        } else {
+            if !tokenizer.is_special(token) {
+                let piece = self.utf8.push(tokenizer.token_bytes(token)?);
+                match self.stops.push(&piece) {
+                    StopScan::Continue(t) => text = t,
+                    StopScan::Stopped(t) => {
+                        text = t;
+                        finish = Some(FinishReason::Stop);
+                    }
+                }
+            }
+            if finish.is_none() && self.generated.len() >= self.options.max_tokens {
+                let (tail, stopped) = self.flush();
+                text.push_str(&tail);
+                finish = Some(if stopped {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::Length
+                });
+            }
+        }
+        self.text.push_str(&text);
+        self.finish = finish;
+        Ok(Some(Chunk {
+            token_id: token,
+            text,
+            finish_reason: finish,
+        }))
+    }
+
+    /// At the end: releases an incomplete character (as U+FFFD) and the text held back for a
+    /// stop string that never came. Returns the text and whether a stop string still matched.
+    fn flush(&mut self) -> (String, bool) {
+        let tail = self.utf8.finish();
+        match self.stops.push(&tail) {
+            StopScan::Continue(mut t) => {
+                t.push_str(&self.stops.finish());
+                (t, false)
+            }
+            StopScan::Stopped(t) => (t, true),
+        }
+    }
+
+    /// Runs to the end.
+    pub fn run(mut self) -> Result<Completion> {
+        while self.step()?.is_some() {}
+        Ok(self.completion())
+    }
+
+    /// What has been generated so far (the final result once [`Self::is_finished`]).
+    pub fn completion(&self) -> Completion {
+        Completion {
+            text: self.text.clone(),
+            token_ids: self.generated.clone(),
+            finish_reason: self.finish.unwrap_or(FinishReason::Length),
+            prompt_tokens: self.prompt.len(),
+            timings: self.timings.clone(),
+        }
+    }
+
+    /// Bytes the KV cache holds now.
+    pub fn kv_cache_bytes(&self) -> usize {
+        self.cache.allocated_bytes()
+    }
+}

@@ -1,0 +1,172 @@
+//! smolgen-core: SmolLM2 (Llama-architecture) inference on candle, with the lid off.
+//!
+//! text -> [`tokenizer`] -> ids -> [`model`] (prefill once, then one token at a time against the
+//! KV cache) -> last-position logits -> [`sampler`] -> id -> [`text`] (UTF-8 safe, stop strings)
+//! -> text piece. [`generation`] drives that loop; [`Model`] holds what a loaded model is.
+
+pub mod config;
+pub mod error;
+pub mod generation;
+pub mod gguf;
+pub mod info;
+pub mod kv_cache;
+pub mod model;
+pub mod sampler;
+pub mod text;
+pub mod tokenizer;
+pub mod weights;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use generation::{Chunk, Completion, FinishReason, GenerateOptions, Generation, Timings};
+pub use info::ModelInfo;
+pub use model::{Llama, LogitsFor};
+pub use sampler::{Sampler, SamplingParams};
+pub use tokenizer::{TokenPiece, Tokenizer};
+
+/// A loaded model: weights, tokenizer and what is known about them.
+pub struct Model {
+    pub llama: Llama,
+    pub tokenizer: Arc<Tokenizer>,
+    pub info: ModelInfo,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish()
+    }
+}
+
+impl Model {
+    /// Loads a `.gguf` file or a Hugging Face directory (`config.json`, `*.safetensors`,
+    /// `tokenizer.json`). `dtype` converts safetensors weights (f32, f16, bf16); a GGUF keeps
+    /// its own quantization.
+    pub fn load(path: impl AsRef<Path>, device: &Device, dtype: Option<DType>) -> Result<Self> {
+        let path = path.as_ref();
+        let t0 = Instant::now();
+        if path.is_dir() {
+            Self::load_hf_dir(path, device, dtype, t0)
+        } else if path.exists() {
+            if dtype.is_some() {
+                return Err(Error::invalid(
+                    "dtype applies to safetensors weights; a GGUF file keeps its own quantization",
+                ));
+            }
+            Self::load_gguf(path, device, t0)
+        } else {
+            Err(Error::ModelNotFound(path.to_path_buf()))
+        }
+    }
+
+    /// Next-token logits after `tokens`, in one fresh forward pass: `[vocab]` for the last
+    /// position, or `[tokens, vocab]` for every position.
+    pub fn logits(&self, tokens: &[u32], which: LogitsFor) -> Result<(Vec<f32>, usize)> {
+        let mut cache = self.llama.new_cache();
+        let logits = self.llama.forward(tokens, &mut cache, which)?;
+        let rows = match which {
+            LogitsFor::Last => 1,
+            LogitsFor::All => tokens.len(),
+        };
+        Ok((logits.flatten_all()?.to_vec1::<f32>()?, rows))
+    }
+
+    fn load_gguf(path: &Path, device: &Device, t0: Instant) -> Result<Self> {
+        let file = gguf::GgufFile::open(path)?;
+        let cfg = Config::from_gguf(&file)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        let mut weights = weights::Weights::gguf(file, device);
+        let llama = Llama::load(cfg, &mut weights, device)?;
+        Self::finish(llama, tokenizer, &weights, device, t0)
+    }
+
+    fn load_hf_dir(dir: &Path, device: &Device, dtype: Option<DType>, t0: Instant) -> Result<Self> {
+        let read = |name: &str| -> Result<Option<String>> {
+            let p = dir.join(name);
+            match std::fs::read_to_string(&p) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Io { path: p, source: e }),
+            }
+        };
+        let config_path = dir.join("config.json");
+        let config_json =
+            read("config.json")?.ok_or_else(|| Error::ModelNotFound(config_path.clone()))?;
+        let cfg = Config::from_hf_json(&config_json, &config_path)?;
+        let tokenizer = Tokenizer::load(dir)?;
+        if tokenizer.vocab_size() > cfg.vocab_size {
+            return Err(Error::malformed(
+                dir,
+                format!(
+                    "tokenizer has {} tokens, the model's vocabulary only {}",
+                    tokenizer.vocab_size(),
+                    cfg.vocab_size
+                ),
+            ));
+        }
+        let dir_weights = weights::SafetensorsDir::open(dir, dtype)?;
+        let mut weights = weights::Weights::safetensors(dir_weights, device);
+        let llama = Llama::load(cfg, &mut weights, device)?;
+        Self::finish(llama, tokenizer, &weights, device, t0)
+    }
+
+    fn finish(
+        llama: Llama,
+        tokenizer: Tokenizer,
+        weights: &weights::Weights,
+        device: &Device,
+        t0: Instant,
+    ) -> Result<Self> {
+        let info = ModelInfo::new(&llama, weights, device, t0.elapsed().as_secs_f64());
+        Ok(Model {
+            llama,
+            tokenizer: Arc::new(tokenizer),
+            info,
+        })
+    }
+}
+
+/// `"cpu"`, `"cuda"`, `"cuda:N"` or `"metal"`.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let unavailable = |e: candle_core::Error| {
+        Error::Unsupported(format!(
+            "device `{spec}` is not available in this build: {e}"
+        ))
+    };
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0).map_err(unavailable),
+        _ => {
+            let ordinal = match spec.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| Error::invalid(format!("unknown device `{spec}`")))?,
+                None => {
+                    return Err(Error::invalid(format!(
+                        "unknown device `{spec}` (expected cpu, cuda, cuda:N or metal)"
+                    )))
+                }
+            };
+            Device::new_cuda(ordinal).map_err(unavailable)
+        }
+    }
+}
+
+/// `"f32"`, `"f16"` or `"bf16"` (also the long names `float32`, ...).
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        _ => Err(Error::invalid(format!(
+            "unknown dtype `{spec}` (expected f32, f16 or bf16)"
+        ))),
+    }
+}

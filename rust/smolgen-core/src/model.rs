@@ -1,0 +1,245 @@
+//! The Llama decoder, as SmolLM2 uses it.
+//!
+//! Paper: Touvron et al., "LLaMA: Open and Efficient Foundation Language Models" (2023), with
+//! grouped-query attention (Ainslie et al., 2023). Reference implementation: Hugging Face
+//! `transformers/models/llama/modeling_llama.py`; llama.cpp's `llm_build_llama` for GGUF.
+//!
+//! Each block: `x += o(attn(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))`, then
+//! `x += down(silu(gate(norm(x))) * up(norm(x)))`. Every matrix is a [`Linear`] over a candle
+//! `QMatMul`, quantized (GGUF) or plain (safetensors).
+
+use candle_core::{Device, Tensor};
+
+use crate::config::{Config, RopeLayout};
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::weights::{Embedding, Linear, Weights};
+
+/// Which positions of a forward pass get next-token logits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    /// Only the last position (generation): skips the 49K-wide LM head for the others.
+    Last,
+    All,
+}
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Block {
+    attn_norm: Tensor,
+    attn: Attention,
+    ffn_norm: Tensor,
+    mlp: Mlp,
+}
+
+pub struct Llama {
+    pub cfg: Config,
+    embedding: Embedding,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Linear,
+    pub tied_embeddings: bool,
+    /// `[head_dim / 2]` rotary frequencies.
+    inv_freq: Vec<f32>,
+    device: Device,
+}
+
+impl Llama {
+    pub fn load(cfg: Config, weights: &mut Weights, device: &Device) -> Result<Self> {
+        let (h, kv, hd) = (cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim);
+        let q_out = cfg.num_heads * hd;
+        let embedding = weights.embedding("token_embd.weight", (cfg.vocab_size, h))?;
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let name = |part: &str| format!("blk.{i}.{part}.weight");
+            blocks.push(Block {
+                attn_norm: weights.vector(&name("attn_norm"), h)?,
+                attn: Attention {
+                    q: weights.linear(&name("attn_q"), (q_out, h))?,
+                    k: weights.linear(&name("attn_k"), (kv * hd, h))?,
+                    v: weights.linear(&name("attn_v"), (kv * hd, h))?,
+                    o: weights.linear(&name("attn_output"), (h, q_out))?,
+                },
+                ffn_norm: weights.vector(&name("ffn_norm"), h)?,
+                mlp: Mlp {
+                    gate: weights.linear(&name("ffn_gate"), (cfg.intermediate_size, h))?,
+                    up: weights.linear(&name("ffn_up"), (cfg.intermediate_size, h))?,
+                    down: weights.linear(&name("ffn_down"), (h, cfg.intermediate_size))?,
+                },
+            });
+        }
+        let norm = weights.vector("output_norm.weight", h)?;
+        let (lm_head, tied_embeddings) =
+            weights.output("output.weight", (cfg.vocab_size, h), &embedding)?;
+        let half = cfg.head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
+            .collect();
+        Ok(Llama {
+            cfg,
+            embedding,
+            blocks,
+            norm,
+            lm_head,
+            tied_embeddings,
+            inv_freq,
+            device: device.clone(),
+        })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.num_layers, self.cfg.context_length)
+    }
+
+    /// Runs `tokens` through the model after what `cache` already holds, appending their keys
+    /// and values. Returns logits `[vocab]` (`LogitsFor::Last`) or `[tokens, vocab]`, in f32.
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor> {
+        let t = tokens.len();
+        let pos = cache.len();
+        if t == 0 {
+            return Err(Error::invalid("forward needs at least one token"));
+        }
+        if pos + t > self.cfg.context_length {
+            return Err(Error::ContextLengthExceeded {
+                max_context: self.cfg.context_length,
+                requested: pos + t,
+                prompt_tokens: pos + t,
+                max_new_tokens: 0,
+            });
+        }
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.cfg.vocab_size
+            )));
+        }
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?; // [1, t]
+        let mut x = self.embedding.forward(&ids)?; // [1, t, hidden]
+        let (cos, sin) = self.rotary_tables(pos, t)?;
+        let mask = if t > 1 {
+            Some(causal_mask(t, pos, &self.device)?)
+        } else {
+            None // one query attends to everything cached: nothing to mask
+        };
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_norm_eps)?;
+            let h = self.attention(&block.attn, &h, layer, cache, &cos, &sin, mask.as_ref())?;
+            x = (x + h)?;
+            let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_norm_eps)?;
+            let gate = candle_nn::ops::silu(&block.mlp.gate.forward(&h)?)?;
+            let h = block
+                .mlp
+                .down
+                .forward(&(gate * block.mlp.up.forward(&h)?)?)?;
+            x = (x + h)?;
+        }
+        cache.advance(t);
+        let x = match which {
+            LogitsFor::Last => x.narrow(1, t - 1, 1)?, // the LM head for one position only
+            LogitsFor::All => x,
+        };
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?;
+        let logits = self.lm_head.forward(&x)?.squeeze(0)?; // [t or 1, vocab]
+        Ok(match which {
+            LogitsFor::Last => logits.squeeze(0)?,
+            LogitsFor::All => logits,
+        })
+    }
+
+    /// cos and sin of every (position, frequency) pair for positions `pos..pos + t`: `[t, hd/2]`.
+    fn rotary_tables(&self, pos: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        let angles: Vec<f32> = (pos..pos + t)
+            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
+            .collect();
+        let angles = Tensor::from_vec(angles, (t, self.inv_freq.len()), &self.device)?;
+        Ok((angles.cos()?, angles.sin()?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        attn: &Attention,
+        x: &Tensor,
+        layer: usize,
+        cache: &mut KvCache,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) // [b, n, t, hd]
+        };
+        let q = heads(attn.q.forward(x)?, nh)?;
+        let k = heads(attn.k.forward(x)?, nkv)?;
+        let v = heads(attn.v.forward(x)?, nkv)?;
+        let (q, k) = match self.cfg.rope_layout {
+            RopeLayout::Interleaved => (
+                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+            ),
+            RopeLayout::HalfSplit => (
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
+            ),
+        };
+        let (k, v) = cache.append(layer, &k, &v)?; // [b, nkv, T, hd]
+        let total = k.dim(2)?;
+        // Grouped-query attention without copying K/V per query head: fold the query heads that
+        // share a KV head into the row dimension.
+        let rep = nh / nkv;
+        let q = q.reshape((b, nkv, rep * t, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?; // [b, nkv, rep * t, T]
+        let scores = match mask {
+            Some(m) => scores
+                .reshape((b, nkv, rep, t, total))?
+                .broadcast_add(m)?
+                .reshape((b, nkv, rep * t, total))?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let y = probs.matmul(&v.contiguous()?)?; // [b, nkv, rep * t, hd]
+        let y = y
+            .reshape((b, nh, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * hd))?;
+        attn.o.forward(&y)
+    }
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm(
+        &x.contiguous()?,
+        weight,
+        eps as f32,
+    )?)
+}
+
+/// `[t, pos + t]`: query i (at absolute position pos + i) may see keys 0..=pos + i.
+fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
+    let total = pos + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, total), device)?)
+}

@@ -1,0 +1,373 @@
+//! Where the weights come from: a GGUF file or a Hugging Face safetensors directory.
+//!
+//! Both sources answer the same questions under llama.cpp's tensor names (`blk.3.attn_q`, ...),
+//! and both hand out every matrix as a candle `QMatMul`, so one forward pass serves both formats.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+
+/// A linear layer without bias: `y = x W^T`, whatever W is stored as.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: QMatMul,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match &self.weight {
+            // A plain f16/bf16 matrix: multiply in its own dtype, hand back the caller's.
+            QMatMul::Tensor(w) if w.dtype() != x.dtype() => {
+                let w = match x.rank() {
+                    3 => w.broadcast_left(x.dim(0)?)?.t()?,
+                    _ => w.t()?,
+                };
+                x.to_dtype(w.dtype())?.matmul(&w)?.to_dtype(x.dtype())?
+            }
+            m => m.forward(x)?,
+        })
+    }
+}
+
+/// The token-embedding table. A quantized table is looked up row by row, never expanded to f32.
+#[derive(Debug, Clone)]
+pub enum Embedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl Embedding {
+    /// ids `[b, t]` -> `[b, t, hidden]` in f32.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Embedding::Quantized(q) => q.embedding(ids)?,
+            Embedding::Dense(w) => {
+                let (b, t) = ids.dims2()?;
+                w.index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, t, w.dim(1)?))?
+                    .to_dtype(DType::F32)?
+            }
+        })
+    }
+
+    /// The same table used as the output projection (tied embeddings).
+    fn as_linear(&self) -> Result<Linear> {
+        Ok(Linear {
+            weight: match self {
+                Embedding::Quantized(q) => QMatMul::from_arc(q.clone())?,
+                Embedding::Dense(w) => QMatMul::Tensor(w.clone()),
+            },
+        })
+    }
+}
+
+/// What a tensor is stored as, for `Model.info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSummary {
+    pub dtype: String,
+    pub elements: usize,
+    pub bytes: usize,
+}
+
+/// A weight source plus the bookkeeping of what was loaded from it.
+pub struct Weights {
+    source: Source,
+    device: Device,
+    /// Tensor name -> what it is stored as, filled as tensors are loaded.
+    pub loaded: BTreeMap<String, TensorSummary>,
+}
+
+enum Source {
+    Gguf(GgufFile),
+    Safetensors(SafetensorsDir),
+}
+
+impl Weights {
+    pub fn gguf(file: GgufFile, device: &Device) -> Self {
+        Weights {
+            source: Source::Gguf(file),
+            device: device.clone(),
+            loaded: BTreeMap::new(),
+        }
+    }
+
+    pub fn safetensors(dir: SafetensorsDir, device: &Device) -> Self {
+        Weights {
+            source: Source::Safetensors(dir),
+            device: device.clone(),
+            loaded: BTreeMap::new(),
+        }
+    }
+
+    pub fn format(&self) -> &'static str {
+        match self.source {
+            Source::Gguf(_) => "gguf",
+            Source::Safetensors(_) => "safetensors",
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        match &self.source {
+            Source::Gguf(g) => &g.path,
+            Source::Safetensors(s) => &s.dir,
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match &self.source {
+            Source::Gguf(g) => g.tensor_info(name).is_some(),
+            Source::Safetensors(s) => s.contains(name),
+        }
+    }
+
+    fn record(&mut self, name: &str, dtype: String, elements: usize, bytes: usize) {
+        self.loaded.insert(
+            name.to_string(),
+            TensorSummary {
+                dtype,
+                elements,
+                bytes,
+            },
+        );
+    }
+
+    fn check_shape(&self, name: &str, got: &[usize], want: &[usize]) -> Result<()> {
+        if got != want {
+            return Err(Error::malformed(
+                self.path(),
+                format!("tensor `{name}` has shape {got:?}, expected {want:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A matrix of shape `[out, in]`.
+    pub fn linear(&mut self, name: &str, shape: (usize, usize)) -> Result<Linear> {
+        let want = [shape.0, shape.1];
+        let weight = match &self.source {
+            Source::Gguf(g) => {
+                let q = g.load_qtensor(name, &self.device)?;
+                self.check_shape(name, q.shape().dims(), &want)?;
+                let (dtype, bytes) = (format!("{:?}", q.dtype()), q.storage_size_in_bytes());
+                self.record(name, dtype, want[0] * want[1], bytes);
+                QMatMul::from_qtensor(q)?
+            }
+            Source::Safetensors(s) => {
+                let t = s.tensor(name, &self.device)?;
+                self.check_shape(name, t.dims(), &want)?;
+                let bytes = t.elem_count() * t.dtype().size_in_bytes();
+                self.record(name, dtype_name(t.dtype()), t.elem_count(), bytes);
+                QMatMul::Tensor(t)
+            }
+        };
+        Ok(Linear { weight })
+    }
+
+    /// A vector (a norm's scale), always f32.
+    pub fn vector(&mut self, name: &str, len: usize) -> Result<Tensor> {
+        let t = match &self.source {
+            Source::Gguf(g) => g
+                .load_qtensor(name, &self.device)?
+                .dequantize(&self.device)?,
+            Source::Safetensors(s) => s.tensor(name, &self.device)?,
+        };
+        self.check_shape(name, t.dims(), &[len])?;
+        let bytes = t.elem_count() * t.dtype().size_in_bytes();
+        self.record(name, dtype_name(t.dtype()), len, bytes);
+        Ok(t.to_dtype(DType::F32)?)
+    }
+
+    pub fn embedding(&mut self, name: &str, shape: (usize, usize)) -> Result<Embedding> {
+        let want = [shape.0, shape.1];
+        let emb = match &self.source {
+            Source::Gguf(g) => {
+                let q = g.load_qtensor(name, &self.device)?;
+                self.check_shape(name, q.shape().dims(), &want)?;
+                let (dtype, bytes) = (format!("{:?}", q.dtype()), q.storage_size_in_bytes());
+                self.record(name, dtype, want[0] * want[1], bytes);
+                match q.dtype() {
+                    GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                        Embedding::Dense(q.dequantize(&self.device)?)
+                    }
+                    _ => Embedding::Quantized(Arc::new(q)),
+                }
+            }
+            Source::Safetensors(s) => {
+                let t = s.tensor(name, &self.device)?;
+                self.check_shape(name, t.dims(), &want)?;
+                let bytes = t.elem_count() * t.dtype().size_in_bytes();
+                self.record(name, dtype_name(t.dtype()), t.elem_count(), bytes);
+                Embedding::Dense(t)
+            }
+        };
+        Ok(emb)
+    }
+
+    /// The output projection: its own tensor, or the embedding table when the two are tied.
+    pub fn output(
+        &mut self,
+        name: &str,
+        shape: (usize, usize),
+        embedding: &Embedding,
+    ) -> Result<(Linear, bool)> {
+        if self.contains(name) {
+            Ok((self.linear(name, shape)?, false))
+        } else {
+            Ok((embedding.as_linear()?, true))
+        }
+    }
+}
+
+pub fn dtype_name(dtype: DType) -> String {
+    match dtype {
+        DType::F32 => "F32",
+        DType::F16 => "F16",
+        DType::BF16 => "BF16",
+        other => return format!("{other:?}"),
+    }
+    .to_string()
+}
+
+/// A Hugging Face model directory: `*.safetensors` (one or sharded), tensors renamed to
+/// llama.cpp's names on the way in.
+pub struct SafetensorsDir {
+    pub dir: PathBuf,
+    files: Vec<(PathBuf, memmap2::Mmap)>,
+    /// llama.cpp name -> (file index, Hugging Face name).
+    index: HashMap<String, (usize, String)>,
+    dtype: Option<DType>,
+}
+
+impl SafetensorsDir {
+    /// `dtype` converts every tensor on load (f32, f16 or bf16); `None` keeps the file's dtype.
+    pub fn open(dir: &Path, dtype: Option<DType>) -> Result<Self> {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        paths.sort();
+        if paths.is_empty() {
+            return Err(Error::ModelNotFound(dir.join("*.safetensors")));
+        }
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for (i, path) in paths.into_iter().enumerate() {
+            let file = std::fs::File::open(&path).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            // SAFETY: read-only map, see gguf.rs.
+            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            // Parses and validates the header: offsets inside the buffer, sizes matching shapes.
+            let st = safetensors::SafeTensors::deserialize(&mmap)
+                .map_err(|e| Error::malformed(&path, format!("{e}")))?;
+            for name in st.names() {
+                if let Some(ours) = gguf_name(name) {
+                    index.insert(ours, (i, name.to_string()));
+                }
+            }
+            files.push((path, mmap));
+        }
+        Ok(SafetensorsDir {
+            dir: dir.to_path_buf(),
+            files,
+            index,
+            dtype,
+        })
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let (file_idx, hf_name) = self
+            .index
+            .get(name)
+            .ok_or_else(|| Error::malformed(&self.dir, format!("missing tensor for `{name}`")))?;
+        let (path, mmap) = &self.files[*file_idx];
+        let st = safetensors::SafeTensors::deserialize(mmap)
+            .map_err(|e| Error::malformed(path, format!("{e}")))?;
+        let view = st
+            .tensor(hf_name)
+            .map_err(|e| Error::malformed(path, format!("{e}")))?;
+        let dtype = match view.dtype() {
+            safetensors::Dtype::F32 => DType::F32,
+            safetensors::Dtype::F16 => DType::F16,
+            safetensors::Dtype::BF16 => DType::BF16,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "tensor `{hf_name}` in {} has dtype {other:?} (f32, f16 and bf16 are \
+                     supported)",
+                    path.display()
+                )))
+            }
+        };
+        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)?;
+        Ok(match self.dtype {
+            Some(d) if d != dtype => t.to_dtype(d)?,
+            _ => t,
+        })
+    }
+}
+
+/// Hugging Face Llama tensor name -> llama.cpp's.
+fn gguf_name(hf: &str) -> Option<String> {
+    let fixed = match hf {
+        "model.embed_tokens.weight" => Some("token_embd.weight"),
+        "model.norm.weight" => Some("output_norm.weight"),
+        "lm_head.weight" => Some("output.weight"),
+        _ => None,
+    };
+    if let Some(n) = fixed {
+        return Some(n.to_string());
+    }
+    let rest = hf.strip_prefix("model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let part = match rest {
+        "input_layernorm.weight" => "attn_norm",
+        "self_attn.q_proj.weight" => "attn_q",
+        "self_attn.k_proj.weight" => "attn_k",
+        "self_attn.v_proj.weight" => "attn_v",
+        "self_attn.o_proj.weight" => "attn_output",
+        "post_attention_layernorm.weight" => "ffn_norm",
+        "mlp.gate_proj.weight" => "ffn_gate",
+        "mlp.up_proj.weight" => "ffn_up",
+        "mlp.down_proj.weight" => "ffn_down",
+        _ => return None,
+    };
+    Some(format!("blk.{layer}.{part}.weight"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gguf_name;
+
+    #[test]
+    fn maps_hf_names() {
+        assert_eq!(
+            gguf_name("model.layers.12.self_attn.k_proj.weight").as_deref(),
+            Some("blk.12.attn_k.weight")
+        );
+        assert_eq!(
+            gguf_name("model.embed_tokens.weight").as_deref(),
+            Some("token_embd.weight")
+        );
+        assert_eq!(gguf_name("model.layers.x.mlp.up_proj.weight"), None);
+        assert_eq!(gguf_name("model.rotary_emb.inv_freq"), None);
+    }
+}

@@ -1,0 +1,256 @@
+//! What `Model.generate` hands back: a finished `Completion`, or a `CompletionStream` of chunks.
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyTuple};
+use smolgen_core::{generation, Generation};
+
+use crate::errors::to_py;
+
+/// Token counts, as an OpenAI-style API reports them.
+#[pyclass(module = "smolgen._core", frozen, get_all)]
+#[derive(Clone)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+#[pymethods]
+impl Usage {
+    fn __repr__(&self) -> String {
+        format!(
+            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={})",
+            self.prompt_tokens, self.completion_tokens, self.total_tokens
+        )
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("prompt_tokens", self.prompt_tokens)?;
+        d.set_item("completion_tokens", self.completion_tokens)?;
+        d.set_item("total_tokens", self.total_tokens)?;
+        Ok(d)
+    }
+}
+
+/// Where the time went. Prefill is the one batched pass over the prompt; decode is every later
+/// token, one forward pass each.
+#[pyclass(module = "smolgen._core", frozen)]
+#[derive(Clone)]
+pub struct Timings {
+    inner: generation::Timings,
+    prompt_tokens: usize,
+}
+
+#[pymethods]
+impl Timings {
+    /// Seconds spent on the prompt's forward pass.
+    #[getter]
+    fn prefill_s(&self) -> f64 {
+        self.inner.prefill_s
+    }
+
+    /// Seconds from the request to the first generated token.
+    #[getter]
+    fn ttft_s(&self) -> f64 {
+        self.inner.ttft_s
+    }
+
+    /// Seconds spent generating every token after the first.
+    #[getter]
+    fn decode_s(&self) -> f64 {
+        self.inner.decode_s()
+    }
+
+    /// Seconds of each decode step, in order.
+    #[getter]
+    fn decode_steps_s(&self) -> Vec<f64> {
+        self.inner.decode_steps_s.clone()
+    }
+
+    /// Prompt tokens per second of prefill.
+    #[getter]
+    fn prefill_tokens_per_s(&self) -> f64 {
+        rate(self.prompt_tokens, self.inner.prefill_s)
+    }
+
+    /// Generated tokens per second after the first.
+    #[getter]
+    fn decode_tokens_per_s(&self) -> f64 {
+        rate(self.inner.decode_steps_s.len(), self.inner.decode_s())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Timings(prefill_s={:.4}, ttft_s={:.4}, decode_s={:.4}, prefill_tokens_per_s={:.1}, \
+             decode_tokens_per_s={:.1})",
+            self.prefill_s(),
+            self.ttft_s(),
+            self.decode_s(),
+            self.prefill_tokens_per_s(),
+            self.decode_tokens_per_s()
+        )
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("prefill_s", self.prefill_s())?;
+        d.set_item("ttft_s", self.ttft_s())?;
+        d.set_item("decode_s", self.decode_s())?;
+        d.set_item("prefill_tokens_per_s", self.prefill_tokens_per_s())?;
+        d.set_item("decode_tokens_per_s", self.decode_tokens_per_s())?;
+        d.set_item("decode_steps_s", self.decode_steps_s())?;
+        Ok(d)
+    }
+}
+
+fn rate(n: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        n as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// The result of one generation.
+#[pyclass(module = "smolgen._core", frozen, get_all)]
+pub struct Completion {
+    /// The generated text, without the end-of-generation token and without any stop string.
+    pub text: String,
+    /// Every generated token id, including an end-of-generation token that ended it.
+    pub token_ids: Vec<u32>,
+    /// `"stop"` (end-of-generation token or stop string) or `"length"` (max_tokens).
+    pub finish_reason: &'static str,
+    pub usage: Py<Usage>,
+    pub timings: Py<Timings>,
+}
+
+impl Completion {
+    pub fn new(py: Python<'_>, c: smolgen_core::Completion) -> PyResult<Self> {
+        let usage = Usage {
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.token_ids.len(),
+            total_tokens: c.prompt_tokens + c.token_ids.len(),
+        };
+        let timings = Timings {
+            inner: c.timings,
+            prompt_tokens: c.prompt_tokens,
+        };
+        Ok(Completion {
+            text: c.text,
+            token_ids: c.token_ids,
+            finish_reason: c.finish_reason.as_str(),
+            usage: Py::new(py, usage)?,
+            timings: Py::new(py, timings)?,
+        })
+    }
+}
+
+#[pymethods]
+impl Completion {
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Completion(text={:?}, finish_reason={:?}, usage={})",
+            self.text,
+            self.finish_reason,
+            self.usage.borrow(py).__repr__()
+        )
+    }
+
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("text", &self.text)?;
+        d.set_item("token_ids", &self.token_ids)?;
+        d.set_item("finish_reason", self.finish_reason)?;
+        d.set_item("usage", self.usage.borrow(py).to_dict(py)?)?;
+        d.set_item("timings", self.timings.borrow(py).to_dict(py)?)?;
+        Ok(d)
+    }
+}
+
+/// One streamed token: `text` is what it completes (may be empty while a UTF-8 character or a
+/// possible stop string is incomplete). Unpacks as `(text, token_id)`.
+#[pyclass(module = "smolgen._core", frozen, get_all)]
+pub struct Chunk {
+    pub text: String,
+    pub token_id: u32,
+    /// Set on the last chunk: `"stop"` or `"length"`.
+    pub finish_reason: Option<&'static str>,
+}
+
+#[pymethods]
+impl Chunk {
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let pair = PyTuple::new(
+            py,
+            [
+                self.text.clone().into_pyobject(py)?.into_any(),
+                self.token_id.into_pyobject(py)?.into_any(),
+            ],
+        )?;
+        Ok(pair.try_iter()?.into_any())
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Chunk(text={:?}, token_id={}, finish_reason={:?})",
+            self.text, self.token_id, self.finish_reason
+        )
+    }
+}
+
+/// An iterator of [`Chunk`]s. Each `next()` runs one decode step with the GIL released; when it
+/// is exhausted, `completion` holds the whole result (usage and timings included).
+#[pyclass(module = "smolgen._core")]
+pub struct CompletionStream {
+    generation: Generation,
+    completion: Option<Py<Completion>>,
+}
+
+impl CompletionStream {
+    pub fn new(generation: Generation) -> Self {
+        CompletionStream {
+            generation,
+            completion: None,
+        }
+    }
+}
+
+#[pymethods]
+impl CompletionStream {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Chunk>> {
+        let generation = &mut self.generation;
+        let step = py.detach(|| generation.step()).map_err(to_py)?;
+        match step {
+            Some(chunk) => {
+                if chunk.finish_reason.is_some() {
+                    self.finalize(py)?;
+                }
+                Ok(Some(Chunk {
+                    text: chunk.text,
+                    token_id: chunk.token_id,
+                    finish_reason: chunk.finish_reason.map(|f| f.as_str()),
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The finished result; `None` until the stream is exhausted.
+    #[getter]
+    fn completion(&self, py: Python<'_>) -> Option<Py<Completion>> {
+        self.completion.as_ref().map(|c| c.clone_ref(py))
+    }
+}
+
+impl CompletionStream {
+    fn finalize(&mut self, py: Python<'_>) -> PyResult<()> {
+        let c = Completion::new(py, self.generation.completion())?;
+        self.completion = Some(Py::new(py, c)?);
+        Ok(())
+    }
+}

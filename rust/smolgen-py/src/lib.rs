@@ -1,0 +1,24 @@
+//! The `smolgen._core` extension module: thin wrappers over `smolgen-core`.
+
+use pyo3::prelude::*;
+
+mod completion;
+mod errors;
+mod model;
+mod sampler;
+mod tokenizer;
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<model::Model>()?;
+    m.add_class::<tokenizer::Tokenizer>()?;
+    m.add_class::<tokenizer::TokenPiece>()?;
+    m.add_class::<completion::Completion>()?;
+    m.add_class::<completion::CompletionStream>()?;
+    m.add_class::<completion::Chunk>()?;
+    m.add_class::<completion::Usage>()?;
+    m.add_class::<completion::Timings>()?;
+    sampler::register(m)?;
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! `Tokenizer` and `TokenPiece`: what the model sees of a text.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use smolgen_core::tokenizer;
+
+use crate::errors::to_py;
+
+/// One token: its id, the bytes it stands for, and those bytes as readable text.
+#[pyclass(module = "smolgen._core", frozen)]
+pub struct TokenPiece {
+    inner: tokenizer::TokenPiece,
+}
+
+#[pymethods]
+impl TokenPiece {
+    #[getter]
+    fn id(&self) -> u32 {
+        self.inner.id
+    }
+
+    /// The token's bytes decoded as UTF-8, invalid bytes shown as `\xNN`.
+    #[getter]
+    fn text(&self) -> &str {
+        &self.inner.text
+    }
+
+    #[getter]
+    fn bytes<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.bytes)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "TokenPiece(id={}, text={:?})",
+            self.inner.id, self.inner.text
+        )
+    }
+
+    fn __eq__(&self, other: &Self) -> bool {
+        self.inner == other.inner
+    }
+}
+
+/// A model's tokenizer. Shared with the `Model` it came from; loading one from a GGUF reads the
+/// file's metadata only.
+#[pyclass(module = "smolgen._core", frozen)]
+pub struct Tokenizer {
+    pub inner: Arc<tokenizer::Tokenizer>,
+}
+
+#[pymethods]
+impl Tokenizer {
+    /// Loads the tokenizer of a `.gguf` file, a `tokenizer.json`, or a Hugging Face directory.
+    #[staticmethod]
+    fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let tk = py
+            .detach(|| tokenizer::Tokenizer::load(&path))
+            .map_err(to_py)?;
+        Ok(Tokenizer {
+            inner: Arc::new(tk),
+        })
+    }
+
+    /// Token ids of `text`. With `special=True`, text such as `<|im_start|>` becomes its special
+    /// token; with `special=False` it is tokenized as plain text. Never adds BOS.
+    #[pyo3(signature = (text, special = false))]
+    fn encode(&self, py: Python<'_>, text: &str, special: bool) -> PyResult<Vec<u32>> {
+        py.detach(|| self.inner.encode(text, special))
+            .map_err(to_py)
+    }
+
+    /// The text of `ids`; special tokens appear as their text, invalid UTF-8 as U+FFFD.
+    fn decode(&self, ids: Vec<i64>) -> PyResult<String> {
+        self.inner.decode(&checked_ids(&ids)?).map_err(to_py)
+    }
+
+    /// `text` as the model sees it: a `TokenPiece` per token.
+    #[pyo3(signature = (text, special = false))]
+    fn tokens(&self, text: &str, special: bool) -> PyResult<Vec<TokenPiece>> {
+        pieces(&self.inner, text, special)
+    }
+
+    /// The piece of one token id.
+    fn piece(&self, id: i64) -> PyResult<TokenPiece> {
+        let id = checked_ids(&[id])?[0];
+        let inner = self.inner.piece(id).map_err(to_py)?;
+        Ok(TokenPiece { inner })
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    #[getter]
+    fn bos_id(&self) -> Option<u32> {
+        self.inner.bos_id
+    }
+
+    #[getter]
+    fn eos_id(&self) -> Option<u32> {
+        self.inner.eos_id
+    }
+
+    /// Ids that end generation (EOS and end-of-turn tokens).
+    #[getter]
+    fn end_of_generation_ids(&self) -> Vec<u32> {
+        self.inner.end_of_generation.clone()
+    }
+
+    /// The model's own Jinja chat template, if it ships one.
+    #[getter]
+    fn chat_template(&self) -> Option<String> {
+        self.inner.chat_template.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Tokenizer(vocab_size={})", self.inner.vocab_size())
+    }
+}
+
+pub fn pieces(tk: &tokenizer::Tokenizer, text: &str, special: bool) -> PyResult<Vec<TokenPiece>> {
+    Ok(tk
+        .pieces(text, special)
+        .map_err(to_py)?
+        .into_iter()
+        .map(|inner| TokenPiece { inner })
+        .collect())
+}
+
+/// Python ints -> token ids, with a typed error for negatives and overflows.
+pub fn checked_ids(ids: &[i64]) -> PyResult<Vec<u32>> {
+    ids.iter()
+        .map(|&id| {
+            u32::try_from(id).map_err(|_| {
+                to_py(smolgen_core::Error::invalid(format!(
+                    "token id {id} is not a valid token id"
+                )))
+            })
+        })
+        .collect()
+}

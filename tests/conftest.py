@@ -1,0 +1,61 @@
+"""Shared fixtures: the real model (pulled once into the cache), the llama.cpp test vectors, and a
+tiny random Llama written by the tests in every format smolgen reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import smolgen
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def tokenize_vectors() -> list[dict]:
+    return json.loads((FIXTURES / "smollm2_tokenize.json").read_text())["cases"]
+
+
+@pytest.fixture(scope="session")
+def greedy_vectors() -> list[dict]:
+    return json.loads((FIXTURES / "smollm2_greedy.json").read_text())["cases"]
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The real SmolLM2-135M-Instruct Q4_1 GGUF, from the cache (pulled on first use)."""
+    return smolgen.pull(smolgen.DEFAULT_MODEL, progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf: Path) -> smolgen.Model:
+    return smolgen.load(smollm2_gguf)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights():
+    import tiny_llama
+
+    return tiny_llama.random_weights(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tiny_weights) -> Path:
+    import tiny_llama
+
+    return tiny_llama.write_hf_dir(tmp_path_factory.mktemp("tiny-hf"), tiny_weights, shards=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, tiny_weights) -> Path:
+    import tiny_llama
+
+    path = tmp_path_factory.mktemp("tiny-gguf") / "tiny-f32.gguf"
+    return tiny_llama.write_gguf(path, tiny_weights, qtype="F32")

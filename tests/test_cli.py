@@ -1,0 +1,96 @@
+"""The ``smolgen`` command as a user runs it: a separate process, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def smolgen(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "smolgen", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_generate_streams_and_summarises(smollm2_gguf):
+    r = smolgen(
+        "generate",
+        "Once upon a time",
+        "-m",
+        str(smollm2_gguf),
+        "--max-tokens",
+        "12",
+        "--temperature",
+        "0.7",
+        "--seed",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.strip()) > 10
+    assert "12 tokens" in r.stderr and "TTFT" in r.stderr and "tok/s" in r.stderr
+
+
+def test_generate_json_is_reproducible(smollm2_gguf):
+    args = (
+        "generate",
+        "Once upon a time",
+        "-m",
+        str(smollm2_gguf),
+        "-n",
+        "10",
+        "--seed",
+        "3",
+        "--json",
+    )
+    a, b = smolgen(*args), smolgen(*args)
+    assert a.returncode == 0, a.stderr
+    ra, rb = json.loads(a.stdout), json.loads(b.stdout)
+    assert ra["token_ids"] == rb["token_ids"]
+    assert ra["usage"] == {"prompt_tokens": 4, "completion_tokens": 10, "total_tokens": 14}
+    assert ra["finish_reason"] == "length"
+    assert set(ra["timings"]) >= {"prefill_s", "ttft_s", "decode_s", "decode_tokens_per_s"}
+
+
+def test_info_json(smollm2_gguf):
+    r = smolgen("info", str(smollm2_gguf), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["parameters"] == 134_515_008
+    assert info["weight_types"]["token_embd"] == "Q8_0"
+
+
+def test_info_table(smollm2_gguf):
+    r = smolgen("info", str(smollm2_gguf))
+    assert r.returncode == 0, r.stderr
+    assert "134,515,008" in r.stdout and "Q4_1" in r.stdout
+
+
+def test_pull_uses_the_cache(smollm2_gguf):
+    r = smolgen("pull", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["path"] == str(smollm2_gguf)
+
+
+def test_exit_codes_by_error_class(tmp_path, smollm2_gguf):
+    assert smolgen("generate", "hi", "-m", str(tmp_path / "missing.gguf")).returncode == 3
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"nonsense")
+    r = smolgen("generate", "hi", "-m", str(bad))
+    assert r.returncode == 4 and "not a GGUF file" in r.stderr
+    r = smolgen("generate", "hi", "-m", str(smollm2_gguf), "--temperature", "-1")
+    assert r.returncode == 2 and "temperature" in r.stderr
+    r = smolgen("generate", "hi", "-m", str(smollm2_gguf), "--max-tokens", "9000")
+    assert r.returncode == 6 and "maximum context length is 8192 tokens" in r.stderr
+    assert smolgen("pull", "not-an-alias").returncode == 3
+    assert smolgen().returncode == 2
+
+
+def test_help_everywhere():
+    for command in ("generate", "pull", "info", "tokens", "cost", "decide"):
+        r = smolgen(command, "--help")
+        assert r.returncode == 0 and "usage" in r.stdout

@@ -1,0 +1,219 @@
+"""Generation: greedy against llama.cpp, sampling, stop strings, streaming, limits, threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import smolgen
+
+# Logit gap under which two engines' arithmetic may rank two tokens either way.
+NEAR_TIE = 0.2
+
+
+def test_greedy_matches_llama_cpp_until_a_near_tie(smollm2, greedy_vectors):
+    """Every continuation follows llama.cpp token for token; where they part, llama.cpp's choice
+    must have been a near-tie in our logits too (a late near-tie may differ, as the fixture's
+    README warns). On the pinned model two of five continuations match all 24 tokens and the
+    earliest parting is at token 3, by under 0.1 logits."""
+    full_matches = 0
+    for case in greedy_vectors:
+        completion = smollm2.generate(case["ids"], max_tokens=24, temperature=0)
+        ours, ref = completion.token_ids, case["greedy"]
+        assert ours[0] == ref[0], case["prompt"]
+        k = next((i for i, (a, b) in enumerate(zip(ours, ref, strict=False)) if a != b), None)
+        if k is None:
+            full_matches += 1
+            continue
+        logits = smollm2._inner.logits(case["ids"] + ref[:k])
+        gap = float(logits[ours[k]] - logits[ref[k]])
+        assert 0 <= gap < NEAR_TIE, (case["prompt"], k, gap)
+    assert full_matches >= 2
+
+
+def test_first_step_top5_matches_llama_cpp(smollm2, greedy_vectors):
+    """candle's quantized matmuls round activations differently from llama.cpp's, which moves
+    log-probabilities by up to ~0.3 on this model: the top token agrees, the fifth may not."""
+    for case in greedy_vectors:
+        logits = smollm2._inner.logits(case["ids"]).astype(np.float64)
+        logprobs = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        ours = [int(i) for i in np.argsort(-logprobs)[:5]]
+        ref_ids = [i for i, _ in case["top5"]]
+        assert ours[0] == ref_ids[0]
+        assert len(set(ours) & set(ref_ids)) >= 4, case["prompt"]
+        ref_lp = np.array([lp for _, lp in case["top5"]])
+        np.testing.assert_allclose(logprobs[ref_ids], ref_lp, atol=0.35)
+
+
+def test_completion_fields(smollm2):
+    c = smollm2.generate("Once upon a time", max_tokens=8, temperature=0)
+    assert c.finish_reason == "length"
+    assert len(c.token_ids) == 8
+    assert c.usage.prompt_tokens == 4
+    assert c.usage.completion_tokens == 8
+    assert c.usage.total_tokens == 12
+    assert c.text == smollm2.detokenize(c.token_ids)
+    t = c.timings
+    assert 0 < t.prefill_s <= t.ttft_s
+    assert len(t.decode_steps_s) == 7
+    assert t.decode_s == pytest.approx(sum(t.decode_steps_s))
+    assert t.prefill_tokens_per_s > 0 and t.decode_tokens_per_s > 0
+    assert c.to_dict()["usage"]["total_tokens"] == 12
+
+
+def test_text_prompt_equals_its_token_ids(smollm2):
+    a = smollm2.generate("The sun rises in the", max_tokens=6, temperature=0)
+    b = smollm2.generate(smollm2.tokenize("The sun rises in the"), max_tokens=6, temperature=0)
+    assert a.token_ids == b.token_ids
+
+
+def test_end_of_generation_stops_with_reason_stop(smollm2):
+    prompt = "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"
+    c = smollm2.generate(prompt, max_tokens=200, temperature=0)
+    assert c.finish_reason == "stop"
+    assert c.token_ids[-1] in smollm2.tokenizer.end_of_generation_ids
+    assert "<|im_end|>" not in c.text
+
+
+def test_same_seed_same_tokens_other_seed_other_tokens(smollm2):
+    kwargs = {"max_tokens": 16, "temperature": 1.0, "top_p": 0.95}
+    a = smollm2.generate("Once upon a time", seed=7, **kwargs)
+    b = smollm2.generate("Once upon a time", seed=7, **kwargs)
+    c = smollm2.generate("Once upon a time", seed=8, **kwargs)
+    assert a.token_ids == b.token_ids
+    assert a.token_ids != c.token_ids
+
+
+def test_stop_string_is_never_emitted(smollm2):
+    full = smollm2.generate("for i in range(10):", max_tokens=24, temperature=0).text
+    stop = "print"
+    assert stop in full
+    c = smollm2.generate("for i in range(10):", max_tokens=24, temperature=0, stop=[stop, "zzz"])
+    assert c.finish_reason == "stop"
+    assert c.text == full[: full.index(stop)]
+    streamed = smollm2.generate(
+        "for i in range(10):", max_tokens=24, temperature=0, stop=stop, stream=True
+    )
+    pieces = [chunk.text for chunk in streamed]
+    assert "".join(pieces) == c.text
+    assert all(stop not in p for p in pieces)
+    assert streamed.completion.finish_reason == "stop"
+
+
+def test_stream_equals_the_whole_and_unpacks(smollm2):
+    whole = smollm2.generate("Roses are red,", max_tokens=20, temperature=0)
+    stream = smollm2.generate("Roses are red,", max_tokens=20, temperature=0, stream=True)
+    assert stream.completion is None
+    chunks = list(stream)
+    assert [c.token_id for c in chunks] == whole.token_ids
+    assert "".join(text for text, _ in chunks) == whole.text
+    assert chunks[-1].finish_reason == "length"
+    assert all(c.finish_reason is None for c in chunks[:-1])
+    assert stream.completion.text == whole.text
+    assert stream.completion.usage.completion_tokens == 20
+    assert next(stream, None) is None
+
+
+def test_streaming_never_splits_a_utf8_character(smollm2):
+    """Japanese and emoji tokens often carry half a character; no chunk may show U+FFFD."""
+    stream = smollm2.generate(
+        "東京は日本の首都です。大阪は", max_tokens=30, temperature=0.8, seed=3, stream=True
+    )
+    chunks = list(stream)
+    text = "".join(c.text for c in chunks)
+    assert text == stream.completion.text
+    assert "\ufffd" not in text
+    held = [c for c in chunks if c.text == ""]
+    assert held, "expected at least one token that completes no character by itself"
+
+
+def test_context_window_is_enforced(tiny_gguf):
+    model = smolgen.load(tiny_gguf)  # context 96
+    with pytest.raises(smolgen.ContextLengthExceededError) as err:
+        model.generate([5] * 90, max_tokens=10)
+    e = err.value
+    assert (e.max_context, e.prompt_tokens, e.max_tokens, e.requested) == (96, 90, 10, 100)
+    assert "maximum context length is 96 tokens" in str(e)
+    assert isinstance(e, ValueError)
+    assert len(model.generate([5] * 90, max_tokens=6, temperature=0).token_ids) <= 6
+    # Without max_tokens the default shrinks to what the window has left.
+    assert len(model.generate([5] * 90, temperature=0).token_ids) <= 6
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": -0.5},
+        {"temperature": float("nan")},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"top_k": -1},
+        {"min_p": 2.0},
+        {"max_tokens": 0},
+        {"max_tokens": -3},
+        {"repetition_penalty": 0.0},
+        {"presence_penalty": 3.0},
+        {"logit_bias": {10**9: 1.0}},
+    ],
+)
+def test_bad_settings_raise_typed_errors(tiny_gguf, kwargs):
+    model = smolgen.load(tiny_gguf)
+    with pytest.raises(smolgen.InvalidArgumentError):
+        model.generate("hello", **{"max_tokens": 4, **kwargs})
+
+
+def test_bad_prompts_raise_typed_errors(tiny_gguf):
+    model = smolgen.load(tiny_gguf)
+    with pytest.raises(smolgen.InvalidArgumentError):
+        model.generate([])
+    with pytest.raises(smolgen.InvalidArgumentError):
+        model.generate([10**6])
+    with pytest.raises(smolgen.InvalidArgumentError):
+        model.generate([-1])
+    with pytest.raises(smolgen.InvalidArgumentError):
+        model._inner.logits([1, 2], positions="some")
+
+
+def test_generation_releases_the_gil(smollm2):
+    """Two threads generating at once overlap in time: each one's work starts before the other
+    ends. With the GIL held they would run one after the other."""
+    spans: list[tuple[float, float]] = []
+
+    def work():
+        start = time.perf_counter()
+        smollm2.generate("Once upon a time", max_tokens=24, temperature=0)
+        spans.append((start, time.perf_counter()))
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for t in threads:
+        t.start()
+    # A busy Python loop in the main thread at the same time: it only progresses if the GIL is
+    # free while the generations compute.
+    ticks = 0
+    while any(t.is_alive() for t in threads):
+        ticks += 1
+    for t in threads:
+        t.join()
+    latest_start = max(s for s, _ in spans)
+    earliest_end = min(e for _, e in spans)
+    assert latest_start < earliest_end
+    assert ticks > 1000
+
+
+def test_concurrent_generations_are_each_correct(smollm2):
+    expected = smollm2.generate("The theory of relativity", max_tokens=12, temperature=0)
+    results: list[list[int]] = []
+
+    def work():
+        c = smollm2.generate("The theory of relativity", max_tokens=12, temperature=0)
+        results.append(c.token_ids)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected.token_ids] * 3
