@@ -60,6 +60,17 @@ fn bench_sample(c: &mut Criterion) {
             &[][..],
         ),
         (
+            // A flat distribution: the nucleus holds about 18,000 tokens.
+            "temperature_1.5_top_p_0.95",
+            SamplingParams {
+                temperature: 1.5,
+                top_p: 0.95,
+                ..seeded.clone()
+            },
+            &[][..],
+            &[][..],
+        ),
+        (
             "top_k_40",
             SamplingParams {
                 top_k: 40,

@@ -98,13 +98,9 @@ impl Generation {
         if options.max_tokens == 0 {
             return Err(Error::invalid("max_tokens must be at least 1"));
         }
+        // Checked here too, so a bad prompt fails when the request is made, not at its first step.
+        model.llama.check_token_ids(&prompt)?;
         let cfg = &model.llama.cfg;
-        if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-            return Err(Error::invalid(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                cfg.vocab_size
-            )));
-        }
         let requested = prompt.len().saturating_add(options.max_tokens);
         if requested > cfg.context_length {
             return Err(Error::ContextLengthExceeded {
@@ -129,14 +125,6 @@ impl Generation {
             timings: Timings::default(),
             started: Instant::now(),
         })
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.finish.is_some()
-    }
-
-    pub fn prompt_tokens(&self) -> usize {
-        self.prompt.len()
     }
 
     /// Generates one token. `Ok(None)` once generation has finished.
@@ -231,10 +219,5 @@ impl Generation {
             prompt_tokens: self.prompt.len(),
             timings: self.timings.clone(),
         }
-    }
-
-    /// Bytes the KV cache holds now.
-    pub fn kv_cache_bytes(&self) -> usize {
-        self.cache.allocated_bytes()
     }
 }

@@ -164,6 +164,19 @@ impl Llama {
         })
     }
 
+    pub fn check_token_ids(&self, tokens: &[u32]) -> Result<()> {
+        match tokens
+            .iter()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            Some(bad) => Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                self.cfg.vocab_size
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// cos and sin of every (position, frequency) pair for positions `pos..pos + t`: `[t, hd/2]`.
     fn rotary_tables(&self, pos: usize, t: usize) -> Result<(Tensor, Tensor)> {
         let angles: Vec<f32> = (pos..pos + t)

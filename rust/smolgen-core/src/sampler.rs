@@ -38,10 +38,10 @@
 //! platform, whatever the versions of our dependencies or of the standard library.
 //!
 //! Cost: the vocabulary is never sorted. Top-k keeps a bounded buffer of candidates above a
-//! rising threshold, compacted by partial selection. Without top-k, top-p and min-p first
-//! collect the tokens above a probability threshold that falls until their mass reaches p,
-//! then top-p finds the nucleus among them by repeated partial selection around medians,
-//! sorting only the last few. A draw over the whole vocabulary skips blocks of 64 tokens by
+//! rising threshold, compacted by partial selection. Top-p adds up the probability in narrow
+//! buckets (the top bits of each float), finds the bucket where the cumulative probability
+//! crosses p, keeps every token above it and sorts only that bucket's tokens; min-p is a
+//! threshold. A draw over the whole vocabulary skips blocks of 64 tokens by
 //! their partial sums. The buffers are allocated once, when the sampler is built.
 
 use std::cmp::Ordering;
@@ -371,7 +371,7 @@ fn process(
     }
 
     if params.temperature == 0.0 {
-        let argmax = work.iter().position(|&x| x == max).unwrap_or(0);
+        let argmax = first_index_of(work, max).unwrap_or(0);
         return Ok(Survivors::Greedy(argmax as u32));
     }
 
@@ -399,10 +399,8 @@ fn process(
         if top_p >= 1.0 && min_p == 0.0 {
             return Ok(Survivors::Everyone { total: z });
         }
-        collect_nucleus_candidates(weights, z, top_p, min_p, candidates);
-        for c in candidates.iter_mut() {
-            c.prob /= z;
-        }
+        let floor = survivor_floor(weights, z, top_p, min_p);
+        collect_probabilities(weights, floor, z, candidates);
     }
 
     candidates.retain(|c| c.prob > 0.0);
@@ -484,6 +482,26 @@ fn max_and_check(xs: &[f32]) -> (f32, bool) {
     (result, any_bad)
 }
 
+/// The lowest index holding `value`, checking [`LANES`] values at a time.
+fn first_index_of(xs: &[f32], value: f32) -> Option<usize> {
+    let hit = |chunk: &[f32]| chunk.iter().position(|&x| x == value);
+    let mut chunks = xs.chunks_exact(LANES);
+    for (i, chunk) in (&mut chunks).enumerate() {
+        if any(chunk, |x| x == value) {
+            return hit(chunk).map(|j| i * LANES + j);
+        }
+    }
+    let tail = chunks.remainder();
+    hit(tail).map(|j| xs.len() - tail.len() + j)
+}
+
+/// Whether any element of a short chunk passes `test`, without stopping early, so that the
+/// compiler can test the whole chunk at once.
+#[inline(always)]
+fn any<T: Copy>(chunk: &[T], test: impl Fn(T) -> bool) -> bool {
+    chunk.iter().fold(false, |found, &x| found | test(x))
+}
+
 /// NaN and +inf have no probability: softmax turns them into NaN.
 #[inline(always)]
 fn cannot_sample(x: f32) -> bool {
@@ -552,18 +570,23 @@ fn select_top_k(logits: &[f32], k: usize, out: &mut Vec<Candidate>) {
     out.clear();
     let buffer = 2 * k;
     let mut threshold = f32::NEG_INFINITY;
-    for (id, &logit) in (0u32..).zip(logits) {
+    for (chunk_start, chunk) in (0u32..).step_by(LANES).zip(logits.chunks(LANES)) {
         // Strictly above: a later token with the threshold's logit has a higher id, so it
         // loses the tie against every kept one. -inf never enters.
-        if logit > threshold {
-            out.push(Candidate {
-                id,
-                logit,
-                prob: 0.0,
-            });
-            if out.len() == buffer {
-                keep_best(out, k);
-                threshold = out[k - 1].logit;
+        if !any(chunk, |x| x > threshold) {
+            continue;
+        }
+        for (id, &logit) in (chunk_start..).zip(chunk) {
+            if logit > threshold {
+                out.push(Candidate {
+                    id,
+                    logit,
+                    prob: 0.0,
+                });
+                if out.len() == buffer {
+                    keep_best(out, k);
+                    threshold = out[k - 1].logit;
+                }
             }
         }
     }
@@ -592,47 +615,39 @@ fn by_probability(a: &Candidate, b: &Candidate) -> Ordering {
         .then(a.id.cmp(&b.id))
 }
 
-/// Before steps 8 and 9 without top-k: collects into `out`, with their weights, a set of tokens
-/// that surely holds every survivor of top-p and min-p, without sorting the vocabulary.
-///
-/// The set is every token whose weight is at least a threshold `c` (the most probable token
-/// weighs 1). The nucleus is a prefix of the tokens sorted by weight, so once the set's mass
-/// reaches `top_p` the nucleus is inside it. `c` starts at 1/64 and falls by 64 until it does,
-/// but never below a floor under which no token can survive: min-p drops every token below
-/// `min_p`, and the tokens below `(1 - top_p) * z / vocab_size` cannot together weigh the
-/// `1 - top_p` that top-p may leave out. Each try is one pass over the weights.
-fn collect_nucleus_candidates(
-    weights: &[f64],
-    z: f64,
-    top_p: f64,
-    min_p: f64,
-    out: &mut Vec<Candidate>,
-) {
-    // Margins keep float rounding, here or in the exact cuts later, from moving a boundary.
-    let min_p_floor = min_p * (1.0 - 1e-9);
-    let (mut threshold, floor, needed) = if top_p < 1.0 {
-        let floor = min_p_floor.max(0.5 * (1.0 - top_p) * z / weights.len() as f64);
-        (floor.max(1.0 / 64.0), floor, top_p * z * (1.0 + 1e-9))
-    } else {
-        (min_p_floor, min_p_floor, f64::INFINITY)
-    };
-    loop {
-        out.clear();
-        let mut mass = 0.0;
-        for (id, &w) in (0u32..).zip(weights) {
-            if w >= threshold {
+/// Before steps 8 and 9 without top-k: a weight below which no token survives top-p or
+/// min-p, so that one pass can collect the few that might without sorting the vocabulary.
+/// The most probable token weighs 1 and the weights sum to `z`.
+fn survivor_floor(weights: &[f64], z: f64, top_p: f64, min_p: f64) -> f64 {
+    // A margin below min-p's own limit: the exact cut, on probabilities, comes later.
+    let mut floor = min_p * (1.0 - 1e-9);
+    if top_p < 1.0 {
+        let top_key = bucket_key(1.0);
+        if let Some((bucket, _)) = crossing_bucket(weights.iter().copied(), top_key, top_p * z) {
+            floor = floor.max(bucket_floor(bucket, top_key));
+        }
+    }
+    floor
+}
+
+/// The tokens weighing at least `floor` (and more than 0: weights are 0 or normal floats), in
+/// id order, with their probabilities `weight / z`.
+fn collect_probabilities(weights: &[f64], floor: f64, z: f64, out: &mut Vec<Candidate>) {
+    out.clear();
+    let floor = floor.max(f64::MIN_POSITIVE);
+    for (chunk_start, chunk) in (0u32..).step_by(LANES).zip(weights.chunks(LANES)) {
+        if !any(chunk, |w| w >= floor) {
+            continue;
+        }
+        for (id, &w) in (chunk_start..).zip(chunk) {
+            if w >= floor {
                 out.push(Candidate {
                     id,
                     logit: 0.0,
-                    prob: w,
+                    prob: w / z,
                 });
-                mass += w;
             }
         }
-        if mass >= needed || threshold <= floor {
-            return;
-        }
-        threshold = (threshold / 64.0).max(floor);
     }
 }
 
@@ -648,46 +663,78 @@ fn top_p_cut(candidates: &mut Vec<Candidate>, top_p: f64, selection: &mut Vec<Ca
     }
 }
 
-/// The least probable token of the nucleus, found without sorting every candidate: partition
-/// a copy around its median (by probability, then id) and keep the half where the cumulative
-/// probability crosses `top_p`, until few enough are left to sort. Linear on average.
+/// Buckets of the nucleus search: 64 powers of two, each split in 8 by mantissa.
+const NUCLEUS_BUCKETS: usize = 512;
+
+/// The top bits of a positive float, its exponent and three mantissa bits: they grow with
+/// it, and the values that share them are within 12.5% of each other.
+fn bucket_key(x: f64) -> u64 {
+    x.to_bits() >> 49
+}
+
+/// The bucket of `x` > 0, counted down from the one whose key is `top_key`; everything more
+/// than 64 powers of two down shares the last.
+fn bucket_of(x: f64, top_key: u64) -> usize {
+    (top_key.saturating_sub(bucket_key(x)) as usize).min(NUCLEUS_BUCKETS - 1)
+}
+
+/// The smallest value in `bucket` or any bucket above it.
+fn bucket_floor(bucket: usize, top_key: u64) -> f64 {
+    if bucket + 1 >= NUCLEUS_BUCKETS {
+        0.0
+    } else {
+        f64::from_bits(top_key.saturating_sub(bucket as u64) << 49)
+    }
+}
+
+/// Where the nucleus ends, to within a bucket: adds up `weights` by bucket (in the order
+/// given), then walks the buckets from the top. Returns the first bucket at which the running
+/// total reaches `needed`, with the total of the buckets above it; `None` if it never does.
+fn crossing_bucket(
+    weights: impl Iterator<Item = f64>,
+    top_key: u64,
+    needed: f64,
+) -> Option<(usize, f64)> {
+    let mut mass = [0.0f64; NUCLEUS_BUCKETS];
+    for w in weights {
+        mass[bucket_of(w, top_key)] += w;
+    }
+    let mut before = 0.0;
+    for (bucket, &m) in mass.iter().enumerate() {
+        if before + m >= needed {
+            return Some((bucket, before));
+        }
+        before += m;
+    }
+    None
+}
+
+/// The least probable token of the nucleus, sorting only the candidates in the bucket where
+/// the cumulative probability reaches `top_p`. `None` when rounding keeps the total just short
+/// of `top_p`: everything stays.
 fn nucleus_boundary(
     candidates: &[Candidate],
     top_p: f64,
     selection: &mut Vec<Candidate>,
 ) -> Option<Candidate> {
-    const SORT_BELOW: usize = 32;
+    let top_key = bucket_key(candidates.iter().fold(0.0, |m: f64, c| m.max(c.prob)));
+    let probs = candidates.iter().map(|c| c.prob);
+    let (bucket, mut before) = crossing_bucket(probs, top_key, top_p)?;
     selection.clear();
-    selection.extend_from_slice(candidates);
-    // Invariant: selection[..lo] are the most probable candidates, weighing `before` < top_p
-    // together, and the nucleus ends in selection[lo..hi].
-    let (mut lo, mut hi) = (0, selection.len());
-    let mut before = 0.0;
-    while hi - lo > SORT_BELOW {
-        let mid = lo + (hi - lo) / 2;
-        selection[lo..hi].select_nth_unstable_by(mid - lo, by_probability);
-        let upper: f64 = selection[lo..=mid].iter().map(|c| c.prob).sum();
-        if before + upper >= top_p {
-            hi = mid + 1;
-        } else {
-            before += upper;
-            lo = mid + 1;
-        }
-    }
-    let rest = &mut selection[lo..hi];
-    rest.sort_unstable_by(by_probability);
-    for c in rest.iter() {
+    selection.extend(
+        candidates
+            .iter()
+            .filter(|c| bucket_of(c.prob, top_key) == bucket),
+    );
+    selection.sort_unstable_by(by_probability);
+    for c in selection.iter() {
         before += c.prob;
         if before >= top_p {
             return Some(*c);
         }
     }
-    // Only rounding gets here: the range was chosen because its total reached top_p.
-    if hi < candidates.len() {
-        rest.last().copied()
-    } else {
-        None
-    }
+    // Only rounding gets here: the bucket was chosen because its total reached top_p.
+    selection.last().copied()
 }
 
 /// Step 9: drop the candidates below `min_p` times the largest probability.
@@ -1003,6 +1050,22 @@ mod tests {
     }
 
     #[test]
+    fn greedy_takes_the_first_of_equal_maxima_anywhere() {
+        for (len, first, second) in [
+            (1003, 0, 7),
+            (1003, 500, 501),
+            (1003, 1001, 1002),
+            (5, 2, 4),
+        ] {
+            let mut logits = vec![0.0f32; len];
+            logits[first] = 1.0;
+            logits[second] = 1.0;
+            let mut s = sampler(SamplingParams::greedy(), len, &[]);
+            assert_eq!(s.sample(&logits).unwrap() as usize, first);
+        }
+    }
+
+    #[test]
     fn greedy_sees_bias_and_penalties() {
         let logits = [0.1, 2.0, -1.0, 1.9];
         let biased = SamplingParams {
@@ -1184,11 +1247,11 @@ mod tests {
     fn select_top_k_matches_a_full_sort() {
         // Rounded logits make many ties; the vocabulary is large enough to compact many times.
         for (seed, k) in [(1, 1), (2, 5), (3, 40), (4, 333), (5, 2999), (6, 2500)] {
-            let logits: Vec<f32> = normal_logits(3000, 2.0, seed)
+            let logits: Vec<f32> = normal_logits(3003, 2.0, seed)
                 .iter()
                 .map(|x| (x * 4.0).round() / 4.0)
                 .collect();
-            let mut expected: Vec<u32> = (0..3000).collect();
+            let mut expected: Vec<u32> = (0..3003).collect();
             expected.sort_by(|&a, &b| {
                 logits[b as usize]
                     .partial_cmp(&logits[a as usize])
@@ -1316,6 +1379,40 @@ mod tests {
                 let mut kept = candidates.clone();
                 top_p_cut(&mut kept, top_p, &mut selection);
                 assert!(kept.windows(2).all(|w| w[0].id < w[1].id), "id order");
+            }
+        }
+    }
+
+    #[test]
+    fn survivor_floor_keeps_the_whole_nucleus_and_little_else() {
+        let logits = normal_logits(49_152, 3.0, 8);
+        let (max, _) = max_and_check(&logits);
+        let mut weights = vec![0.0; logits.len()];
+        let mut block_sums = vec![0.0; logits.len().div_ceil(BLOCK)];
+        for temperature in [0.3, 0.8, 1.5, 4.0] {
+            let z_max = f64::from(max) / temperature;
+            let z = weigh_all(&logits, temperature, z_max, &mut weights, &mut block_sums);
+            let mut sorted = weights.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            for top_p in [0.1, 0.5, 0.9, 0.99] {
+                let mut cumulative = 0.0;
+                let nucleus = 1 + sorted
+                    .iter()
+                    .position(|w| {
+                        cumulative += w / z;
+                        cumulative >= top_p
+                    })
+                    .unwrap();
+                let floor = survivor_floor(&weights, z, top_p, 0.0);
+                let collected = weights.iter().filter(|&&w| w >= floor).count();
+                assert!(
+                    sorted[nucleus - 1] >= floor,
+                    "t = {temperature}, p = {top_p}"
+                );
+                // One bucket past the nucleus at most: a bucket's values are within 12.5%.
+                let limit = sorted[nucleus - 1] / 1.125 * 0.999;
+                let at_most = sorted.iter().filter(|&&w| w >= limit).count();
+                assert!(collected <= at_most, "t = {temperature}, p = {top_p}");
             }
         }
     }

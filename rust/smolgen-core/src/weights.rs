@@ -234,11 +234,20 @@ pub fn dtype_name(dtype: DType) -> String {
     .to_string()
 }
 
+struct MappedSafetensors {
+    path: PathBuf,
+    mmap: memmap2::Mmap,
+    /// Where the tensor data starts: after the u64 header length and the JSON header.
+    data_start: usize,
+    /// The validated header: every tensor's dtype, shape and byte range.
+    header: safetensors::tensor::Metadata,
+}
+
 /// A Hugging Face model directory: `*.safetensors` (one or sharded), tensors renamed to
 /// llama.cpp's names on the way in.
 pub struct SafetensorsDir {
     pub dir: PathBuf,
-    files: Vec<(PathBuf, memmap2::Mmap)>,
+    files: Vec<MappedSafetensors>,
     /// llama.cpp name -> (file index, Hugging Face name).
     index: HashMap<String, (usize, String)>,
     dtype: Option<DType>,
@@ -262,24 +271,21 @@ impl SafetensorsDir {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for (i, path) in paths.into_iter().enumerate() {
-            let file = std::fs::File::open(&path).map_err(|e| Error::Io {
-                path: path.clone(),
-                source: e,
-            })?;
-            // SAFETY: read-only map, see gguf.rs.
-            let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::Io {
-                path: path.clone(),
-                source: e,
-            })?;
-            // Parses and validates the header: offsets inside the buffer, sizes matching shapes.
-            let st = safetensors::SafeTensors::deserialize(&mmap)
+            let mmap = crate::gguf::map_file(&path)?;
+            // Parses and validates the header: byte ranges inside the file, sizes matching shapes.
+            let (header_len, header) = safetensors::SafeTensors::read_metadata(&mmap)
                 .map_err(|e| Error::malformed(&path, format!("{e}")))?;
-            for name in st.names() {
+            for name in header.tensors().keys() {
                 if let Some(ours) = gguf_name(name) {
                     index.insert(ours, (i, name.to_string()));
                 }
             }
-            files.push((path, mmap));
+            files.push(MappedSafetensors {
+                path,
+                mmap,
+                data_start: 8 + header_len,
+                header,
+            });
         }
         Ok(SafetensorsDir {
             dir: dir.to_path_buf(),
@@ -298,13 +304,15 @@ impl SafetensorsDir {
             .index
             .get(name)
             .ok_or_else(|| Error::malformed(&self.dir, format!("missing tensor for `{name}`")))?;
-        let (path, mmap) = &self.files[*file_idx];
-        let st = safetensors::SafeTensors::deserialize(mmap)
-            .map_err(|e| Error::malformed(path, format!("{e}")))?;
-        let view = st
-            .tensor(hf_name)
-            .map_err(|e| Error::malformed(path, format!("{e}")))?;
-        let dtype = match view.dtype() {
+        let file = &self.files[*file_idx];
+        let path = &file.path;
+        let info = file
+            .header
+            .info(hf_name)
+            .ok_or_else(|| Error::malformed(path, format!("missing tensor `{hf_name}`")))?;
+        let (start, end) = info.data_offsets;
+        let data = &file.mmap[file.data_start + start..file.data_start + end];
+        let dtype = match info.dtype {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::F16 => DType::F16,
             safetensors::Dtype::BF16 => DType::BF16,
@@ -316,7 +324,7 @@ impl SafetensorsDir {
                 )))
             }
         };
-        let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), device)?;
+        let t = Tensor::from_raw_buffer(data, dtype, &info.shape, device)?;
         Ok(match self.dtype {
             Some(d) if d != dtype => t.to_dtype(d)?,
             _ => t,
