@@ -1,13 +1,28 @@
 # Type stubs for the Rust extension module `smolgen._core`.
 from collections.abc import Iterator, Mapping, Sequence
 from os import PathLike
-from typing import Any, Literal
+from typing import Any, Literal, final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "Chunk",
+    "Completion",
+    "CompletionStream",
+    "Model",
+    "Timings",
+    "TokenPiece",
+    "Tokenizer",
+    "Usage",
+    "__version__",
+    "sampler_distribution",
+    "sampler_draws",
+]
+
 __version__: str
 
+@final
 class TokenPiece:
     @property
     def id(self) -> int: ...
@@ -16,6 +31,7 @@ class TokenPiece:
     @property
     def bytes(self) -> bytes: ...
 
+@final
 class Tokenizer:
     @staticmethod
     def from_file(path: str | PathLike[str]) -> Tokenizer: ...
@@ -34,12 +50,14 @@ class Tokenizer:
     @property
     def chat_template(self) -> str | None: ...
 
+@final
 class Usage:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     def to_dict(self) -> dict[str, int]: ...
 
+@final
 class Timings:
     @property
     def prefill_s(self) -> float: ...
@@ -55,6 +73,7 @@ class Timings:
     def decode_tokens_per_s(self) -> float: ...
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
 class Completion:
     text: str
     token_ids: list[int]
@@ -63,18 +82,21 @@ class Completion:
     timings: Timings
     def to_dict(self) -> dict[str, Any]: ...
 
+@final
 class Chunk:
     text: str
     token_id: int
     finish_reason: Literal["stop", "length"] | None
     def __iter__(self) -> Iterator[str | int]: ...
 
+@final
 class CompletionStream:
     def __iter__(self) -> CompletionStream: ...
     def __next__(self) -> Chunk: ...
     @property
     def completion(self) -> Completion | None: ...
 
+@final
 class Model:
     @staticmethod
     def load(path: str | PathLike[str], device: str = "cpu", dtype: str | None = None) -> Model: ...
