@@ -36,7 +36,7 @@ lint:
 	cargo clippy --workspace --all-targets -- -D warnings
 	ruff format --check python tests benches
 	ruff check python tests benches
-	cd /tmp && $(PYTHON) -m mypy.stubtest smolgen._core
+	$(PYTHON) -m mypy.stubtest smolgen._core
 
 fmt:
 	cargo fmt --all
