@@ -38,6 +38,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .errors import InvalidArgumentError
+
 __all__ = [
     "apply_frequency_presence_penalties",
     "apply_logit_bias",
@@ -167,12 +169,12 @@ def process(
     ``logits`` has one entry per vocabulary token (NaN and +inf are rejected; -inf masks a
     token). ``history`` is the prompt's token ids, ``generated`` the ids sampled so far; see
     the module docstring for which penalty reads which. Returns float64 probabilities over
-    the whole vocabulary, zero for every dropped token, summing to 1. Raises ``ValueError``
-    for a setting outside its domain.
+    the whole vocabulary, zero for every dropped token, summing to 1. Raises
+    ``InvalidArgumentError`` (a ``ValueError``) for a setting outside its domain.
     """
     logits = np.asarray(logits)
     if logits.ndim != 1 or logits.size == 0 or not np.issubdtype(logits.dtype, np.floating):
-        raise ValueError("logits must be a non-empty 1-D array of floats")
+        raise InvalidArgumentError("logits must be a non-empty 1-D array of floats")
     vocab_size = logits.size
     logit_bias = dict(logit_bias or {})
     validate_settings(
@@ -189,15 +191,15 @@ def process(
     _check_tokens("history", history, vocab_size)
     _check_tokens("generated", generated, vocab_size)
     if np.isnan(logits).any() or np.isposinf(logits).any():
-        raise ValueError("logits must not contain NaN or +inf")
+        raise InvalidArgumentError("logits must not contain NaN or +inf")
 
     x = apply_logit_bias(logits, logit_bias)
     x = apply_repetition_penalty(x, [*history, *generated], repetition_penalty)
     x = apply_frequency_presence_penalties(x, generated, frequency_penalty, presence_penalty)
     if np.isposinf(x).any():
-        raise ValueError("a logit overflowed to +inf after the logit bias and penalties")
+        raise InvalidArgumentError("a logit overflowed to +inf after the logit bias and penalties")
     if np.isneginf(x).all():
-        raise ValueError("every logit is -inf: no token can be sampled")
+        raise InvalidArgumentError("every logit is -inf: no token can be sampled")
     if temperature == 0.0:
         return greedy(x)
 
@@ -226,7 +228,7 @@ def validate_settings(
     presence_penalty: float = 0.0,
     logit_bias: Mapping[int, float] | None = None,
 ) -> None:
-    """Raise ``ValueError`` naming the first setting outside its domain.
+    """Raise ``InvalidArgumentError`` naming the first setting outside its domain.
 
     temperature: finite, >= 0 (0 is greedy). top_k: an int >= 0 (0, or any k >= the vocabulary
     size, keeps everything). top_p: in (0, 1]. min_p: in [0, 1]. repetition_penalty: finite,
@@ -234,15 +236,15 @@ def validate_settings(
     vocabulary, finite biases.
     """
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature}")
+        raise InvalidArgumentError(f"temperature must be a finite number >= 0, got {temperature}")
     if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise ValueError(f"top_k must be an integer >= 0, got {top_k!r}")
+        raise InvalidArgumentError(f"top_k must be an integer >= 0, got {top_k!r}")
     if not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        raise InvalidArgumentError(f"top_p must be in (0, 1], got {top_p}")
     if not 0 <= min_p <= 1:
-        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+        raise InvalidArgumentError(f"min_p must be in [0, 1], got {min_p}")
     if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
-        raise ValueError(
+        raise InvalidArgumentError(
             f"repetition_penalty must be a finite number > 0, got {repetition_penalty}"
         )
     low, high = PENALTY_RANGE
@@ -251,18 +253,18 @@ def validate_settings(
         ("presence_penalty", presence_penalty),
     ):
         if not low <= value <= high:
-            raise ValueError(f"{name} must be in [{low:g}, {high:g}], got {value}")
+            raise InvalidArgumentError(f"{name} must be in [{low:g}, {high:g}], got {value}")
     for token, bias in (logit_bias or {}).items():
         _check_tokens("logit_bias", [token], vocab_size)
         if not math.isfinite(bias):
-            raise ValueError(f"logit_bias for token {token} must be finite, got {bias}")
+            raise InvalidArgumentError(f"logit_bias for token {token} must be finite, got {bias}")
 
 
 def _check_tokens(what: str, tokens: Iterable[int], vocab_size: int) -> None:
     for token in tokens:
         if isinstance(token, bool) or not isinstance(token, (int, np.integer)):
-            raise ValueError(f"{what}: token ids must be integers, got {token!r}")
+            raise InvalidArgumentError(f"{what}: token ids must be integers, got {token!r}")
         if not 0 <= token < vocab_size:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{what}: token id {token} is outside the vocabulary (size {vocab_size})"
             )

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use smolgen_core::{GenerateOptions, Generation, LogitsFor, SamplingParams};
+use smolgen_core::{GenerateOptions, Generation, LogitsFor};
 
 use crate::completion::{Completion, CompletionStream};
 use crate::errors::to_py;
+use crate::sampler::sampling_params;
 use crate::tokenizer::{checked_ids, pieces, TokenPiece, Tokenizer};
 
 /// Tokens generated when the caller gives no `max_tokens` (fewer if the context window is full).
@@ -182,26 +183,19 @@ impl Model {
             Some(n) => usize::try_from(n)
                 .map_err(|_| invalid(format!("max_tokens must be positive, got {n}")))?,
         };
-        let top_k = usize::try_from(top_k)
-            .map_err(|_| invalid(format!("top_k must be >= 0, got {top_k}")))?;
-        let logit_bias = logit_bias
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(id, bias)| Ok((checked_ids(&[id])?[0], bias as f32)))
-            .collect::<PyResult<Vec<_>>>()?;
         let options = GenerateOptions {
             max_tokens,
-            sampling: SamplingParams {
-                temperature: temperature as f32,
+            sampling: sampling_params(
+                temperature,
                 top_k,
-                top_p: top_p as f32,
-                min_p: min_p as f32,
-                repetition_penalty: repetition_penalty as f32,
-                frequency_penalty: frequency_penalty as f32,
-                presence_penalty: presence_penalty as f32,
+                top_p,
+                min_p,
+                repetition_penalty,
+                frequency_penalty,
+                presence_penalty,
                 logit_bias,
                 seed,
-            },
+            )?,
             stop: match stop {
                 None => Vec::new(),
                 Some(Stop::One(s)) => vec![s],

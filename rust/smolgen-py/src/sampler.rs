@@ -7,19 +7,17 @@
 use std::collections::HashMap;
 
 use numpy::PyReadonlyArray1;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use smolgen_core::sampler::{Sampler, SamplingParams};
+
+use crate::errors::to_py;
+use crate::tokenizer::checked_ids;
 
 /// Adds `sampler_distribution` and `sampler_draws` to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sampler_distribution, m)?)?;
     m.add_function(wrap_pyfunction!(sampler_draws, m)?)?;
     Ok(())
-}
-
-fn to_py(e: smolgen_core::Error) -> PyErr {
-    PyValueError::new_err(e.to_string())
 }
 
 /// The surviving tokens and their renormalised probabilities, as `[(id, probability)]` sorted
@@ -45,30 +43,30 @@ fn sampler_distribution(
     logits: PyReadonlyArray1<'_, f32>,
     prompt_tokens: Vec<i64>,
     generated: Vec<i64>,
-    temperature: f32,
+    temperature: f64,
     top_k: i64,
-    top_p: f32,
-    min_p: f32,
-    repetition_penalty: f32,
-    frequency_penalty: f32,
-    presence_penalty: f32,
-    logit_bias: Option<HashMap<i64, f32>>,
+    top_p: f64,
+    min_p: f64,
+    repetition_penalty: f64,
+    frequency_penalty: f64,
+    presence_penalty: f64,
+    logit_bias: Option<HashMap<i64, f64>>,
 ) -> PyResult<Vec<(u32, f32)>> {
     let logits: Vec<f32> = logits.as_array().iter().copied().collect();
     let request = Request::new(
         prompt_tokens,
         generated,
-        SamplingParams {
+        sampling_params(
             temperature,
-            top_k: non_negative("top_k", top_k)?,
+            top_k,
             top_p,
             min_p,
             repetition_penalty,
             frequency_penalty,
             presence_penalty,
-            logit_bias: bias_entries(logit_bias)?,
-            seed: Some(0),
-        },
+            logit_bias,
+            Some(0),
+        )?,
     )?;
     py.detach(move || {
         let sampler = request.sampler(logits.len())?;
@@ -104,30 +102,30 @@ fn sampler_draws(
     seed: u64,
     prompt_tokens: Vec<i64>,
     generated: Vec<i64>,
-    temperature: f32,
+    temperature: f64,
     top_k: i64,
-    top_p: f32,
-    min_p: f32,
-    repetition_penalty: f32,
-    frequency_penalty: f32,
-    presence_penalty: f32,
-    logit_bias: Option<HashMap<i64, f32>>,
+    top_p: f64,
+    min_p: f64,
+    repetition_penalty: f64,
+    frequency_penalty: f64,
+    presence_penalty: f64,
+    logit_bias: Option<HashMap<i64, f64>>,
 ) -> PyResult<Vec<u32>> {
     let logits: Vec<f32> = logits.as_array().iter().copied().collect();
     let request = Request::new(
         prompt_tokens,
         generated,
-        SamplingParams {
+        sampling_params(
             temperature,
-            top_k: non_negative("top_k", top_k)?,
+            top_k,
             top_p,
             min_p,
             repetition_penalty,
             frequency_penalty,
             presence_penalty,
-            logit_bias: bias_entries(logit_bias)?,
-            seed: Some(seed),
-        },
+            logit_bias,
+            Some(seed),
+        )?,
     )?;
     py.detach(move || {
         let mut sampler = request.sampler(logits.len())?;
@@ -148,8 +146,8 @@ struct Request {
 impl Request {
     fn new(prompt_tokens: Vec<i64>, generated: Vec<i64>, params: SamplingParams) -> PyResult<Self> {
         Ok(Self {
-            prompt_tokens: token_ids("prompt_tokens", prompt_tokens)?,
-            generated: token_ids("generated", generated)?,
+            prompt_tokens: checked_ids(&prompt_tokens)?,
+            generated: checked_ids(&generated)?,
             params,
         })
     }
@@ -169,32 +167,41 @@ impl Request {
     }
 }
 
-fn non_negative(name: &str, value: i64) -> PyResult<usize> {
-    usize::try_from(value)
-        .map_err(|_| PyValueError::new_err(format!("{name} must be >= 0, got {value}")))
-}
-
-fn token_ids(what: &str, ids: Vec<i64>) -> PyResult<Vec<u32>> {
-    ids.into_iter()
-        .map(|id| {
-            u32::try_from(id)
-                .map_err(|_| PyValueError::new_err(format!("{what}: {id} is not a valid token id")))
-        })
-        .collect()
-}
-
-/// The bias map as `(id, bias)` pairs in id order, so that runs are reproducible.
-fn bias_entries(bias: Option<HashMap<i64, f32>>) -> PyResult<Vec<(u32, f32)>> {
-    let mut entries = bias
+/// The sampling keyword arguments every entry point takes (`generate` and the functions above),
+/// checked and converted in one place.
+#[allow(clippy::too_many_arguments)]
+pub fn sampling_params(
+    temperature: f64,
+    top_k: i64,
+    top_p: f64,
+    min_p: f64,
+    repetition_penalty: f64,
+    frequency_penalty: f64,
+    presence_penalty: f64,
+    logit_bias: Option<HashMap<i64, f64>>,
+    seed: Option<u64>,
+) -> PyResult<SamplingParams> {
+    let top_k = usize::try_from(top_k).map_err(|_| {
+        to_py(smolgen_core::Error::invalid(format!(
+            "top_k must be >= 0, got {top_k}"
+        )))
+    })?;
+    // Sorted by id, so that a run does not depend on the dict's order.
+    let mut bias = logit_bias
         .unwrap_or_default()
         .into_iter()
-        .map(|(id, b)| {
-            let id = u32::try_from(id).map_err(|_| {
-                PyValueError::new_err(format!("logit_bias: {id} is not a valid token id"))
-            })?;
-            Ok((id, b))
-        })
+        .map(|(id, b)| Ok((checked_ids(&[id])?[0], b as f32)))
         .collect::<PyResult<Vec<_>>>()?;
-    entries.sort_unstable_by_key(|&(id, _)| id);
-    Ok(entries)
+    bias.sort_unstable_by_key(|&(id, _)| id);
+    Ok(SamplingParams {
+        temperature: temperature as f32,
+        top_k,
+        top_p: top_p as f32,
+        min_p: min_p as f32,
+        repetition_penalty: repetition_penalty as f32,
+        frequency_penalty: frequency_penalty as f32,
+        presence_penalty: presence_penalty as f32,
+        logit_bias: bias,
+        seed,
+    })
 }
