@@ -377,3 +377,10 @@ def test_plot_marks_the_crossing(tmp_path):
     ax = fig.axes[0]
     assert len(ax.lines) >= 3  # API line, self-hosted steps, break-even marker
     assert any("break-even" in t.get_text() for t in ax.texts)
+
+
+def test_throughput_measured_by_our_own_benchmark(smollm2_gguf):
+    hosted = self_host_cost(1.99, measure=True, model=str(smollm2_gguf))
+    assert hosted.tokens_per_second > 1
+    assert hosted.throughput_source == f"measured: {smollm2_gguf}"
+    assert hosted.cost_per_mtok > 0
