@@ -37,7 +37,7 @@ def test_last_position_logits_equal_the_last_row(tiny_gguf):
     np.testing.assert_allclose(last, all_rows[-1], atol=1e-5)
 
 
-@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1", "F16"])
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "F16", "BF16"])
 def test_quantized_gguf_matches_reference_on_its_own_weights(tmp_path, tiny_weights, qtype):
     """Quantized matmuls also quantize the activations (to 8 bits), so allow that much."""
     path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
@@ -45,7 +45,7 @@ def test_quantized_gguf_matches_reference_on_its_own_weights(tmp_path, tiny_weig
     ref = forward(weights, tiny_llama.CONFIG, IDS, interleaved=True)
     ours = smolgen.load(path)._inner.logits(IDS, positions="all")
     relative = np.abs(ours - ref).max() / np.abs(ref).max()
-    assert relative < (0.03 if qtype != "F16" else 1e-4)
+    assert relative < {"F16": 1e-4, "BF16": 1e-4}.get(qtype, 0.03)
     assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
 
 

@@ -566,6 +566,48 @@ mod tests {
         assert!(parse_err(&buf).contains("zero dimension"));
     }
 
+    /// The K-quants (256-element super-blocks) go through the same table checks as the rest.
+    #[test]
+    fn reads_k_quant_tensors_as_candle_writes_them() -> crate::Result<()> {
+        use candle_core::quantized::gguf_file;
+        use candle_core::Tensor;
+
+        let dev = Device::Cpu;
+        let src = Tensor::randn(0f32, 1.0, (4, 512), &dev)?;
+        let dir = std::env::temp_dir().join(format!("smolgen-kq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        for dtype in [
+            GgmlDType::Q4K,
+            GgmlDType::Q6K,
+            GgmlDType::Q2K,
+            GgmlDType::Q8_0,
+        ] {
+            let q = QTensor::quantize(&src, dtype)?;
+            let path = dir.join(format!("{dtype:?}.gguf"));
+            let mut file = File::create(&path).map_err(|e| Error::Io {
+                path: path.clone(),
+                source: e,
+            })?;
+            let arch = gguf_file::Value::String("llama".into());
+            gguf_file::write(&mut file, &[("general.architecture", &arch)], &[("w", &q)])?;
+            drop(file);
+            let g = GgufFile::open(&path)?;
+            assert_eq!(g.tensors[0].dtype, dtype);
+            assert_eq!(g.tensors[0].shape, vec![4, 512]);
+            let ours = g.load_qtensor("w", &dev)?.dequantize(&dev)?;
+            let diff = (ours - q.dequantize(&dev)?)?
+                .abs()?
+                .max_all()?
+                .to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "{dtype:?}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
     #[test]
     fn rejects_a_huge_string_length() {
         let mut buf = write_gguf(&[], &[("k", Value::String("v".into()))]);
