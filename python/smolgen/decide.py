@@ -132,10 +132,6 @@ class DecisionTree:
         return int(self.doc["high_volume_calls_per_day"])
 
     @property
-    def fast_latency_ms(self) -> float:
-        return float(self.doc["fast_latency_ms"])
-
-    @property
     def questions(self) -> dict[str, dict[str, Any]]:
         return {q["id"]: q for q in self.doc["questions"]}
 
@@ -201,15 +197,26 @@ def _validate_tree(doc: Mapping[str, Any]) -> None:
                 raise InvalidArgumentError(f"outcome {oid}: unknown checklist")
             if outcome["verdict"] not in doc["verdicts"]:
                 raise InvalidArgumentError(f"outcome {oid}: unknown verdict")
-    except (KeyError, TypeError) as exc:
-        raise InvalidArgumentError(f"malformed decision tree: missing {exc}") from exc
+    except KeyError as exc:
+        raise InvalidArgumentError(f"malformed decision tree: missing key {exc}") from exc
+    except TypeError as exc:
+        raise InvalidArgumentError(f"malformed decision tree: {exc}") from exc
 
 
 def load_tree(path: str | os.PathLike[str] | None = None) -> DecisionTree:
-    """Read the decision data: smolgen's own, or a JSON file of the same shape."""
+    """Read the decision data: smolgen's own, or a JSON file of the same shape.
+
+    Raises:
+        InvalidArgumentError: the file cannot be read, is not JSON, or has a broken link.
+    """
     if path is None:
         return _default_tree()
-    doc = json.loads(Path(path).read_text("utf-8"))
+    try:
+        doc = json.loads(Path(path).read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgumentError(f"{path}: cannot read the decision tree ({exc})") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"{path}: the decision tree is not JSON ({exc})") from exc
     _validate_tree(doc)
     return DecisionTree(doc)
 
@@ -232,7 +239,6 @@ class _Facts:
     values: dict[str, Any]
     api: _cost.ApiCostEstimate | None = None
     break_even: _cost.BreakEven | None = None
-    gpus_needed: int | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -275,16 +281,12 @@ def _derive(
             avg_output_tokens=inputs.avg_output_tokens,
         )
         facts.break_even = be
-        if inputs.avg_output_tokens:
-            point = _cost.cost_curve(be, [calls], per_request=True)[0]
-            gpus, hosted_daily = point.gpus, hosted.daily_cost * point.gpus
-        else:
-            gpus, hosted_daily = 1, hosted.daily_cost
-        facts.gpus_needed = gpus
+        gpus = hosted.gpus_for(facts.api.daily_output_tokens)
+        hosted_daily = hosted.daily_cost * gpus
         hurts = facts.api.daily_cost > hosted_daily
         be_calls = be.requests_per_day
         be_text = f"{be_calls:,.0f}" if be_calls is not None and be_calls.is_finite() else "never"
-        gpu_text = f"{gpus} GPU{'s' if gpus > 1 else ''}" if gpus else "the GPU"
+        gpu_text = f"{gpus} GPU{'s' if gpus > 1 else ''}"
         v["volume_hurts"] = hurts
         v["volume_reason"] = (
             f"{calls:,} calls a day cost {_cost.format_usd(facts.api.daily_cost)} a day through "
@@ -339,10 +341,19 @@ _OPS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
+def _parts(cond: Mapping[str, Any]) -> list[Mapping[str, Any]] | None:
+    """The sub-conditions of an ``all``/``any`` condition; None for a single comparison."""
+    if "all" in cond:
+        return list(cond["all"])
+    if "any" in cond:
+        return list(cond["any"])
+    return None
+
+
 def _evaluate(cond: Mapping[str, Any], values: Mapping[str, Any]) -> tuple[bool, list[str]]:
     """Evaluate a condition; returns (result, fields that were not given)."""
-    if "all" in cond or "any" in cond:
-        parts = [_evaluate(c, values) for c in cond.get("all", cond.get("any", []))]
+    if (subs := _parts(cond)) is not None:
+        parts = [_evaluate(c, values) for c in subs]
         missing = [m for _, ms in parts for m in ms]
         results = [r for r, _ in parts]
         return (all(results) if "all" in cond else any(results)), missing
@@ -447,7 +458,7 @@ class Flip:
     title: str
 
     def describe(self) -> str:
-        """``calls_per_day: 5,000 -> 100,001 gives "Consider self-hosting"``."""
+        """``calls_per_day: 5,000 -> 100,001 gives 'Consider self-hosting'``."""
         return f"{self.field}: {_show(self.old)} -> {_show(self.new)} gives {self.title!r}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -565,12 +576,12 @@ def _decide_once(
     if thumb.says_self_host and verdict == "api":
         held = ", ".join(t for _, t, h in factors if h)
         notes.append(
-            f"The two-of-three rule points the other way ({held}): "
-            "weigh it before choosing the API."
+            f"The rule of thumb points the other way ({thumb.count} of {len(factors)} hold: "
+            f"{held}): weigh it before choosing the API."
         )
     elif not thumb.says_self_host and verdict == "self_host" and outcome != "self_host":
         notes.append(
-            f"The rule of thumb counts {thumb.count} of its three factors, short of "
+            f"The rule of thumb counts {thumb.count} of its {len(factors)} factors, short of "
             f"{thumb.need}: check that the gain is worth running the model yourself."
         )
     return Decision(
@@ -590,8 +601,8 @@ def _decide_once(
 
 def _thresholds(cond: Mapping[str, Any], name: str) -> list[Any]:
     """Every constant a condition compares ``name`` against."""
-    if "all" in cond or "any" in cond:
-        return [t for c in cond.get("all", cond.get("any", [])) for t in _thresholds(c, name)]
+    if (subs := _parts(cond)) is not None:
+        return [t for c in subs for t in _thresholds(c, name)]
     if cond.get("field") != name:
         return []
     return [cond[op] for op in ("gt", "ge", "lt", "le") if op in cond]
@@ -635,11 +646,7 @@ def _candidates(
 
     if decision.api_cost is not None and be is not None:
         # the GPU price at which the GPU costs what the API does at today's volume
-        gpus = (
-            max(1, math.ceil(decision.api_cost.daily_output_tokens / cap))
-            if (cap := be.self_hosted.capacity_tokens_per_day)
-            else 1
-        )
+        gpus = be.self_hosted.gpus_for(decision.api_cost.daily_output_tokens)
         price = decision.api_cost.daily_cost / (be.self_hosted.hours_per_day * gpus)
         cent = Decimal("0.01")
         below = price.quantize(cent, rounding=ROUND_FLOOR)
@@ -774,6 +781,6 @@ def gather_inputs(
 
 
 def _condition_fields(cond: Mapping[str, Any]) -> list[str]:
-    if "all" in cond or "any" in cond:
-        return [f for c in cond.get("all", cond.get("any", [])) for f in _condition_fields(c)]
+    if (subs := _parts(cond)) is not None:
+        return [f for c in subs for f in _condition_fields(c)]
     return [cond["field"]]

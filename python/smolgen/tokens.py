@@ -24,6 +24,7 @@ Tokenizer specs understood by :func:`load_tokenizer`:
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import threading
@@ -31,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from smolgen.errors import InvalidArgumentError
 
@@ -83,7 +84,7 @@ class Piece:
     text: str
 
     @classmethod
-    def from_bytes(cls, token_id: int, data: bytes) -> Piece:
+    def from_bytes(cls, token_id: int, data: builtins.bytes) -> Piece:  # the field hides bytes
         """Make a piece from its id and bytes."""
         return cls(int(token_id), bytes(data), data.decode("utf-8", errors="backslashreplace"))
 
@@ -126,8 +127,50 @@ def _ratio(num: float, den: float) -> float | None:
     return num / den if den else None
 
 
+def _text_sizes(texts: Iterable[str]) -> tuple[int, int, int]:
+    """Characters, whitespace-separated words and UTF-8 bytes over ``texts``."""
+    chars = words = n_bytes = 0
+    for text in texts:
+        chars += len(text)
+        words += _word_count(text)
+        n_bytes += len(text.encode("utf-8"))
+    return chars, words, n_bytes
+
+
+class _PerToken:
+    """The ratios every token count reports; needs ``n_tokens``, ``n_chars`` and ``n_bytes``."""
+
+    n_chars: int
+    n_bytes: int
+    if TYPE_CHECKING:  # a field in one subclass, a property in the other
+
+        @property
+        def n_tokens(self) -> int: ...
+
+    @property
+    def chars_per_token(self) -> float | None:
+        """Characters per token (None when there are no tokens)."""
+        return _ratio(self.n_chars, self.n_tokens)
+
+    @property
+    def bytes_per_token(self) -> float | None:
+        """UTF-8 bytes per token."""
+        return _ratio(self.n_bytes, self.n_tokens)
+
+    @property
+    def len_div_4(self) -> float:
+        """The ``len(text) / 4`` estimate of the token count."""
+        return self.n_chars / 4
+
+    @property
+    def len_div_4_error(self) -> float | None:
+        """Actual tokens divided by the ``len(text) / 4`` estimate: 1.0 means the rule is right,
+        2.0 means the text costs twice what the rule says. None when the text is empty."""
+        return _ratio(self.n_tokens, self.len_div_4)
+
+
 @dataclass(frozen=True)
-class TokenCount:
+class TokenCount(_PerToken):
     """One tokenizer's view of one text.
 
     Attributes:
@@ -159,11 +202,6 @@ class TokenCount:
         return [p.id for p in self.pieces]
 
     @property
-    def chars_per_token(self) -> float | None:
-        """Characters per token (None for an empty text)."""
-        return _ratio(self.n_chars, self.n_tokens)
-
-    @property
     def words_per_token(self) -> float | None:
         """Whitespace-separated words per token (the "0.75 words per token" rule)."""
         return _ratio(self.n_words, self.n_tokens)
@@ -172,22 +210,6 @@ class TokenCount:
     def tokens_per_word(self) -> float | None:
         """Tokens per whitespace-separated word (the "1 word ~1.3 tokens" rule)."""
         return _ratio(self.n_tokens, self.n_words)
-
-    @property
-    def bytes_per_token(self) -> float | None:
-        """UTF-8 bytes per token."""
-        return _ratio(self.n_bytes, self.n_tokens)
-
-    @property
-    def len_div_4(self) -> float:
-        """The ``len(text) / 4`` estimate of the token count."""
-        return self.n_chars / 4
-
-    @property
-    def len_div_4_error(self) -> float | None:
-        """Actual tokens divided by the ``len(text) / 4`` estimate: 1.0 means the rule is right,
-        2.0 means the text costs twice what the rule says. None when the text is empty."""
-        return _ratio(self.n_tokens, self.len_div_4)
 
     def to_dict(self, pieces: bool = True) -> dict[str, Any]:
         """JSON-ready form, with every derived figure."""
@@ -392,15 +414,21 @@ def _load_smolgen(spec: str, name: str) -> _SmolgenTokenizer:
     return _SmolgenTokenizer(Tokenizer.load(spec), name)
 
 
-def _load_hf_file(path: Path, name: str) -> _HFTokenizer:
+def _tokenizers_library(purpose: str) -> Any:
+    """The ``tokenizers`` package, or an error that says how to install it."""
     try:
-        from tokenizers import Tokenizer
+        import tokenizers
     except ImportError as exc:
         raise InvalidArgumentError(
-            "reading a tokenizer.json needs the 'tokenizers' package: pip install tokenizers"
+            f"{purpose} needs the 'tokenizers' package: pip install 'smolgen[tokens]'"
         ) from exc
+    return tokenizers
+
+
+def _load_hf_file(path: Path, name: str) -> _HFTokenizer:
+    lib = _tokenizers_library("reading a tokenizer.json")
     try:
-        inner = Tokenizer.from_file(str(path))
+        inner = lib.Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on malformed files
         raise InvalidArgumentError(f"{path}: not a readable tokenizer.json ({exc})") from exc
     return _HFTokenizer(inner, name)
@@ -434,7 +462,7 @@ def _load_path(path: Path) -> TextTokenizer:
     if path.suffix == ".gguf":
         return _load_smolgen(str(path), path.stem)
     name = path.parent.name if path.stem == "tokenizer" and path.parent.name else path.stem
-    return _load_hf_file(path, name or path.stem)
+    return _load_hf_file(path, name)
 
 
 def _wrap_object(obj: Any) -> TextTokenizer | None:
@@ -476,7 +504,7 @@ def load_tokenizer(spec: TokenizerSpec) -> TextTokenizer:
         named: TextTokenizer | None = None
         if key in SMOLLM2_ALIASES:
             named = _load_smolgen(_SMOLLM2_MODEL, "smollm2")
-        elif (encoding := _openai_encoding_name(spec)) is not None:
+        elif (encoding := _openai_encoding_name(key)) is not None:
             from smolgen._openai_bpe import load_encoding
 
             named = _TiktokenTokenizer(load_encoding(encoding), encoding)
@@ -503,14 +531,15 @@ def count(text: str, tokenizer: TokenizerSpec = "smollm2") -> TokenCount:
     if not isinstance(text, str):
         raise InvalidArgumentError(f"text must be a str, not {type(text).__name__}")
     tok = load_tokenizer(tokenizer)
+    n_chars, n_words, n_bytes = _text_sizes([text])
     return TokenCount(
         tokenizer=tok.name,
         kind=tok.kind,
         vocab_size=tok.vocab_size,
         pieces=tuple(tok.pieces(text)),
-        n_chars=len(text),
-        n_words=_word_count(text),
-        n_bytes=len(text.encode("utf-8")),
+        n_chars=n_chars,
+        n_words=n_words,
+        n_bytes=n_bytes,
     )
 
 
@@ -577,7 +606,10 @@ def load_language_samples(path: str | os.PathLike[str] | None = None) -> Languag
     if path is None:
         raw = (resources.files("smolgen") / "data" / "languages.json").read_text("utf-8")
     else:
-        raw = Path(path).read_text("utf-8")
+        try:
+            raw = Path(path).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidArgumentError(f"{path}: cannot read language samples ({exc})") from exc
     try:
         doc = json.loads(raw)
         names = {lang["code"]: lang.get("name", lang["code"]) for lang in doc["languages"]}
@@ -589,7 +621,7 @@ def load_language_samples(path: str | os.PathLike[str] | None = None) -> Languag
 
 
 @dataclass(frozen=True)
-class LanguageRow:
+class LanguageRow(_PerToken):
     """One language, one tokenizer: totals over all its sample texts.
 
     Attributes:
@@ -616,26 +648,6 @@ class LanguageRow:
     def relative_cost(self) -> float | None:
         """Tokens relative to the reference language for the same meaning (English = 1.0)."""
         return _ratio(self.n_tokens, self.reference_tokens)
-
-    @property
-    def chars_per_token(self) -> float | None:
-        """Characters per token."""
-        return _ratio(self.n_chars, self.n_tokens)
-
-    @property
-    def bytes_per_token(self) -> float | None:
-        """UTF-8 bytes per token."""
-        return _ratio(self.n_bytes, self.n_tokens)
-
-    @property
-    def len_div_4(self) -> float:
-        """The ``len(text) / 4`` estimate over all texts."""
-        return self.n_chars / 4
-
-    @property
-    def len_div_4_error(self) -> float | None:
-        """Actual tokens over the ``len(text) / 4`` estimate (2.0: twice what the rule says)."""
-        return _ratio(self.n_tokens, self.len_div_4)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -669,7 +681,11 @@ class LanguageReport:
         for r in self.rows:
             if r.language == language and r.tokenizer == tokenizer:
                 return r
-        raise KeyError((language, tokenizer))
+        languages = ", ".join(dict.fromkeys(r.language for r in self.rows))
+        raise InvalidArgumentError(
+            f"no row for language {language!r} and tokenizer {tokenizer!r}; "
+            f"languages: {languages}; tokenizers: {', '.join(self.tokenizers)}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -693,22 +709,22 @@ def language_report(
     if not isinstance(samples, LanguageSamples):
         samples = load_language_samples(samples)
     loaded = [load_tokenizer(spec) for spec in tokenizers]
+    sizes = {code: _text_sizes(texts) for code, texts in samples.texts.items()}
     rows: list[LanguageRow] = []
     for tok in loaded:
         totals = {
             code: sum(len(tok.encode(t)) for t in texts) for code, texts in samples.texts.items()
         }
-        for code, texts in samples.texts.items():
-            joined_chars = sum(len(t) for t in texts)
+        for code, (n_chars, n_words, n_bytes) in sizes.items():
             rows.append(
                 LanguageRow(
                     language=code,
                     name=samples.names.get(code, code),
                     tokenizer=tok.name,
                     n_tokens=totals[code],
-                    n_chars=joined_chars,
-                    n_bytes=sum(len(t.encode("utf-8")) for t in texts),
-                    n_words=sum(_word_count(t) for t in texts),
+                    n_chars=n_chars,
+                    n_bytes=n_bytes,
+                    n_words=n_words,
                     reference_tokens=totals[samples.reference],
                 )
             )
@@ -767,16 +783,15 @@ def train_bpe(
     if not texts:
         raise InvalidArgumentError("nothing to train on")
 
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    lib = _tokenizers_library("training a tokenizer")
+    tokenizer = lib.Tokenizer(lib.models.BPE())
+    tokenizer.pre_tokenizer = lib.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tokenizer.decoder = lib.decoders.ByteLevel()
+    trainer = lib.trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
         special_tokens=list(special_tokens),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=lib.pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer, length=len(texts))

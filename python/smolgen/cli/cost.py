@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
+from smolgen.cost import DEFAULT_DAYS_PER_MONTH
 from smolgen.errors import InvalidArgumentError
 
 DESCRIPTION = """\
@@ -36,7 +38,8 @@ examples:
   smolgen cost self-host --gpu-hourly 0.40 --vs gpt-4o-mini --plot cost.png"""
 
 
-def _decimal(text: str) -> Decimal:
+def number_argument(text: str) -> Decimal:
+    """An argparse type: a finite number >= 0, with ``,`` or ``_`` allowed as separators."""
     try:
         value = Decimal(text.replace(",", "").replace("_", ""))
     except InvalidOperation:
@@ -46,13 +49,35 @@ def _decimal(text: str) -> Decimal:
     return value
 
 
+def add_gpu_time_arguments(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    number: Callable[[str], Any] = number_argument,
+) -> None:
+    """``--utilisation`` and ``--hours-per-day``: how much of the paid GPU time is used."""
+    p.add_argument(
+        "--utilisation",
+        "--utilization",
+        type=number,
+        default="1",
+        metavar="SHARE",
+        help="share of paid GPU hours spent generating, 0-1 (default: 1)",
+    )
+    p.add_argument(
+        "--hours-per-day",
+        type=number,
+        default="24",
+        metavar="H",
+        help="GPU hours paid each day (default: 24)",
+    )
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--days-per-month",
-        type=_decimal,
-        default=Decimal(30),
+        type=number_argument,
+        default=str(DEFAULT_DAYS_PER_MONTH),
         metavar="N",
-        help="days in the monthly figures (default: 30)",
+        help=f"days in the monthly figures (default: {DEFAULT_DAYS_PER_MONTH})",
     )
     p.add_argument(
         "--prices", type=Path, metavar="FILE", help="a price file to use instead of smolgen's"
@@ -64,21 +89,21 @@ def _add_workload(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument(
         "-n",
         "--requests-per-day",
-        type=_decimal,
+        type=number_argument,
         required=required,
         metavar="N",
         help="calls a day",
     )
     p.add_argument(
         "--input-tokens",
-        type=_decimal,
+        type=number_argument,
         required=required,
         metavar="N",
         help="average input (prompt) tokens per call, history and system prompt included",
     )
     p.add_argument(
         "--output-tokens",
-        type=_decimal,
+        type=number_argument,
         required=required,
         metavar="N",
         help="average output (completion) tokens per call",
@@ -112,10 +137,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a model from the price table (repeatable; default: gpt-4o)",
     )
     api.add_argument(
-        "--input-price", type=_decimal, metavar="USD", help="$ per 1M input tokens (own price)"
+        "--input-price",
+        type=number_argument,
+        metavar="USD",
+        help="$ per 1M input tokens (own price)",
     )
     api.add_argument(
-        "--output-price", type=_decimal, metavar="USD", help="$ per 1M output tokens (own price)"
+        "--output-price",
+        type=number_argument,
+        metavar="USD",
+        help="$ per 1M output tokens (own price)",
     )
     _add_common(api)
     api.set_defaults(func=run_api)
@@ -129,11 +160,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sh.add_argument("--gpu", metavar="NAME", help="a GPU from the price table, e.g. a100-80gb")
-    sh.add_argument("--gpu-hourly", type=_decimal, metavar="USD", help="GPU price, $ per hour")
+    sh.add_argument(
+        "--gpu-hourly", type=number_argument, metavar="USD", help="GPU price, $ per hour"
+    )
     tps = sh.add_mutually_exclusive_group()
     tps.add_argument(
         "--tokens-per-second",
-        type=_decimal,
+        type=number_argument,
         metavar="N",
         help="generation throughput while busy (default: the price table's, if it quotes one)",
     )
@@ -142,21 +175,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="measure the throughput on this machine with smolgen's benchmark",
     )
-    sh.add_argument(
-        "--utilisation",
-        "--utilization",
-        type=_decimal,
-        default=Decimal(1),
-        metavar="SHARE",
-        help="share of paid hours spent generating, 0-1 (default: 1)",
-    )
-    sh.add_argument(
-        "--hours-per-day",
-        type=_decimal,
-        default=Decimal(24),
-        metavar="H",
-        help="GPU hours paid each day (default: 24)",
-    )
+    add_gpu_time_arguments(sh)
     sh.add_argument(
         "--vs",
         action="append",
@@ -313,7 +332,10 @@ def run_self_host(args: argparse.Namespace) -> int:
     if args.plot is not None:
         if not evens:
             raise InvalidArgumentError("--plot needs an API model to compare with (--vs)")
-        plot_cost_curve(evens[0], args.plot)
+        try:
+            plot_cost_curve(evens[0], args.plot)
+        except ImportError as exc:  # matplotlib is an optional extra
+            raise InvalidArgumentError(str(exc)) from exc
         plot_path = str(args.plot)
 
     if args.json:
@@ -390,9 +412,12 @@ def _print_self_host(hosted: Any, evens: list[Any], at_volume: list[Any], plot: 
             "output token, since the GPU's throughput counts output tokens."
         )
     for e, be in zip(at_volume, evens, strict=True):
+        gpus = hosted.gpus_for(e.daily_output_tokens)
+        gpu_text = "the GPU" if gpus == 1 else f"{gpus} GPUs"
         console.print(
             f"At {e.requests_per_day:,f} requests a day: {be.price.name or be.price.model} costs "
-            f"{format_usd(e.monthly_cost)} a month; the GPU {format_usd(hosted.monthly_cost)}."
+            f"{format_usd(e.monthly_cost)} a month; {gpu_text} "
+            f"{format_usd(hosted.monthly_cost * gpus)}."
         )
     if plot:
         console.print(f"plot saved to {plot}")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+
+from .cost import add_gpu_time_arguments, number_argument
 
 DESCRIPTION = """\
 Walk the API-or-self-host decision tree and print the recommendation, the path taken (each
@@ -53,13 +54,8 @@ def _positive_int(text: str) -> int:
 
 
 def _number(text: str) -> float:
-    try:
-        value = Decimal(text.replace(",", ""))
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value.is_finite() or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0: {text!r}")
-    return float(value)
+    """A finite number >= 0, as the float :class:`smolgen.decide.DecisionInputs` holds."""
+    return float(number_argument(text))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -124,21 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--tokens-per-second", type=_number, metavar="N", help="GPU throughput in tokens/s"
     )
-    c.add_argument(
-        "--utilisation",
-        "--utilization",
-        type=_number,
-        default=1.0,
-        metavar="SHARE",
-        help="share of paid GPU hours spent generating, 0-1 (default: 1)",
-    )
-    c.add_argument(
-        "--hours-per-day",
-        type=_number,
-        default=24.0,
-        metavar="H",
-        help="GPU hours paid each day (default: 24)",
-    )
+    add_gpu_time_arguments(c, _number)
     c.add_argument("--prices", type=Path, metavar="FILE", help="a price file of your own")
     p.add_argument(
         "-i",
@@ -231,9 +213,10 @@ def _print_decision(d: Any) -> None:
     console.print(path)
 
     thumb = d.rule_of_thumb
+    n = len(thumb.factors)
     console.print(
-        f"[bold]Rule of thumb[/bold] (two of three make self-hosting right): "
-        f"{thumb.count} of 3 hold"
+        f"[bold]Rule of thumb[/bold] ({thumb.need} of {n} make self-hosting right): "
+        f"{thumb.count} of {n} hold"
     )
     for _, text, holds in thumb.factors:
         mark = "[green]✓" if holds else "[dim]·"

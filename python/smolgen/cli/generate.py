@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from ..errors import InternalError
 from . import model_argument
 
 
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             out.write(chunk.text)
             out.flush()
     completion = stream.completion
+    if completion is None:  # the stream ended without a finishing chunk: a bug of ours
+        raise InternalError("generation ended without a result")
     if args.json:
         record = completion.to_dict()
         record["model"] = model.info["path"]

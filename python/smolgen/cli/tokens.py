@@ -78,6 +78,8 @@ def _tokenizer_specs(values: list[str] | None) -> list[str]:
     for value in values:
         parts = [value] if Path(value).exists() else value.split(",")
         out += [p.strip() for p in parts if p.strip()]
+    if not out:
+        raise InvalidArgumentError("-t names no tokenizer: give a name such as cl100k_base")
     return out
 
 
@@ -198,13 +200,9 @@ def _run_languages(args: argparse.Namespace, specs: list[str]) -> int:
         table.add_column(f"{name}\ntokens (x)", justify="right")
     table.add_column("chars", justify="right")
     for code, lang in languages.items():
-        cells = []
-        n_chars = 0
-        for name in report.tokenizers:
-            row = report.row(code, name)
-            n_chars = row.n_chars
-            cells.append(f"{row.n_tokens:,} ({_fmt(row.relative_cost)}x)")
-        table.add_row(lang, *cells, f"{n_chars:,}")
+        rows = [report.row(code, name) for name in report.tokenizers]
+        cells = [f"{row.n_tokens:,} ({_fmt(row.relative_cost)}x)" for row in rows]
+        table.add_row(lang, *cells, f"{rows[0].n_chars:,}")
     console.print(table)
 
     console.print(
