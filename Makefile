@@ -3,7 +3,7 @@ PYTHON ?= python3
 CARGO_PROFILE ?= release
 # Keep in step with the `test` extra in pyproject.toml.
 TEST_DEPS = "pytest>=8" "pytest-timeout>=2.3" "gguf>=0.10" "safetensors>=0.4" \
-	"tiktoken>=0.7" "bpe-openai>=0.1.4" "tokenizers>=0.15"
+	"tiktoken>=0.7" "bpe-openai>=0.1.4" "tokenizers>=0.15" "matplotlib>=3.7"
 
 .PHONY: help build dev test test-rust test-python lint fmt bench clean
 

@@ -268,3 +268,16 @@ def test_help(capsys, argv, text):
     code, out, _ = run(capsys, *argv)
     assert code == 0
     assert text in out
+
+
+def test_cost_self_host_plot_without_a_volume(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "cost.png"
+    code, out, err = run(
+        capsys,
+        "cost", "self-host", "--gpu-hourly", "1.99", "--tokens-per-second", "200",
+        "--vs", "gpt-4o", "--plot", str(png),
+    )  # fmt: skip
+    assert code == 0, err
+    assert png.stat().st_size > 10_000
+    assert "4.78M" in out

@@ -411,7 +411,8 @@ def _print_self_host(hosted: Any, evens: list[Any], at_volume: list[Any], plot: 
             "basis 'requests': each request's input and output price folded into a price per "
             "output token, since the GPU's throughput counts output tokens."
         )
-    for e, be in zip(at_volume, evens, strict=True):
+    # at_volume is empty unless a request volume was given.
+    for e, be in zip(at_volume, evens, strict=False):
         gpus = hosted.gpus_for(e.daily_output_tokens)
         gpu_text = "the GPU" if gpus == 1 else f"{gpus} GPUs"
         console.print(
