@@ -384,3 +384,9 @@ def test_throughput_measured_by_our_own_benchmark(smollm2_gguf):
     assert hosted.tokens_per_second > 1
     assert hosted.throughput_source == f"measured: {smollm2_gguf}"
     assert hosted.cost_per_mtok > 0
+
+
+def test_a_quoted_throughput_says_what_it_was_quoted_for():
+    hosted = self_host_cost(gpu="a100-80gb")
+    assert hosted.tokens_per_second == 200
+    assert hosted.throughput_source.startswith("price table: a 72B model at INT4")

@@ -562,7 +562,8 @@ class SelfHostEstimate:
         hours_per_day: hours paid for each day (24 for an always-on server).
         days_per_month: days in the monthly figure.
         gpu: the GPU's name, when it came from the price table.
-        throughput_source: ``"given"``, ``"price table"`` or ``"measured: ..."``.
+        throughput_source: ``"given"``, ``"price table: <what it was quoted for>"`` or
+            ``"measured: ..."``.
     """
 
     gpu_hourly: Decimal
@@ -665,9 +666,12 @@ def self_host_cost(
     """
     name, source = "", "given"
     quoted: Decimal | None = None
+    quoted_source = "price table"
     if gpu is not None:
         entry = (price_table or default_prices()).gpu(gpu)
         name, quoted = entry.gpu, entry.tokens_per_second
+        if entry.note:  # what the quoted throughput is for: usually not the user's model
+            quoted_source = f"price table: {entry.note}"
         if gpu_hourly is None:
             gpu_hourly = entry.hourly
     if gpu_hourly is None:
@@ -683,7 +687,7 @@ def self_host_cost(
     elif tokens_per_second is not None:
         tps = _dec(tokens_per_second, "tokens_per_second", positive=True)
     elif quoted is not None:
-        tps, source = quoted, "price table"
+        tps, source = quoted, quoted_source
     else:
         tps, source = None, "unknown"
 
