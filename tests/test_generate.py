@@ -78,6 +78,9 @@ def test_completion_fields(smollm2):
     assert len(t.decode_steps_s) == 7
     assert t.decode_s == pytest.approx(sum(t.decode_steps_s))
     assert t.prefill_tokens_per_s > 0 and t.decode_tokens_per_s > 0
+    steps = sorted(t.decode_steps_s)
+    assert t.decode_p50_s == steps[3] and t.decode_max_s == steps[-1]
+    assert steps[3] <= t.decode_p95_s <= steps[-1]
     assert c.to_dict()["usage"]["total_tokens"] == 12
 
 

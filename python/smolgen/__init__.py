@@ -21,9 +21,11 @@ from .errors import (
 )
 from .hub import DEFAULT_MODEL, pull
 from .model import Completion, CompletionStream, Model, Tokenizer, TokenPiece, load
+from .peek import Candidate, Peek, Score, TokenScore
 
 __all__ = [
     "DEFAULT_MODEL",
+    "Candidate",
     "Completion",
     "CompletionStream",
     "ContextLengthExceededError",
@@ -34,8 +36,11 @@ __all__ = [
     "Model",
     "ModelIOError",
     "ModelNotFoundError",
+    "Peek",
+    "Score",
     "SmolgenError",
     "TokenPiece",
+    "TokenScore",
     "Tokenizer",
     "UnsupportedModelError",
     "__version__",

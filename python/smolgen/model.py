@@ -6,8 +6,11 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
+import numpy as np
+
 from . import _core
 from .hub import resolve
+from .peek import Peek, Score, peek, score
 
 TokenPiece = _core.TokenPiece
 Completion = _core.Completion
@@ -98,6 +101,25 @@ class Model:
     def tokens(self, text: str, special: bool = True) -> list[TokenPiece]:
         """``text`` as the model sees it: a :class:`TokenPiece` (id, text, bytes) per token."""
         return self._inner.tokens(text, special)
+
+    def logits(
+        self, prompt: str | Sequence[int], positions: Literal["last", "all"] = "last"
+    ) -> np.ndarray:
+        """Next-token logits after ``prompt``: float32 ``[vocab]`` for the last position, or
+        ``[tokens, vocab]`` with ``positions="all"`` (row i predicts token i + 1)."""
+        if not isinstance(prompt, str):
+            prompt = list(prompt)
+        return self._inner.logits(prompt, positions)
+
+    def peek(self, prompt: str | Sequence[int], top_k: int = 5) -> Peek:
+        """The ``top_k`` likeliest next tokens (id, piece, probability, log-probability), the
+        distribution's entropy in bits, the top-1 probability and its margin to the second."""
+        return peek(self, prompt, top_k)
+
+    def score(self, text: str | Sequence[int]) -> Score:
+        """The log-probability of each token of ``text`` given the ones before it, and the
+        text's perplexity."""
+        return score(self, text)
 
     @overload
     def generate(

@@ -62,6 +62,17 @@ impl Timings {
     pub fn decode_s(&self) -> f64 {
         self.decode_steps_s.iter().sum()
     }
+
+    /// The `q`-th percentile (0..=100, nearest rank) of the decode steps' durations.
+    pub fn decode_percentile_s(&self, q: f64) -> Option<f64> {
+        let mut steps = self.decode_steps_s.clone();
+        if steps.is_empty() || !(0.0..=100.0).contains(&q) {
+            return None;
+        }
+        steps.sort_by(f64::total_cmp);
+        let rank = ((q / 100.0) * steps.len() as f64).ceil() as usize;
+        Some(steps[rank.clamp(1, steps.len()) - 1])
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -219,5 +230,23 @@ impl Generation {
             prompt_tokens: self.prompt.len(),
             timings: self.timings.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timings;
+
+    #[test]
+    fn decode_percentiles_use_the_nearest_rank() {
+        let t = Timings {
+            decode_steps_s: (1..=20).rev().map(f64::from).collect(),
+            ..Timings::default()
+        };
+        assert_eq!(t.decode_percentile_s(50.0), Some(10.0));
+        assert_eq!(t.decode_percentile_s(95.0), Some(19.0));
+        assert_eq!(t.decode_percentile_s(100.0), Some(20.0));
+        assert_eq!(t.decode_percentile_s(0.0), Some(1.0));
+        assert_eq!(Timings::default().decode_percentile_s(50.0), None);
     }
 }

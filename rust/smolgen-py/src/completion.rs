@@ -68,6 +68,24 @@ impl Timings {
         self.inner.decode_steps_s.clone()
     }
 
+    /// Median seconds of one decode step (`None` without decode steps).
+    #[getter]
+    fn decode_p50_s(&self) -> Option<f64> {
+        self.inner.decode_percentile_s(50.0)
+    }
+
+    /// 95th-percentile seconds of one decode step: the stalls a user notices.
+    #[getter]
+    fn decode_p95_s(&self) -> Option<f64> {
+        self.inner.decode_percentile_s(95.0)
+    }
+
+    /// The slowest decode step, in seconds.
+    #[getter]
+    fn decode_max_s(&self) -> Option<f64> {
+        self.inner.decode_percentile_s(100.0)
+    }
+
     /// Prompt tokens per second of prefill.
     #[getter]
     fn prefill_tokens_per_s(&self) -> f64 {
@@ -99,6 +117,9 @@ impl Timings {
         d.set_item("decode_s", self.decode_s())?;
         d.set_item("prefill_tokens_per_s", self.prefill_tokens_per_s())?;
         d.set_item("decode_tokens_per_s", self.decode_tokens_per_s())?;
+        d.set_item("decode_p50_s", self.decode_p50_s())?;
+        d.set_item("decode_p95_s", self.decode_p95_s())?;
+        d.set_item("decode_max_s", self.decode_max_s())?;
         d.set_item("decode_steps_s", self.decode_steps_s())?;
         Ok(d)
     }
