@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -70,3 +71,17 @@ def test_peek_command(smollm2_gguf, capsys):
     assert "entropy" in out and "','" in out and "█" in out
     assert main(["peek", "Once upon a time", "-m", str(smollm2_gguf), "--json"]) == 0
     assert '"entropy_bits"' in capsys.readouterr().out
+
+
+def test_sweep_shows_temperature_at_work(smollm2_gguf, capsys):
+    args = ["sweep", "Once upon a time", "-m", str(smollm2_gguf), "--runs", "3", "-n", "10"]
+    assert main([*args, "--temperatures", "0,1.5", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    greedy, hot = results
+    assert greedy["temperature"] == 0 and len(set(greedy["texts"])) == 1
+    assert greedy["common_prefix_tokens"] == 10
+    assert hot["common_prefix_tokens"] < 10
+    with pytest.raises(SystemExit) as usage_error:  # argparse rejects it while parsing
+        main([*args, "--temperatures", "0.3,x"])
+    assert usage_error.value.code == 2
+    assert main([*args, "--runs", "0"]) == 2
