@@ -85,3 +85,49 @@ def test_sweep_shows_temperature_at_work(smollm2_gguf, capsys):
         main([*args, "--temperatures", "0.3,x"])
     assert usage_error.value.code == 2
     assert main([*args, "--runs", "0"]) == 2
+
+
+def test_generate_reports_logprobs_of_the_models_distribution(smollm2, greedy_vectors):
+    """The first step is the prompt's own forward pass, so it equals Model.logits exactly.
+    Later steps run one token at a time against the KV cache; a fresh batched pass over the
+    same tokens rounds differently, and this model amplifies that to a few tenths of a nat."""
+    case = greedy_vectors[0]
+    c = smollm2.generate(case["ids"], max_tokens=6, temperature=0, logprobs=5)
+    assert c.logprobs is not None and len(c.logprobs) == 6
+    row = smollm2.logits(case["ids"]).astype(np.float64)
+    logp = row - row.max() - np.log(np.exp(row - row.max()).sum())
+    first = c.logprobs[0]
+    assert first.logprob == pytest.approx(logp[first.id], abs=1e-4)
+    assert [t.id for t in first.top_logprobs] == list(np.argsort(-logp, kind="stable")[:5])
+    for t in first.top_logprobs:
+        assert t.logprob == pytest.approx(logp[t.id], abs=1e-4)
+    assert first.top_logprobs[0].id == case["top5"][0][0]
+    rows = smollm2.logits(case["ids"] + c.token_ids, positions="all").astype(np.float64)
+    for step, lp in enumerate(c.logprobs):
+        assert lp.id == c.token_ids[step]
+        assert lp.token == smollm2.tokenizer.piece(lp.id).text
+        assert lp.bytes == smollm2.tokenizer.piece(lp.id).bytes
+        top = lp.top_logprobs
+        assert [t.logprob for t in top] == sorted((t.logprob for t in top), reverse=True)
+        assert top[0].id == lp.id and top[0].logprob == lp.logprob  # greedy takes the likeliest
+        assert sum(math.exp(t.logprob) for t in top) <= 1 + 1e-6
+        assert all(t.top_logprobs == [] for t in top)
+        fresh = rows[len(case["ids"]) - 1 + step]
+        fresh = fresh - fresh.max() - np.log(np.exp(fresh - fresh.max()).sum())
+        assert lp.logprob == pytest.approx(fresh[lp.id], abs=0.5)
+    assert c.to_dict()["logprobs"][0]["top_logprobs"][0]["id"] == first.top_logprobs[0].id
+
+
+def test_streamed_chunks_carry_their_logprobs(smollm2):
+    whole = smollm2.generate("Roses are red,", max_tokens=8, seed=1, logprobs=2)
+    chunks = list(smollm2.generate("Roses are red,", max_tokens=8, seed=1, logprobs=2, stream=True))
+    assert [ch.logprob.id for ch in chunks] == whole.token_ids
+    assert [ch.logprob.logprob for ch in chunks] == [lp.logprob for lp in whole.logprobs]
+    assert all(len(ch.logprob.top_logprobs) == 2 for ch in chunks)
+    plain = smollm2.generate("Roses are red,", max_tokens=2)
+    assert plain.logprobs is None
+    zero = smollm2.generate("Roses are red,", max_tokens=2, logprobs=0)
+    assert all(lp.top_logprobs == [] for lp in zero.logprobs)
+    for bad in (-1, 21):
+        with pytest.raises(smolgen.InvalidArgumentError):
+            smollm2.generate("Roses are red,", max_tokens=2, logprobs=bad)

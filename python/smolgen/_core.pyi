@@ -12,6 +12,7 @@ __all__ = [
     "CompletionStream",
     "Model",
     "Timings",
+    "TokenLogprob",
     "TokenPiece",
     "Tokenizer",
     "Usage",
@@ -80,12 +81,22 @@ class Timings:
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
+class TokenLogprob:
+    id: int
+    token: str
+    bytes: bytes
+    logprob: float
+    top_logprobs: list[TokenLogprob]
+    def to_dict(self) -> dict[str, Any]: ...
+
+@final
 class Completion:
     text: str
     token_ids: list[int]
     finish_reason: Literal["stop", "length"]
     usage: Usage
     timings: Timings
+    logprobs: list[TokenLogprob] | None
     def to_dict(self) -> dict[str, Any]: ...
 
 @final
@@ -93,6 +104,7 @@ class Chunk:
     text: str
     token_id: int
     finish_reason: Literal["stop", "length"] | None
+    logprob: TokenLogprob | None
     def __iter__(self) -> Iterator[str | int]: ...
 
 @final
@@ -131,6 +143,7 @@ class Model:
         logit_bias: Mapping[int, float] | None = None,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
+        logprobs: int | None = None,
         stream: bool = False,
     ) -> Completion | CompletionStream: ...
 

@@ -145,6 +145,7 @@ class Model:
         logit_bias: Mapping[int, float] | None = None,
         seed: int | None = None,
         stop: str | Sequence[str] | None = None,
+        logprobs: int | None = None,
         stream: bool = False,
     ) -> Completion | CompletionStream:
         """Continues ``prompt`` (text, or token ids used as they are).
@@ -155,9 +156,13 @@ class Model:
         (``"length"``; unset, 256 or what is left of the context window). The same ``seed``
         and settings give the same tokens on every run.
 
+        ``logprobs=N`` (0..20) reports, for every generated token, its log-probability under
+        the model (softmax of the raw logits) and the N likeliest alternatives at that step.
+
         Returns a :class:`Completion` (``text``, ``token_ids``, ``finish_reason``, ``usage``,
-        ``timings``), or with ``stream=True`` an iterator of chunks ``(text, token_id)`` that
-        never splits a UTF-8 character; its ``completion`` is set once it is exhausted.
+        ``timings``, ``logprobs``), or with ``stream=True`` an iterator of chunks
+        ``(text, token_id)`` that never splits a UTF-8 character; its ``completion`` is set once
+        it is exhausted.
         """
         if not isinstance(prompt, str):
             prompt = list(prompt)
@@ -175,6 +180,7 @@ class Model:
             logit_bias=dict(logit_bias) if logit_bias else None,
             seed=seed,
             stop=stops,
+            logprobs=logprobs,
             stream=stream,
         )
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
+use crate::logprobs::{token_logprob, TokenLogprob, MAX_TOP_LOGPROBS};
 use crate::model::LogitsFor;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::text::{StopMatcher, StopScan, Utf8Stream};
@@ -21,6 +22,8 @@ pub struct GenerateOptions {
     pub sampling: SamplingParams,
     /// Generation ends before the first occurrence of any of these; their text is never emitted.
     pub stop: Vec<String>,
+    /// Report each token's log-probability and this many alternatives (0..=20); `None`: off.
+    pub logprobs: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,7 @@ pub struct Chunk {
     pub token_id: u32,
     pub text: String,
     pub finish_reason: Option<FinishReason>,
+    pub logprob: Option<TokenLogprob>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -82,6 +86,8 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
     pub timings: Timings,
+    /// One per generated token when log-probabilities were asked for.
+    pub logprobs: Option<Vec<TokenLogprob>>,
 }
 
 pub struct Generation {
@@ -96,6 +102,7 @@ pub struct Generation {
     text: String,
     finish: Option<FinishReason>,
     timings: Timings,
+    logprobs: Vec<TokenLogprob>,
     started: Instant,
 }
 
@@ -108,6 +115,11 @@ impl Generation {
         }
         if options.max_tokens == 0 {
             return Err(Error::invalid("max_tokens must be at least 1"));
+        }
+        if let Some(n) = options.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
+            return Err(Error::invalid(format!(
+                "logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"
+            )));
         }
         // Checked here too, so a bad prompt fails when the request is made, not at its first step.
         model.llama.check_token_ids(&prompt)?;
@@ -134,6 +146,7 @@ impl Generation {
             text: String::new(),
             finish: None,
             timings: Timings::default(),
+            logprobs: Vec::new(),
             started: Instant::now(),
         })
     }
@@ -160,6 +173,10 @@ impl Generation {
         let token = self.sampler.sample(&logits)?;
         self.sampler.accept(token);
         self.generated.push(token);
+        let logprob = self
+            .options
+            .logprobs
+            .map(|n| token_logprob(&logits, token, n));
         if first {
             self.timings.ttft_s = self.started.elapsed().as_secs_f64();
         } else {
@@ -195,10 +212,14 @@ impl Generation {
         }
         self.text.push_str(&text);
         self.finish = finish;
+        if let Some(lp) = &logprob {
+            self.logprobs.push(lp.clone());
+        }
         Ok(Some(Chunk {
             token_id: token,
             text,
             finish_reason: finish,
+            logprob,
         }))
     }
 
@@ -229,6 +250,7 @@ impl Generation {
             finish_reason: self.finish.unwrap_or(FinishReason::Length),
             prompt_tokens: self.prompt.len(),
             timings: self.timings.clone(),
+            logprobs: self.options.logprobs.map(|_| self.logprobs.clone()),
         }
     }
 }

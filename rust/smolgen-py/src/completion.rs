@@ -1,8 +1,11 @@
 //! What `Model.generate` hands back: a finished `Completion`, or a `CompletionStream` of chunks.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+use smolgen_core::tokenizer::Tokenizer as CoreTokenizer;
 use smolgen_core::{generation, Generation};
+
+use std::sync::Arc;
 
 use crate::errors::to_py;
 
@@ -133,6 +136,85 @@ fn rate(n: usize, seconds: f64) -> f64 {
     }
 }
 
+/// A generated token's log-probability under the model (softmax of the raw logits), with the
+/// likeliest alternatives at that step in `top_logprobs` (empty for an alternative itself).
+#[pyclass(module = "smolgen._core", frozen, get_all)]
+pub struct TokenLogprob {
+    pub id: u32,
+    /// The token's text, invalid UTF-8 shown as `\xNN`.
+    pub token: String,
+    pub bytes: Py<PyBytes>,
+    pub logprob: f32,
+    pub top_logprobs: Vec<Py<TokenLogprob>>,
+}
+
+impl TokenLogprob {
+    fn one(py: Python<'_>, tk: &CoreTokenizer, id: u32, logprob: f32) -> PyResult<Py<Self>> {
+        let piece = tk.piece(id).map_err(to_py)?;
+        Py::new(
+            py,
+            TokenLogprob {
+                id,
+                token: piece.text,
+                bytes: PyBytes::new(py, &piece.bytes).unbind(),
+                logprob,
+                top_logprobs: Vec::new(),
+            },
+        )
+    }
+
+    pub fn new(
+        py: Python<'_>,
+        tk: &CoreTokenizer,
+        lp: &smolgen_core::TokenLogprob,
+    ) -> PyResult<Py<Self>> {
+        let piece = tk.piece(lp.token).map_err(to_py)?;
+        let top = lp
+            .top
+            .iter()
+            .map(|&(id, logprob)| Self::one(py, tk, id, logprob))
+            .collect::<PyResult<Vec<_>>>()?;
+        Py::new(
+            py,
+            TokenLogprob {
+                id: lp.token,
+                token: piece.text,
+                bytes: PyBytes::new(py, &piece.bytes).unbind(),
+                logprob: lp.logprob,
+                top_logprobs: top,
+            },
+        )
+    }
+}
+
+#[pymethods]
+impl TokenLogprob {
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", self.id)?;
+        d.set_item("token", &self.token)?;
+        d.set_item("bytes", self.bytes.bind(py).as_bytes().to_vec())?;
+        d.set_item("logprob", self.logprob)?;
+        let top = self
+            .top_logprobs
+            .iter()
+            .map(|t| t.get().to_dict(py))
+            .collect::<PyResult<Vec<_>>>()?;
+        d.set_item("top_logprobs", top)?;
+        Ok(d)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "TokenLogprob(id={}, token={:?}, logprob={:.4}, top_logprobs=[{} alternatives])",
+            self.id,
+            self.token,
+            self.logprob,
+            self.top_logprobs.len()
+        )
+    }
+}
+
 /// The result of one generation.
 #[pyclass(module = "smolgen._core", frozen, get_all)]
 pub struct Completion {
@@ -144,10 +226,21 @@ pub struct Completion {
     pub finish_reason: &'static str,
     pub usage: Py<Usage>,
     pub timings: Py<Timings>,
+    /// One `TokenLogprob` per generated token with `logprobs=N`, else `None`.
+    pub logprobs: Option<Vec<Py<TokenLogprob>>>,
 }
 
 impl Completion {
-    pub fn new(py: Python<'_>, c: smolgen_core::Completion) -> PyResult<Self> {
+    pub fn new(py: Python<'_>, tk: &CoreTokenizer, c: smolgen_core::Completion) -> PyResult<Self> {
+        let logprobs = c
+            .logprobs
+            .as_ref()
+            .map(|all| {
+                all.iter()
+                    .map(|lp| TokenLogprob::new(py, tk, lp))
+                    .collect::<PyResult<Vec<_>>>()
+            })
+            .transpose()?;
         let usage = Usage {
             prompt_tokens: c.prompt_tokens,
             completion_tokens: c.token_ids.len(),
@@ -163,6 +256,7 @@ impl Completion {
             finish_reason: c.finish_reason.as_str(),
             usage: Py::new(py, usage)?,
             timings: Py::new(py, timings)?,
+            logprobs,
         })
     }
 }
@@ -185,6 +279,13 @@ impl Completion {
         d.set_item("finish_reason", self.finish_reason)?;
         d.set_item("usage", self.usage.borrow(py).to_dict(py)?)?;
         d.set_item("timings", self.timings.borrow(py).to_dict(py)?)?;
+        if let Some(logprobs) = &self.logprobs {
+            let items = logprobs
+                .iter()
+                .map(|t| t.get().to_dict(py))
+                .collect::<PyResult<Vec<_>>>()?;
+            d.set_item("logprobs", items)?;
+        }
         Ok(d)
     }
 }
@@ -197,6 +298,8 @@ pub struct Chunk {
     pub token_id: u32,
     /// Set on the last chunk: `"stop"` or `"length"`.
     pub finish_reason: Option<&'static str>,
+    /// This token's log-probability and alternatives, with `logprobs=N`.
+    pub logprob: Option<Py<TokenLogprob>>,
 }
 
 #[pymethods]
@@ -225,13 +328,15 @@ impl Chunk {
 #[pyclass(module = "smolgen._core")]
 pub struct CompletionStream {
     generation: Generation,
+    tokenizer: Arc<CoreTokenizer>,
     completion: Option<Py<Completion>>,
 }
 
 impl CompletionStream {
-    pub fn new(generation: Generation) -> Self {
+    pub fn new(generation: Generation, tokenizer: Arc<CoreTokenizer>) -> Self {
         CompletionStream {
             generation,
+            tokenizer,
             completion: None,
         }
     }
@@ -251,10 +356,16 @@ impl CompletionStream {
                 if chunk.finish_reason.is_some() {
                     self.finalize(py)?;
                 }
+                let logprob = chunk
+                    .logprob
+                    .as_ref()
+                    .map(|lp| TokenLogprob::new(py, &self.tokenizer, lp))
+                    .transpose()?;
                 Ok(Some(Chunk {
                     text: chunk.text,
                     token_id: chunk.token_id,
                     finish_reason: chunk.finish_reason.map(|f| f.as_str()),
+                    logprob,
                 }))
             }
             None => Ok(None),
@@ -270,7 +381,7 @@ impl CompletionStream {
 
 impl CompletionStream {
     fn finalize(&mut self, py: Python<'_>) -> PyResult<()> {
-        let c = Completion::new(py, self.generation.completion())?;
+        let c = Completion::new(py, &self.tokenizer, self.generation.completion())?;
         self.completion = Some(Py::new(py, c)?);
         Ok(())
     }

@@ -19,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<completion::Chunk>()?;
     m.add_class::<completion::Usage>()?;
     m.add_class::<completion::Timings>()?;
+    m.add_class::<completion::TokenLogprob>()?;
     sampler::register(m)?;
     Ok(())
 }

@@ -150,11 +150,13 @@ impl Model {
     ///
     /// `max_tokens` defaults to 256, or what is left of the context window if that is less.
     /// `temperature=0` is greedy. `stop` ends generation before the first occurrence of any of
-    /// the strings (never emitted). With `stream=True` returns a `CompletionStream` of chunks.
+    /// the strings (never emitted). `logprobs=N` (0..20) reports every generated token's
+    /// log-probability and the N likeliest alternatives. With `stream=True` returns a
+    /// `CompletionStream` of chunks.
     #[pyo3(signature = (
         prompt, *, max_tokens = None, temperature = 1.0, top_p = 1.0, top_k = 0, min_p = 0.0,
         repetition_penalty = 1.0, frequency_penalty = 0.0, presence_penalty = 0.0,
-        logit_bias = None, seed = None, stop = None, stream = false
+        logit_bias = None, seed = None, stop = None, logprobs = None, stream = false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
@@ -172,6 +174,7 @@ impl Model {
         logit_bias: Option<HashMap<i64, f64>>,
         seed: Option<u64>,
         stop: Option<Stop>,
+        logprobs: Option<i64>,
         stream: bool,
     ) -> PyResult<Py<PyAny>> {
         let ids = self.prompt_ids(py, prompt)?;
@@ -201,13 +204,21 @@ impl Model {
                 Some(Stop::One(s)) => vec![s],
                 Some(Stop::Many(v)) => v,
             },
+            logprobs: logprobs
+                .map(|n| {
+                    usize::try_from(n)
+                        .map_err(|_| invalid(format!("logprobs must be >= 0, got {n}")))
+                })
+                .transpose()?,
         };
         let generation = Generation::new(self.inner.clone(), ids, options).map_err(to_py)?;
         if stream {
-            return Ok(Py::new(py, CompletionStream::new(generation))?.into_any());
+            let tokenizer = self.inner.tokenizer.clone();
+            return Ok(Py::new(py, CompletionStream::new(generation, tokenizer))?.into_any());
         }
         let completion = py.detach(|| generation.run()).map_err(to_py)?;
-        Ok(Py::new(py, Completion::new(py, completion)?)?.into_any())
+        let completion = Completion::new(py, &self.inner.tokenizer, completion)?;
+        Ok(Py::new(py, completion)?.into_any())
     }
 
     fn __repr__(&self) -> String {
