@@ -60,9 +60,15 @@ def softmax(x: np.ndarray) -> np.ndarray:
 
 
 def forward(
-    w: dict[str, np.ndarray], cfg: LlamaConfig, ids: list[int], *, interleaved: bool
+    w: dict[str, np.ndarray],
+    cfg: LlamaConfig,
+    ids: list[int],
+    *,
+    interleaved: bool,
+    attention: list[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Logits ``[len(ids), vocab]`` for every position."""
+    """Logits ``[len(ids), vocab]`` for every position. Appends each layer's attention weights
+    ``[heads, t, t]`` to ``attention`` when given."""
     t, hd = len(ids), cfg.head_dim
     rep = cfg.num_heads // cfg.num_kv_heads
     positions = np.arange(t, dtype=np.float64)
@@ -77,8 +83,10 @@ def forward(
         q = rope(q, positions, cfg.rope_theta, interleaved)
         k = rope(k, positions, cfg.rope_theta, interleaved)
         k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)  # one KV head per query head
-        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + causal
-        y = np.einsum("hqk,khd->qhd", softmax(scores), v).reshape(t, -1)
+        weights = softmax(np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + causal)
+        if attention is not None:
+            attention.append(weights)
+        y = np.einsum("hqk,khd->qhd", weights, v).reshape(t, -1)
         x = x + y @ w[p + "attn_output.weight"].T
         h = rms_norm(x, w[p + "ffn_norm.weight"], cfg.rms_norm_eps)
         gate = h @ w[p + "ffn_gate.weight"].T

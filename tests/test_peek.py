@@ -131,3 +131,28 @@ def test_streamed_chunks_carry_their_logprobs(smollm2):
     for bad in (-1, 21):
         with pytest.raises(smolgen.InvalidArgumentError):
             smollm2.generate("Roses are red,", max_tokens=2, logprobs=bad)
+
+
+def test_attention_weights_match_the_reference(tiny_gguf, tiny_weights):
+    import tiny_llama
+    from reference_llama import forward
+
+    ids = [1, 40, 72, 75, 75, 78, 259, 34]
+    expected: list[np.ndarray] = []
+    forward(tiny_weights, tiny_llama.CONFIG, ids, interleaved=False, attention=expected)
+    model = smolgen.load(tiny_gguf)
+    weights = model.attention(ids)
+    assert weights.shape == (2, 4, 8, 8) and weights.dtype == np.float32
+    np.testing.assert_allclose(weights, np.stack(expected), atol=1e-5)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
+    assert np.all(np.triu(weights, k=1) == 0)  # no query sees a later key
+    np.testing.assert_array_equal(model.attention(ids, layers=[1, 0]), weights[::-1])
+    for bad in ([2], [-1]):
+        with pytest.raises(smolgen.InvalidArgumentError):
+            model.attention(ids, layers=bad)
+
+
+def test_attention_on_the_real_model(smollm2):
+    weights = smollm2.attention("The theory of relativity", layers=[0, 29])
+    assert weights.shape == (2, 9, 4, 4)
+    assert weights[:, :, 0, 0] == pytest.approx(1.0)  # the first token sees only itself

@@ -128,6 +128,9 @@ class Model:
     def logits(
         self, prompt: str | Sequence[int], positions: Literal["last", "all"] = "last"
     ) -> npt.NDArray[np.float32]: ...
+    def attention(
+        self, prompt: str | Sequence[int], layers: Sequence[int] | None = None
+    ) -> npt.NDArray[np.float32]: ...
     def generate(
         self,
         prompt: str | Sequence[int],

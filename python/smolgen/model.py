@@ -111,6 +111,16 @@ class Model:
             prompt = list(prompt)
         return self._inner.logits(prompt, positions)
 
+    def attention(
+        self, prompt: str | Sequence[int], layers: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """Softmax attention weights of one forward pass: float32
+        ``[layers, heads, tokens, tokens]``, row = query position, column = key position, each
+        row summing to 1 over the positions it may see. ``layers`` picks layers (default all)."""
+        if not isinstance(prompt, str):
+            prompt = list(prompt)
+        return self._inner.attention(prompt, None if layers is None else list(layers))
+
     def peek(self, prompt: str | Sequence[int], top_k: int = 5) -> Peek:
         """The ``top_k`` likeliest next tokens (id, piece, probability, log-probability), the
         distribution's entropy in bits, the top-1 probability and its margin to the second."""

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 pub use config::Config;
 pub use error::{Error, Result};
@@ -76,6 +76,37 @@ impl Model {
             LogitsFor::All => tokens.len(),
         };
         Ok((logits.flatten_all()?.to_vec1::<f32>()?, rows))
+    }
+
+    /// The attention weights of one fresh forward pass over `tokens`:
+    /// `[layers.len(), heads, tokens, tokens]` (row: query position, column: key position;
+    /// each row sums to 1). `layers` default to all; out-of-range layers are an error.
+    pub fn attention(&self, tokens: &[u32], layers: Option<&[usize]>) -> Result<Tensor> {
+        let all: Vec<usize> = (0..self.llama.cfg.num_layers).collect();
+        let layers = layers.unwrap_or(&all);
+        if let Some(&bad) = layers.iter().find(|&&l| l >= self.llama.cfg.num_layers) {
+            return Err(Error::invalid(format!(
+                "layer {bad} does not exist (the model has {} layers)",
+                self.llama.cfg.num_layers
+            )));
+        }
+        let mut cache = self.llama.new_cache();
+        let mut kept = Vec::with_capacity(layers.len());
+        self.llama.forward_inspect(
+            tokens,
+            &mut cache,
+            LogitsFor::Last,
+            Some((layers, &mut kept)),
+        )?;
+        // Kept in layer order; return them in the order asked for.
+        let mut order: Vec<usize> = layers.to_vec();
+        order.sort_unstable();
+        order.dedup();
+        let picked = layers
+            .iter()
+            .map(|l| kept[order.binary_search(l).unwrap_or(0)].clone())
+            .collect::<Vec<_>>();
+        Ok(Tensor::stack(&picked, 0)?)
     }
 
     fn load_gguf(path: &Path, device: &Device, t0: Instant) -> Result<Self> {

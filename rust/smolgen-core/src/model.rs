@@ -109,6 +109,19 @@ impl Llama {
     /// Runs `tokens` through the model after what `cache` already holds, appending their keys
     /// and values. Returns logits `[vocab]` (`LogitsFor::Last`) or `[tokens, vocab]`, in f32.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor> {
+        self.forward_inspect(tokens, cache, which, None)
+    }
+
+    /// [`Llama::forward`], also keeping the attention weights of the listed layers: each
+    /// `[heads, tokens, cached + tokens]`, pushed to `attention` in layer order. The same pass:
+    /// nothing is recomputed, and nothing is kept when no layer is listed.
+    pub fn forward_inspect(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: LogitsFor,
+        mut attention: Option<(&[usize], &mut Vec<Tensor>)>,
+    ) -> Result<Tensor> {
         let t = tokens.len();
         let pos = cache.len();
         if t == 0 {
@@ -141,7 +154,19 @@ impl Llama {
         };
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_norm_eps)?;
-            let h = self.attention(&block.attn, &h, layer, cache, &cos, &sin, mask.as_ref())?;
+            let keep = match &mut attention {
+                Some((layers, out)) if layers.contains(&layer) => Some(&mut **out),
+                _ => None,
+            };
+            let h = self.attention(
+                &block.attn,
+                &h,
+                layer,
+                cache,
+                (&cos, &sin),
+                mask.as_ref(),
+                keep,
+            )?;
             x = (x + h)?;
             let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_norm_eps)?;
             let gate = candle_nn::ops::silu(&block.mlp.gate.forward(&h)?)?;
@@ -193,9 +218,9 @@ impl Llama {
         x: &Tensor,
         layer: usize,
         cache: &mut KvCache,
-        cos: &Tensor,
-        sin: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
         mask: Option<&Tensor>,
+        keep_weights: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
@@ -231,6 +256,10 @@ impl Llama {
             None => scores,
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        if let Some(out) = keep_weights {
+            // Rows are (KV head, query head in its group, query); fold back to query heads.
+            out.push(probs.reshape((nh, t, total))?);
+        }
         let y = probs.matmul(&v.contiguous()?)?; // [b, nkv, rep * t, hd]
         let y = y
             .reshape((b, nh, t, hd))?

@@ -146,6 +146,37 @@ impl Model {
         })
     }
 
+    /// Softmax attention weights of one forward pass over `prompt`: float32
+    /// `[layers, heads, tokens, tokens]` (row: query position, column: key position). `layers`
+    /// picks layers by index (default: all).
+    #[pyo3(signature = (prompt, layers = None))]
+    fn attention<'py>(
+        &self,
+        py: Python<'py>,
+        prompt: Prompt,
+        layers: Option<Vec<i64>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let ids = self.prompt_ids(py, prompt)?;
+        let layers = layers
+            .map(|ls| {
+                ls.into_iter()
+                    .map(|l| {
+                        usize::try_from(l).map_err(|_| invalid(format!("layer {l} does not exist")))
+                    })
+                    .collect::<PyResult<Vec<usize>>>()
+            })
+            .transpose()?;
+        let model = &self.inner;
+        let (values, shape) = py
+            .detach(|| -> smolgen_core::Result<(Vec<f32>, Vec<usize>)> {
+                let weights = model.attention(&ids, layers.as_deref())?;
+                let shape = weights.dims().to_vec();
+                Ok((weights.flatten_all()?.to_vec1::<f32>()?, shape))
+            })
+            .map_err(to_py)?;
+        Ok(PyArray1::from_vec(py, values).reshape(shape)?.into_any())
+    }
+
     /// Generates a completion of `prompt` (text, or token ids used as they are).
     ///
     /// `max_tokens` defaults to 256, or what is left of the context window if that is less.
