@@ -94,3 +94,15 @@ def test_help_everywhere():
     for command in ("generate", "pull", "info", "tokens", "cost", "decide"):
         r = smolgen(command, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_generate_show_probs_marks_unlikely_tokens(smollm2_gguf):
+    r = smolgen("generate", "Once upon a time", "-m", str(smollm2_gguf), "-n", "12", "-t", "1",
+                "--seed", "2", "--show-probs")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "%]" in r.stdout and "the token's probability" in r.stdout
+    r = smolgen("generate", "Once upon a time", "-m", str(smollm2_gguf), "-n", "3", "--json")
+    record = json.loads(r.stdout)
+    assert [lp["id"] for lp in record["logprobs"]] == record["token_ids"]
+    assert all(lp["logprob"] <= 0 for lp in record["logprobs"])
+    assert record["kv_cache_bytes"] > 0

@@ -237,3 +237,13 @@ def test_concurrent_generations_are_each_correct(smollm2):
     for t in threads:
         t.join()
     assert results == [expected.token_ids] * 3
+
+
+def test_memory_is_reported(smollm2):
+    c = smollm2.generate("Once upon a time", max_tokens=4, temperature=0)
+    per_token = smollm2.info["kv_bytes_per_token"]
+    assert c.kv_cache_bytes == 256 * per_token  # the cache's first allocation: 256 positions
+    memory = smollm2.memory()
+    assert memory["weight_bytes"] == smollm2.info["weight_bytes"]
+    assert memory["kv_bytes_per_token"] == per_token
+    assert memory["peak_rss_bytes"] > memory["weight_bytes"]

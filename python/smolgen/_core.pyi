@@ -97,6 +97,7 @@ class Completion:
     usage: Usage
     timings: Timings
     logprobs: list[TokenLogprob] | None
+    kv_cache_bytes: int
     def to_dict(self) -> dict[str, Any]: ...
 
 @final

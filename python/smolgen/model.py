@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, overload
 
@@ -82,6 +83,16 @@ class Model:
         """Architecture, parameter count, layers, heads, context length, vocabulary size, storage
         type per tensor kind, weight bytes, KV-cache bytes per token, device, load time."""
         return self._inner.info
+
+    def memory(self) -> dict[str, int | None]:
+        """Weight bytes, KV-cache bytes per token of context, and this process's peak resident
+        memory so far (``None`` where the platform does not report it)."""
+        info = self.info
+        return {
+            "weight_bytes": info["weight_bytes"],
+            "kv_bytes_per_token": info["kv_bytes_per_token"],
+            "peak_rss_bytes": peak_rss_bytes(),
+        }
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -200,6 +211,16 @@ class Model:
             f"Model({info['path']!r}, format={info['format']!r}, "
             f"parameters={info['parameters']:,}, device={info['device']!r})"
         )
+
+
+def peak_rss_bytes() -> int | None:
+    """The process's peak resident set size, in bytes."""
+    try:
+        import resource
+    except ImportError:  # not on this platform (Windows)
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
 
 
 def load(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from ..errors import InternalError
@@ -37,9 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="stop before this text (repeatable)",
     )
     p.add_argument(
+        "--show-probs",
+        action="store_true",
+        help="mark each token by its probability under the model: colours in a terminal, "
+        "[NN%%] after unlikely tokens otherwise",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
-        help="print one JSON object (text, tokens, usage, timings) instead",
+        help="print one JSON object (text, tokens, logprobs, usage, timings) instead",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     p.set_defaults(func=run)
@@ -62,13 +69,19 @@ def run(args: argparse.Namespace) -> int:
         presence_penalty=args.presence_penalty,
         seed=args.seed,
         stop=args.stop or None,
+        logprobs=0 if args.show_probs or args.json else None,
         stream=True,
     )
     out = sys.stdout
+    marker = ProbabilityMarker(out) if args.show_probs and not args.json else None
     for chunk in stream:
-        if not args.json and chunk.text:
+        if args.json or not chunk.text:
+            continue
+        if marker and chunk.logprob is not None:
+            marker.write(chunk.text, math.exp(chunk.logprob.logprob))
+        else:
             out.write(chunk.text)
-            out.flush()
+        out.flush()
     completion = stream.completion
     if completion is None:  # the stream ended without a finishing chunk: a bug of ours
         raise InternalError("generation ended without a result")
@@ -80,12 +93,52 @@ def run(args: argparse.Namespace) -> int:
         out.write("\n")
         return 0
     out.write("\n")
+    if marker:
+        marker.legend()
     if not args.quiet:
         t, u = completion.timings, completion.usage
         print(
             f"[{u.completion_tokens} tokens, {u.prompt_tokens} prompt | "
             f"TTFT {t.ttft_s * 1000:.0f} ms | prefill {t.prefill_tokens_per_s:.0f} tok/s | "
-            f"decode {t.decode_tokens_per_s:.1f} tok/s | finish: {completion.finish_reason}]",
+            f"decode {t.decode_tokens_per_s:.1f} tok/s | KV cache "
+            f"{completion.kv_cache_bytes / 2**20:.1f} MiB | finish: {completion.finish_reason}]",
             file=sys.stderr,
         )
     return 0
+
+
+class ProbabilityMarker:
+    """Writes generated text marked by how likely each token was."""
+
+    # (lowest probability, colour) from likely to unlikely.
+    BANDS = ((0.9, "green"), (0.5, ""), (0.2, "yellow"), (0.0, "red"))
+    # Without colours, tokens under this probability get their percentage after them.
+    ANNOTATE_BELOW = 0.5
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.color = out.isatty()
+        if self.color:
+            from rich.console import Console
+
+            self.console = Console(file=out, highlight=False, markup=False)
+
+    def write(self, text: str, probability: float) -> None:
+        if self.color:
+            style = next(c for lowest, c in self.BANDS if probability >= lowest)
+            self.console.print(text, style=style or None, end="")
+        elif probability < self.ANNOTATE_BELOW:
+            self.out.write(f"{text}[{probability:.0%}]")
+        else:
+            self.out.write(text)
+
+    def legend(self) -> None:
+        if self.color:
+            self.console.print("p >= 90% ", style="green", end="")
+            self.console.print("| >= 50% | ", end="")
+            self.console.print(">= 20% ", style="yellow", end="")
+            self.console.print("| < 20%", style="red")
+        else:
+            self.out.write(
+                f"[NN%]: the token's probability, shown under {self.ANNOTATE_BELOW:.0%}\n"
+            )

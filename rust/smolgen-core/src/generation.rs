@@ -88,6 +88,8 @@ pub struct Completion {
     pub timings: Timings,
     /// One per generated token when log-probabilities were asked for.
     pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Bytes the request's KV cache held at the end (allocated capacity).
+    pub kv_cache_bytes: usize,
 }
 
 pub struct Generation {
@@ -251,6 +253,7 @@ impl Generation {
             prompt_tokens: self.prompt.len(),
             timings: self.timings.clone(),
             logprobs: self.options.logprobs.map(|_| self.logprobs.clone()),
+            kv_cache_bytes: self.cache.allocated_bytes(),
         }
     }
 }

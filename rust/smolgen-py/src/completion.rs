@@ -193,7 +193,15 @@ impl TokenLogprob {
         let d = PyDict::new(py);
         d.set_item("id", self.id)?;
         d.set_item("token", &self.token)?;
-        d.set_item("bytes", self.bytes.bind(py).as_bytes().to_vec())?;
+        // A list of ints, as OpenAI's `logprobs.content[].bytes`, so the dict is JSON-ready.
+        let bytes: Vec<u32> = self
+            .bytes
+            .bind(py)
+            .as_bytes()
+            .iter()
+            .map(|&b| b.into())
+            .collect();
+        d.set_item("bytes", bytes)?;
         d.set_item("logprob", self.logprob)?;
         let top = self
             .top_logprobs
@@ -228,6 +236,8 @@ pub struct Completion {
     pub timings: Py<Timings>,
     /// One `TokenLogprob` per generated token with `logprobs=N`, else `None`.
     pub logprobs: Option<Vec<Py<TokenLogprob>>>,
+    /// Bytes this request's KV cache held at the end.
+    pub kv_cache_bytes: usize,
 }
 
 impl Completion {
@@ -257,6 +267,7 @@ impl Completion {
             usage: Py::new(py, usage)?,
             timings: Py::new(py, timings)?,
             logprobs,
+            kv_cache_bytes: c.kv_cache_bytes,
         })
     }
 }
@@ -279,6 +290,7 @@ impl Completion {
         d.set_item("finish_reason", self.finish_reason)?;
         d.set_item("usage", self.usage.borrow(py).to_dict(py)?)?;
         d.set_item("timings", self.timings.borrow(py).to_dict(py)?)?;
+        d.set_item("kv_cache_bytes", self.kv_cache_bytes)?;
         if let Some(logprobs) = &self.logprobs {
             let items = logprobs
                 .iter()
