@@ -156,3 +156,20 @@ def test_attention_on_the_real_model(smollm2):
     weights = smollm2.attention("The theory of relativity", layers=[0, 29])
     assert weights.shape == (2, 9, 4, 4)
     assert weights[:, :, 0, 0] == pytest.approx(1.0)  # the first token sees only itself
+
+
+def test_peek_with_sampling_settings_and_plots(smollm2_gguf, capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    model = ["-m", str(smollm2_gguf)]
+    png = tmp_path / "peek.png"
+    args = ["peek", "The sun rises in the", *model, "-t", "0.7", "--top-p", "0.9"]
+    assert main([*args, "--plot", str(png), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    sampled = [c["sampled_probability"] for c in record["candidates"]]
+    assert sampled[0] > record["candidates"][0]["probability"]  # T < 1 sharpens
+    assert sampled[-1] == 0.0  # cut by top-p
+    assert png.stat().st_size > 10_000
+    timeline = tmp_path / "timeline.png"
+    assert main(["generate", "Once upon a time", *model, "-n", "8", "-q",
+                 "--plot", str(timeline)]) == 0  # fmt: skip
+    assert timeline.stat().st_size > 10_000

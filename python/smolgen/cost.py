@@ -946,17 +946,9 @@ def plot_cost_curve(
     Needs matplotlib (``pip install 'smolgen[plot]'``). Returns the matplotlib Figure; writes it
     to ``path`` too when given.
     """
-    try:
-        import matplotlib
+    from .plots import pyplot
 
-        if path is not None:
-            matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise ImportError(
-            "plotting needs matplotlib: pip install 'smolgen[plot]' (or pip install matplotlib)"
-        ) from exc
-
+    plt = pyplot(path)
     if per_request is None:
         per_request = be.requests_per_day is not None
     points = cost_curve(be, volumes, per_request=per_request)

@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "[NN%%] after unlikely tokens otherwise",
     )
     p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="save a timeline of the prefill pass and every decode step (needs matplotlib)",
+    )
+    p.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object (text, tokens, logprobs, usage, timings) instead",
@@ -85,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
     completion = stream.completion
     if completion is None:  # the stream ended without a finishing chunk: a bug of ours
         raise InternalError("generation ended without a result")
+    if args.plot:
+        from ..plots import plot_timeline
+
+        t = completion.timings
+        plot_timeline(t.prefill_s, t.decode_steps_s, completion.usage.prompt_tokens, args.plot)
     if args.json:
         record = completion.to_dict()
         record["model"] = model.info["path"]

@@ -20,6 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", help="the text to continue")
     model_argument(p)
     p.add_argument("-k", "--top-k", type=int, default=5, help="candidates to show (default: 5)")
+    p.add_argument("-t", "--temperature", type=float, default=1.0,
+                   help="also show the distribution the sampler would draw from at this "
+                   "temperature (default: 1, unchanged)")  # fmt: skip
+    p.add_argument("--top-p", type=float, default=1.0, help="... and after this top-p cut")
+    p.add_argument("--min-p", type=float, default=0.0, help="... and after this min-p cut")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="save a chart of the distribution before and after the sampling "
+                   "settings (needs matplotlib)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=run)
 
@@ -30,18 +38,32 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import load
 
-    result = load(args.model, device=args.device, dtype=args.dtype).peek(args.prompt, args.top_k)
+    model = load(args.model, device=args.device, dtype=args.dtype)
+    result = model.peek(args.prompt, args.top_k)
+    shaped = (args.temperature, args.top_p, args.min_p) != (1.0, 1.0, 0.0)
+    after = sampled_distribution(model, args) if shaped or args.plot else {}
+    if args.plot:
+        save_plot(model, args, after)
     if args.json:
-        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        record = result.to_dict()
+        if shaped:
+            for c in record["candidates"]:
+                c["sampled_probability"] = after.get(c["id"], 0.0)
+        print(json.dumps(record, ensure_ascii=False))
         return 0
     table = Table(title=f"next token after {args.prompt!r}", title_justify="left")
-    for name, justify in (("#", "right"), ("id", "right"), ("token", "left"),
-                          ("p", "right"), ("log p", "right"), ("", "left")):  # fmt: skip
+    columns = [("#", "right"), ("id", "right"), ("token", "left"), ("p", "right"),
+               ("log p", "right"), ("", "left")]  # fmt: skip
+    if shaped:
+        columns.append((settings_label(args), "right"))
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for rank, c in enumerate(result.candidates, 1):
         bar = "█" * max(1, round(c.probability * BAR_WIDTH)) if c.probability >= 0.005 else "▏"
-        table.add_row(str(rank), str(c.id), repr(c.piece), f"{c.probability:.1%}",
-                      f"{c.logprob:.3f}", bar)  # fmt: skip
+        row = [str(rank), str(c.id), repr(c.piece), f"{c.probability:.1%}", f"{c.logprob:.3f}", bar]
+        if shaped:
+            row.append(f"{after.get(c.id, 0.0):.1%}")
+        table.add_row(*row)
     console = Console(markup=False)
     console.print(table)
     verdict = "flat: the model is unsure" if result.is_flat else "peaked"
@@ -49,4 +71,45 @@ def run(args: argparse.Namespace) -> int:
         f"entropy {result.entropy_bits:.2f} bits, top-1 {result.top1_probability:.1%}, "
         f"margin to #2 {result.margin:.1%} ({verdict})"
     )
+    if shaped:
+        console.print(f"{settings_label(args)} keeps {len(after)} candidate tokens")
+    if args.plot:
+        console.print(f"plot saved to {args.plot}")
     return 0
+
+
+def settings_label(args: argparse.Namespace) -> str:
+    parts = [f"T={args.temperature:g}"]
+    if args.top_p < 1:
+        parts.append(f"top-p {args.top_p:g}")
+    if args.min_p > 0:
+        parts.append(f"min-p {args.min_p:g}")
+    return ", ".join(parts)
+
+
+def sampled_distribution(model, args: argparse.Namespace) -> dict[int, float]:
+    """What the sampler would draw from after the prompt with these settings: id -> p."""
+    from .. import _core
+
+    logits = model.logits(args.prompt)
+    pairs = _core.sampler_distribution(
+        logits, temperature=args.temperature, top_p=args.top_p, min_p=args.min_p
+    )
+    return dict(pairs)
+
+
+def save_plot(model, args: argparse.Namespace, after: dict[int, float]) -> None:
+    import numpy as np
+
+    from ..plots import plot_distribution
+
+    wide = model.peek(args.prompt, max(args.top_k, 15))
+    ids = [c.id for c in wide.candidates]
+    plot_distribution(
+        [c.piece for c in wide.candidates],
+        np.array([c.probability for c in wide.candidates]),
+        np.array([after.get(i, 0.0) for i in ids]),
+        f"next token after {args.prompt!r}",
+        settings_label(args),
+        args.plot,
+    )
