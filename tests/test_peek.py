@@ -147,7 +147,7 @@ def test_attention_weights_match_the_reference(tiny_gguf, tiny_weights):
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
     assert np.all(np.triu(weights, k=1) == 0)  # no query sees a later key
     np.testing.assert_array_equal(model.attention(ids, layers=[1, 0]), weights[::-1])
-    for bad in ([2], [-1]):
+    for bad in ([2], [-1], []):
         with pytest.raises(smolgen.InvalidArgumentError):
             model.attention(ids, layers=bad)
 

@@ -84,28 +84,33 @@ impl Model {
     pub fn attention(&self, tokens: &[u32], layers: Option<&[usize]>) -> Result<Tensor> {
         let all: Vec<usize> = (0..self.llama.cfg.num_layers).collect();
         let layers = layers.unwrap_or(&all);
+        if layers.is_empty() {
+            return Err(Error::invalid("layers must name at least one layer"));
+        }
         if let Some(&bad) = layers.iter().find(|&&l| l >= self.llama.cfg.num_layers) {
             return Err(Error::invalid(format!(
                 "layer {bad} does not exist (the model has {} layers)",
                 self.llama.cfg.num_layers
             )));
         }
+        let mut distinct = layers.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut kept = Vec::with_capacity(distinct.len());
         let mut cache = self.llama.new_cache();
-        let mut kept = Vec::with_capacity(layers.len());
         self.llama.forward_inspect(
             tokens,
             &mut cache,
             LogitsFor::Last,
-            Some((layers, &mut kept)),
+            Some((&distinct, &mut kept)),
         )?;
-        // Kept in layer order; return them in the order asked for.
-        let mut order: Vec<usize> = layers.to_vec();
-        order.sort_unstable();
-        order.dedup();
-        let picked = layers
+        // The pass keeps them in layer order; hand them back in the order asked for.
+        let by_layer: std::collections::HashMap<usize, Tensor> =
+            distinct.into_iter().zip(kept).collect();
+        let picked: Vec<Tensor> = layers
             .iter()
-            .map(|l| kept[order.binary_search(l).unwrap_or(0)].clone())
-            .collect::<Vec<_>>();
+            .filter_map(|l| by_layer.get(l).cloned())
+            .collect();
         Ok(Tensor::stack(&picked, 0)?)
     }
 
