@@ -10,7 +10,7 @@ import argparse
 import statistics
 
 import smolgen
-from smolgen.bench import prompt_ids
+from smolgen.bench import fixed_length_decode, prompt_ids
 
 
 def main() -> None:
@@ -24,11 +24,9 @@ def main() -> None:
 
     model = smolgen.load(args.model)
     ids = prompt_ids(model, args.prompt_tokens)
-    no_stop = {t: -100.0 for t in model.tokenizer.end_of_generation_ids}
 
     def rate(logprobs: int | None) -> float:
-        c = model.generate(ids, max_tokens=args.gen_tokens, temperature=0,
-                           logit_bias=no_stop, logprobs=logprobs)  # fmt: skip
+        c = fixed_length_decode(model, ids, args.gen_tokens, logprobs=logprobs)
         return c.timings.decode_tokens_per_s
 
     rate(None), rate(args.logprobs)  # warm-up

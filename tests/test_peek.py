@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import smolgen
+from reference_llama import log_softmax
 from smolgen.cli import main
 
 
@@ -25,7 +26,7 @@ def test_peek_ranks_like_llama_cpp(smollm2, greedy_vectors):
 def test_peek_is_consistent_with_the_logits(smollm2):
     result = smollm2.peek("The sun rises in the", top_k=10)
     logits = smollm2.logits("The sun rises in the").astype(np.float64)
-    logp = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+    logp = log_softmax(logits)
     p = np.exp(logp)
     assert [c.id for c in result.candidates] == list(np.argsort(-logp, kind="stable")[:10])
     for c in result.candidates:
@@ -57,7 +58,7 @@ def test_score_reads_log_probabilities_off_one_pass(smollm2):
     logits = smollm2.logits(ids, positions="all").astype(np.float64)
     for pos, t in enumerate(s.tokens, start=1):
         row = logits[pos - 1]
-        expected = row[t.id] - row.max() - np.log(np.exp(row - row.max()).sum())
+        expected = log_softmax(row)[t.id]
         assert t.logprob == pytest.approx(expected, abs=1e-6)
     assert s.perplexity == pytest.approx(math.exp(-s.total_logprob / len(s.tokens)))
     shuffled = smollm2.score("physics. relativity changed The of theory")
@@ -95,7 +96,7 @@ def test_generate_reports_logprobs_of_the_models_distribution(smollm2, greedy_ve
     c = smollm2.generate(case["ids"], max_tokens=6, temperature=0, logprobs=5)
     assert c.logprobs is not None and len(c.logprobs) == 6
     row = smollm2.logits(case["ids"]).astype(np.float64)
-    logp = row - row.max() - np.log(np.exp(row - row.max()).sum())
+    logp = log_softmax(row)
     first = c.logprobs[0]
     assert first.logprob == pytest.approx(logp[first.id], abs=1e-4)
     assert [t.id for t in first.top_logprobs] == list(np.argsort(-logp, kind="stable")[:5])
@@ -113,7 +114,7 @@ def test_generate_reports_logprobs_of_the_models_distribution(smollm2, greedy_ve
         assert sum(math.exp(t.logprob) for t in top) <= 1 + 1e-6
         assert all(t.top_logprobs == [] for t in top)
         fresh = rows[len(case["ids"]) - 1 + step]
-        fresh = fresh - fresh.max() - np.log(np.exp(fresh - fresh.max()).sum())
+        fresh = log_softmax(fresh)
         assert lp.logprob == pytest.approx(fresh[lp.id], abs=0.5)
     assert c.to_dict()["logprobs"][0]["top_logprobs"][0]["id"] == first.top_logprobs[0].id
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import statistics
+from typing import Any
 
-from .model import Model, load
+from .model import Completion, Model, load
 
 _PARAGRAPH = (
     "The history of computing is a story of ever smaller machines doing ever more work. "
@@ -25,6 +26,15 @@ def prompt_ids(model: Model, n_tokens: int) -> list[int]:
     return ids[:n_tokens]
 
 
+def fixed_length_decode(
+    model: Model, ids: list[int], gen_tokens: int, **options: Any
+) -> Completion:
+    """A greedy generation of exactly ``gen_tokens`` tokens: end-of-generation tokens are
+    suppressed so that every run does the same work. Returns the Completion."""
+    no_stop = {token: -100.0 for token in model.tokenizer.end_of_generation_ids}
+    return model.generate(ids, max_tokens=gen_tokens, temperature=0, logit_bias=no_stop, **options)
+
+
 def measured_throughput(
     model: str | os.PathLike[str] | Model | None = None,
     *,
@@ -34,16 +44,13 @@ def measured_throughput(
 ) -> float:
     """Median decode tokens/s of ``repeats`` greedy generations of ``gen_tokens`` tokens.
 
-    End-of-generation tokens are suppressed so every run decodes the same number of tokens.
+    Every run decodes the same number of tokens (see :func:`fixed_length_decode`).
     """
     m = model if isinstance(model, Model) else load(model, progress=False)
     ids = prompt_ids(m, prompt_tokens)
-    no_stop = {token: -100.0 for token in m.tokenizer.end_of_generation_ids}
-    m.generate(ids, max_tokens=4, temperature=0, logit_bias=no_stop)  # warm-up
+    fixed_length_decode(m, ids, 4)  # warm-up
     rates = [
-        m.generate(
-            ids, max_tokens=gen_tokens, temperature=0, logit_bias=no_stop
-        ).timings.decode_tokens_per_s
+        fixed_length_decode(m, ids, gen_tokens).timings.decode_tokens_per_s
         for _ in range(max(1, repeats))
     ]
     return statistics.median(rates)
