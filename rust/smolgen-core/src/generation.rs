@@ -24,6 +24,9 @@ pub struct GenerateOptions {
     pub stop: Vec<String>,
     /// Report each token's log-probability and this many alternatives (0..=20); `None`: off.
     pub logprobs: Option<usize>,
+    /// Start from the model's prefix cache where the prompt's beginning is stored there, and
+    /// leave this request's keys and values to it at the end.
+    pub prefix_cache: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,10 @@ pub struct Completion {
     pub logprobs: Option<Vec<TokenLogprob>>,
     /// Bytes the request's KV cache held at the end (allocated capacity).
     pub kv_cache_bytes: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache instead of a prefill.
+    pub cached_tokens: usize,
+    /// The stop string that ended generation, if one did.
+    pub stop_sequence: Option<String>,
 }
 
 pub struct Generation {
@@ -106,6 +113,8 @@ pub struct Generation {
     timings: Timings,
     logprobs: Vec<TokenLogprob>,
     started: Instant,
+    cached_tokens: usize,
+    kv_cache_bytes: usize,
 }
 
 impl Generation {
@@ -136,8 +145,20 @@ impl Generation {
             });
         }
         let sampler = Sampler::new(options.sampling.clone(), cfg.vocab_size, &prompt)?;
+        let (cache, cached_tokens) = if options.prefix_cache {
+            // At most all but one prompt token: the last one's logits are the first answer.
+            let found = model.prefix_cache().lookup(&prompt, prompt.len() - 1);
+            match found {
+                Some((shared, n)) => (shared.copy_prefix(n)?, n),
+                None => (model.llama.new_cache(), 0),
+            }
+        } else {
+            (model.llama.new_cache(), 0)
+        };
         Ok(Generation {
-            cache: model.llama.new_cache(),
+            cache,
+            cached_tokens,
+            kv_cache_bytes: 0,
             stops: StopMatcher::new(options.stop.clone()),
             model,
             prompt,
@@ -161,7 +182,7 @@ impl Generation {
         let t0 = Instant::now();
         let first = self.generated.is_empty();
         let input: &[u32] = match self.generated.last() {
-            None => &self.prompt,
+            None => &self.prompt[self.cached_tokens..],
             Some(last) => std::slice::from_ref(last),
         };
         let logits = self
@@ -214,6 +235,9 @@ impl Generation {
         }
         self.text.push_str(&text);
         self.finish = finish;
+        if finish.is_some() {
+            self.release_cache()?;
+        }
         if let Some(lp) = &logprob {
             self.logprobs.push(lp.clone());
         }
@@ -238,6 +262,25 @@ impl Generation {
         }
     }
 
+    /// Hands the KV cache to the model's prefix cache (when asked to) and keeps its size for the
+    /// completion's report.
+    fn release_cache(&mut self) -> Result<()> {
+        self.kv_cache_bytes = self.kv_cache_bytes.max(self.cache.allocated_bytes());
+        if !self.options.prefix_cache || self.cache.is_empty() {
+            return Ok(());
+        }
+        let cache = std::mem::replace(&mut self.cache, KvCache::new(0, 0));
+        // The cache holds the prompt and every generated token but the last (never fed back).
+        let mut tokens = self.prompt.clone();
+        tokens.extend_from_slice(&self.generated);
+        self.model.prefix_cache().insert(&tokens, cache)
+    }
+
+    /// Prompt tokens taken from the prefix cache rather than prefilled.
+    pub fn cached_tokens(&self) -> usize {
+        self.cached_tokens
+    }
+
     /// Runs to the end.
     pub fn run(mut self) -> Result<Completion> {
         while self.step()?.is_some() {}
@@ -253,7 +296,20 @@ impl Generation {
             prompt_tokens: self.prompt.len(),
             timings: self.timings.clone(),
             logprobs: self.options.logprobs.map(|_| self.logprobs.clone()),
-            kv_cache_bytes: self.cache.allocated_bytes(),
+            kv_cache_bytes: self.kv_cache_bytes.max(self.cache.allocated_bytes()),
+            cached_tokens: self.cached_tokens,
+            stop_sequence: self.stops.matched().map(str::to_owned),
+        }
+    }
+}
+
+/// A request abandoned half-way (a client that hung up) still leaves its prompt's keys and
+/// values for the next one: a retry then starts where this one stopped.
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if self.finish.is_none() {
+            // Nothing to report from a destructor; the cache is an optimisation.
+            let _ = self.release_cache();
         }
     }
 }

@@ -55,6 +55,43 @@ impl KvCache {
             .sum()
     }
 
+    /// A cache of its own holding a copy of the first `len` positions (at most `self.len()`),
+    /// with room to grow: appending to it never touches `self`.
+    pub fn copy_prefix(&self, len: usize) -> Result<KvCache> {
+        let len = len.min(self.len);
+        let capacity = Self::capacity_for(len, self.max_len);
+        let copy = |b: &Buffer| -> Result<Buffer> {
+            let (n, h, _, d) = b.data.dims4()?;
+            let data = Tensor::zeros((n, h, capacity, d), b.data.dtype(), b.data.device())?;
+            if len > 0 {
+                data.slice_set(&b.data.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+            }
+            Ok(Buffer { data })
+        };
+        let layers = self
+            .layers
+            .iter()
+            .map(|slot| match slot {
+                Some((k, v)) if len > 0 => Ok(Some((copy(k)?, copy(v)?))),
+                _ => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache {
+            layers,
+            len,
+            max_len: self.max_len,
+        })
+    }
+
+    /// Doubling from a small start, never reserving past the context window.
+    fn capacity_for(needed: usize, max_len: usize) -> usize {
+        needed
+            .next_power_of_two()
+            .max(INITIAL_CAPACITY)
+            .min(max_len)
+            .max(needed)
+    }
+
     /// Forgets everything after the first `len` tokens (the buffers stay allocated).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
@@ -72,12 +109,7 @@ impl KvCache {
             Some((kb, _)) => kb.data.dim(2)? < needed,
         };
         if grow {
-            // Double, from a small start, without reserving past the context window.
-            let capacity = needed
-                .next_power_of_two()
-                .max(INITIAL_CAPACITY)
-                .min(self.max_len)
-                .max(needed);
+            let capacity = Self::capacity_for(needed, self.max_len);
             let fresh = |src: &Tensor, old: Option<&Buffer>| -> Result<Buffer> {
                 let (b, h, _, d) = src.dims4()?;
                 let data = Tensor::zeros((b, h, capacity, d), DType::F32, src.device())?;
@@ -98,6 +130,15 @@ impl KvCache {
         kb.data.slice_set(&k.contiguous()?, 2, self.len)?;
         vb.data.slice_set(&v.contiguous()?, 2, self.len)?;
         Ok((kb.data.narrow(2, 0, needed)?, vb.data.narrow(2, 0, needed)?))
+    }
+
+    /// The whole buffers of `layer` (`[1, kv_heads, capacity, head_dim]`), for kernels that
+    /// read the cache in place.
+    pub fn buffers(&self, layer: usize) -> Option<(&Tensor, &Tensor)> {
+        self.layers
+            .get(layer)?
+            .as_ref()
+            .map(|(k, v)| (&k.data, &v.data))
     }
 
     /// Marks `t` more positions as filled (after every layer appended them).

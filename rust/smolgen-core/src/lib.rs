@@ -4,6 +4,7 @@
 //! KV cache) -> last-position logits -> [`sampler`] -> id -> [`text`] (UTF-8 safe, stop strings)
 //! -> text piece. [`generation`] drives that loop; [`Model`] holds what a loaded model is.
 
+pub mod attention;
 pub mod config;
 pub mod error;
 pub mod generation;
@@ -12,13 +13,14 @@ pub mod info;
 pub mod kv_cache;
 pub mod logprobs;
 pub mod model;
+pub mod prefix_cache;
 pub mod sampler;
 pub mod text;
 pub mod tokenizer;
 pub mod weights;
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -29,14 +31,20 @@ pub use generation::{Chunk, Completion, FinishReason, GenerateOptions, Generatio
 pub use info::ModelInfo;
 pub use logprobs::TokenLogprob;
 pub use model::{Llama, LogitsFor};
+pub use prefix_cache::{PrefixCache, PrefixCacheStats};
 pub use sampler::{Sampler, SamplingParams};
 pub use tokenizer::{TokenPiece, Tokenizer};
+
+/// Bytes of finished requests' keys and values kept for reuse unless the caller says otherwise.
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 256 << 20;
 
 /// A loaded model: weights, tokenizer and what is known about them.
 pub struct Model {
     pub llama: Llama,
     pub tokenizer: Arc<Tokenizer>,
     pub info: ModelInfo,
+    /// Shared by every request on this model; see [`prefix_cache`].
+    prefix_cache: Mutex<PrefixCache>,
 }
 
 impl std::fmt::Debug for Model {
@@ -64,6 +72,15 @@ impl Model {
         } else {
             Err(Error::ModelNotFound(path.to_path_buf()))
         }
+    }
+
+    /// The store of reusable prompt prefixes (resize it with `set_capacity_bytes`; 0 disables).
+    pub fn prefix_cache(&self) -> MutexGuard<'_, PrefixCache> {
+        // A panic while the lock was held leaves nothing half-written that matters here:
+        // the worst case is a missing entry.
+        self.prefix_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Next-token logits after `tokens`, in one fresh forward pass: `[vocab]` for the last
@@ -165,6 +182,7 @@ impl Model {
             llama,
             tokenizer: Arc::new(tokenizer),
             info,
+            prefix_cache: Mutex::new(PrefixCache::new(DEFAULT_PREFIX_CACHE_BYTES)),
         })
     }
 }

@@ -10,6 +10,7 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::attention::{causal_attention, CachedKv, Heads};
 use crate::config::{Config, RopeLayout};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
@@ -147,7 +148,8 @@ impl Llama {
         let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?; // [1, t]
         let mut x = self.embedding.forward(&ids)?; // [1, t, hidden]
         let (cos, sin) = self.rotary_tables(pos, t)?;
-        let mask = if t > 1 {
+        // The CPU path attends row by row and needs no mask.
+        let mask = if t > 1 && !self.device.is_cpu() {
             Some(causal_mask(t, pos, &self.device)?)
         } else {
             None // one query attends to everything cached: nothing to mask
@@ -242,30 +244,69 @@ impl Llama {
         };
         let (k, v) = cache.append(layer, &k, &v)?; // [b, nkv, T, hd]
         let total = k.dim(2)?;
-        // Grouped-query attention without copying K/V per query head: fold the query heads that
-        // share a KV head into the row dimension.
-        let rep = nh / nkv;
-        let q = q.reshape((b, nkv, rep * t, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?; // [b, nkv, rep * t, T]
-        let scores = match mask {
-            Some(m) => scores
-                .reshape((b, nkv, rep, t, total))?
-                .broadcast_add(m)?
-                .reshape((b, nkv, rep * t, total))?,
-            None => scores,
+        let y = if self.device.is_cpu() && b == 1 {
+            let pos = total - t;
+            let (kb, vb) = cache
+                .buffers(layer)
+                .ok_or_else(|| candle_core::Error::Msg("KV buffers missing after append".into()))?;
+            let capacity = kb.dim(2)?;
+            let q = q.flatten_all()?.to_vec1::<f32>()?;
+            let heads = Heads {
+                query: nh,
+                kv: nkv,
+                dim: hd,
+            };
+            let (y, probs) = with_f32_slices(kb, vb, |ks, vs| {
+                let kv = CachedKv {
+                    keys: ks,
+                    values: vs,
+                    capacity,
+                };
+                causal_attention(&q, kv, pos, t, heads, keep_weights.is_some())
+            })?;
+            if let (Some(out), Some(probs)) = (keep_weights, probs) {
+                out.push(Tensor::from_vec(probs, (nh, t, total), &self.device)?);
+            }
+            Tensor::from_vec(y, (b, t, nh * hd), &self.device)?
+        } else {
+            // Grouped-query attention without copying K/V per query head: fold the query heads
+            // that share a KV head into the row dimension.
+            let rep = nh / nkv;
+            let q = q.reshape((b, nkv, rep * t, hd))?;
+            let scale = 1.0 / (hd as f64).sqrt();
+            let scores = (q.matmul(&k.t()?)? * scale)?; // [b, nkv, rep * t, T]
+            let scores = match mask {
+                Some(m) => scores
+                    .reshape((b, nkv, rep, t, total))?
+                    .broadcast_add(m)?
+                    .reshape((b, nkv, rep * t, total))?,
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            if let Some(out) = keep_weights {
+                // Rows are (KV head, query head in its group, query); fold back to query heads.
+                out.push(probs.reshape((nh, t, total))?);
+            }
+            let y = probs.matmul(&v.contiguous()?)?; // [b, nkv, rep * t, hd]
+            y.reshape((b, nh, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-        if let Some(out) = keep_weights {
-            // Rows are (KV head, query head in its group, query); fold back to query heads.
-            out.push(probs.reshape((nh, t, total))?);
-        }
-        let y = probs.matmul(&v.contiguous()?)?; // [b, nkv, rep * t, hd]
-        let y = y
-            .reshape((b, nh, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, nh * hd))?;
         attn.o.forward(&y)
+    }
+}
+
+/// Runs `f` on the f32 contents of two CPU tensors, read in place.
+fn with_f32_slices<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&[f32], &[f32]) -> R) -> Result<R> {
+    let (sa, la) = a.storage_and_layout();
+    let (sb, lb) = b.storage_and_layout();
+    match (&*sa, &*sb) {
+        (candle_core::Storage::Cpu(ca), candle_core::Storage::Cpu(cb)) => {
+            let xa = &ca.as_slice::<f32>()?[la.start_offset()..][..a.elem_count()];
+            let xb = &cb.as_slice::<f32>()?[lb.start_offset()..][..b.elem_count()];
+            Ok(f(xa, xb))
+        }
+        _ => Err(candle_core::Error::Msg("expected CPU tensors".into()).into()),
     }
 }
 

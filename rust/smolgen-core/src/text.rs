@@ -61,6 +61,7 @@ pub struct StopMatcher {
     stops: Vec<String>,
     /// Text received but not yet released.
     held: String,
+    matched: Option<usize>,
 }
 
 /// What one piece of new text leads to.
@@ -77,6 +78,7 @@ impl StopMatcher {
         StopMatcher {
             stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
             held: String::new(),
+            matched: None,
         }
     }
 
@@ -89,9 +91,11 @@ impl StopMatcher {
         let found = self
             .stops
             .iter()
-            .filter_map(|s| self.held.find(s.as_str()))
+            .enumerate()
+            .filter_map(|(i, s)| self.held.find(s.as_str()).map(|at| (at, i)))
             .min();
-        if let Some(at) = found {
+        if let Some((at, which)) = found {
+            self.matched = Some(which);
             let before = self.held[..at].to_string();
             self.held.clear();
             return StopScan::Stopped(before);
@@ -109,6 +113,11 @@ impl StopMatcher {
         let release = self.held[..keep].to_string();
         self.held.drain(..keep);
         StopScan::Continue(release)
+    }
+
+    /// The stop string that ended generation, once one has.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.map(|i| self.stops[i].as_str())
     }
 
     /// The end of generation without a stop string: release what was held back.
@@ -163,6 +172,8 @@ mod tests {
     #[test]
     fn earliest_stop_wins() {
         let mut m = StopMatcher::new(vec!["b".into(), "a".into()]);
+        assert_eq!(m.matched(), None);
         assert_eq!(m.push("xaby"), StopScan::Stopped("x".into()));
+        assert_eq!(m.matched(), Some("a"));
     }
 }

@@ -16,14 +16,16 @@ pub struct Usage {
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
     pub total_tokens: usize,
+    /// Prompt tokens served from the prefix cache (counted in `prompt_tokens` too).
+    pub cached_tokens: usize,
 }
 
 #[pymethods]
 impl Usage {
     fn __repr__(&self) -> String {
         format!(
-            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={})",
-            self.prompt_tokens, self.completion_tokens, self.total_tokens
+            "Usage(prompt_tokens={}, completion_tokens={}, total_tokens={}, cached_tokens={})",
+            self.prompt_tokens, self.completion_tokens, self.total_tokens, self.cached_tokens
         )
     }
 
@@ -32,6 +34,9 @@ impl Usage {
         d.set_item("prompt_tokens", self.prompt_tokens)?;
         d.set_item("completion_tokens", self.completion_tokens)?;
         d.set_item("total_tokens", self.total_tokens)?;
+        let details = PyDict::new(py);
+        details.set_item("cached_tokens", self.cached_tokens)?;
+        d.set_item("prompt_tokens_details", details)?;
         Ok(d)
     }
 }
@@ -232,6 +237,8 @@ pub struct Completion {
     pub token_ids: Vec<u32>,
     /// `"stop"` (end-of-generation token or stop string) or `"length"` (max_tokens).
     pub finish_reason: &'static str,
+    /// The stop string that ended generation, if one did.
+    pub stop_sequence: Option<String>,
     pub usage: Py<Usage>,
     pub timings: Py<Timings>,
     /// One `TokenLogprob` per generated token with `logprobs=N`, else `None`.
@@ -255,6 +262,7 @@ impl Completion {
             prompt_tokens: c.prompt_tokens,
             completion_tokens: c.token_ids.len(),
             total_tokens: c.prompt_tokens + c.token_ids.len(),
+            cached_tokens: c.cached_tokens,
         };
         let timings = Timings {
             inner: c.timings,
@@ -264,6 +272,7 @@ impl Completion {
             text: c.text,
             token_ids: c.token_ids,
             finish_reason: c.finish_reason.as_str(),
+            stop_sequence: c.stop_sequence,
             usage: Py::new(py, usage)?,
             timings: Py::new(py, timings)?,
             logprobs,
@@ -288,6 +297,7 @@ impl Completion {
         d.set_item("text", &self.text)?;
         d.set_item("token_ids", &self.token_ids)?;
         d.set_item("finish_reason", self.finish_reason)?;
+        d.set_item("stop_sequence", &self.stop_sequence)?;
         d.set_item("usage", self.usage.borrow(py).to_dict(py)?)?;
         d.set_item("timings", self.timings.borrow(py).to_dict(py)?)?;
         d.set_item("kv_cache_bytes", self.kv_cache_bytes)?;
@@ -339,7 +349,8 @@ impl Chunk {
 /// is exhausted, `completion` holds the whole result (usage and timings included).
 #[pyclass(module = "smolgen._core")]
 pub struct CompletionStream {
-    generation: Generation,
+    /// `None` once closed.
+    generation: Option<Generation>,
     tokenizer: Arc<CoreTokenizer>,
     completion: Option<Py<Completion>>,
 }
@@ -347,7 +358,7 @@ pub struct CompletionStream {
 impl CompletionStream {
     pub fn new(generation: Generation, tokenizer: Arc<CoreTokenizer>) -> Self {
         CompletionStream {
-            generation,
+            generation: Some(generation),
             tokenizer,
             completion: None,
         }
@@ -361,7 +372,9 @@ impl CompletionStream {
     }
 
     fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Chunk>> {
-        let generation = &mut self.generation;
+        let Some(generation) = self.generation.as_mut() else {
+            return Ok(None);
+        };
         let step = py.detach(|| generation.step()).map_err(to_py)?;
         match step {
             Some(chunk) => {
@@ -384,6 +397,22 @@ impl CompletionStream {
         }
     }
 
+    /// Stops generating (a client went away): no further step runs, and the keys and values
+    /// computed so far go to the prefix cache. Closing a finished stream changes nothing.
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(generation) = self.generation.take() {
+            py.detach(move || drop(generation));
+        }
+    }
+
+    /// Prompt tokens taken from the prefix cache instead of being prefilled.
+    #[getter]
+    fn cached_tokens(&self) -> usize {
+        self.generation
+            .as_ref()
+            .map_or(0, Generation::cached_tokens)
+    }
+
     /// The finished result; `None` until the stream is exhausted.
     #[getter]
     fn completion(&self, py: Python<'_>) -> Option<Py<Completion>> {
@@ -393,7 +422,10 @@ impl CompletionStream {
 
 impl CompletionStream {
     fn finalize(&mut self, py: Python<'_>) -> PyResult<()> {
-        let c = Completion::new(py, &self.tokenizer, self.generation.completion())?;
+        let Some(generation) = self.generation.as_ref() else {
+            return Ok(());
+        };
+        let c = Completion::new(py, &self.tokenizer, generation.completion())?;
         self.completion = Some(Py::new(py, c)?);
         Ok(())
     }

@@ -44,10 +44,17 @@ fn invalid(msg: impl Into<String>) -> PyErr {
 #[pymethods]
 impl Model {
     /// Loads a `.gguf` file or a Hugging Face directory. `device`: `cpu`, `cuda[:N]` or `metal`.
-    /// `dtype` (`f32`, `f16`, `bf16`) converts safetensors weights.
+    /// `dtype` (`f32`, `f16`, `bf16`) converts safetensors weights. `prefix_cache_bytes` bounds
+    /// the keys and values kept from finished requests for reuse (0 disables the prefix cache).
     #[staticmethod]
-    #[pyo3(signature = (path, device = "cpu", dtype = None))]
-    fn load(py: Python<'_>, path: PathBuf, device: &str, dtype: Option<&str>) -> PyResult<Self> {
+    #[pyo3(signature = (path, device = "cpu", dtype = None, prefix_cache_bytes = None))]
+    fn load(
+        py: Python<'_>,
+        path: PathBuf,
+        device: &str,
+        dtype: Option<&str>,
+        prefix_cache_bytes: Option<usize>,
+    ) -> PyResult<Self> {
         let device = smolgen_core::parse_device(device).map_err(to_py)?;
         let dtype = dtype
             .map(smolgen_core::parse_dtype)
@@ -56,9 +63,38 @@ impl Model {
         let model = py
             .detach(|| smolgen_core::Model::load(&path, &device, dtype))
             .map_err(to_py)?;
+        if let Some(bytes) = prefix_cache_bytes {
+            model.prefix_cache().set_capacity_bytes(bytes);
+        }
         Ok(Model {
             inner: Arc::new(model),
         })
+    }
+
+    /// The prefix cache's state: `entries`, `bytes`, `capacity_bytes`, `hits`, `misses`,
+    /// `tokens_reused`.
+    fn prefix_cache_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.inner.prefix_cache().stats();
+        let d = PyDict::new(py);
+        d.set_item("entries", s.entries)?;
+        d.set_item("bytes", s.bytes)?;
+        d.set_item("capacity_bytes", s.capacity_bytes)?;
+        d.set_item("hits", s.hits)?;
+        d.set_item("misses", s.misses)?;
+        d.set_item("tokens_reused", s.tokens_reused)?;
+        Ok(d)
+    }
+
+    /// Resizes the prefix cache (0 disables it) and, with `clear=True`, empties it.
+    #[pyo3(signature = (capacity_bytes = None, clear = false))]
+    fn configure_prefix_cache(&self, capacity_bytes: Option<usize>, clear: bool) {
+        let mut cache = self.inner.prefix_cache();
+        if clear {
+            cache.clear();
+        }
+        if let Some(bytes) = capacity_bytes {
+            cache.set_capacity_bytes(bytes);
+        }
     }
 
     /// Architecture, sizes, storage types per tensor kind, memory needs, device.
@@ -183,11 +219,13 @@ impl Model {
     /// `temperature=0` is greedy. `stop` ends generation before the first occurrence of any of
     /// the strings (never emitted). `logprobs=N` (0..20) reports every generated token's
     /// log-probability and the N likeliest alternatives. With `stream=True` returns a
-    /// `CompletionStream` of chunks.
+    /// `CompletionStream` of chunks. `prefix_cache=False` neither reuses nor leaves keys and
+    /// values in the model's prefix cache.
     #[pyo3(signature = (
         prompt, *, max_tokens = None, temperature = 1.0, top_p = 1.0, top_k = 0, min_p = 0.0,
         repetition_penalty = 1.0, frequency_penalty = 0.0, presence_penalty = 0.0,
-        logit_bias = None, seed = None, stop = None, logprobs = None, stream = false
+        logit_bias = None, seed = None, stop = None, logprobs = None, stream = false,
+        prefix_cache = true
     ))]
     #[allow(clippy::too_many_arguments)]
     fn generate(
@@ -207,6 +245,7 @@ impl Model {
         stop: Option<Stop>,
         logprobs: Option<i64>,
         stream: bool,
+        prefix_cache: bool,
     ) -> PyResult<Py<PyAny>> {
         let ids = self.prompt_ids(py, prompt)?;
         let max_tokens = match max_tokens {
@@ -241,6 +280,7 @@ impl Model {
                         .map_err(|_| invalid(format!("logprobs must be >= 0, got {n}")))
                 })
                 .transpose()?,
+            prefix_cache,
         };
         let generation = Generation::new(self.inner.clone(), ids, options).map_err(to_py)?;
         if stream {
