@@ -51,7 +51,12 @@ def test_generate_json_is_reproducible(smollm2_gguf):
     assert a.returncode == 0, a.stderr
     ra, rb = json.loads(a.stdout), json.loads(b.stdout)
     assert ra["token_ids"] == rb["token_ids"]
-    assert ra["usage"] == {"prompt_tokens": 4, "completion_tokens": 10, "total_tokens": 14}
+    assert ra["usage"] == {
+        "prompt_tokens": 4,
+        "completion_tokens": 10,
+        "total_tokens": 14,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }
     assert ra["finish_reason"] == "length"
     assert set(ra["timings"]) >= {"prefill_s", "ttft_s", "decode_s", "decode_tokens_per_s"}
 

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 from ._core import __version__
+from .chat import ChatTemplate, TrimmedMessages, trim_messages
 from .errors import (
+    ChatTemplateError,
     ContextLengthExceededError,
     DownloadError,
     InternalError,
@@ -26,6 +28,8 @@ from .peek import Candidate, Peek, Score, TokenScore
 __all__ = [
     "DEFAULT_MODEL",
     "Candidate",
+    "ChatTemplate",
+    "ChatTemplateError",
     "Completion",
     "CompletionStream",
     "ContextLengthExceededError",
@@ -42,8 +46,10 @@ __all__ = [
     "TokenPiece",
     "TokenScore",
     "Tokenizer",
+    "TrimmedMessages",
     "UnsupportedModelError",
     "__version__",
     "load",
     "pull",
+    "trim_messages",
 ]

@@ -56,7 +56,8 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    def to_dict(self) -> dict[str, int]: ...
+    cached_tokens: int
+    def to_dict(self) -> dict[str, Any]: ...
 
 @final
 class Timings:
@@ -94,6 +95,7 @@ class Completion:
     text: str
     token_ids: list[int]
     finish_reason: Literal["stop", "length"]
+    stop_sequence: str | None
     usage: Usage
     timings: Timings
     logprobs: list[TokenLogprob] | None
@@ -112,13 +114,25 @@ class Chunk:
 class CompletionStream:
     def __iter__(self) -> CompletionStream: ...
     def __next__(self) -> Chunk: ...
+    def close(self) -> None: ...
+    @property
+    def cached_tokens(self) -> int: ...
     @property
     def completion(self) -> Completion | None: ...
 
 @final
 class Model:
     @staticmethod
-    def load(path: str | PathLike[str], device: str = "cpu", dtype: str | None = None) -> Model: ...
+    def load(
+        path: str | PathLike[str],
+        device: str = "cpu",
+        dtype: str | None = None,
+        prefix_cache_bytes: int | None = None,
+    ) -> Model: ...
+    def prefix_cache_stats(self) -> dict[str, int]: ...
+    def configure_prefix_cache(
+        self, capacity_bytes: int | None = None, clear: bool = False
+    ) -> None: ...
     @property
     def info(self) -> dict[str, Any]: ...
     @property
@@ -149,6 +163,7 @@ class Model:
         stop: str | Sequence[str] | None = None,
         logprobs: int | None = None,
         stream: bool = False,
+        prefix_cache: bool = True,
     ) -> Completion | CompletionStream: ...
 
 def sampler_distribution(

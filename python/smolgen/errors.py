@@ -45,6 +45,11 @@ class InvalidArgumentError(SmolgenError, ValueError):
     """An argument outside its domain (negative temperature, unknown token id, ...)."""
 
 
+class ChatTemplateError(SmolgenError, ValueError):
+    """The model's chat template is missing, does not compile, or tried something other than
+    formatting the messages (the sandbox refused it)."""
+
+
 class ModelIOError(SmolgenError, OSError):
     """Reading a model failed at the operating-system level."""
 
@@ -58,6 +63,7 @@ class InternalError(SmolgenError, RuntimeError):
 
 
 __all__ = [
+    "ChatTemplateError",
     "ContextLengthExceededError",
     "DownloadError",
     "InternalError",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
 import numpy as np
@@ -168,6 +168,7 @@ class Model:
         stop: str | Sequence[str] | None = None,
         logprobs: int | None = None,
         stream: bool = False,
+        prefix_cache: bool = True,
     ) -> Completion | CompletionStream:
         """Continues ``prompt`` (text, or token ids used as they are).
 
@@ -179,6 +180,10 @@ class Model:
 
         ``logprobs=N`` (0..20) reports, for every generated token, its log-probability under
         the model (softmax of the raw logits) and the N likeliest alternatives at that step.
+
+        The prompt's beginning is taken from the model's prefix cache when an earlier request
+        left it there (``usage.cached_tokens`` says how many tokens); the output is the same
+        either way. ``prefix_cache=False`` neither reuses nor leaves anything there.
 
         Returns a :class:`Completion` (``text``, ``token_ids``, ``finish_reason``, ``usage``,
         ``timings``, ``logprobs``), or with ``stream=True`` an iterator of chunks
@@ -203,7 +208,62 @@ class Model:
             stop=stops,
             logprobs=logprobs,
             stream=stream,
+            prefix_cache=prefix_cache,
         )
+
+    @overload
+    def chat(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        stream: Literal[False] = ...,
+        max_tokens: int | None = ...,
+        **sampling: Any,
+    ) -> Completion: ...
+    @overload
+    def chat(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        stream: Literal[True],
+        max_tokens: int | None = ...,
+        **sampling: Any,
+    ) -> CompletionStream: ...
+
+    def chat(
+        self,
+        messages: Iterable[Mapping[str, Any]],
+        *,
+        stream: bool = False,
+        max_tokens: int | None = None,
+        **sampling: Any,
+    ) -> Completion | CompletionStream:
+        """The assistant's reply to ``messages`` (``{"role", "content"}`` with roles ``system``,
+        ``developer`` (= system), ``user``, ``assistant``; content a string or a list of
+        ``{"type": "text", "text": ...}`` parts), prompted through the model's own chat template.
+
+        Takes every keyword of :meth:`generate`. The messages are never truncated: when they
+        and ``max_tokens`` do not fit the context window this raises
+        :class:`~smolgen.errors.ContextLengthExceededError` (see :func:`smolgen.trim_messages`).
+        A conversation's earlier turns are reused from the prefix cache, so each turn prefills
+        only what is new (``usage.cached_tokens``).
+        """
+        from .chat import chat_prompt_ids, check_context
+
+        ids = chat_prompt_ids(self, messages)
+        check_context(self, len(ids), max_tokens)
+        return self.generate(ids, stream=stream, max_tokens=max_tokens, **sampling)
+
+    def prefix_cache_stats(self) -> dict[str, int]:
+        """The prefix cache: ``entries``, ``bytes`` held, ``capacity_bytes``, ``hits``,
+        ``misses`` and ``tokens_reused`` (prompt tokens not prefilled again)."""
+        return self._inner.prefix_cache_stats()
+
+    def configure_prefix_cache(
+        self, capacity_bytes: int | None = None, *, clear: bool = False
+    ) -> None:
+        """Resizes the prefix cache (``0`` disables it) and, with ``clear=True``, empties it."""
+        self._inner.configure_prefix_cache(capacity_bytes, clear)
 
     def __repr__(self) -> str:
         info = self.info
@@ -229,6 +289,7 @@ def load(
     dtype: str | None = None,
     *,
     progress: bool = True,
+    prefix_cache_bytes: int | None = None,
 ) -> Model:
     """Loads a model.
 
@@ -236,5 +297,8 @@ def load(
     (``smollm2-135m-instruct``, the default, pulled into the cache on first use) or a Hugging
     Face repo id. ``device``: ``cpu``, ``cuda[:N]`` or ``metal`` (when built with that feature).
     ``dtype`` (``f32``, ``f16``, ``bf16``) converts safetensors weights.
+    ``prefix_cache_bytes`` bounds the keys and values kept from finished requests so that a
+    later prompt with the same beginning skips its prefill (default 256 MiB; ``0`` disables).
     """
-    return Model(_core.Model.load(resolve(spec, progress=progress), device, dtype))
+    path = resolve(spec, progress=progress)
+    return Model(_core.Model.load(path, device, dtype, prefix_cache_bytes))

@@ -1,0 +1,335 @@
+"""Chat messages to the prompt a model was trained on, and keeping a conversation inside the
+context window.
+
+The prompt comes from the model's own chat template (Jinja, as Hugging Face ships it), rendered in
+a sandbox: a template may format the messages and nothing else. Attribute access to Python
+internals, writes to the messages and unbounded output are refused with
+:class:`ChatTemplateError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from .errors import ChatTemplateError, ContextLengthExceededError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from .model import Model
+
+ROLES = ("system", "user", "assistant")
+# OpenAI's newer name for the system role.
+ROLE_ALIASES = {"developer": "system"}
+
+# A rendered prompt longer than this is a template gone wrong, not a conversation: the largest
+# context windows are a few million characters.
+MAX_RENDERED_CHARS = 16_000_000
+
+
+def normalize_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Messages as a chat template expects them: ``{"role", "content"}`` with text content.
+
+    ``developer`` becomes ``system``; content may be a string or a list of
+    ``{"type": "text", "text": ...}`` parts (joined). Anything else is an
+    :class:`InvalidArgumentError` naming the message.
+    """
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Iterable):
+        raise InvalidArgumentError("messages must be a list of {'role': ..., 'content': ...}")
+    out = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, Mapping):
+            raise InvalidArgumentError(f"{where} must be an object with 'role' and 'content'")
+        role = message.get("role")
+        role = ROLE_ALIASES.get(role, role) if isinstance(role, str) else role
+        if role not in ROLES:
+            raise InvalidArgumentError(
+                f"{where}.role must be one of system, developer, user, assistant; got {role!r}",
+                param=f"{where}.role",
+            )
+        out.append({"role": role, "content": message_text(message.get("content"), where)})
+    if not out:
+        raise InvalidArgumentError("messages must hold at least one message", param="messages")
+    return out
+
+
+def message_text(content: Any, where: str = "message") -> str:
+    """The text of a message's content: a string, or text parts joined."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence) and not isinstance(content, (bytes, bytearray)):
+        texts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, Mapping) or part.get("type") != "text":
+                kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+                raise InvalidArgumentError(
+                    f"{where}.content[{j}] has type {kind!r}: only text parts are supported",
+                    param=f"{where}.content",
+                )
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise InvalidArgumentError(
+                    f"{where}.content[{j}].text must be a string", param=f"{where}.content"
+                )
+            texts.append(text)
+        return "".join(texts)
+    raise InvalidArgumentError(
+        f"{where}.content must be a string or a list of text parts", param=f"{where}.content"
+    )
+
+
+class ChatTemplate:
+    """A Jinja chat template, compiled once in a sandbox that allows formatting only."""
+
+    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
+        import jinja2
+
+        self.source = source
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        # The settings Hugging Face renders templates with, so prompts match theirs exactly.
+        env = _BoundedSandbox(
+            trim_blocks=True,
+            lstrip_blocks=True,
+            extensions=["jinja2.ext.loopcontrols"],
+            undefined=jinja2.Undefined,
+        )
+        env.filters["tojson"] = _tojson
+        env.globals["raise_exception"] = _raise_exception
+        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+        try:
+            self._template = env.from_string(source)
+        except jinja2.TemplateError as e:
+            raise ChatTemplateError(f"the chat template does not compile: {e}") from None
+
+    def render(
+        self, messages: Iterable[Mapping[str, Any]], add_generation_prompt: bool = True
+    ) -> str:
+        """The prompt for ``messages`` (normalized first), ending with the assistant's turn
+        opening when ``add_generation_prompt``."""
+        import jinja2
+        from jinja2.exceptions import SecurityError
+
+        normalized = normalize_messages(messages)
+        parts: list[str] = []
+        size = 0
+        try:
+            for piece in self._template.generate(
+                messages=normalized,
+                add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token,
+                eos_token=self.eos_token,
+            ):
+                size += len(piece)
+                if size > MAX_RENDERED_CHARS:
+                    raise ChatTemplateError(
+                        f"the chat template produced more than {MAX_RENDERED_CHARS:,} characters"
+                    )
+                parts.append(piece)
+        except SecurityError as e:
+            raise ChatTemplateError(
+                f"the chat template tried something other than formatting: {e}"
+            ) from None
+        except _TemplateRaised as e:
+            raise InvalidArgumentError(f"the chat template rejected the messages: {e}") from None
+        except (ChatTemplateError, InvalidArgumentError):
+            raise
+        except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as e:
+            raise ChatTemplateError(f"the chat template failed: {type(e).__name__}: {e}") from None
+        return "".join(parts)
+
+
+def _bounded_sandbox_class() -> type:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        """Also refuses ``*`` and ``**`` whose result would be huge (``'a' * 10**12``): the
+        stock sandbox bounds ``range`` but builds any string a template multiplies out."""
+
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "*":
+                for seq, n in ((left, right), (right, left)):
+                    if (
+                        isinstance(seq, (str, list, tuple))
+                        and isinstance(n, int)
+                        and len(seq) * n > MAX_RENDERED_CHARS
+                    ):
+                        raise ChatTemplateError(
+                            "the chat template multiplies a sequence past "
+                            f"{MAX_RENDERED_CHARS:,} items"
+                        )
+            if (
+                operator == "**"
+                and isinstance(left, int)
+                and isinstance(right, int)
+                and abs(left) > 1
+                and right * max(abs(left), 2).bit_length() > 4096
+            ):
+                raise ChatTemplateError("the chat template raises a number to a huge power")
+            return super().call_binop(context, operator, left, right)
+
+    return BoundedSandbox
+
+
+_BoundedSandbox = _bounded_sandbox_class()
+
+
+class _TemplateRaised(Exception):
+    """``raise_exception(...)`` inside a template: it refuses the messages on purpose."""
+
+
+def _raise_exception(message: str) -> None:
+    raise _TemplateRaised(message)
+
+
+def _tojson(value: Any, indent: int | None = None) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=indent)
+
+
+@lru_cache(maxsize=8)
+def _compiled(source: str, bos_token: str, eos_token: str) -> ChatTemplate:
+    return ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
+
+
+def chat_template(model: Model) -> ChatTemplate:
+    """The model's own chat template (from the GGUF, ``tokenizer_config.json`` or
+    ``chat_template.jinja``), compiled once."""
+    tokenizer = model.tokenizer
+    source = tokenizer.chat_template
+    if not source:
+        raise ChatTemplateError(
+            f"{model.info['path']} has no chat template: use generate() with a plain prompt"
+        )
+
+    def piece(token_id: int | None) -> str:
+        return "" if token_id is None else tokenizer.piece(token_id).text
+
+    return _compiled(source, piece(tokenizer.bos_id), piece(tokenizer.eos_id))
+
+
+def chat_prompt_ids(model: Model, messages: Iterable[Mapping[str, Any]]) -> list[int]:
+    """The token ids of ``messages`` rendered for a reply: what the model reads."""
+    prompt = chat_template(model).render(messages, add_generation_prompt=True)
+    # The template writes special tokens as text (<|im_start|>): parse them as special.
+    return model.tokenize(prompt, special=True)
+
+
+def check_context(
+    model: Model, prompt_tokens: int, max_tokens: int | None, context_length: int | None = None
+) -> None:
+    """Raises :class:`ContextLengthExceededError` in the words API users know when the messages,
+    with ``max_tokens`` of answer (at least one token when unset), do not fit."""
+    window = model.context_length if context_length is None else context_length
+    if max_tokens is None:
+        if prompt_tokens + 1 > window:
+            raise ContextLengthExceededError(
+                f"This model's maximum context length is {window} tokens. However, your "
+                f"messages resulted in {prompt_tokens} tokens. Please reduce the length of the "
+                "messages.",
+                max_context=window,
+                prompt_tokens=prompt_tokens,
+                max_tokens=0,
+                requested=prompt_tokens,
+            )
+        return
+    requested = prompt_tokens + max_tokens
+    if requested > window:
+        raise ContextLengthExceededError(
+            f"This model's maximum context length is {window} tokens. However, you requested "
+            f"{requested} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            max_context=window,
+            prompt_tokens=prompt_tokens,
+            max_tokens=max_tokens,
+            requested=requested,
+        )
+
+
+@dataclass(frozen=True)
+class TrimmedMessages:
+    """What :func:`trim_messages` kept: the messages, how many it dropped, and the prompt's size
+    in tokens against the budget (the context window less ``max_tokens``)."""
+
+    messages: list[dict[str, str]]
+    dropped: int
+    prompt_tokens: int
+    budget: int
+
+
+def trim_messages(
+    messages: Iterable[Mapping[str, Any]],
+    model: Model,
+    max_tokens: int,
+    *,
+    context_length: int | None = None,
+) -> TrimmedMessages:
+    """Keeps the system message(s) and the most recent turns whose prompt, counted with the
+    model's tokenizer and chat template, leaves ``max_tokens`` for the answer inside the context
+    window (``context_length`` to aim for a smaller one).
+
+    The oldest turns go first; the kept conversation starts with a user message. Raises
+    :class:`ContextLengthExceededError` when even the system message and the newest message do
+    not fit.
+    """
+    if max_tokens < 0:
+        raise InvalidArgumentError(f"max_tokens must be >= 0, got {max_tokens}")
+    normalized = normalize_messages(messages)
+    window = model.context_length if context_length is None else context_length
+    budget = window - max_tokens
+    system = [m for m in normalized if m["role"] == "system"]
+    turns = [m for m in normalized if m["role"] != "system"]
+
+    def kept(start: int) -> list[dict[str, str]]:
+        rest = turns[start:]
+        # A conversation the model reads should not open with an answer to nothing.
+        while len(rest) > 1 and rest[0]["role"] == "assistant":
+            rest = rest[1:]
+        return system + rest
+
+    def size(start: int) -> int:
+        return len(chat_prompt_ids(model, kept(start)))
+
+    # Fewer turns never make a longer prompt: find the smallest start that fits by bisection.
+    last = max(len(turns) - 1, 0)
+    if size(last) > budget:
+        tokens = size(last)
+        raise ContextLengthExceededError(
+            f"This model's maximum context length is {window} tokens. However, the system "
+            f"message and the newest message alone resulted in {tokens} tokens, and "
+            f"{max_tokens} are kept for the completion. Please reduce the length of the messages.",
+            max_context=window,
+            prompt_tokens=tokens,
+            max_tokens=max_tokens,
+            requested=tokens + max_tokens,
+        )
+    lo, hi = 0, last
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if size(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    result = kept(lo)
+    return TrimmedMessages(
+        messages=result,
+        dropped=len(normalized) - len(result),
+        prompt_tokens=size(lo),
+        budget=budget,
+    )
+
+
+__all__ = [
+    "ChatTemplate",
+    "TrimmedMessages",
+    "chat_prompt_ids",
+    "chat_template",
+    "check_context",
+    "normalize_messages",
+    "trim_messages",
+]

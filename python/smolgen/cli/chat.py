@@ -1,0 +1,116 @@
+"""``smolgen chat``: a conversation in the terminal that streams, keeps its history, and shows
+the tokens used against the context window."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from . import model_argument
+
+COMMANDS = "/reset forgets the conversation, /exit (or Ctrl-D) leaves"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "chat",
+        help="chat with the model in the terminal",
+        description="A multi-turn conversation through the model's own chat template. Each "
+        "turn reuses the keys and values of the earlier ones (prefix cache), so only the new "
+        f"message is prefilled. {COMMANDS}.",
+    )
+    model_argument(p)
+    p.add_argument("--system", default=None, help="a system message to start with")
+    p.add_argument("-n", "--max-tokens", type=int, default=512, help="per reply (default: 512)")
+    p.add_argument("-t", "--temperature", type=float, default=0.7, help="default: 0.7")
+    p.add_argument("--top-p", type=float, default=0.9, help="default: 0.9")
+    p.add_argument("--top-k", type=int, default=0, help="default: off")
+    p.add_argument("--min-p", type=float, default=0.0, help="default: off")
+    p.add_argument("--repetition-penalty", type=float, default=1.1, help="default: 1.1 (1 is off)")
+    p.add_argument("-s", "--seed", type=int, default=None, help="for reproducible replies")
+    p.add_argument("-q", "--quiet", action="store_true", help="no status line after replies")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import load
+
+    model = load(args.model, device=args.device, dtype=args.dtype)
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"smolgen chat with {model.info['path']} ({COMMANDS})", file=sys.stderr)
+    session = ChatSession(model, args)
+    while True:
+        if interactive:
+            print("you> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        text = line.rstrip("\n")
+        if text.strip() in ("/exit", "/quit"):
+            break
+        if text.strip() == "/reset":
+            session.reset()
+            print("[conversation forgotten]", file=sys.stderr)
+            continue
+        if not text.strip():
+            continue
+        session.reply(text, sys.stdout)
+    return 0
+
+
+class ChatSession:
+    """The history of one conversation, trimmed to the context window when it has to be."""
+
+    def __init__(self, model, args: argparse.Namespace) -> None:
+        self.model = model
+        self.args = args
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages: list[dict[str, str]] = []
+        if self.args.system:
+            self.messages.append({"role": "system", "content": self.args.system})
+
+    def reply(self, text: str, out: TextIO) -> None:
+        from ..chat import trim_messages
+
+        args = self.args
+        self.messages.append({"role": "user", "content": text})
+        trimmed = trim_messages(self.messages, self.model, args.max_tokens)
+        if trimmed.dropped:
+            print(
+                f"[dropped the {trimmed.dropped} oldest messages to fit the context window]",
+                file=sys.stderr,
+            )
+            self.messages = trimmed.messages
+        stream = self.model.chat(
+            self.messages,
+            stream=True,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+            min_p=args.min_p,
+            repetition_penalty=args.repetition_penalty,
+            seed=args.seed,
+        )
+        for chunk in stream:
+            out.write(chunk.text)
+            out.flush()
+        out.write("\n")
+        out.flush()
+        done = stream.completion
+        if done is None:
+            return
+        self.messages.append({"role": "assistant", "content": done.text})
+        if not args.quiet:
+            u, t = done.usage, done.timings
+            print(
+                f"[context {u.total_tokens}/{self.model.context_length} tokens | this turn: "
+                f"{u.prompt_tokens - u.cached_tokens} prefilled, {u.cached_tokens} reused, "
+                f"{u.completion_tokens} generated | TTFT {t.ttft_s * 1000:.0f} ms | "
+                f"{t.decode_tokens_per_s:.1f} tok/s]",
+                file=sys.stderr,
+            )
