@@ -3,7 +3,8 @@ PYTHON ?= python3
 CARGO_PROFILE ?= release
 # Keep in step with the `test` extra in pyproject.toml.
 TEST_DEPS = "pytest>=8" "pytest-timeout>=2.3" "gguf>=0.10" "safetensors>=0.4" \
-	"tiktoken>=0.7" "bpe-openai>=0.1.4" "tokenizers>=0.15" "matplotlib>=3.7"
+	"tiktoken>=0.7" "bpe-openai>=0.1.4" "tokenizers>=0.15" "matplotlib>=3.7" \
+	"fastapi>=0.110" "uvicorn>=0.29" "openai>=1.40" "anthropic>=0.40"
 
 .PHONY: help build dev test test-rust test-python lint fmt bench clean
 

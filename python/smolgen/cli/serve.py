@@ -1,0 +1,106 @@
+"""``smolgen serve``: the model behind OpenAI- and Anthropic-compatible HTTP endpoints."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import InvalidArgumentError
+from . import model_argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the model over an OpenAI- and Anthropic-compatible HTTP API",
+        description="Serve the model at /v1/chat/completions, /v1/completions, /v1/messages "
+        "and /v1/models, with /health and the OpenAPI document at /docs. Clients of OpenAI's "
+        "or Anthropic's API only change their base URL.",
+    )
+    model_argument(p)
+    p.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="default: 8000")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("SMOLGEN_API_KEY"),
+        help="require this key (Authorization: Bearer KEY or x-api-key: KEY); "
+        "default: $SMOLGEN_API_KEY, else none",
+    )
+    p.add_argument(
+        "--model-id",
+        default=None,
+        help="the name clients use in 'model' (default: the alias, or the file's name)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=4,
+        help="generations running at once (default: 4)",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=32,
+        help="requests waiting for a slot before new ones get 503 (default: 32)",
+    )
+    p.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=256,
+        help="memory for reusing earlier prompts' keys and values; 0 disables (default: 256)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from ..server import create_app
+    except ImportError as e:
+        print(
+            f"smolgen: error: the server needs the 'serve' extra ({e.name} is missing): "
+            "pip install 'smolgen[serve]'",
+            file=sys.stderr,
+        )
+        return 1
+    from .. import load
+    from ..hub import DEFAULT_MODEL
+
+    if args.max_concurrent < 1 or args.max_queue < 0 or args.prefix_cache_mb < 0:
+        raise InvalidArgumentError(
+            "--max-concurrent must be >= 1, --max-queue and --prefix-cache-mb >= 0"
+        )
+    model = load(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),
+    )
+    spec = args.model or DEFAULT_MODEL
+    model_id = args.model_id or served_name(spec)
+    aliases = tuple({spec, served_name(spec)} - {model_id})
+    app = create_app(
+        model,
+        model_id,
+        aliases=aliases,
+        api_key=args.api_key,
+        max_concurrent=args.max_concurrent,
+        max_queue=args.max_queue,
+    )
+    print(
+        f"smolgen: serving {model_id} at http://{args.host}:{args.port}/v1 "
+        f"({'API key required' if args.api_key else 'no API key'})",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def served_name(spec: str) -> str:
+    """``smollm2-135m-instruct`` for the alias, ``SmolLM2-135M-Instruct.Q4_1`` for a file."""
+    base = os.path.basename(os.path.normpath(spec))
+    return base[: -len(".gguf")] if base.endswith(".gguf") else base

@@ -1,0 +1,111 @@
+"""The ASGI application: routes, the API key, and errors in the shape each client parses."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import SmolgenError
+from . import anthropic_api, openai_api
+from .engine import Engine, Overloaded
+from .errors import ApiError, api_error, validation_error
+
+
+class JsonBodies:
+    """Every body the API takes is JSON: read it as JSON whatever the content type says, so
+    ``curl -d '{...}'`` (which labels it a form) works as written."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            headers.append((b"content-type", b"application/json"))
+            scope = {**scope, "headers": headers}
+        await self.app(scope, receive, send)
+
+
+def create_app(engine: Engine, *, api_key: str | None = None) -> FastAPI:
+    """The server for ``engine``'s model. With ``api_key`` every ``/v1`` route asks for it, as
+    ``Authorization: Bearer KEY`` (OpenAI's clients) or ``x-api-key: KEY`` (Anthropic's)."""
+
+    async def require_key(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("x-api-key")
+        auth = request.headers.get("authorization", "")
+        if given is None and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
+            raise ApiError(
+                401,
+                "Incorrect API key provided." if given else "No API key provided.",
+                param=None,
+                code="invalid_api_key",
+            )
+
+    app = FastAPI(
+        title="smolgen",
+        version=__version__,
+        summary="OpenAI- and Anthropic-compatible endpoints for a local SmolLM2",
+    )
+    app.state.engine = engine
+    app.add_middleware(JsonBodies)
+    guarded = [Depends(require_key)]
+    app.include_router(openai_api.router(engine), dependencies=guarded)
+    app.include_router(anthropic_api.router(engine), dependencies=guarded)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness, and what the server is doing: requests running, waiting, finished,
+        cancelled by their clients, refused; the prefix cache's state."""
+        return {
+            "status": "ok",
+            "model": engine.model_id,
+            "requests": engine.counters.as_dict(),
+            "max_concurrent": engine.max_concurrent,
+            "max_queue": engine.max_queue,
+            "prefix_cache": engine.model.prefix_cache_stats(),
+        }
+
+    def respond(request: Request, error: ApiError) -> JSONResponse:
+        if request.url.path.startswith("/v1/messages"):
+            return JSONResponse(
+                error.anthropic_body(), error.anthropic_status(), headers=error.headers()
+            )
+        return JSONResponse(error.openai_body(), error.status, headers=error.headers())
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [dict(p) for p in exc.errors()]
+        if any(p.get("type") == "json_invalid" for p in problems):
+            return respond(request, ApiError(400, "The request body is not valid JSON."))
+        return respond(request, validation_error(problems))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        if exc.status_code == 404:
+            message = f"Unknown route: {request.method} {request.url.path}"
+        return respond(request, ApiError(exc.status_code, message))
+
+    async def on_expected(request: Request, exc: Exception) -> JSONResponse:
+        return respond(request, api_error(exc))
+
+    # Bad requests and a full queue: answered here, nothing to log.
+    for expected in (ApiError, SmolgenError, Overloaded):
+        app.add_exception_handler(expected, on_expected)
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        return respond(request, api_error(exc))  # logs the traceback; the client gets none
+
+    return app

@@ -1,0 +1,157 @@
+"""Running generations for the HTTP server: admission, a bounded queue, and stepping each
+generation off the event loop.
+
+A request is admitted (or refused with :class:`Overloaded` when the queue is full) before any
+response starts, so a full server answers with a proper status code. It then waits for one of
+``max_concurrent`` slots and runs one decode step at a time in a worker thread, with the GIL
+released by the core, so the event loop keeps serving other clients between steps. A request
+whose client went away stops at its next step, and its keys and values go to the prefix cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from ..model import CompletionStream, Model
+
+log = logging.getLogger("smolgen.server")
+
+
+class Overloaded(Exception):
+    """Every slot is busy and the queue is full: try again later."""
+
+
+class Disconnected(Exception):
+    """The client went away before the generation finished."""
+
+
+@dataclass
+class Counters:
+    running: int = 0
+    waiting: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+    refused: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Ticket:
+    """One admitted request's place in the system; released exactly once."""
+
+    engine: Engine
+    released: bool = field(default=False)
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.engine.counters.waiting -= 1
+
+    def __del__(self) -> None:
+        # A response body that was never iterated (the client left at once) still frees its
+        # place.
+        self.release()
+
+
+class Engine:
+    """The model behind the server, shared by every request."""
+
+    def __init__(
+        self,
+        model: Model,
+        model_id: str,
+        *,
+        aliases: tuple[str, ...] = (),
+        max_concurrent: int = 4,
+        max_queue: int = 32,
+    ) -> None:
+        if max_concurrent < 1 or max_queue < 0:
+            raise ValueError("max_concurrent must be >= 1 and max_queue >= 0")
+        self.model = model
+        self.model_id = model_id
+        self.aliases = {model_id, *aliases}
+        self.created = int(time.time())
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self.counters = Counters()
+        self._slots = anyio.Semaphore(max_concurrent)
+        self._threads = anyio.CapacityLimiter(max_concurrent)
+
+    def serves(self, model_id: str) -> bool:
+        """Whether a request's ``model`` names the served model (its id or an alias)."""
+        return model_id in self.aliases
+
+    def admit(self) -> Ticket:
+        """A place for one request, or :class:`Overloaded`. Called on the event loop with no
+        await in between check and count, so two requests cannot both take the last place."""
+        admitted = self.counters.running + self.counters.waiting
+        if admitted >= self.max_concurrent + self.max_queue:
+            self.counters.refused += 1
+            raise Overloaded(
+                f"the server is busy: {self.counters.running} requests running and "
+                f"{self.counters.waiting} waiting (limit {self.max_concurrent} + "
+                f"{self.max_queue}); retry later"
+            )
+        self.counters.waiting += 1
+        return Ticket(self)
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Runs blocking model work (tokenizing, a forward pass) in a worker thread."""
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._threads)
+
+    async def stream(
+        self,
+        ticket: Ticket,
+        stream: CompletionStream,
+        is_disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> AsyncIterator[Any]:
+        """The chunks of ``stream`` (created, so validated, before admission), once a slot is
+        free.
+
+        Raises :class:`Disconnected` when ``is_disconnected()`` turns true between steps. The
+        generation is closed however this ends: finished, cancelled or failed.
+        """
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            ticket.release()
+            stream.close()
+            raise
+        ticket.release()
+        self.counters.running += 1
+        outcome = "failed"
+        try:
+            while True:
+                if is_disconnected is not None and await is_disconnected():
+                    raise Disconnected
+                # Not cancellable mid-step: a cancelled request waits for the step in flight,
+                # then closes its generation below (never while a thread still uses it).
+                chunk = await self.run_sync(_next_or_none, stream)
+                if chunk is None:
+                    break
+                yield chunk
+            outcome = "completed"
+        except (Disconnected, anyio.get_cancelled_exc_class(), GeneratorExit):
+            outcome = "cancelled"
+            raise
+        finally:
+            self._slots.release()
+            self.counters.running -= 1
+            setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
+            if outcome == "cancelled":
+                log.info("client went away: generation stopped")
+            stream.close()
+
+
+def _next_or_none(stream: CompletionStream) -> Any:
+    return next(stream, None)
