@@ -47,7 +47,7 @@ impl Usage {
 #[derive(Clone)]
 pub struct Timings {
     inner: generation::Timings,
-    prompt_tokens: usize,
+    prefilled_tokens: usize,
 }
 
 #[pymethods]
@@ -94,10 +94,10 @@ impl Timings {
         self.inner.decode_percentile_s(100.0)
     }
 
-    /// Prompt tokens per second of prefill.
+    /// Prompt tokens per second of prefill (those the prefix cache supplied are not counted).
     #[getter]
     fn prefill_tokens_per_s(&self) -> f64 {
-        rate(self.prompt_tokens, self.inner.prefill_s)
+        rate(self.prefilled_tokens, self.inner.prefill_s)
     }
 
     /// Generated tokens per second after the first.
@@ -266,7 +266,9 @@ impl Completion {
         };
         let timings = Timings {
             inner: c.timings,
-            prompt_tokens: c.prompt_tokens,
+            // The rate of the prefill pass counts only what it computed, not what the prefix
+            // cache supplied.
+            prefilled_tokens: c.prompt_tokens - c.cached_tokens,
         };
         Ok(Completion {
             text: c.text,
