@@ -16,6 +16,8 @@ use super::matmul::{for_each_tile, OutPtr, Prepared};
 
 /// Activation rows per L1-resident chunk in prefill.
 const MC: usize = 16;
+/// Matvec prefetch distance, in weight rows.
+const PREFETCH_ROWS: usize = 8;
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -40,6 +42,7 @@ unsafe fn tile_q4_1<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
+    pf: usize,
 ) {
     let mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
@@ -54,6 +57,9 @@ unsafe fn tile_q4_1<const R: usize, const C: usize>(
             // SAFETY: block `b` of row `r0 + r` exists; a block is 20 bytes: d, m, 16 of qs.
             unsafe {
                 let blk = w.add(r * nb + b).cast::<u8>();
+                if pf != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(pf).cast());
+                }
                 let raw = _mm_loadu_si128(blk.add(4).cast());
                 wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), mask);
                 // [d, m, 0, ...] as f32.
@@ -98,6 +104,7 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
+    pf: usize,
 ) {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); C]; R];
@@ -111,6 +118,9 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
             // SAFETY: block `b` of row `r0 + r` exists; a block is 34 bytes: d, 32 of qs.
             unsafe {
                 let blk = w.add(r * nb + b).cast::<u8>();
+                if pf != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(pf).cast());
+                }
                 wv[r] = _mm256_loadu_si256(blk.add(2).cast());
                 let d = blk.cast::<u16>().read_unaligned();
                 dw[r] = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d as i32)));
@@ -155,17 +165,19 @@ pub(crate) unsafe fn gemm_q4_1(
     let nb = a.nb;
     let base = w.blocks().as_ptr();
     if a.m == 1 {
+        // Decode streams the weights once: fetch the rows two tiles ahead.
+        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ4_1>();
         for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
             // SAFETY: `for_each_tile` stays inside `rows` x `0..m`; the caller's contract.
             unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out)
+                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
             }
         });
     } else {
         for_each_tile::<4, 2>(rows, a.m, MC, |r0, nr, c0, nc| {
             // SAFETY: as above.
             unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out)
+                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
             }
         });
     }
@@ -183,17 +195,19 @@ pub(crate) unsafe fn gemm_q8_0(
     let nb = a.nb;
     let base = w.blocks().as_ptr();
     if a.m == 1 {
+        // Decode streams the weights once: fetch the rows two tiles ahead.
+        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ8_0>();
         for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
             // SAFETY: as in `gemm_q4_1`.
             unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out)
+                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
             }
         });
     } else {
         for_each_tile::<4, 2>(rows, a.m, MC, |r0, nr, c0, nc| {
             // SAFETY: as above.
             unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out)
+                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
             }
         });
     }

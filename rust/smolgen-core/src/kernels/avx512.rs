@@ -19,6 +19,8 @@ use super::matmul::{for_each_tile, OutPtr, Prepared};
 
 /// Activation rows per L1-resident chunk in prefill.
 const MC: usize = 16;
+/// Matvec prefetch distance, in weight rows.
+const PREFETCH_ROWS: usize = 8;
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
@@ -32,6 +34,7 @@ unsafe fn tile_q4_1<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
+    pf: usize,
 ) {
     let mask = _mm512_set1_epi8(0x0F);
     let idx_d = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
@@ -46,6 +49,10 @@ unsafe fn tile_q4_1<const R: usize, const C: usize>(
             // 20 bytes: d, m, 16 of qs.
             let (t, dm) = unsafe {
                 let blk0 = w.add(r * nb + b).cast::<u8>();
+                if pf != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf + 64).cast());
+                }
                 let q0 = _mm_loadu_si128(blk0.add(4).cast());
                 let dm0 = blk0.cast::<i32>().read_unaligned();
                 if b + 1 < nb {
@@ -97,6 +104,7 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
+    pf: usize,
 ) {
     let bias = _mm512_set1_epi8(i8::MIN);
     let idx_d = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
@@ -111,6 +119,10 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
             // 34 bytes: d, 32 of qs.
             let (t, d) = unsafe {
                 let blk0 = w.add(r * nb + b).cast::<u8>();
+                if pf != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf + 64).cast());
+                }
                 let q0 = _mm256_loadu_si256(blk0.add(2).cast());
                 let d0 = blk0.cast::<u16>().read_unaligned() as i32;
                 if b + 1 < nb {
@@ -165,17 +177,19 @@ pub(crate) unsafe fn gemm_q4_1(
     let nb = a.nb;
     let base = w.blocks().as_ptr();
     if a.m == 1 {
+        // Decode streams the weights once: fetch the rows two tiles ahead.
+        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ4_1>();
         for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
             // SAFETY: `for_each_tile` stays inside `rows` x `0..m`; the caller's contract.
             unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out)
+                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
             }
         });
     } else {
         for_each_tile::<4, 4>(rows, a.m, MC, |r0, nr, c0, nc| {
             // SAFETY: as above.
             unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out)
+                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
             }
         });
     }
@@ -193,17 +207,19 @@ pub(crate) unsafe fn gemm_q8_0(
     let nb = a.nb;
     let base = w.blocks().as_ptr();
     if a.m == 1 {
+        // Decode streams the weights once: fetch the rows two tiles ahead.
+        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ8_0>();
         for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
             // SAFETY: as in `gemm_q4_1`.
             unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out)
+                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
             }
         });
     } else {
         for_each_tile::<4, 4>(rows, a.m, MC, |r0, nr, c0, nc| {
             // SAFETY: as above.
             unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out)
+                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
             }
         });
     }
