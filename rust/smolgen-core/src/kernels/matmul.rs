@@ -13,12 +13,12 @@
 //! on the same path.
 
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use half::f16;
 
 use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 use super::dispatch::{Isa, Kernels};
+use super::pool::Pool;
 use super::{dot, quantize};
 use crate::error::{Error, Result};
 
@@ -331,74 +331,6 @@ pub(crate) fn for_each_tile<const R: usize, const C: usize>(
     }
 }
 
-/// A persistent set of worker threads for the kernels. With `threads == 1` everything runs on
-/// the calling thread; otherwise the caller takes the first share and `threads - 1` workers the
-/// rest.
-pub struct Pool {
-    threads: usize,
-    workers: Option<rayon::ThreadPool>,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool")
-            .field("threads", &self.threads)
-            .finish()
-    }
-}
-
-impl Pool {
-    /// `threads` workers in all, the calling thread included; 0 means one per available core.
-    pub fn new(threads: usize) -> Result<Pool> {
-        let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            threads
-        };
-        let workers = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads - 1)
-                    .thread_name(|i| format!("smolgen-kernel-{i}"))
-                    .build()
-                    .map_err(|e| Error::invalid(format!("cannot start kernel threads: {e}")))?,
-            )
-        } else {
-            None
-        };
-        Ok(Pool { threads, workers })
-    }
-
-    /// A pool with one thread per available core, started on first use.
-    pub fn global() -> &'static Pool {
-        static GLOBAL: OnceLock<Pool> = OnceLock::new();
-        GLOBAL.get_or_init(|| {
-            Pool::new(0).unwrap_or(Pool {
-                threads: 1,
-                workers: None,
-            })
-        })
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
-    }
-
-    /// Runs `f(0..parts)`, `f(0)` on the calling thread.
-    fn run(&self, parts: usize, f: impl Fn(usize) + Sync) {
-        match &self.workers {
-            Some(workers) if parts > 1 => workers.in_place_scope(|s| {
-                for i in 1..parts {
-                    let f = &f;
-                    s.spawn(move |_| f(i));
-                }
-                f(0);
-            }),
-            _ => (0..parts).for_each(f),
-        }
-    }
-}
-
 /// Weight rows per thread share are a multiple of this (a multiple of every tile height).
 const ROW_GRAIN: usize = 16;
 
@@ -487,7 +419,7 @@ impl Kernels {
         }
         let mat = QMatrix::new(w, 1, w.len() * QK)?;
         let mut out = [0f32];
-        self.matmul_q4_1(&Pool::SINGLE, &mat, a, &mut out)?;
+        self.matmul_q4_1(&Pool::single(), &mat, a, &mut out)?;
         Ok(out[0])
     }
 
@@ -506,7 +438,7 @@ impl Kernels {
         }
         let mat = QMatrix::new(w, 1, w.len() * QK)?;
         let mut out = [0f32];
-        self.matmul_q8_0(&Pool::SINGLE, &mat, a, &mut out)?;
+        self.matmul_q8_0(&Pool::single(), &mat, a, &mut out)?;
         Ok(out[0])
     }
 
@@ -564,14 +496,6 @@ impl Kernels {
         self.quantize_q8_0(x, &mut a)?;
         self.matmul_q8_0(pool, w, &a, out)
     }
-}
-
-impl Pool {
-    /// The calling thread only.
-    pub const SINGLE: Pool = Pool {
-        threads: 1,
-        workers: None,
-    };
 }
 
 /// f16 bits to f32 for the scalar paths (the SIMD paths convert with F16C).

@@ -5,7 +5,8 @@
 //! * [`quantize`]: f32 activations to Q8_1 / Q8_0, bit-exact with ggml's x86 SIMD path.
 //! * [`dot`]: the scalar reference.
 //! * `avx2`, `avx512`, `neon`: SIMD micro-kernels, each a `#[target_feature]` function.
-//! * [`matmul`]: activation preparation, tiling and the thread [`Pool`].
+//! * [`matmul`]: activation preparation and tiling.
+//! * [`pool`]: the persistent spinning thread [`Pool`].
 //! * [`dispatch`]: CPU detection; [`Kernels`] is the entry point.
 //!
 //! ```no_run
@@ -47,6 +48,7 @@ pub mod blocks;
 pub mod dispatch;
 pub mod dot;
 pub mod matmul;
+pub mod pool;
 pub mod quantize;
 
 #[cfg(target_arch = "x86_64")]
@@ -63,4 +65,4 @@ mod tests;
 
 pub use blocks::{cast_blocks, Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 pub use dispatch::{available_isas, cpu_features, Isa, Kernels};
-pub use matmul::Pool;
+pub use pool::Pool;

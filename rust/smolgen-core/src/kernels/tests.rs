@@ -8,7 +8,7 @@ use half::f16;
 use super::blocks::{blocks_as_bytes, cast_blocks, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 use super::dispatch::{available_isas, cpu_features, Isa, Kernels};
 use super::dot;
-use super::matmul::Pool;
+use super::pool::Pool;
 
 /// splitmix64: deterministic test data.
 struct Rng(u64);
@@ -417,7 +417,7 @@ fn scalar_matches_f64_reference() {
 fn matmul_paths_match_scalar() {
     let mut rng = Rng(6);
     let pools = [
-        Pool::SINGLE,
+        Pool::single(),
         Pool::new(2).expect("threads"),
         Pool::new(3).expect("threads"),
     ];
@@ -435,10 +435,10 @@ fn matmul_paths_match_scalar() {
                 let mut want = vec![0f32; m * rows];
                 let mut want8 = vec![0f32; m * rows];
                 scalar()
-                    .matmul_q4_1(&Pool::SINGLE, &wm, &a, &mut want)
+                    .matmul_q4_1(&Pool::single(), &wm, &a, &mut want)
                     .expect("shapes");
                 scalar()
-                    .matmul_q8_0(&Pool::SINGLE, &wm8, &a8, &mut want8)
+                    .matmul_q8_0(&Pool::single(), &wm8, &a8, &mut want8)
                     .expect("shapes");
                 for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
                     let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
@@ -497,16 +497,16 @@ fn matmul_rejects_bad_shapes() {
     let a = quantized_acts_q8_1(&mut rng, 3, false);
     let mut out = vec![0f32; 8];
     let k = Kernels::best();
-    assert!(k.matmul_q4_1(&Pool::SINGLE, &wm, &a, &mut out).is_err());
+    assert!(k.matmul_q4_1(&Pool::single(), &wm, &a, &mut out).is_err());
     assert!(k
-        .matmul_q4_1(&Pool::SINGLE, &wm, &a[..2], &mut out)
+        .matmul_q4_1(&Pool::single(), &wm, &a[..2], &mut out)
         .is_err());
     assert!(k
-        .matmul_q4_1(&Pool::SINGLE, &wm, &a[..2], &mut out[..4])
+        .matmul_q4_1(&Pool::single(), &wm, &a[..2], &mut out[..4])
         .is_ok());
-    assert!(k.matmul_q4_1(&Pool::SINGLE, &wm, &[], &mut []).is_err());
+    assert!(k.matmul_q4_1(&Pool::single(), &wm, &[], &mut []).is_err());
     assert!(k
-        .matmul_q4_1_f32(&Pool::SINGLE, &wm, &[0.0; 65], &mut out[..4])
+        .matmul_q4_1_f32(&Pool::single(), &wm, &[0.0; 65], &mut out[..4])
         .is_err());
 }
 
@@ -610,7 +610,7 @@ fn matmul_agrees_with_candle_qmatmul() {
     // The f32 truth for scale: dequantized weights times unquantized x.
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let mut ours = vec![0f32; m * rows];
-        kern.matmul_q4_1_f32(&Pool::SINGLE, &wm, &x, &mut ours)
+        kern.matmul_q4_1_f32(&Pool::single(), &wm, &x, &mut ours)
             .expect("shapes");
         for c in 0..m {
             let xc = &x[c * k..(c + 1) * k];
@@ -631,4 +631,51 @@ fn matmul_agrees_with_candle_qmatmul() {
             }
         }
     }
+}
+
+#[test]
+fn pool_runs_every_share_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for threads in 1..=4 {
+        let pool = Pool::new(threads).expect("threads");
+        assert_eq!(pool.threads(), threads);
+        let hits: Vec<AtomicUsize> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
+        for round in 0..2000 {
+            let parts = 1 + round % threads;
+            pool.run(parts, |i| {
+                hits[i].fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        let counts: Vec<usize> = hits.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+        for (i, &n) in counts.iter().enumerate() {
+            // share i runs in every round with parts > i
+            let want = (0..2000).filter(|r| 1 + r % threads > i).count();
+            assert_eq!(n, want, "threads={threads} share {i}");
+        }
+        // Idle long enough for the workers to park, then wake them.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let total = AtomicUsize::new(0);
+        pool.run(threads, |i| {
+            total.fetch_add(i + 1, Ordering::Relaxed);
+        });
+        assert_eq!(total.load(Ordering::Relaxed), threads * (threads + 1) / 2);
+    }
+}
+
+#[test]
+fn pool_reports_worker_panics_and_survives() {
+    let pool = Pool::new(2).expect("threads");
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.run(2, |i| {
+            if i == 1 {
+                panic!("share 1 fails");
+            }
+        })
+    }));
+    assert!(r.is_err());
+    let ran = std::sync::atomic::AtomicUsize::new(0);
+    pool.run(2, |_| {
+        ran.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    assert_eq!(ran.load(std::sync::atomic::Ordering::Relaxed), 2);
 }
