@@ -10,6 +10,7 @@ pub mod error;
 pub mod generation;
 pub mod gguf;
 pub mod info;
+pub mod kernels;
 pub mod kv_cache;
 pub mod logprobs;
 pub mod model;

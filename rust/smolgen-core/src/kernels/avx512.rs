@@ -1,0 +1,226 @@
+//! x86-64 AVX-512 (F/BW/VL) + VNNI micro-kernels, two 32-element blocks per 512-bit step.
+//!
+//! Q4_1 x Q8_1: the nibbles of blocks b and b+1 (32 bytes) unpack in one go to
+//! `[lo_b, lo_b1, hi_b, hi_b1]`; the activations were prepared in that order (`PairsQ4`), so one
+//! `vpdpbusd` (u8 x i8, four products per i32 lane) dots both blocks. Each i32 lane belongs to
+//! one block, so after `vcvtdq2ps` a per-lane scale `d_w * d_a` applies, and `m_w * s_a` is
+//! added through lanes 1 and 3 of the same accumulator.
+//! Q8_0 x Q8_0: `vpdpbusd` wants one unsigned operand, so the weights get +128 (`xor 0x80`) and
+//! the accumulator starts from the prepared `-128 * sum(a)` per lane, which cancels the bias
+//! exactly in integers.
+
+// Register tiles are indexed in lockstep (acc[r][c], wq[r], qa[c]); index loops read best.
+#![allow(clippy::needless_range_loop)]
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix};
+use super::matmul::{for_each_tile, OutPtr, Prepared};
+
+/// Activation rows per L1-resident chunk in prefill.
+const MC: usize = 16;
+/// Matvec prefetch distance, in weight rows.
+const PREFETCH_ROWS: usize = 8;
+
+/// # Safety
+/// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
+/// `a` has the `PairsQ4` layout.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q4_1<const R: usize, const C: usize>(
+    w: *const BlockQ4_1,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    r0: usize,
+    out: OutPtr,
+    pf: usize,
+) {
+    let mask = _mm512_set1_epi8(0x0F);
+    let idx_d = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let dx: [*const f32; C] = std::array::from_fn(|c| a.dx(c0 + c));
+    let sx: [*const f32; C] = std::array::from_fn(|c| a.sx(c0 + c));
+    for p in 0..a.nbp / 2 {
+        let b = 2 * p;
+        for r in 0..R {
+            // SAFETY: blocks `b` (and `b + 1` when it exists) of row `r0 + r` exist; a block is
+            // 20 bytes: d, m, 16 of qs.
+            let (t, dm) = unsafe {
+                let blk0 = w.add(r * nb + b).cast::<u8>();
+                if pf != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf + 64).cast());
+                }
+                let q0 = _mm_loadu_si128(blk0.add(4).cast());
+                let dm0 = blk0.cast::<i32>().read_unaligned();
+                if b + 1 < nb {
+                    let blk1 = blk0.add(20);
+                    let q1 = _mm_loadu_si128(blk1.add(4).cast());
+                    let dm1 = blk1.cast::<i32>().read_unaligned();
+                    (_mm256_set_m128i(q1, q0), _mm_set_epi32(0, 0, dm1, dm0))
+                } else {
+                    (_mm256_zextsi128_si256(q0), _mm_cvtsi32_si128(dm0))
+                }
+            };
+            let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(t), _mm256_srli_epi16::<4>(t));
+            let wq = _mm512_and_si512(z, mask);
+            // [d_b, m_b, d_b1, m_b1, 0, ...]
+            let dmx = _mm512_zextps128_ps512(_mm_cvtph_ps(dm));
+            let dwv = _mm512_permutexvar_ps(idx_d, dmx);
+            for c in 0..C {
+                // SAFETY: prepared rows hold `nbp / 2` aligned lines of codes, dx and sx.
+                let (av, dav, sv) = unsafe {
+                    (
+                        _mm512_load_si512(qa[c].add(p * 64).cast()),
+                        _mm512_load_ps(dx[c].add(p * 16)),
+                        _mm512_load_ps(sx[c].add(p * 16)),
+                    )
+                };
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, av);
+                acc[r][c] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dwv, dav), acc[r][c]);
+                acc[r][c] = _mm512_fmadd_ps(dmx, sv, acc[r][c]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { out.write(c0 + c, r0 + r, _mm512_reduce_add_ps(*v)) };
+        }
+    }
+}
+
+/// # Safety
+/// As [`tile_q4_1`], with the `PairsQ8` layout.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q8_0<const R: usize, const C: usize>(
+    w: *const BlockQ8_0,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    r0: usize,
+    out: OutPtr,
+    pf: usize,
+) {
+    let bias = _mm512_set1_epi8(i8::MIN);
+    let idx_d = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let dx: [*const f32; C] = std::array::from_fn(|c| a.dx(c0 + c));
+    let cx: [*const i32; C] = std::array::from_fn(|c| a.cx(c0 + c));
+    for p in 0..a.nbp / 2 {
+        let b = 2 * p;
+        for r in 0..R {
+            // SAFETY: blocks `b` (and `b + 1` when it exists) of row `r0 + r` exist; a block is
+            // 34 bytes: d, 32 of qs.
+            let (t, d) = unsafe {
+                let blk0 = w.add(r * nb + b).cast::<u8>();
+                if pf != 0 {
+                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf).cast());
+                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf + 64).cast());
+                }
+                let q0 = _mm256_loadu_si256(blk0.add(2).cast());
+                let d0 = blk0.cast::<u16>().read_unaligned() as i32;
+                if b + 1 < nb {
+                    let blk1 = blk0.add(34);
+                    let q1 = _mm256_loadu_si256(blk1.add(2).cast());
+                    let d1 = blk1.cast::<u16>().read_unaligned() as i32;
+                    (
+                        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(q0), q1),
+                        d0 | (d1 << 16),
+                    )
+                } else {
+                    (_mm512_zextsi256_si512(q0), d0)
+                }
+            };
+            let wq = _mm512_xor_si512(t, bias);
+            let dwv = _mm512_permutexvar_ps(
+                idx_d,
+                _mm512_zextps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(d))),
+            );
+            for c in 0..C {
+                // SAFETY: prepared rows hold `nbp / 2` aligned lines of codes, dx and cx.
+                let (av, dav, corr) = unsafe {
+                    (
+                        _mm512_load_si512(qa[c].add(p * 64).cast()),
+                        _mm512_load_ps(dx[c].add(p * 16)),
+                        _mm512_load_si512(cx[c].add(p * 16).cast()),
+                    )
+                };
+                let dot = _mm512_dpbusd_epi32(corr, wq, av);
+                acc[r][c] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dwv, dav), acc[r][c]);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { out.write(c0 + c, r0 + r, _mm512_reduce_add_ps(*v)) };
+        }
+    }
+}
+
+/// # Safety
+/// See `GemmFn`; `PairsQ4` layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q4_1(
+    w: &QMatrix<'_, BlockQ4_1>,
+    a: &Prepared,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    let nb = a.nb;
+    let base = w.blocks().as_ptr();
+    if a.m == 1 {
+        // Decode streams the weights once: fetch the rows two tiles ahead.
+        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ4_1>();
+        for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
+            // SAFETY: `for_each_tile` stays inside `rows` x `0..m`; the caller's contract.
+            unsafe {
+                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
+            }
+        });
+    } else {
+        for_each_tile::<4, 4>(rows, a.m, MC, |r0, nr, c0, nc| {
+            // SAFETY: as above.
+            unsafe {
+                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
+            }
+        });
+    }
+}
+
+/// # Safety
+/// See `GemmFn`; `PairsQ8` layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q8_0(
+    w: &QMatrix<'_, BlockQ8_0>,
+    a: &Prepared,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    let nb = a.nb;
+    let base = w.blocks().as_ptr();
+    if a.m == 1 {
+        // Decode streams the weights once: fetch the rows two tiles ahead.
+        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ8_0>();
+        for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
+            // SAFETY: as in `gemm_q4_1`.
+            unsafe {
+                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
+            }
+        });
+    } else {
+        for_each_tile::<4, 4>(rows, a.m, MC, |r0, nr, c0, nc| {
+            // SAFETY: as above.
+            unsafe {
+                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
+            }
+        });
+    }
+}

@@ -1,0 +1,135 @@
+//! Run-time CPU dispatch: which instruction set the kernels use.
+//!
+//! The CPU is probed once. Every SIMD kernel is a `#[target_feature]` function reached only
+//! through a [`Kernels`] handle, and a handle for an instruction set exists only when the CPU
+//! has it, so a portable build (no `-C target-cpu`) runs the same code as a native one.
+//!
+//! `SMOLGEN_KERNELS=scalar|avx2|avx512|neon` forces a path for [`Kernels::best`] (tests and
+//! benchmarks); a path this CPU lacks, or an unknown name, falls back to the best available.
+
+use std::sync::OnceLock;
+
+use super::matmul::Table;
+
+/// An instruction set the kernels are written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Isa {
+    /// Portable Rust; the reference every other path is tested against.
+    Scalar,
+    /// x86-64 AVX2 + FMA + F16C, 256-bit.
+    Avx2,
+    /// x86-64 AVX-512 F/BW/VL + VNNI (`vpdpbusd`), 512-bit, two blocks per step.
+    Avx512Vnni,
+    /// aarch64 Advanced SIMD.
+    Neon,
+}
+
+impl Isa {
+    /// Every path, most capable last.
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512Vnni];
+
+    /// A short description: `"scalar"`, `"avx2+fma"`, `"avx512vnni"` or `"neon"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2+fma",
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Whether this CPU can run the path.
+    pub fn is_available(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => {
+                Isa::Avx2.is_available()
+                    && is_x86_feature_detected!("avx512f")
+                    && is_x86_feature_detected!("avx512bw")
+                    && is_x86_feature_detected!("avx512vl")
+                    && is_x86_feature_detected!("avx512vnni")
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => std::arch::is_aarch64_feature_detected!("neon"),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    fn parse(s: &str) -> Option<Isa> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" => Some(Isa::Scalar),
+            "avx2" | "avx2+fma" => Some(Isa::Avx2),
+            "avx512" | "avx512vnni" => Some(Isa::Avx512Vnni),
+            "neon" => Some(Isa::Neon),
+            _ => None,
+        }
+    }
+}
+
+/// The paths this CPU can run, scalar first.
+pub fn available_isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.is_available()).collect()
+}
+
+fn detect_best() -> Isa {
+    available_isas().into_iter().last().unwrap_or(Isa::Scalar)
+}
+
+/// The function set for one instruction set. Cheap to copy.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub(crate) table: &'static Table,
+}
+
+impl std::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Kernels").field(&self.table.isa).finish()
+    }
+}
+
+impl Kernels {
+    /// The path for `isa`, or `None` when this CPU (or this build's architecture) lacks it.
+    pub fn for_isa(isa: Isa) -> Option<Kernels> {
+        if !isa.is_available() {
+            return None;
+        }
+        super::matmul::table_for(isa).map(|table| Kernels { table })
+    }
+
+    /// The best path for this CPU, honouring `SMOLGEN_KERNELS`; probed once per process.
+    pub fn best() -> Kernels {
+        static BEST: OnceLock<Kernels> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            let forced = std::env::var("SMOLGEN_KERNELS")
+                .ok()
+                .and_then(|s| Isa::parse(&s))
+                .and_then(Kernels::for_isa);
+            forced
+                .or_else(|| Kernels::for_isa(detect_best()))
+                .unwrap_or(Kernels {
+                    table: &super::matmul::SCALAR_TABLE,
+                })
+        })
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.table.isa
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.table.isa.name()
+    }
+}
+
+/// What [`Kernels::best`] runs on this CPU: `"avx512vnni"`, `"avx2+fma"`, `"neon"` or `"scalar"`.
+pub fn cpu_features() -> &'static str {
+    Kernels::best().name()
+}

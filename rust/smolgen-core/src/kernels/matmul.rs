@@ -1,0 +1,505 @@
+//! `y = W x` for a batch of activation rows, split across threads.
+//!
+//! Weights stay in ggml's layout, straight from the file. Activations arrive as ggml Q8_1/Q8_0
+//! blocks and are first copied into a [`Prepared`] layout: codes in 64-byte-aligned lines,
+//! scales as f32, plus whatever per-block constants the instruction set's micro-kernel wants
+//! (that copy is `m * k` bytes, small next to the `n * m * k` multiply-adds). Each thread gets a
+//! contiguous run of weight rows; inside it, a micro-kernel computes a tile of up to 4 weight
+//! rows x 4 activation rows, so every weight block loaded is used against several activation
+//! rows (prefill) and every activation block against several weight rows (decode).
+//!
+//! Each output element is accumulated in the same order whatever the tile shape or thread
+//! count, so results are bit-identical across 1..N threads and equal [`Kernels::vec_dot_q4_1_q8_1`]
+//! on the same path.
+
+use std::ops::Range;
+
+use half::f16;
+
+use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
+use super::dispatch::{Isa, Kernels};
+use super::pool::Pool;
+use super::{dot, quantize};
+use crate::error::{Error, Result};
+
+/// 64 bytes, cache-line aligned: 2 blocks of codes, or 16 f32 / i32.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub(crate) struct Line(pub [u8; 64]);
+
+const ZERO_LINE: Line = Line([0; 64]);
+
+/// How a micro-kernel wants its activations laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Codes in element order; `d` per block; for Q8_1 `s` as `[0, s]` pairs per block.
+    Natural,
+    /// Q8_1 for 512-bit Q4_1 kernels: block pair (b, b+1) stored as
+    /// `[a_b[0..16], a_b1[0..16], a_b[16..32], a_b1[16..32]]` (the order a 32-byte load of two
+    /// blocks' nibbles unpacks to), `dx = [d_b x4, d_b1 x4, d_b x4, d_b1 x4]`,
+    /// `sx = [0, s_b, 0, s_b1, 0 x12]`.
+    PairsQ4,
+    /// Q8_0 for 512-bit kernels: codes in element order, `dx = [d_b x8, d_b1 x8]`, and
+    /// `cx[l] = -128 * (sum of codes 4l..4l+4)` to undo the +128 bias on the weights.
+    PairsQ8,
+}
+
+/// Activations ready for a micro-kernel. Every row is padded to an even number of blocks with
+/// zero codes and zero scales.
+pub(crate) struct Prepared {
+    pub m: usize,
+    pub nb: usize,
+    /// `nb` rounded up to even.
+    pub nbp: usize,
+    qs: Vec<Line>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+    dx: Vec<Line>,
+    sx: Vec<Line>,
+    cx: Vec<Line>,
+}
+
+impl Prepared {
+    fn lines_per_row(&self) -> usize {
+        self.nbp / 2
+    }
+    /// Codes of activation row `c`: `nbp * 32` bytes, 64-byte aligned.
+    #[inline(always)]
+    pub fn qs(&self, c: usize) -> *const i8 {
+        self.qs[c * self.lines_per_row()..].as_ptr().cast()
+    }
+    /// `d` of row `c`, `nbp` values.
+    #[inline(always)]
+    pub fn d(&self, c: usize) -> &[f32] {
+        &self.d[c * self.nbp..(c + 1) * self.nbp]
+    }
+    /// Natural Q8_1: `[0, s]` per block of row `c`, `2 * nbp` values.
+    #[inline(always)]
+    pub fn s(&self, c: usize) -> &[f32] {
+        &self.s[c * 2 * self.nbp..(c + 1) * 2 * self.nbp]
+    }
+    /// Pair layouts: one line per block pair of row `c`.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline(always)]
+    pub fn dx(&self, c: usize) -> *const f32 {
+        self.dx[c * self.lines_per_row()..].as_ptr().cast()
+    }
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline(always)]
+    pub fn sx(&self, c: usize) -> *const f32 {
+        self.sx[c * self.lines_per_row()..].as_ptr().cast()
+    }
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline(always)]
+    pub fn cx(&self, c: usize) -> *const i32 {
+        self.cx[c * self.lines_per_row()..].as_ptr().cast()
+    }
+
+    fn alloc(m: usize, nb: usize) -> Prepared {
+        let nbp = nb + nb % 2;
+        Prepared {
+            m,
+            nb,
+            nbp,
+            qs: vec![ZERO_LINE; m * nbp / 2],
+            d: vec![0.0; m * nbp],
+            s: Vec::new(),
+            dx: Vec::new(),
+            sx: Vec::new(),
+            cx: Vec::new(),
+        }
+    }
+
+    fn put_f32(lines: &mut [Line], line: usize, lane: usize, v: f32) {
+        let at = lane * 4;
+        lines[line].0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    pub(crate) fn q8_1(a: &[BlockQ8_1], nb: usize, layout: Layout) -> Prepared {
+        let m = a.len() / nb;
+        let mut p = Prepared::alloc(m, nb);
+        let lpr = p.lines_per_row();
+        match layout {
+            Layout::PairsQ4 => {
+                p.dx = vec![ZERO_LINE; m * lpr];
+                p.sx = vec![ZERO_LINE; m * lpr];
+            }
+            _ => p.s = vec![0.0; m * 2 * p.nbp],
+        }
+        for c in 0..m {
+            for b in 0..nb {
+                let blk = &a[c * nb + b];
+                let d = blk.d().to_f32();
+                let s = blk.s().to_f32();
+                p.d[c * p.nbp + b] = d;
+                let line = c * lpr + b / 2;
+                let half = b % 2;
+                let codes = blk.qs.map(|q| q as u8);
+                match layout {
+                    Layout::PairsQ4 => {
+                        let dst = &mut p.qs[line].0;
+                        dst[half * 16..half * 16 + 16].copy_from_slice(&codes[..16]);
+                        dst[32 + half * 16..32 + half * 16 + 16].copy_from_slice(&codes[16..]);
+                        Prepared::put_f32(&mut p.sx, line, 1 + 2 * half, s);
+                    }
+                    _ => {
+                        p.qs[line].0[half * 32..half * 32 + 32].copy_from_slice(&codes);
+                        p.s[(c * p.nbp + b) * 2 + 1] = s;
+                    }
+                }
+            }
+        }
+        if layout == Layout::PairsQ4 {
+            // dx lanes: [d_b x4, d_b1 x4, d_b x4, d_b1 x4].
+            for c in 0..m {
+                for pair in 0..lpr {
+                    let d0 = p.d[c * p.nbp + 2 * pair];
+                    let d1 = p.d[c * p.nbp + 2 * pair + 1];
+                    for lane in 0..16 {
+                        let v = if (lane / 4) % 2 == 0 { d0 } else { d1 };
+                        Prepared::put_f32(&mut p.dx, c * lpr + pair, lane, v);
+                    }
+                }
+            }
+        }
+        p
+    }
+
+    pub(crate) fn q8_0(a: &[BlockQ8_0], nb: usize, layout: Layout) -> Prepared {
+        let m = a.len() / nb;
+        let mut p = Prepared::alloc(m, nb);
+        let lpr = p.lines_per_row();
+        for c in 0..m {
+            for b in 0..nb {
+                let blk = &a[c * nb + b];
+                p.d[c * p.nbp + b] = blk.d().to_f32();
+                let half = b % 2;
+                p.qs[c * lpr + b / 2].0[half * 32..half * 32 + 32]
+                    .copy_from_slice(&blk.qs.map(|q| q as u8));
+            }
+        }
+        if layout == Layout::PairsQ8 {
+            p.dx = vec![ZERO_LINE; m * lpr];
+            p.cx = vec![ZERO_LINE; m * lpr];
+            for c in 0..m {
+                for pair in 0..lpr {
+                    let line = c * lpr + pair;
+                    for lane in 0..16 {
+                        let d = p.d[c * p.nbp + 2 * pair + lane / 8];
+                        Prepared::put_f32(&mut p.dx, line, lane, d);
+                        let sum: i32 = p.qs[line].0[lane * 4..lane * 4 + 4]
+                            .iter()
+                            .map(|&q| q as i8 as i32)
+                            .sum();
+                        let at = lane * 4;
+                        p.cx[line].0[at..at + 4].copy_from_slice(&(-128 * sum).to_ne_bytes());
+                    }
+                }
+            }
+        }
+        p
+    }
+}
+
+/// Where a kernel writes: `out[c * ld + r]` for activation row `c`, weight row `r`.
+#[derive(Clone, Copy)]
+pub(crate) struct OutPtr {
+    ptr: *mut f32,
+    ld: usize,
+}
+
+// SAFETY: threads write disjoint weight-row ranges (see `run`); the pointer outlives the scope.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// # Safety
+    /// `c * ld + r` is inside the output and no other thread writes it.
+    #[inline(always)]
+    pub unsafe fn write(self, c: usize, r: usize, v: f32) {
+        // SAFETY: the caller's contract.
+        unsafe { *self.ptr.add(c * self.ld + r) = v }
+    }
+}
+
+/// Computes rows `rows` of the output for all activation rows.
+///
+/// # Safety
+/// The CPU supports the kernel's instruction set; `rows` lies inside the matrix; `out` is valid
+/// for `a.m * w.rows()` floats and no one else writes these rows meanwhile; `a.nb` equals the
+/// matrix's blocks per row and `a` has the layout the kernel expects.
+pub(crate) type GemmFn<W> = unsafe fn(&QMatrix<'_, W>, &Prepared, Range<usize>, OutPtr);
+
+/// One instruction set's function set.
+pub(crate) struct Table {
+    pub isa: Isa,
+    pub layout_q4_1: Layout,
+    pub layout_q8_0: Layout,
+    /// # Safety: the CPU supports `isa`; `x.len() == out.len() * 32`.
+    pub quantize_q8_1: unsafe fn(&[f32], &mut [BlockQ8_1]),
+    /// # Safety: as above.
+    pub quantize_q8_0: unsafe fn(&[f32], &mut [BlockQ8_0]),
+    pub gemm_q4_1: GemmFn<BlockQ4_1>,
+    pub gemm_q8_0: GemmFn<BlockQ8_0>,
+}
+
+pub(crate) static SCALAR_TABLE: Table = Table {
+    isa: Isa::Scalar,
+    layout_q4_1: Layout::Natural,
+    layout_q8_0: Layout::Natural,
+    quantize_q8_1: quantize::quantize_q8_1_scalar,
+    quantize_q8_0: quantize::quantize_q8_0_scalar,
+    gemm_q4_1: dot::gemm_q4_1_scalar,
+    gemm_q8_0: dot::gemm_q8_0_scalar,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX2_TABLE: Table = Table {
+    isa: Isa::Avx2,
+    layout_q4_1: Layout::Natural,
+    layout_q8_0: Layout::Natural,
+    quantize_q8_1: quantize::x86::quantize_q8_1_avx2,
+    quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
+    gemm_q4_1: super::avx2::gemm_q4_1,
+    gemm_q8_0: super::avx2::gemm_q8_0,
+};
+
+#[cfg(target_arch = "x86_64")]
+static AVX512_TABLE: Table = Table {
+    isa: Isa::Avx512Vnni,
+    layout_q4_1: Layout::PairsQ4,
+    layout_q8_0: Layout::PairsQ8,
+    quantize_q8_1: quantize::x86::quantize_q8_1_avx2,
+    quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
+    gemm_q4_1: super::avx512::gemm_q4_1,
+    gemm_q8_0: super::avx512::gemm_q8_0,
+};
+
+#[cfg(target_arch = "aarch64")]
+static NEON_TABLE: Table = Table {
+    isa: Isa::Neon,
+    layout_q4_1: Layout::Natural,
+    layout_q8_0: Layout::Natural,
+    quantize_q8_1: quantize::quantize_q8_1_scalar,
+    quantize_q8_0: quantize::quantize_q8_0_scalar,
+    gemm_q4_1: super::neon::gemm_q4_1,
+    gemm_q8_0: super::neon::gemm_q8_0,
+};
+
+/// The table for `isa` if this build's architecture has one (availability is checked by the
+/// caller, [`Kernels::for_isa`]).
+pub(crate) fn table_for(isa: Isa) -> Option<&'static Table> {
+    match isa {
+        Isa::Scalar => Some(&SCALAR_TABLE),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(&AVX2_TABLE),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => Some(&AVX512_TABLE),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => Some(&NEON_TABLE),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+/// Calls `tile(r0, nr, c0, nc)` over `rows` x `0..m` in tiles of at most `R` x `C`, taking
+/// activation rows `mc` at a time (so that chunk stays in L1 while weight rows stream past).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn for_each_tile<const R: usize, const C: usize>(
+    rows: Range<usize>,
+    m: usize,
+    mc: usize,
+    mut tile: impl FnMut(usize, usize, usize, usize),
+) {
+    let mut c_chunk = 0;
+    while c_chunk < m {
+        let c_end = (c_chunk + mc).min(m);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let nr = R.min(rows.end - r0);
+            let mut c0 = c_chunk;
+            while c0 < c_end {
+                let nc = C.min(c_end - c0);
+                tile(r0, nr, c0, nc);
+                c0 += nc;
+            }
+            r0 += nr;
+        }
+        c_chunk = c_end;
+    }
+}
+
+/// Weight rows per thread share are a multiple of this (a multiple of every tile height).
+const ROW_GRAIN: usize = 16;
+
+fn run_gemm<W: Block>(
+    pool: &Pool,
+    gemm: GemmFn<W>,
+    w: &QMatrix<'_, W>,
+    a: &Prepared,
+    out: &mut [f32],
+) {
+    let n = w.rows();
+    debug_assert_eq!(out.len(), a.m * n);
+    let out = OutPtr {
+        ptr: out.as_mut_ptr(),
+        ld: n,
+    };
+    let grains = n.div_ceil(ROW_GRAIN);
+    let parts = pool.threads().min(grains).max(1);
+    let per = grains.div_ceil(parts) * ROW_GRAIN;
+    let parts = n.div_ceil(per).max(1);
+    pool.run(parts, |i| {
+        let rows = (i * per).min(n)..((i + 1) * per).min(n);
+        // SAFETY: the table exists only on a CPU with its instruction set; `rows` are disjoint
+        // per part and inside the matrix; `out` holds `a.m * n` floats (checked by callers)
+        // and outlives the scope; `a` was prepared for this table's layout with the matrix's
+        // blocks per row.
+        unsafe { gemm(w, a, rows, out) };
+    });
+}
+
+fn check_quantize(x_len: usize, blocks: usize) -> Result<()> {
+    if x_len != blocks * QK {
+        return Err(Error::invalid(format!(
+            "quantize: {x_len} values do not fill {blocks} blocks of {QK}"
+        )));
+    }
+    Ok(())
+}
+
+fn check_matmul<W: Block>(w: &QMatrix<'_, W>, a_len: usize, out_len: usize) -> Result<usize> {
+    let nb = w.row_blocks();
+    if a_len == 0 || a_len % nb != 0 {
+        return Err(Error::invalid(format!(
+            "matmul: {a_len} activation blocks are not whole rows of {nb}"
+        )));
+    }
+    let m = a_len / nb;
+    if out_len != m * w.rows() {
+        return Err(Error::invalid(format!(
+            "matmul: output has {out_len} values, expected {m} x {}",
+            w.rows()
+        )));
+    }
+    Ok(m)
+}
+
+impl Kernels {
+    /// Quantizes `x` (`32 * out.len()` values, any number of rows back to back) to Q8_1.
+    pub fn quantize_q8_1(&self, x: &[f32], out: &mut [BlockQ8_1]) -> Result<()> {
+        check_quantize(x.len(), out.len())?;
+        // SAFETY: the table exists only on a CPU with its instruction set; lengths checked.
+        unsafe { (self.table.quantize_q8_1)(x, out) };
+        Ok(())
+    }
+
+    /// Quantizes `x` (`32 * out.len()` values) to Q8_0.
+    pub fn quantize_q8_0(&self, x: &[f32], out: &mut [BlockQ8_0]) -> Result<()> {
+        check_quantize(x.len(), out.len())?;
+        // SAFETY: as above.
+        unsafe { (self.table.quantize_q8_0)(x, out) };
+        Ok(())
+    }
+
+    /// `sum_b d_w d_a sum_j(q_w q_a) + m_w s_a` over equal-length block runs. One row: prefer
+    /// [`Kernels::matmul_q4_1`] for anything hot.
+    pub fn vec_dot_q4_1_q8_1(&self, w: &[BlockQ4_1], a: &[BlockQ8_1]) -> Result<f32> {
+        if w.len() != a.len() || w.is_empty() {
+            return Err(Error::invalid(format!(
+                "vec_dot: {} weight blocks against {} activation blocks",
+                w.len(),
+                a.len()
+            )));
+        }
+        if self.isa() == Isa::Scalar {
+            return Ok(dot::vec_dot_q4_1_q8_1(w, a));
+        }
+        let mat = QMatrix::new(w, 1, w.len() * QK)?;
+        let mut out = [0f32];
+        self.matmul_q4_1(&Pool::single(), &mat, a, &mut out)?;
+        Ok(out[0])
+    }
+
+    /// `sum_b d_w d_a sum_j(q_w q_a)`. Activation codes must lie in -127..=127 (what the
+    /// quantizer produces; the SIMD paths do not handle -128).
+    pub fn vec_dot_q8_0_q8_0(&self, w: &[BlockQ8_0], a: &[BlockQ8_0]) -> Result<f32> {
+        if w.len() != a.len() || w.is_empty() {
+            return Err(Error::invalid(format!(
+                "vec_dot: {} weight blocks against {} activation blocks",
+                w.len(),
+                a.len()
+            )));
+        }
+        if self.isa() == Isa::Scalar {
+            return Ok(dot::vec_dot_q8_0_q8_0(w, a));
+        }
+        let mat = QMatrix::new(w, 1, w.len() * QK)?;
+        let mut out = [0f32];
+        self.matmul_q8_0(&Pool::single(), &mat, a, &mut out)?;
+        Ok(out[0])
+    }
+
+    /// `out[c][r] = dot(w row r, a row c)`: `a` is `m` rows of `w.row_blocks()` Q8_1 blocks,
+    /// `out` is `m x w.rows()` row-major.
+    pub fn matmul_q4_1(
+        &self,
+        pool: &Pool,
+        w: &QMatrix<'_, BlockQ4_1>,
+        a: &[BlockQ8_1],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let _m = check_matmul(w, a.len(), out.len())?;
+        let prepared = Prepared::q8_1(a, w.row_blocks(), self.table.layout_q4_1);
+        run_gemm(pool, self.table.gemm_q4_1, w, &prepared, out);
+        Ok(())
+    }
+
+    /// As [`Kernels::matmul_q4_1`] for Q8_0 weights and Q8_0 activations (codes in -127..=127).
+    pub fn matmul_q8_0(
+        &self,
+        pool: &Pool,
+        w: &QMatrix<'_, BlockQ8_0>,
+        a: &[BlockQ8_0],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let _m = check_matmul(w, a.len(), out.len())?;
+        let prepared = Prepared::q8_0(a, w.row_blocks(), self.table.layout_q8_0);
+        run_gemm(pool, self.table.gemm_q8_0, w, &prepared, out);
+        Ok(())
+    }
+
+    /// Quantizes `x` (`m x w.cols()` f32, row-major) to Q8_1 and runs [`Kernels::matmul_q4_1`].
+    pub fn matmul_q4_1_f32(
+        &self,
+        pool: &Pool,
+        w: &QMatrix<'_, BlockQ4_1>,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let mut a = vec![BlockQ8_1::default(); x.len() / QK];
+        self.quantize_q8_1(x, &mut a)?;
+        self.matmul_q4_1(pool, w, &a, out)
+    }
+
+    /// Quantizes `x` (`m x w.cols()` f32) to Q8_0 and runs [`Kernels::matmul_q8_0`].
+    pub fn matmul_q8_0_f32(
+        &self,
+        pool: &Pool,
+        w: &QMatrix<'_, BlockQ8_0>,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let mut a = vec![BlockQ8_0::default(); x.len() / QK];
+        self.quantize_q8_0(x, &mut a)?;
+        self.matmul_q8_0(pool, w, &a, out)
+    }
+}
+
+/// f16 bits to f32 for the scalar paths (the SIMD paths convert with F16C).
+#[inline(always)]
+pub(crate) fn f16_to_f32(b: [u8; 2]) -> f32 {
+    f16::from_bits(u16::from_le_bytes(b)).to_f32()
+}

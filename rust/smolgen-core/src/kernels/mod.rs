@@ -1,0 +1,68 @@
+//! Our own quantized CPU kernels for GGUF weights: Q4_1 x Q8_1 and Q8_0 x Q8_0 dot products and
+//! matrix products, activation quantization, and run-time CPU dispatch.
+//!
+//! * [`blocks`]: ggml's block layouts, viewed safely from file bytes at any alignment.
+//! * [`quantize`]: f32 activations to Q8_1 / Q8_0, bit-exact with ggml's x86 SIMD path.
+//! * [`dot`]: the scalar reference.
+//! * `avx2`, `avx512`, `neon`: SIMD micro-kernels, each a `#[target_feature]` function.
+//! * [`matmul`]: activation preparation and tiling.
+//! * [`pool`]: the persistent spinning thread [`Pool`].
+//! * [`dispatch`]: CPU detection; [`Kernels`] is the entry point.
+//!
+//! ```no_run
+//! use smolgen_core::kernels::{Kernels, Pool, QMatrix, BlockQ4_1};
+//! # fn f(bytes: &[u8], x: &[f32]) -> smolgen_core::Result<()> {
+//! let w = QMatrix::<BlockQ4_1>::from_bytes(bytes, 1536, 576)?;
+//! let mut y = vec![0f32; x.len() / 576 * 1536];
+//! Kernels::best().matmul_q4_1_f32(Pool::global(), &w, x, &mut y)?;
+//! # Ok(()) }
+//! ```
+
+/// Calls `$f::<NR, NC>(args)` for a run-time tile shape `nr x nc`, both in 1..=4.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! dispatch_tile {
+    ($f:ident, $nr:expr, $nc:expr, $($arg:expr),* $(,)?) => {
+        match ($nr, $nc) {
+            (4, 4) => $f::<4, 4>($($arg),*),
+            (4, 3) => $f::<4, 3>($($arg),*),
+            (4, 2) => $f::<4, 2>($($arg),*),
+            (4, _) => $f::<4, 1>($($arg),*),
+            (3, 4) => $f::<3, 4>($($arg),*),
+            (3, 3) => $f::<3, 3>($($arg),*),
+            (3, 2) => $f::<3, 2>($($arg),*),
+            (3, _) => $f::<3, 1>($($arg),*),
+            (2, 4) => $f::<2, 4>($($arg),*),
+            (2, 3) => $f::<2, 3>($($arg),*),
+            (2, 2) => $f::<2, 2>($($arg),*),
+            (2, _) => $f::<2, 1>($($arg),*),
+            (_, 4) => $f::<1, 4>($($arg),*),
+            (_, 3) => $f::<1, 3>($($arg),*),
+            (_, 2) => $f::<1, 2>($($arg),*),
+            (_, _) => $f::<1, 1>($($arg),*),
+        }
+    };
+}
+
+pub mod blocks;
+pub mod dispatch;
+pub mod dot;
+pub mod matmul;
+pub mod pool;
+pub mod quantize;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+// AVX-512 intrinsics and target features are stable since Rust 1.89 (candle 0.11 needs it too).
+#[cfg(target_arch = "x86_64")]
+#[clippy::msrv = "1.89"]
+mod avx512;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+
+#[cfg(test)]
+mod tests;
+
+pub use blocks::{cast_blocks, Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
+pub use dispatch::{available_isas, cpu_features, Isa, Kernels};
+pub use pool::Pool;

@@ -1,0 +1,98 @@
+//! aarch64 Advanced SIMD kernels: the integer block dot in NEON (`smull` to i16, pairwise
+//! accumulate to i32), the float part exactly as the scalar reference, so results are
+//! bit-identical to it. One weight row x one activation row at a time; no `sdot` yet.
+
+use std::arch::aarch64::*;
+use std::ops::Range;
+
+use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
+use super::matmul::{f16_to_f32, OutPtr, Prepared};
+
+/// # Safety
+/// NEON present; `qa` points at 32 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn sumi_q4_1(w: &BlockQ4_1, qa: *const i8) -> i32 {
+    // SAFETY: `w.qs` is 16 bytes; the caller's contract on `qa`.
+    unsafe {
+        let raw = vld1q_u8(w.qs.as_ptr());
+        let lo = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
+        let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw));
+        let a0 = vld1q_s8(qa);
+        let a1 = vld1q_s8(qa.add(16));
+        let mut acc = vpaddlq_s16(vmull_s8(vget_low_s8(lo), vget_low_s8(a0)));
+        acc = vpadalq_s16(acc, vmull_high_s8(lo, a0));
+        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(hi), vget_low_s8(a1)));
+        acc = vpadalq_s16(acc, vmull_high_s8(hi, a1));
+        vaddvq_s32(acc)
+    }
+}
+
+/// # Safety
+/// NEON present; `qa` points at 32 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn sumi_q8_0(w: &BlockQ8_0, qa: *const i8) -> i32 {
+    // SAFETY: `w.qs` is 32 bytes; the caller's contract on `qa`.
+    unsafe {
+        let w0 = vld1q_s8(w.qs.as_ptr());
+        let w1 = vld1q_s8(w.qs.as_ptr().add(16));
+        let a0 = vld1q_s8(qa);
+        let a1 = vld1q_s8(qa.add(16));
+        let mut acc = vpaddlq_s16(vmull_s8(vget_low_s8(w0), vget_low_s8(a0)));
+        acc = vpadalq_s16(acc, vmull_high_s8(w0, a0));
+        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w1), vget_low_s8(a1)));
+        acc = vpadalq_s16(acc, vmull_high_s8(w1, a1));
+        vaddvq_s32(acc)
+    }
+}
+
+/// # Safety
+/// See `GemmFn`; natural layout.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn gemm_q4_1(
+    w: &QMatrix<'_, BlockQ4_1>,
+    a: &Prepared,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    for c in 0..a.m {
+        let qa = a.qs(c);
+        let (d, s) = (a.d(c), a.s(c));
+        for r in rows.clone() {
+            let mut sumf = 0f32;
+            for (b, x) in w.row(r).iter().enumerate() {
+                // SAFETY: prepared rows hold `nbp >= nb` blocks of codes.
+                let sumi = unsafe { sumi_q4_1(x, qa.add(b * QK)) };
+                sumf += sumi as f32 * (f16_to_f32(x.d) * d[b]) + f16_to_f32(x.m) * s[2 * b + 1];
+            }
+            // SAFETY: the caller's contract.
+            unsafe { out.write(c, r, sumf) };
+        }
+    }
+}
+
+/// # Safety
+/// See `GemmFn`; natural layout.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn gemm_q8_0(
+    w: &QMatrix<'_, BlockQ8_0>,
+    a: &Prepared,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    for c in 0..a.m {
+        let qa = a.qs(c);
+        let d = a.d(c);
+        for r in rows.clone() {
+            let mut sumf = 0f32;
+            for (b, x) in w.row(r).iter().enumerate() {
+                // SAFETY: as above.
+                let sumi = unsafe { sumi_q8_0(x, qa.add(b * QK)) };
+                sumf += sumi as f32 * (f16_to_f32(x.d) * d[b]);
+            }
+            // SAFETY: the caller's contract.
+            unsafe { out.write(c, r, sumf) };
+        }
+    }
+}
