@@ -15,8 +15,42 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// How long an idle worker spins before parking.
+/// How long an idle worker waits (spinning, then yielding) before parking.
 const SPIN_FOR: Duration = Duration::from_micros(200);
+/// How long a waiter busy-spins before it starts yielding its core, so that an oversubscribed
+/// machine (more runnable threads than cores) still makes progress.
+const PURE_SPIN: Duration = Duration::from_micros(20);
+
+/// Spin, then spin-and-yield.
+struct Backoff {
+    start: Instant,
+    spins: u32,
+    elapsed: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            start: Instant::now(),
+            spins: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Waits a little; returns the time since `new`, refreshed every 64 calls.
+    fn snooze(&mut self) -> Duration {
+        self.spins = self.spins.wrapping_add(1);
+        if self.spins % 64 == 0 {
+            self.elapsed = self.start.elapsed();
+        }
+        if self.elapsed < PURE_SPIN {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+        self.elapsed
+    }
+}
 
 type Job = &'static (dyn Fn(usize) + Sync);
 
@@ -148,14 +182,9 @@ impl Pool {
         struct Wait<'a>(&'a Shared);
         impl Drop for Wait<'_> {
             fn drop(&mut self) {
-                let mut spins = 0u32;
+                let mut backoff = Backoff::new();
                 while self.0.pending.load(Ordering::Acquire) != 0 {
-                    spins = spins.wrapping_add(1);
-                    if spins % 4096 == 0 {
-                        std::thread::yield_now();
-                    } else {
-                        std::hint::spin_loop();
-                    }
+                    backoff.snooze();
                 }
                 // SAFETY: no worker uses the job any more; `busy` is still held.
                 unsafe { *self.0.job.get() = None };
@@ -190,17 +219,14 @@ fn worker(shared: &Shared, index: usize) {
     let mut seen = 0usize;
     loop {
         // Wait for a new epoch: spin, then park.
-        let start = Instant::now();
-        let mut spins = 0u32;
+        let mut backoff = Backoff::new();
         loop {
             let e = shared.epoch.load(Ordering::Acquire);
             if e != seen {
                 seen = e;
                 break;
             }
-            spins = spins.wrapping_add(1);
-            if spins % 256 != 0 || start.elapsed() < SPIN_FOR {
-                std::hint::spin_loop();
+            if backoff.snooze() < SPIN_FOR {
                 continue;
             }
             let mut g = shared.lock.lock().unwrap_or_else(|e| e.into_inner());
