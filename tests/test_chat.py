@@ -193,6 +193,14 @@ def test_a_disabled_prefix_cache_keeps_nothing(smollm2_gguf):
     assert model.prefix_cache_stats()["entries"] == 0
 
 
+@pytest.mark.parametrize("bad", [-1, 1.5, "big", True])
+def test_a_bad_prefix_cache_size_is_an_invalid_argument(smollm2, smollm2_gguf, bad):
+    with pytest.raises(smolgen.InvalidArgumentError, match="prefix cache bytes"):
+        smolgen.load(smollm2_gguf, prefix_cache_bytes=bad)
+    with pytest.raises(smolgen.InvalidArgumentError, match="prefix cache bytes"):
+        smollm2.configure_prefix_cache(bad)
+
+
 def test_a_closed_stream_leaves_its_prompt_for_the_next_request(smollm2):
     smollm2.configure_prefix_cache(clear=True)
     prompt = "The history of the printing press " * 10

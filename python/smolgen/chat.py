@@ -292,8 +292,12 @@ def trim_messages(
             rest = rest[1:]
         return system + rest
 
-    def size(start: int) -> int:
-        return len(chat_prompt_ids(model, kept(start)))
+    sizes: dict[int, int] = {}
+
+    def size(start: int) -> int:  # rendering and tokenizing is the cost: once per start
+        if start not in sizes:
+            sizes[start] = len(chat_prompt_ids(model, kept(start)))
+        return sizes[start]
 
     # Fewer turns never make a longer prompt: find the smallest start that fits by bisection.
     last = max(len(turns) - 1, 0)

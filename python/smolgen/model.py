@@ -10,6 +10,7 @@ from typing import Any, Literal, overload
 import numpy as np
 
 from . import _core
+from .errors import InvalidArgumentError
 from .hub import resolve
 from .peek import Peek, Score, peek, score
 
@@ -263,7 +264,7 @@ class Model:
         self, capacity_bytes: int | None = None, *, clear: bool = False
     ) -> None:
         """Resizes the prefix cache (``0`` disables it) and, with ``clear=True``, empties it."""
-        self._inner.configure_prefix_cache(capacity_bytes, clear)
+        self._inner.configure_prefix_cache(_cache_bytes(capacity_bytes), clear)
 
     def __repr__(self) -> str:
         info = self.info
@@ -300,5 +301,12 @@ def load(
     ``prefix_cache_bytes`` bounds the keys and values kept from finished requests so that a
     later prompt with the same beginning skips its prefill (default 256 MiB; ``0`` disables).
     """
+    cache_bytes = _cache_bytes(prefix_cache_bytes)
     path = resolve(spec, progress=progress)
-    return Model(_core.Model.load(path, device, dtype, prefix_cache_bytes))
+    return Model(_core.Model.load(path, device, dtype, cache_bytes))
+
+
+def _cache_bytes(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise InvalidArgumentError(f"prefix cache bytes must be an integer >= 0, got {value!r}")
+    return value

@@ -14,19 +14,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..chat import chat_prompt_ids, message_text
 from ..errors import ContextLengthExceededError
 from .engine import Engine
 from .errors import ApiError, api_error, unknown_model
-from .openai_api import event_stream
+from .openai_api import Lenient, event_stream
 
 STOP_REASONS = {"length": "max_tokens"}
-
-
-class Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
 
 
 class MessagesRequest(Lenient):
