@@ -11,15 +11,16 @@ import pytest
 import smolgen
 from reference_llama import log_softmax
 
-# Logit gap under which two engines' arithmetic may rank two tokens either way.
-NEAR_TIE = 0.2
+# Logit gap under which two engines' arithmetic may rank two tokens either way. llama.cpp itself,
+# switched between its two attention implementations (flash attention on and off, same file,
+# same machine), moves these prompts' first-step log-probabilities by up to 0.36.
+NEAR_TIE = 0.5
 
 
 def test_greedy_matches_llama_cpp_until_a_near_tie(smollm2, greedy_vectors):
     """Every continuation follows llama.cpp token for token; where they part, llama.cpp's choice
     must have been a near-tie in our logits too (a late near-tie may differ, as the fixture's
-    README warns). On the pinned model two of five continuations match all 24 tokens and the
-    earliest parting is at token 3, by under 0.1 logits."""
+    README warns). On the pinned model at least two of five continuations match all 24 tokens."""
     full_matches = 0
     for case in greedy_vectors:
         completion = smollm2.generate(case["ids"], max_tokens=24, temperature=0)

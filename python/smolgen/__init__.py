@@ -22,7 +22,7 @@ from .errors import (
     UnsupportedModelError,
 )
 from .hub import DEFAULT_MODEL, pull
-from .model import Completion, CompletionStream, Model, Tokenizer, TokenPiece, load
+from .model import Completion, CompletionStream, Model, Tokenizer, TokenPiece, load, step_streams
 from .peek import Candidate, Peek, Score, TokenScore
 
 __all__ = [
@@ -51,5 +51,6 @@ __all__ = [
     "__version__",
     "load",
     "pull",
+    "step_streams",
     "trim_messages",
 ]

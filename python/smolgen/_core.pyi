@@ -17,8 +17,12 @@ __all__ = [
     "Tokenizer",
     "Usage",
     "__version__",
+    "cpu_features",
+    "kernel_paths",
+    "measure_read_bandwidth",
     "sampler_distribution",
     "sampler_draws",
+    "step_streams",
 ]
 
 __version__: str
@@ -128,6 +132,7 @@ class Model:
         device: str = "cpu",
         dtype: str | None = None,
         prefix_cache_bytes: int | None = None,
+        threads: int | None = None,
     ) -> Model: ...
     def prefix_cache_stats(self) -> dict[str, int]: ...
     def configure_prefix_cache(
@@ -196,3 +201,7 @@ def sampler_draws(
     presence_penalty: float = 0.0,
     logit_bias: Mapping[int, float] | None = None,
 ) -> list[int]: ...
+def cpu_features() -> str: ...
+def kernel_paths() -> list[str]: ...
+def measure_read_bandwidth(threads: int, megabytes: int = 256, repeats: int = 5) -> float: ...
+def step_streams(streams: Sequence[CompletionStream]) -> list[Chunk | Exception | None]: ...

@@ -66,13 +66,15 @@ def create_app(engine: Engine, *, api_key: str | None = None) -> FastAPI:
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness, and what the server is doing: requests running, waiting, finished,
-        cancelled by their clients, refused; the prefix cache's state."""
+        cancelled by their clients, refused; batched steps (``tokens / steps`` is the mean
+        batch size); the prefix cache's state."""
         return {
             "status": "ok",
             "model": engine.model_id,
             "requests": engine.counters.as_dict(),
             "max_concurrent": engine.max_concurrent,
             "max_queue": engine.max_queue,
+            "batching": {"steps": engine.batcher.steps, "tokens": engine.batcher.stepped_tokens},
             "prefix_cache": engine.model.prefix_cache_stats(),
         }
 

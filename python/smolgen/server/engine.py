@@ -1,11 +1,13 @@
-"""Running generations for the HTTP server: admission, a bounded queue, and stepping each
-generation off the event loop.
+"""Running generations for the HTTP server: admission, a bounded queue, and batched stepping
+off the event loop.
 
 A request is admitted (or refused with :class:`Overloaded` when the queue is full) before any
 response starts, so a full server answers with a proper status code. It then waits for one of
-``max_concurrent`` slots and runs one decode step at a time in a worker thread, with the GIL
-released by the core, so the event loop keeps serving other clients between steps. A request
-whose client went away stops at its next step, and its keys and values go to the prefix cache.
+``max_concurrent`` slots. The running generations advance together: each step of the
+:class:`Batcher` runs one token of every generation that is waiting for one, in a single forward
+pass over the weights (:func:`smolgen.step_streams`), in a worker thread with the GIL released,
+so the event loop keeps serving other clients between steps. A request whose client went away
+stops at its next step, and its keys and values go to the prefix cache.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
-from ..model import CompletionStream, Model
+from ..model import CompletionStream, Model, step_streams
 
 log = logging.getLogger("smolgen.server")
 
@@ -86,6 +89,7 @@ class Engine:
         self.counters = Counters()
         self._slots = anyio.Semaphore(max_concurrent)
         self._threads = anyio.CapacityLimiter(max_concurrent)
+        self.batcher = Batcher()
 
     def serves(self, model_id: str) -> bool:
         """Whether a request's ``model`` names the served model (its id or an alias)."""
@@ -134,9 +138,9 @@ class Engine:
             while True:
                 if is_disconnected is not None and await is_disconnected():
                     raise Disconnected
-                # Not cancellable mid-step: a cancelled request waits for the step in flight,
-                # then closes its generation below (never while a thread still uses it).
-                chunk = await self.run_sync(_next_or_none, stream)
+                # A cancelled request waits for the step in flight (see `Batcher.next_chunk`),
+                # then closes its generation below, never while a thread still uses it.
+                chunk = await self.batcher.next_chunk(stream)
                 if chunk is None:
                     break
                 yield chunk
@@ -153,5 +157,68 @@ class Engine:
             stream.close()
 
 
-def _next_or_none(stream: CompletionStream) -> Any:
-    return next(stream, None)
+_PENDING: Any = object()
+
+
+class Batcher:
+    """Steps every generation that wants its next token in one batched forward pass.
+
+    No background task: the first request to ask for a token while no step is running leads
+    the next step, taking every stream waiting at that moment; the others wait for that step (or
+    lead the next one if they arrived after it started).
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, tuple[CompletionStream, list[Any]]] = {}
+        self._in_flight: anyio.Event | None = None
+        self._batch: set[int] = set()
+        self.steps = 0
+        self.stepped_tokens = 0
+
+    async def next_chunk(self, stream: CompletionStream) -> Any:
+        """The stream's next chunk, or ``None`` once it is finished."""
+        result = [_PENDING]
+        key = id(stream)
+        self._waiting[key] = (stream, result)
+        try:
+            while result[0] is _PENDING:
+                # A step is shielded from cancellation; this is where a request cancelled in
+                # the meantime (its client hung up) learns of it.
+                await anyio.lowlevel.checkpoint()
+                if self._in_flight is None:
+                    await self._lead()
+                else:
+                    await self._in_flight.wait()
+        except BaseException:
+            self._waiting.pop(key, None)
+            if key in self._batch and self._in_flight is not None:
+                # Our stream is inside the running step: let it finish before the caller
+                # closes the stream.
+                with anyio.CancelScope(shield=True):
+                    await self._in_flight.wait()
+            raise
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
+
+    async def _lead(self) -> None:
+        batch = list(self._waiting.items())
+        self._waiting.clear()
+        done = anyio.Event()
+        self._in_flight = done
+        self._batch = {key for key, _ in batch}
+        # Shielded: once started, a step's results are always handed out, whoever led it.
+        with anyio.CancelScope(shield=True):
+            try:
+                streams = [stream for _, (stream, _) in batch]
+                results = await anyio.to_thread.run_sync(step_streams, streams)
+            except BaseException as e:  # the binding itself failed: every member sees it
+                results = [e] * len(batch)
+            finally:
+                self._in_flight = None
+                self._batch = set()
+                done.set()
+            for (_, (_, slot)), res in zip(batch, results, strict=True):
+                slot[0] = res
+            self.steps += 1
+            self.stepped_tokens += sum(1 for r in results if r is not None)

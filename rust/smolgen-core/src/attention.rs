@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use crate::kv_cache::HostKv;
+
 /// The head layout of one attention layer.
 #[derive(Debug, Clone, Copy)]
 pub struct Heads {
@@ -17,47 +19,25 @@ pub struct Heads {
     pub dim: usize,
 }
 
-/// A layer's cache buffers, read in place: `[kv heads, capacity, dim]` each.
-#[derive(Debug, Clone, Copy)]
-pub struct CachedKv<'a> {
-    pub keys: &'a [f32],
-    pub values: &'a [f32],
-    pub capacity: usize,
-}
-
 /// Attention for `t` queries at absolute positions `pos..pos + t`.
 ///
-/// - `q`: `[query heads, t, dim]`, rotary embedding applied.
-/// - `kv`: the cache, holding positions `0..pos + t`.
+/// - `q`: `[t, query heads * dim]`, rotary embedding applied.
+/// - `kv`: the layer's cache, holding positions `0..pos + t`.
 /// - Returns `[t, query heads * dim]` (the layout the output projection reads) and, when
 ///   `keep_probs`, the softmax weights `[query heads, t, pos + t]` (zero above the diagonal).
 pub fn causal_attention(
     q: &[f32],
-    kv: CachedKv<'_>,
+    kv: HostKv<'_>,
     pos: usize,
     t: usize,
     heads: Heads,
     keep_probs: bool,
 ) -> (Vec<f32>, Option<Vec<f32>>) {
-    let Heads {
-        query,
-        kv: kv_heads,
-        dim,
-    } = heads;
-    let CachedKv {
-        keys: k,
-        values: v,
-        capacity,
-    } = kv;
+    let (query, dim) = (heads.query, heads.dim);
     let total = pos + t;
-    let group = query / kv_heads;
-    let scale = 1.0 / (dim as f32).sqrt();
     let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..query)
         .into_par_iter()
         .map(|h| {
-            let g = h / group; // query heads share KV heads in consecutive groups
-            let keys = &k[g * capacity * dim..][..total * dim];
-            let values = &v[g * capacity * dim..][..total * dim];
             let mut out = vec![0f32; t * dim];
             let mut probs = if keep_probs {
                 vec![0f32; t * total]
@@ -65,33 +45,12 @@ pub fn causal_attention(
                 Vec::new()
             };
             let mut scores = vec![0f32; total];
-            for i in 0..t {
-                let seen = pos + i + 1; // keys 0..=pos + i
-                let qi = &q[(h * t + i) * dim..][..dim];
-                let mut max = f32::NEG_INFINITY;
-                for (j, s) in scores[..seen].iter_mut().enumerate() {
-                    *s = dot(qi, &keys[j * dim..][..dim]) * scale;
-                    max = max.max(*s);
-                }
-                let mut sum = 0f32;
-                for s in &mut scores[..seen] {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                let inv = 1.0 / sum;
-                let row = &mut out[i * dim..][..dim];
-                for (j, s) in scores[..seen].iter().enumerate() {
-                    let p = s * inv;
-                    for (o, x) in row.iter_mut().zip(&values[j * dim..][..dim]) {
-                        *o += p * x;
-                    }
-                }
+            attend_head(q, kv, pos, t, heads, h, &mut scores, |i, row, p| {
+                out[i * dim..][..dim].copy_from_slice(row);
                 if keep_probs {
-                    for (dst, s) in probs[i * total..][..seen].iter_mut().zip(&scores[..seen]) {
-                        *dst = s * inv;
-                    }
+                    probs[i * total..][..p.len()].copy_from_slice(p);
                 }
-            }
+            });
             (out, probs)
         })
         .collect();
@@ -105,8 +64,198 @@ pub fn causal_attention(
     (y, probs)
 }
 
+/// Query head `h` for `t` queries at positions `pos..pos + t`: calls `emit(i, output, probs)`
+/// for each query `i` with its `dim` outputs and its softmax weights over keys `0..=pos + i`.
+/// `scratch` holds at least `pos + t` floats. The work of one row never depends on `t` or on
+/// the other heads, so any split of a prompt or of the heads gives the same bits.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_head(
+    q: &[f32],
+    kv: HostKv<'_>,
+    pos: usize,
+    t: usize,
+    heads: Heads,
+    h: usize,
+    scratch: &mut [f32],
+    mut emit: impl FnMut(usize, &[f32], &[f32]),
+) {
+    let Heads {
+        query,
+        kv: kv_heads,
+        dim,
+    } = heads;
+    let g = h / (query / kv_heads); // query heads share KV heads in consecutive groups
+    let scale = 1.0 / (dim as f32).sqrt();
+    let mut on_stack = [0f32; MAX_STACK_HEAD_DIM];
+    let mut on_heap = Vec::new();
+    let acc = if dim <= MAX_STACK_HEAD_DIM {
+        &mut on_stack[..dim]
+    } else {
+        on_heap.resize(dim, 0f32);
+        &mut on_heap[..]
+    };
+    let (keys, values) = (
+        Rows::new(kv.keys, kv.width, g * dim),
+        Rows::new(kv.values, kv.width, g * dim),
+    );
+    for i in 0..t {
+        let seen = pos + i + 1; // keys 0..=pos + i
+        let qi = &q[(i * query + h) * dim..][..dim];
+        let scores = &mut scratch[..seen];
+        let max = score_keys(qi, keys, scale, scores);
+        let mut sum = 0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        for s in scores.iter_mut() {
+            *s *= inv;
+        }
+        mix_values(scores, values, acc);
+        emit(i, acc, scores);
+    }
+}
+
+/// One head's slice of every cached position: row `j` is `data[j * width + offset..][..dim]`.
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    data: &'a [f32],
+    width: usize,
+    offset: usize,
+}
+
+impl<'a> Rows<'a> {
+    fn new(data: &'a [f32], width: usize, offset: usize) -> Self {
+        Rows {
+            data,
+            width,
+            offset,
+        }
+    }
+    #[inline(always)]
+    fn row(&self, j: usize, dim: usize) -> &'a [f32] {
+        &self.data[j * self.width + self.offset..][..dim]
+    }
+}
+
+/// `scores[j] = dot(q, key j) * scale` for every `j < scores.len()`; returns their maximum.
+fn score_keys(q: &[f32], keys: Rows<'_>, scale: f32, scores: &mut [f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if q.len() % 8 == 0 && wide_vectors() {
+        // SAFETY: the CPU has AVX2 (checked once by `wide_vectors`).
+        return unsafe { x86::score_keys(q, keys, scale, scores) };
+    }
+    score_keys_portable(q, keys, scale, scores)
+}
+
+fn score_keys_portable(q: &[f32], keys: Rows<'_>, scale: f32, scores: &mut [f32]) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, keys.row(j, q.len())) * scale;
+        max = max.max(*s);
+    }
+    max
+}
+
+/// `acc = sum_j probs[j] * value j`, each element summed over `j` in order.
+fn mix_values(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if acc.len() % 8 == 0 && wide_vectors() {
+        // SAFETY: the CPU has AVX2 (checked once by `wide_vectors`).
+        return unsafe { x86::mix_values(probs, values, acc) };
+    }
+    mix_values_portable(probs, values, acc)
+}
+
+fn mix_values_portable(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
+    let dim = acc.len();
+    acc.fill(0.0);
+    for (j, &p) in probs.iter().enumerate() {
+        for (o, x) in acc.iter_mut().zip(values.row(j, dim)) {
+            *o += p * x;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn wide_vectors() -> bool {
+    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX2.get_or_init(|| is_x86_feature_detected!("avx2"))
+}
+
+/// The same arithmetic as the portable loops, in 256-bit vectors: the same eight running sums
+/// per dot product, reduced in the same order, and multiplies and adds kept apart (never
+/// fused), so both give identical bits.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::Rows;
+
+    #[target_feature(enable = "avx2")]
+    fn hsum(v: __m256) -> f32 {
+        // ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), as `super::dot` adds them.
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let u = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(u, _mm_shuffle_ps::<1>(u, u)))
+    }
+
+    /// # Safety
+    /// AVX2 is available; `q.len()` is a multiple of 8; every key row is in bounds.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn score_keys(
+        q: &[f32],
+        keys: Rows<'_>,
+        scale: f32,
+        scores: &mut [f32],
+    ) -> f32 {
+        let dim = q.len();
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            let k = keys.row(j, dim);
+            let mut acc = _mm256_setzero_ps();
+            for c in (0..dim).step_by(8) {
+                // SAFETY: `c + 8 <= dim` and both rows hold `dim` floats.
+                let (x, y) = unsafe {
+                    (
+                        _mm256_loadu_ps(q.as_ptr().add(c)),
+                        _mm256_loadu_ps(k.as_ptr().add(c)),
+                    )
+                };
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+            }
+            *s = hsum(acc) * scale;
+            max = max.max(*s);
+        }
+        max
+    }
+
+    /// # Safety
+    /// AVX2 is available; `acc.len()` is a multiple of 8; every value row is in bounds.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn mix_values(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
+        let dim = acc.len();
+        for c in (0..dim).step_by(8) {
+            let mut sum = _mm256_setzero_ps();
+            for (j, &p) in probs.iter().enumerate() {
+                let v = values.row(j, dim);
+                // SAFETY: `c + 8 <= dim` and the row holds `dim` floats.
+                let x = unsafe { _mm256_loadu_ps(v.as_ptr().add(c)) };
+                sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_set1_ps(p), x));
+            }
+            // SAFETY: `c + 8 <= dim = acc.len()`.
+            unsafe { _mm256_storeu_ps(acc.as_mut_ptr().add(c), sum) };
+        }
+    }
+}
+
+/// Head sizes up to this are accumulated on the stack (Llama models use 64 or 128).
+const MAX_STACK_HEAD_DIM: usize = 256;
+
 /// A dot product in a fixed order: eight running sums (so it vectorizes), added up the same
 /// way every time.
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let (a8, a_rest) = a.split_at(a.len() - a.len() % 8);
@@ -116,8 +265,8 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             lanes[l] += x[l] * y[l];
         }
     }
-    let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
-        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    let mut sum = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+        + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
     for (x, y) in a_rest.iter().zip(b_rest) {
         sum += x * y;
     }
@@ -135,16 +284,10 @@ mod tests {
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 
-    /// Straightforward f64 attention: the definition.
-    fn reference(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        cap: usize,
-        pos: usize,
-        t: usize,
-        h: Heads,
-    ) -> Vec<f64> {
+    /// Straightforward f64 attention: the definition. `q` is `[t, heads * dim]`, `k` and `v`
+    /// `[positions, kv * dim]`.
+    fn reference(q: &[f32], k: &[f32], v: &[f32], pos: usize, t: usize, h: Heads) -> Vec<f64> {
+        let width = h.kv * h.dim;
         let mut y = vec![0f64; t * h.query * h.dim];
         for head in 0..h.query {
             let g = head / (h.query / h.kv);
@@ -154,8 +297,8 @@ mod tests {
                     .map(|j| {
                         (0..h.dim)
                             .map(|d| {
-                                q[(head * t + i) * h.dim + d] as f64
-                                    * k[(g * cap + j) * h.dim + d] as f64
+                                q[(i * h.query + head) * h.dim + d] as f64
+                                    * k[j * width + g * h.dim + d] as f64
                             })
                             .sum::<f64>()
                             / (h.dim as f64).sqrt()
@@ -166,7 +309,7 @@ mod tests {
                 let z: f64 = e.iter().sum();
                 for d in 0..h.dim {
                     y[(i * h.query + head) * h.dim + d] = (0..seen)
-                        .map(|j| e[j] / z * v[(g * cap + j) * h.dim + d] as f64)
+                        .map(|j| e[j] / z * v[j * width + g * h.dim + d] as f64)
                         .sum();
                 }
             }
@@ -181,25 +324,22 @@ mod tests {
             kv: 2,
             dim: 12,
         };
-        let (cap, total) = (16, 11);
+        let total = 11;
+        let width = heads.kv * heads.dim;
         let mut seed = 7;
-        let k: Vec<f32> = (0..heads.kv * cap * heads.dim)
-            .map(|_| lcg(&mut seed))
-            .collect();
-        let v: Vec<f32> = (0..heads.kv * cap * heads.dim)
-            .map(|_| lcg(&mut seed))
-            .collect();
-        // Queries for all positions, [heads, total, dim].
+        let k: Vec<f32> = (0..total * width).map(|_| lcg(&mut seed)).collect();
+        let v: Vec<f32> = (0..total * width).map(|_| lcg(&mut seed)).collect();
+        // Queries for all positions, [total, heads * dim].
         let q_all: Vec<f32> = (0..heads.query * total * heads.dim)
             .map(|_| 3.0 * lcg(&mut seed))
             .collect();
-        let kv = CachedKv {
+        let kv = HostKv {
             keys: &k,
             values: &v,
-            capacity: cap,
+            width,
         };
         let (y_all, probs) = causal_attention(&q_all, kv, 0, total, heads, true);
-        let want = reference(&q_all, &k, &v, cap, 0, total, heads);
+        let want = reference(&q_all, &k, &v, 0, total, heads);
         for (a, b) in y_all.iter().zip(&want) {
             assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
         }
@@ -210,12 +350,33 @@ mod tests {
         }
         // The last 3 positions alone, after 8 cached ones: bit-identical rows.
         let (pos, t) = (8, 3);
-        let q_tail: Vec<f32> = (0..heads.query)
-            .flat_map(|h| {
-                q_all[(h * total + pos) * heads.dim..(h * total + total) * heads.dim].to_vec()
-            })
-            .collect();
-        let (y_tail, _) = causal_attention(&q_tail, kv, pos, t, heads, false);
-        assert_eq!(y_tail[..], y_all[pos * heads.query * heads.dim..]);
+        let row = heads.query * heads.dim;
+        let (y_tail, _) = causal_attention(&q_all[pos * row..], kv, pos, t, heads, false);
+        assert_eq!(y_tail[..], y_all[pos * row..]);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_avx2_loops_give_the_portable_bits() {
+        if !wide_vectors() {
+            return;
+        }
+        let mut seed = 11;
+        for (dim, width, offset, n) in [(64, 192, 64, 37), (8, 16, 8, 1), (128, 128, 0, 300)] {
+            let keys: Vec<f32> = (0..n * width).map(|_| 4.0 * lcg(&mut seed)).collect();
+            let q: Vec<f32> = (0..dim).map(|_| lcg(&mut seed)).collect();
+            let rows = Rows::new(&keys, width, offset);
+            let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+            // SAFETY: AVX2 checked above; dim is a multiple of 8; rows are in bounds.
+            let max_simd = unsafe { x86::score_keys(&q, rows, 0.125, &mut a) };
+            let max_portable = score_keys_portable(&q, rows, 0.125, &mut b);
+            assert_eq!(a, b);
+            assert_eq!(max_simd, max_portable);
+            let (mut x, mut y) = (vec![0f32; dim], vec![0f32; dim]);
+            // SAFETY: as above.
+            unsafe { x86::mix_values(&a, rows, &mut x) };
+            mix_values_portable(&a, rows, &mut y);
+            assert_eq!(x, y);
+        }
     }
 }

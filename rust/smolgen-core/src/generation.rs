@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::logprobs::{token_logprob, TokenLogprob, MAX_TOP_LOGPROBS};
-use crate::model::LogitsFor;
+use crate::model::{BatchItem, LogitsFor};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::text::{StopMatcher, StopScan, Utf8Stream};
 use crate::Model;
@@ -180,26 +180,78 @@ impl Generation {
             return Ok(None);
         }
         let t0 = Instant::now();
-        let first = self.generated.is_empty();
-        let input: &[u32] = match self.generated.last() {
-            None => &self.prompt[self.cached_tokens..],
-            Some(last) => std::slice::from_ref(last),
-        };
+        let input = next_input(&self.prompt, self.cached_tokens, &self.generated);
         let logits = self
             .model
             .llama
-            .forward(input, &mut self.cache, LogitsFor::Last)?
-            .to_vec1::<f32>()?;
+            .forward(input, &mut self.cache, LogitsFor::Last)?;
+        self.take_step(&logits, t0).map(Some)
+    }
+
+    /// One step of each generation, their forward passes batched into one pass over the
+    /// weights: each sequence keeps its own cache, sampler and stop strings, and gets exactly
+    /// the token a lone [`Generation::step`] would give it. Finished generations give `Ok(None)`.
+    /// All must run on the same model.
+    pub fn step_many(gens: &mut [&mut Generation]) -> Vec<Result<Option<Chunk>>> {
+        let t0 = Instant::now();
+        let active: Vec<usize> = (0..gens.len())
+            .filter(|&i| gens[i].finish.is_none())
+            .collect();
+        if active.len() > 1 {
+            let model = Arc::clone(&gens[active[0]].model);
+            let same_model = active.iter().all(|&i| Arc::ptr_eq(&gens[i].model, &model));
+            let mut items = Vec::with_capacity(active.len());
+            if same_model {
+                for g in gens.iter_mut().filter(|g| g.finish.is_none()) {
+                    let g: &mut Generation = g;
+                    let input = next_input(&g.prompt, g.cached_tokens, &g.generated);
+                    items.push(BatchItem {
+                        tokens: input,
+                        cache: &mut g.cache,
+                        which: LogitsFor::Last,
+                    });
+                }
+                // A failed batch leaves every cache as it was (nothing is advanced before the
+                // end of a pass): step each one alone then, so each gets its own error.
+                if let Ok(logits) = model.llama.forward_batch(&mut items) {
+                    drop(items);
+                    let mut logits = logits.into_iter();
+                    return gens
+                        .iter_mut()
+                        .map(|g| {
+                            if g.finish.is_some() {
+                                return Ok(None);
+                            }
+                            let l = logits.next().unwrap_or_default();
+                            g.take_step(&l, t0).map(Some)
+                        })
+                        .collect();
+                }
+            }
+        }
+        gens.iter_mut().map(|g| g.step()).collect()
+    }
+
+    /// Samples from a step's logits and turns the token into text; `t0` is the step's start.
+    fn take_step(&mut self, logits: &[f32], t0: Instant) -> Result<Chunk> {
+        if logits.len() != self.model.llama.cfg.vocab_size {
+            return Err(Error::invalid(format!(
+                "a step produced {} logits, expected {}",
+                logits.len(),
+                self.model.llama.cfg.vocab_size
+            )));
+        }
+        let first = self.generated.is_empty();
         if first {
             self.timings.prefill_s = t0.elapsed().as_secs_f64();
         }
-        let token = self.sampler.sample(&logits)?;
+        let token = self.sampler.sample(logits)?;
         self.sampler.accept(token);
         self.generated.push(token);
         let logprob = self
             .options
             .logprobs
-            .map(|n| token_logprob(&logits, token, n));
+            .map(|n| token_logprob(logits, token, n));
         if first {
             self.timings.ttft_s = self.started.elapsed().as_secs_f64();
         } else {
@@ -241,12 +293,12 @@ impl Generation {
         if let Some(lp) = &logprob {
             self.logprobs.push(lp.clone());
         }
-        Ok(Some(Chunk {
+        Ok(Chunk {
             token_id: token,
             text,
             finish_reason: finish,
             logprob,
-        }))
+        })
     }
 
     /// At the end: releases an incomplete character (as U+FFFD) and the text held back for a
@@ -300,6 +352,14 @@ impl Generation {
             cached_tokens: self.cached_tokens,
             stop_sequence: self.stops.matched().map(str::to_owned),
         }
+    }
+}
+
+/// The tokens the next forward pass runs: the uncached prompt first, then the last token.
+fn next_input<'a>(prompt: &'a [u32], cached: usize, generated: &'a [u32]) -> &'a [u32] {
+    match generated.last() {
+        None => &prompt[cached..],
+        Some(last) => std::slice::from_ref(last),
     }
 }
 

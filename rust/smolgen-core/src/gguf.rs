@@ -175,6 +175,11 @@ impl GgufFile {
         &self.mmap[info.offset..info.offset + info.size_in_bytes]
     }
 
+    /// `len` bytes at `offset` of the mapped file, if they lie inside it.
+    pub fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        self.mmap.get(offset..offset.checked_add(len)?)
+    }
+
     pub fn load_qtensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let info = self
             .tensor_info(name)

@@ -32,6 +32,11 @@ pub struct ModelInfo {
     pub kv_bytes_per_token: usize,
     pub device: String,
     pub load_seconds: f64,
+    /// What runs the forward pass: our CPU kernels' instruction set (`avx512vnni`, `avx2+fma`,
+    /// `neon`, `scalar`) or `candle`.
+    pub engine: String,
+    /// Threads of our CPU kernels (`None` under candle).
+    pub threads: Option<usize>,
 }
 
 impl ModelInfo {
@@ -70,6 +75,8 @@ impl ModelInfo {
             kv_bytes_per_token: cfg.kv_bytes_per_token(),
             device: device_name(device),
             load_seconds,
+            engine: llama.engine_name().to_string(),
+            threads: llama.threads(),
         }
     }
 }

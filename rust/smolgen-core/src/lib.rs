@@ -5,7 +5,10 @@
 //! -> text piece. [`generation`] drives that loop; [`Model`] holds what a loaded model is.
 
 pub mod attention;
+pub mod bandwidth;
+pub mod candle_llama;
 pub mod config;
+pub mod cpu_llama;
 pub mod error;
 pub mod generation;
 pub mod gguf;
@@ -31,7 +34,7 @@ pub use error::{Error, Result};
 pub use generation::{Chunk, Completion, FinishReason, GenerateOptions, Generation, Timings};
 pub use info::ModelInfo;
 pub use logprobs::TokenLogprob;
-pub use model::{Llama, LogitsFor};
+pub use model::{BatchItem, Llama, LogitsFor};
 pub use prefix_cache::{PrefixCache, PrefixCacheStats};
 pub use sampler::{Sampler, SamplingParams};
 pub use tokenizer::{TokenPiece, Tokenizer};
@@ -57,19 +60,24 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Loads a `.gguf` file or a Hugging Face directory (`config.json`, `*.safetensors`,
     /// `tokenizer.json`). `dtype` converts safetensors weights (f32, f16, bf16); a GGUF keeps
-    /// its own quantization.
-    pub fn load(path: impl AsRef<Path>, device: &Device, dtype: Option<DType>) -> Result<Self> {
+    /// its own quantization. `threads` sizes the CPU kernels' thread pool (0: one per core).
+    pub fn load(
+        path: impl AsRef<Path>,
+        device: &Device,
+        dtype: Option<DType>,
+        threads: usize,
+    ) -> Result<Self> {
         let path = path.as_ref();
         let t0 = Instant::now();
         if path.is_dir() {
-            Self::load_hf_dir(path, device, dtype, t0)
+            Self::load_hf_dir(path, device, dtype, t0, threads)
         } else if path.exists() {
             if dtype.is_some() {
                 return Err(Error::invalid(
                     "dtype applies to safetensors weights; a GGUF file keeps its own quantization",
                 ));
             }
-            Self::load_gguf(path, device, t0)
+            Self::load_gguf(path, device, t0, threads)
         } else {
             Err(Error::ModelNotFound(path.to_path_buf()))
         }
@@ -93,7 +101,7 @@ impl Model {
             LogitsFor::Last => 1,
             LogitsFor::All => tokens.len(),
         };
-        Ok((logits.flatten_all()?.to_vec1::<f32>()?, rows))
+        Ok((logits, rows))
     }
 
     /// The attention weights of one fresh forward pass over `tokens`:
@@ -132,16 +140,22 @@ impl Model {
         Ok(Tensor::stack(&picked, 0)?)
     }
 
-    fn load_gguf(path: &Path, device: &Device, t0: Instant) -> Result<Self> {
+    fn load_gguf(path: &Path, device: &Device, t0: Instant, threads: usize) -> Result<Self> {
         let file = gguf::GgufFile::open(path)?;
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
         let mut weights = weights::Weights::gguf(file, device);
-        let llama = Llama::load(cfg, &mut weights, device)?;
+        let llama = Llama::load(cfg, &mut weights, device, threads)?;
         Self::finish(llama, tokenizer, &weights, device, t0)
     }
 
-    fn load_hf_dir(dir: &Path, device: &Device, dtype: Option<DType>, t0: Instant) -> Result<Self> {
+    fn load_hf_dir(
+        dir: &Path,
+        device: &Device,
+        dtype: Option<DType>,
+        t0: Instant,
+        threads: usize,
+    ) -> Result<Self> {
         let read = |name: &str| -> Result<Option<String>> {
             let p = dir.join(name);
             match std::fs::read_to_string(&p) {
@@ -167,7 +181,7 @@ impl Model {
         }
         let dir_weights = weights::SafetensorsDir::open(dir, dtype)?;
         let mut weights = weights::Weights::safetensors(dir_weights, device);
-        let llama = Llama::load(cfg, &mut weights, device)?;
+        let llama = Llama::load(cfg, &mut weights, device, threads)?;
         Self::finish(llama, tokenizer, &weights, device, t0)
     }
 

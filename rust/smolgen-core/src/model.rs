@@ -1,20 +1,21 @@
-//! The Llama decoder, as SmolLM2 uses it.
+//! The Llama decoder, as SmolLM2 uses it, behind one interface for two engines.
 //!
 //! Paper: Touvron et al., "LLaMA: Open and Efficient Foundation Language Models" (2023), with
 //! grouped-query attention (Ainslie et al., 2023). Reference implementation: Hugging Face
 //! `transformers/models/llama/modeling_llama.py`; llama.cpp's `llm_build_llama` for GGUF.
 //!
-//! Each block: `x += o(attn(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))`, then
-//! `x += down(silu(gate(norm(x))) * up(norm(x)))`. Every matrix is a [`Linear`] over a candle
-//! `QMatMul`, quantized (GGUF) or plain (safetensors).
+//! * [`CpuLlama`]: our own kernels on the memory-mapped GGUF, for a GGUF on the CPU whose
+//!   matrices are all Q4_1 / Q8_0 (SmolLM2's published quantizations among them).
+//! * [`CandleLlama`]: candle, for everything else (safetensors, other quantizations, CUDA, Metal).
 
 use candle_core::{Device, Tensor};
 
-use crate::attention::{causal_attention, CachedKv, Heads};
-use crate::config::{Config, RopeLayout};
+use crate::candle_llama::CandleLlama;
+use crate::config::Config;
+use crate::cpu_llama::{CpuLlama, SeqStep};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::weights::{Embedding, Linear, Weights};
+use crate::weights::Weights;
 
 /// Which positions of a forward pass get next-token logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,77 +25,54 @@ pub enum LogitsFor {
     All,
 }
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-}
-
-struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-}
-
-struct Block {
-    attn_norm: Tensor,
-    attn: Attention,
-    ffn_norm: Tensor,
-    mlp: Mlp,
+enum Engine {
+    Cpu(Box<CpuLlama>),
+    Candle(CandleLlama),
 }
 
 pub struct Llama {
     pub cfg: Config,
-    embedding: Embedding,
-    blocks: Vec<Block>,
-    norm: Tensor,
-    lm_head: Linear,
     pub tied_embeddings: bool,
-    /// `[head_dim / 2]` rotary frequencies.
-    inv_freq: Vec<f32>,
+    engine: Engine,
     device: Device,
 }
 
+/// One sequence of a batched [`Llama::forward_batch`].
+pub struct BatchItem<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub which: LogitsFor,
+}
+
 impl Llama {
-    pub fn load(cfg: Config, weights: &mut Weights, device: &Device) -> Result<Self> {
-        let (h, kv, hd) = (cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim);
-        let q_out = cfg.num_heads * hd;
-        let embedding = weights.embedding("token_embd.weight", (cfg.vocab_size, h))?;
-        let mut blocks = Vec::with_capacity(cfg.num_layers);
-        for i in 0..cfg.num_layers {
-            let name = |part: &str| format!("blk.{i}.{part}.weight");
-            blocks.push(Block {
-                attn_norm: weights.vector(&name("attn_norm"), h)?,
-                attn: Attention {
-                    q: weights.linear(&name("attn_q"), (q_out, h))?,
-                    k: weights.linear(&name("attn_k"), (kv * hd, h))?,
-                    v: weights.linear(&name("attn_v"), (kv * hd, h))?,
-                    o: weights.linear(&name("attn_output"), (h, q_out))?,
-                },
-                ffn_norm: weights.vector(&name("ffn_norm"), h)?,
-                mlp: Mlp {
-                    gate: weights.linear(&name("ffn_gate"), (cfg.intermediate_size, h))?,
-                    up: weights.linear(&name("ffn_up"), (cfg.intermediate_size, h))?,
-                    down: weights.linear(&name("ffn_down"), (h, cfg.intermediate_size))?,
-                },
-            });
-        }
-        let norm = weights.vector("output_norm.weight", h)?;
-        let (lm_head, tied_embeddings) =
-            weights.output("output.weight", (cfg.vocab_size, h), &embedding)?;
-        let half = cfg.head_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
-            .collect();
+    /// Our kernels when the weights are a GGUF of types they cover and the device is the CPU;
+    /// candle otherwise. `threads` sizes our kernels' pool (0: one per core).
+    pub fn load(
+        cfg: Config,
+        weights: &mut Weights,
+        device: &Device,
+        threads: usize,
+    ) -> Result<Self> {
+        // `SMOLGEN_ENGINE=candle` keeps candle even where our kernels apply (to compare them).
+        let candle_forced = std::env::var("SMOLGEN_ENGINE").is_ok_and(|v| v.trim() == "candle");
+        let ours = device.is_cpu()
+            && !candle_forced
+            && weights
+                .gguf_file()
+                .is_some_and(|file| CpuLlama::supports(file, &cfg));
+        let engine = if ours {
+            Engine::Cpu(Box::new(CpuLlama::load(cfg.clone(), weights, threads)?))
+        } else {
+            Engine::Candle(CandleLlama::load(cfg.clone(), weights, device)?)
+        };
+        let tied_embeddings = match &engine {
+            Engine::Cpu(m) => m.tied_embeddings,
+            Engine::Candle(m) => m.tied_embeddings,
+        };
         Ok(Llama {
             cfg,
-            embedding,
-            blocks,
-            norm,
-            lm_head,
             tied_embeddings,
-            inv_freq,
+            engine,
             device: device.clone(),
         })
     }
@@ -103,13 +81,34 @@ impl Llama {
         &self.device
     }
 
+    /// `"avx512vnni"`, `"avx2+fma"`, `"neon"` or `"scalar"` for our kernels; `"candle"`.
+    pub fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            Engine::Cpu(m) => m.kernels().name(),
+            Engine::Candle(_) => "candle",
+        }
+    }
+
+    /// Threads our kernels run on; `None` under candle (its own pool).
+    pub fn threads(&self) -> Option<usize> {
+        match &self.engine {
+            Engine::Cpu(m) => Some(m.threads()),
+            Engine::Candle(_) => None,
+        }
+    }
+
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.cfg.num_layers, self.cfg.context_length)
     }
 
     /// Runs `tokens` through the model after what `cache` already holds, appending their keys
-    /// and values. Returns logits `[vocab]` (`LogitsFor::Last`) or `[tokens, vocab]`, in f32.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, which: LogitsFor) -> Result<Tensor> {
+    /// and values. Returns logits `[vocab]` (`LogitsFor::Last`) or `[tokens, vocab]` row-major.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: LogitsFor,
+    ) -> Result<Vec<f32>> {
         self.forward_inspect(tokens, cache, which, None)
     }
 
@@ -121,8 +120,54 @@ impl Llama {
         tokens: &[u32],
         cache: &mut KvCache,
         which: LogitsFor,
-        mut attention: Option<(&[usize], &mut Vec<Tensor>)>,
-    ) -> Result<Tensor> {
+        attention: Option<(&[usize], &mut Vec<Tensor>)>,
+    ) -> Result<Vec<f32>> {
+        self.check_step(tokens, cache)?;
+        match &self.engine {
+            Engine::Cpu(m) => {
+                let mut seqs = [SeqStep {
+                    tokens,
+                    cache,
+                    which,
+                }];
+                let mut out = m.forward(&mut seqs, attention)?;
+                Ok(out.pop().unwrap_or_default())
+            }
+            Engine::Candle(m) => Ok(m
+                .forward(tokens, cache, which, attention)?
+                .flatten_all()?
+                .to_vec1::<f32>()?),
+        }
+    }
+
+    /// Several sequences' next tokens in one pass over the weights (each with its own cache):
+    /// the decode steps of concurrent requests cost about one step's weight traffic. Returns
+    /// each sequence's logits as [`Llama::forward`] would. Under candle the sequences run one
+    /// after another.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+        for item in items.iter() {
+            self.check_step(item.tokens, item.cache)?;
+        }
+        match &self.engine {
+            Engine::Cpu(m) => {
+                let mut seqs: Vec<SeqStep<'_>> = items
+                    .iter_mut()
+                    .map(|it| SeqStep {
+                        tokens: it.tokens,
+                        cache: &mut *it.cache,
+                        which: it.which,
+                    })
+                    .collect();
+                m.forward(&mut seqs, None)
+            }
+            Engine::Candle(_) => items
+                .iter_mut()
+                .map(|it| self.forward(it.tokens, it.cache, it.which))
+                .collect(),
+        }
+    }
+
+    fn check_step(&self, tokens: &[u32], cache: &KvCache) -> Result<()> {
         let t = tokens.len();
         let pos = cache.len();
         if t == 0 {
@@ -136,59 +181,14 @@ impl Llama {
                 max_new_tokens: 0,
             });
         }
-        if let Some(&bad) = tokens
-            .iter()
-            .find(|&&id| id as usize >= self.cfg.vocab_size)
-        {
+        if cache.num_layers() != self.cfg.num_layers {
             return Err(Error::invalid(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                self.cfg.vocab_size
+                "a KV cache for {} layers, the model has {}",
+                cache.num_layers(),
+                self.cfg.num_layers
             )));
         }
-        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?; // [1, t]
-        let mut x = self.embedding.forward(&ids)?; // [1, t, hidden]
-        let (cos, sin) = self.rotary_tables(pos, t)?;
-        // The CPU path attends row by row and needs no mask.
-        let mask = if t > 1 && !self.device.is_cpu() {
-            Some(causal_mask(t, pos, &self.device)?)
-        } else {
-            None // one query attends to everything cached: nothing to mask
-        };
-        for (layer, block) in self.blocks.iter().enumerate() {
-            let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_norm_eps)?;
-            let keep = match &mut attention {
-                Some((layers, out)) if layers.contains(&layer) => Some(&mut **out),
-                _ => None,
-            };
-            let h = self.attention(
-                &block.attn,
-                &h,
-                layer,
-                cache,
-                (&cos, &sin),
-                mask.as_ref(),
-                keep,
-            )?;
-            x = (x + h)?;
-            let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_norm_eps)?;
-            let gate = candle_nn::ops::silu(&block.mlp.gate.forward(&h)?)?;
-            let h = block
-                .mlp
-                .down
-                .forward(&(gate * block.mlp.up.forward(&h)?)?)?;
-            x = (x + h)?;
-        }
-        cache.advance(t);
-        let x = match which {
-            LogitsFor::Last => x.narrow(1, t - 1, 1)?, // the LM head for one position only
-            LogitsFor::All => x,
-        };
-        let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?;
-        let logits = self.lm_head.forward(&x)?.squeeze(0)?; // [t or 1, vocab]
-        Ok(match which {
-            LogitsFor::Last => logits.squeeze(0)?,
-            LogitsFor::All => logits,
-        })
+        self.check_token_ids(tokens)
     }
 
     pub fn check_token_ids(&self, tokens: &[u32]) -> Result<()> {
@@ -203,126 +203,4 @@ impl Llama {
             None => Ok(()),
         }
     }
-
-    /// cos and sin of every (position, frequency) pair for positions `pos..pos + t`: `[t, hd/2]`.
-    fn rotary_tables(&self, pos: usize, t: usize) -> Result<(Tensor, Tensor)> {
-        let angles: Vec<f32> = (pos..pos + t)
-            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
-            .collect();
-        let angles = Tensor::from_vec(angles, (t, self.inv_freq.len()), &self.device)?;
-        Ok((angles.cos()?, angles.sin()?))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        attn: &Attention,
-        x: &Tensor,
-        layer: usize,
-        cache: &mut KvCache,
-        (cos, sin): (&Tensor, &Tensor),
-        mask: Option<&Tensor>,
-        keep_weights: Option<&mut Vec<Tensor>>,
-    ) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
-        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
-            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) // [b, n, t, hd]
-        };
-        let q = heads(attn.q.forward(x)?, nh)?;
-        let k = heads(attn.k.forward(x)?, nkv)?;
-        let v = heads(attn.v.forward(x)?, nkv)?;
-        let (q, k) = match self.cfg.rope_layout {
-            RopeLayout::Interleaved => (
-                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
-            ),
-            RopeLayout::HalfSplit => (
-                candle_nn::rotary_emb::rope(&q, cos, sin)?,
-                candle_nn::rotary_emb::rope(&k, cos, sin)?,
-            ),
-        };
-        let (k, v) = cache.append(layer, &k, &v)?; // [b, nkv, T, hd]
-        let total = k.dim(2)?;
-        let y = if self.device.is_cpu() && b == 1 {
-            let pos = total - t;
-            let (kb, vb) = cache
-                .buffers(layer)
-                .ok_or_else(|| candle_core::Error::Msg("KV buffers missing after append".into()))?;
-            let capacity = kb.dim(2)?;
-            let q = q.flatten_all()?.to_vec1::<f32>()?;
-            let heads = Heads {
-                query: nh,
-                kv: nkv,
-                dim: hd,
-            };
-            let (y, probs) = with_f32_slices(kb, vb, |ks, vs| {
-                let kv = CachedKv {
-                    keys: ks,
-                    values: vs,
-                    capacity,
-                };
-                causal_attention(&q, kv, pos, t, heads, keep_weights.is_some())
-            })?;
-            if let (Some(out), Some(probs)) = (keep_weights, probs) {
-                out.push(Tensor::from_vec(probs, (nh, t, total), &self.device)?);
-            }
-            Tensor::from_vec(y, (b, t, nh * hd), &self.device)?
-        } else {
-            // Grouped-query attention without copying K/V per query head: fold the query heads
-            // that share a KV head into the row dimension.
-            let rep = nh / nkv;
-            let q = q.reshape((b, nkv, rep * t, hd))?;
-            let scale = 1.0 / (hd as f64).sqrt();
-            let scores = (q.matmul(&k.t()?)? * scale)?; // [b, nkv, rep * t, T]
-            let scores = match mask {
-                Some(m) => scores
-                    .reshape((b, nkv, rep, t, total))?
-                    .broadcast_add(m)?
-                    .reshape((b, nkv, rep * t, total))?,
-                None => scores,
-            };
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-            if let Some(out) = keep_weights {
-                // Rows are (KV head, query head in its group, query); fold back to query heads.
-                out.push(probs.reshape((nh, t, total))?);
-            }
-            let y = probs.matmul(&v.contiguous()?)?; // [b, nkv, rep * t, hd]
-            y.reshape((b, nh, t, hd))?
-                .transpose(1, 2)?
-                .reshape((b, t, nh * hd))?
-        };
-        attn.o.forward(&y)
-    }
-}
-
-/// Runs `f` on the f32 contents of two CPU tensors, read in place.
-fn with_f32_slices<R>(a: &Tensor, b: &Tensor, f: impl FnOnce(&[f32], &[f32]) -> R) -> Result<R> {
-    let (sa, la) = a.storage_and_layout();
-    let (sb, lb) = b.storage_and_layout();
-    match (&*sa, &*sb) {
-        (candle_core::Storage::Cpu(ca), candle_core::Storage::Cpu(cb)) => {
-            let xa = &ca.as_slice::<f32>()?[la.start_offset()..][..a.elem_count()];
-            let xb = &cb.as_slice::<f32>()?[lb.start_offset()..][..b.elem_count()];
-            Ok(f(xa, xb))
-        }
-        _ => Err(candle_core::Error::Msg("expected CPU tensors".into()).into()),
-    }
-}
-
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    Ok(candle_nn::ops::rms_norm(
-        &x.contiguous()?,
-        weight,
-        eps as f32,
-    )?)
-}
-
-/// `[t, pos + t]`: query i (at absolute position pos + i) may see keys 0..=pos + i.
-fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
-    let total = pos + t;
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (t, total), device)?)
 }

@@ -11,7 +11,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgufFile, TensorInfo};
 
 /// A linear layer without bias: `y = x W^T`, whatever W is stored as.
 #[derive(Debug, Clone)]
@@ -84,14 +84,14 @@ pub struct Weights {
 }
 
 enum Source {
-    Gguf(GgufFile),
+    Gguf(Arc<GgufFile>),
     Safetensors(SafetensorsDir),
 }
 
 impl Weights {
     pub fn gguf(file: GgufFile, device: &Device) -> Self {
         Weights {
-            source: Source::Gguf(file),
+            source: Source::Gguf(Arc::new(file)),
             device: device.clone(),
             loaded: BTreeMap::new(),
         }
@@ -145,6 +145,36 @@ impl Weights {
             ));
         }
         Ok(())
+    }
+
+    /// The GGUF file behind these weights, for readers of raw tensor bytes.
+    pub fn gguf_file(&self) -> Option<&Arc<GgufFile>> {
+        match &self.source {
+            Source::Gguf(g) => Some(g),
+            Source::Safetensors(_) => None,
+        }
+    }
+
+    /// Where a GGUF tensor of shape `shape` lies in the file, recorded as loaded without
+    /// copying anything (for kernels that read the mapped file in place).
+    pub fn gguf_tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorInfo> {
+        let info = match &self.source {
+            Source::Gguf(g) => g
+                .tensor_info(name)
+                .cloned()
+                .ok_or_else(|| g.malformed(format!("missing tensor `{name}`")))?,
+            Source::Safetensors(_) => {
+                return Err(Error::invalid("raw tensor bytes exist only in a GGUF file"))
+            }
+        };
+        self.check_shape(name, &info.shape, shape)?;
+        let (dtype, elements, bytes) = (
+            format!("{:?}", info.dtype),
+            info.elem_count(),
+            info.size_in_bytes,
+        );
+        self.record(name, dtype, elements, bytes);
+        Ok(info)
     }
 
     /// A matrix of shape `[out, in]`.

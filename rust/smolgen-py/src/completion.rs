@@ -378,25 +378,7 @@ impl CompletionStream {
             return Ok(None);
         };
         let step = py.detach(|| generation.step()).map_err(to_py)?;
-        match step {
-            Some(chunk) => {
-                if chunk.finish_reason.is_some() {
-                    self.finalize(py)?;
-                }
-                let logprob = chunk
-                    .logprob
-                    .as_ref()
-                    .map(|lp| TokenLogprob::new(py, &self.tokenizer, lp))
-                    .transpose()?;
-                Ok(Some(Chunk {
-                    text: chunk.text,
-                    token_id: chunk.token_id,
-                    finish_reason: chunk.finish_reason.map(|f| f.as_str()),
-                    logprob,
-                }))
-            }
-            None => Ok(None),
-        }
+        self.deliver(py, step)
     }
 
     /// Stops generating (a client went away): no further step runs, and the keys and values
@@ -423,6 +405,31 @@ impl CompletionStream {
 }
 
 impl CompletionStream {
+    /// A core step's result as Python sees it; the completion is filled in at the end.
+    fn deliver(
+        &mut self,
+        py: Python<'_>,
+        step: Option<generation::Chunk>,
+    ) -> PyResult<Option<Chunk>> {
+        let Some(chunk) = step else {
+            return Ok(None);
+        };
+        if chunk.finish_reason.is_some() {
+            self.finalize(py)?;
+        }
+        let logprob = chunk
+            .logprob
+            .as_ref()
+            .map(|lp| TokenLogprob::new(py, &self.tokenizer, lp))
+            .transpose()?;
+        Ok(Some(Chunk {
+            text: chunk.text,
+            token_id: chunk.token_id,
+            finish_reason: chunk.finish_reason.map(|f| f.as_str()),
+            logprob,
+        }))
+    }
+
     fn finalize(&mut self, py: Python<'_>) -> PyResult<()> {
         let Some(generation) = self.generation.as_ref() else {
             return Ok(());
@@ -431,4 +438,44 @@ impl CompletionStream {
         self.completion = Some(Py::new(py, c)?);
         Ok(())
     }
+}
+
+/// One step of each stream, their forward passes batched into one pass over the weights (the
+/// streams must come from the same model). Returns, per stream, its next `Chunk`, `None` when it
+/// had already finished, or the exception its step raised.
+#[pyfunction]
+pub fn step_streams<'py>(
+    py: Python<'py>,
+    streams: Vec<Bound<'py, CompletionStream>>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let mut borrowed: Vec<PyRefMut<'py, CompletionStream>> = streams
+        .iter()
+        .map(|s| s.try_borrow_mut().map_err(PyErr::from))
+        .collect::<PyResult<_>>()?;
+    let results = {
+        let mut gens: Vec<&mut Generation> = borrowed
+            .iter_mut()
+            .filter_map(|s| s.generation.as_mut())
+            .collect();
+        py.detach(|| Generation::step_many(&mut gens))
+    };
+    let mut results = results.into_iter();
+    let mut out = Vec::with_capacity(borrowed.len());
+    for stream in borrowed.iter_mut() {
+        let item = if stream.generation.is_none() {
+            py.None().into_bound(py)
+        } else {
+            match results.next() {
+                Some(Ok(step)) => match stream.deliver(py, step) {
+                    Ok(Some(chunk)) => Bound::new(py, chunk)?.into_any(),
+                    Ok(None) => py.None().into_bound(py),
+                    Err(e) => e.into_value(py).into_bound(py).into_any(),
+                },
+                Some(Err(e)) => to_py(e).into_value(py).into_bound(py).into_any(),
+                None => py.None().into_bound(py),
+            }
+        };
+        out.push(item);
+    }
+    Ok(out)
 }

@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 mod completion;
 mod errors;
+mod machine;
 mod model;
 mod sampler;
 mod tokenizer;
@@ -21,5 +22,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<completion::Timings>()?;
     m.add_class::<completion::TokenLogprob>()?;
     sampler::register(m)?;
+    machine::register(m)?;
+    m.add_function(wrap_pyfunction!(completion::step_streams, m)?)?;
     Ok(())
 }

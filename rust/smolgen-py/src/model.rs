@@ -46,22 +46,27 @@ impl Model {
     /// Loads a `.gguf` file or a Hugging Face directory. `device`: `cpu`, `cuda[:N]` or `metal`.
     /// `dtype` (`f32`, `f16`, `bf16`) converts safetensors weights. `prefix_cache_bytes` bounds
     /// the keys and values kept from finished requests for reuse (0 disables the prefix cache).
+    /// `threads` sizes the CPU kernels' thread pool (default: one per core).
     #[staticmethod]
-    #[pyo3(signature = (path, device = "cpu", dtype = None, prefix_cache_bytes = None))]
+    #[pyo3(signature = (path, device = "cpu", dtype = None, prefix_cache_bytes = None, threads = None))]
     fn load(
         py: Python<'_>,
         path: PathBuf,
         device: &str,
         dtype: Option<&str>,
         prefix_cache_bytes: Option<usize>,
+        threads: Option<usize>,
     ) -> PyResult<Self> {
+        if threads == Some(0) {
+            return Err(invalid("threads must be at least 1"));
+        }
         let device = smolgen_core::parse_device(device).map_err(to_py)?;
         let dtype = dtype
             .map(smolgen_core::parse_dtype)
             .transpose()
             .map_err(to_py)?;
         let model = py
-            .detach(|| smolgen_core::Model::load(&path, &device, dtype))
+            .detach(|| smolgen_core::Model::load(&path, &device, dtype, threads.unwrap_or(0)))
             .map_err(to_py)?;
         if let Some(bytes) = prefix_cache_bytes {
             model.prefix_cache().set_capacity_bytes(bytes);
@@ -122,6 +127,8 @@ impl Model {
         d.set_item("kv_bytes_per_token", i.kv_bytes_per_token)?;
         d.set_item("device", &i.device)?;
         d.set_item("load_seconds", i.load_seconds)?;
+        d.set_item("engine", &i.engine)?;
+        d.set_item("threads", i.threads)?;
         Ok(d)
     }
 

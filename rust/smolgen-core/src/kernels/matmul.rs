@@ -95,19 +95,41 @@ impl Prepared {
         self.cx[c * self.lines_per_row()..].as_ptr().cast()
     }
 
-    fn alloc(m: usize, nb: usize) -> Prepared {
-        let nbp = nb + nb % 2;
+    /// An empty layout whose buffers grow to the largest activation seen and are then reused.
+    pub(crate) fn empty() -> Prepared {
         Prepared {
-            m,
-            nb,
-            nbp,
-            qs: vec![ZERO_LINE; m * nbp / 2],
-            d: vec![0.0; m * nbp],
+            m: 0,
+            nb: 0,
+            nbp: 0,
+            qs: Vec::new(),
+            d: Vec::new(),
             s: Vec::new(),
             dx: Vec::new(),
             sx: Vec::new(),
             cx: Vec::new(),
         }
+    }
+
+    /// Sizes the buffers for `m` rows of `nb` blocks, zeroed (the padding block must be zero).
+    fn reset(&mut self, m: usize, nb: usize, layout: Layout, q8_1: bool) {
+        let nbp = nb + nb % 2;
+        (self.m, self.nb, self.nbp) = (m, nb, nbp);
+        let lines = m * nbp / 2;
+        let refill = |v: &mut Vec<Line>, n: usize| {
+            v.clear();
+            v.resize(n, ZERO_LINE);
+        };
+        refill(&mut self.qs, lines);
+        self.d.clear();
+        self.d.resize(m * nbp, 0.0);
+        let (pairs_q4, pairs_q8) = (layout == Layout::PairsQ4, layout == Layout::PairsQ8);
+        self.s.clear();
+        if q8_1 && !pairs_q4 {
+            self.s.resize(m * 2 * nbp, 0.0);
+        }
+        refill(&mut self.dx, if pairs_q4 || pairs_q8 { lines } else { 0 });
+        refill(&mut self.sx, if pairs_q4 { lines } else { 0 });
+        refill(&mut self.cx, if pairs_q8 { lines } else { 0 });
     }
 
     fn put_f32(lines: &mut [Line], line: usize, lane: usize, v: f32) {
@@ -116,16 +138,17 @@ impl Prepared {
     }
 
     pub(crate) fn q8_1(a: &[BlockQ8_1], nb: usize, layout: Layout) -> Prepared {
+        let mut p = Prepared::empty();
+        p.fill_q8_1(a, nb, layout);
+        p
+    }
+
+    /// Lays out `a` (whole rows of `nb` blocks) for a Q4_1 kernel, reusing this buffer.
+    pub(crate) fn fill_q8_1(&mut self, a: &[BlockQ8_1], nb: usize, layout: Layout) {
         let m = a.len() / nb;
-        let mut p = Prepared::alloc(m, nb);
+        self.reset(m, nb, layout, true);
+        let p = self;
         let lpr = p.lines_per_row();
-        match layout {
-            Layout::PairsQ4 => {
-                p.dx = vec![ZERO_LINE; m * lpr];
-                p.sx = vec![ZERO_LINE; m * lpr];
-            }
-            _ => p.s = vec![0.0; m * 2 * p.nbp],
-        }
         for c in 0..m {
             for b in 0..nb {
                 let blk = &a[c * nb + b];
@@ -162,12 +185,19 @@ impl Prepared {
                 }
             }
         }
-        p
     }
 
     pub(crate) fn q8_0(a: &[BlockQ8_0], nb: usize, layout: Layout) -> Prepared {
+        let mut p = Prepared::empty();
+        p.fill_q8_0(a, nb, layout);
+        p
+    }
+
+    /// Lays out `a` (whole rows of `nb` blocks) for a Q8_0 kernel, reusing this buffer.
+    pub(crate) fn fill_q8_0(&mut self, a: &[BlockQ8_0], nb: usize, layout: Layout) {
         let m = a.len() / nb;
-        let mut p = Prepared::alloc(m, nb);
+        self.reset(m, nb, layout, false);
+        let p = self;
         let lpr = p.lines_per_row();
         for c in 0..m {
             for b in 0..nb {
@@ -179,8 +209,6 @@ impl Prepared {
             }
         }
         if layout == Layout::PairsQ8 {
-            p.dx = vec![ZERO_LINE; m * lpr];
-            p.cx = vec![ZERO_LINE; m * lpr];
             for c in 0..m {
                 for pair in 0..lpr {
                     let line = c * lpr + pair;
@@ -197,7 +225,6 @@ impl Prepared {
                 }
             }
         }
-        p
     }
 }
 
@@ -502,4 +529,167 @@ impl Kernels {
 #[inline(always)]
 pub(crate) fn f16_to_f32(b: [u8; 2]) -> f32 {
     f16::from_bits(u16::from_le_bytes(b)).to_f32()
+}
+
+/// A quantized weight matrix of any type the kernels cover.
+#[derive(Clone, Copy, Debug)]
+pub enum QWeight<'a> {
+    Q4_1(QMatrix<'a, BlockQ4_1>),
+    Q8_0(QMatrix<'a, BlockQ8_0>),
+}
+
+impl QWeight<'_> {
+    pub fn rows(&self) -> usize {
+        match self {
+            QWeight::Q4_1(w) => w.rows(),
+            QWeight::Q8_0(w) => w.rows(),
+        }
+    }
+    pub fn cols(&self) -> usize {
+        match self {
+            QWeight::Q4_1(w) => w.cols(),
+            QWeight::Q8_0(w) => w.cols(),
+        }
+    }
+    pub fn size_in_bytes(&self) -> usize {
+        match self {
+            QWeight::Q4_1(w) => w.size_in_bytes(),
+            QWeight::Q8_0(w) => w.size_in_bytes(),
+        }
+    }
+}
+
+/// Activation rows quantized once for every weight type that reads them (Q8_1 for Q4_1
+/// weights, Q8_0 for Q8_0 weights), in buffers that grow to the largest input and are reused.
+#[derive(Default)]
+pub struct Activation {
+    m: usize,
+    cols: usize,
+    q8_1: Vec<BlockQ8_1>,
+    q8_0: Vec<BlockQ8_0>,
+    for_q4_1: Option<Prepared>,
+    for_q8_0: Option<Prepared>,
+    ready_q4_1: bool,
+    ready_q8_0: bool,
+}
+
+impl Activation {
+    /// Rows currently held.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+}
+
+/// At most this many matrices share one [`Kernels::matmul_many`] call.
+pub const MAX_SHARED_MATMULS: usize = 4;
+
+impl Kernels {
+    /// Quantizes `x` (`rows x cols` f32, row-major) for Q4_1 weights, Q8_0 weights or both.
+    pub fn quantize_activation(
+        &self,
+        x: &[f32],
+        cols: usize,
+        for_q4_1: bool,
+        for_q8_0: bool,
+        act: &mut Activation,
+    ) -> Result<()> {
+        if cols == 0 || cols % QK != 0 || x.len() % cols != 0 || x.is_empty() {
+            return Err(Error::invalid(format!(
+                "activation: {} values are not whole rows of {cols} (a positive multiple of {QK})",
+                x.len()
+            )));
+        }
+        let (m, nb) = (x.len() / cols, cols / QK);
+        (act.m, act.cols) = (m, cols);
+        act.ready_q4_1 = for_q4_1;
+        act.ready_q8_0 = for_q8_0;
+        if for_q4_1 {
+            act.q8_1.resize(m * nb, BlockQ8_1::default());
+            self.quantize_q8_1(x, &mut act.q8_1)?;
+            act.for_q4_1.get_or_insert_with(Prepared::empty).fill_q8_1(
+                &act.q8_1,
+                nb,
+                self.table.layout_q4_1,
+            );
+        }
+        if for_q8_0 {
+            act.q8_0.resize(m * nb, BlockQ8_0::default());
+            self.quantize_q8_0(x, &mut act.q8_0)?;
+            act.for_q8_0.get_or_insert_with(Prepared::empty).fill_q8_0(
+                &act.q8_0,
+                nb,
+                self.table.layout_q8_0,
+            );
+        }
+        Ok(())
+    }
+
+    /// `out_j = act x W_j^T` for up to [`MAX_SHARED_MATMULS`] matrices with the activation's
+    /// column count, in one pass of the pool: each thread takes its share of every matrix's
+    /// rows, so the matrices cost one synchronisation instead of one each.
+    pub fn matmul_many(
+        &self,
+        pool: &Pool,
+        act: &Activation,
+        jobs: &mut [(QWeight<'_>, &mut [f32])],
+    ) -> Result<()> {
+        if jobs.len() > MAX_SHARED_MATMULS {
+            return Err(Error::invalid(format!(
+                "matmul_many: {} matrices, at most {MAX_SHARED_MATMULS}",
+                jobs.len()
+            )));
+        }
+        type Plan<'p> = (QWeight<'p>, OutPtr, usize);
+        let mut plans: [Option<Plan<'_>>; MAX_SHARED_MATMULS] = [None; MAX_SHARED_MATMULS];
+        let parts = pool.threads().max(1);
+        for (slot, (w, out)) in plans.iter_mut().zip(jobs.iter_mut()) {
+            if w.cols() != act.cols || out.len() != act.m * w.rows() {
+                return Err(Error::invalid(format!(
+                    "matmul_many: a {} x {} matrix against {} rows of {} into {} outputs",
+                    w.rows(),
+                    w.cols(),
+                    act.m,
+                    act.cols,
+                    out.len()
+                )));
+            }
+            let ready = match w {
+                QWeight::Q4_1(_) => act.ready_q4_1,
+                QWeight::Q8_0(_) => act.ready_q8_0,
+            };
+            if !ready {
+                return Err(Error::invalid(
+                    "matmul_many: the activation was not quantized for this weight type",
+                ));
+            }
+            let per = w.rows().div_ceil(ROW_GRAIN).div_ceil(parts) * ROW_GRAIN;
+            let ptr = OutPtr {
+                ptr: out.as_mut_ptr(),
+                ld: w.rows(),
+            };
+            *slot = Some((*w, ptr, per));
+        }
+        let (q4, q8) = (act.for_q4_1.as_ref(), act.for_q8_0.as_ref());
+        pool.run(parts, |i| {
+            for (w, out, per) in plans.iter().flatten() {
+                let n = w.rows();
+                let rows = (i * per).min(n)..((i + 1) * per).min(n);
+                if rows.is_empty() {
+                    continue;
+                }
+                // SAFETY: the table exists only on a CPU with its instruction set; each part's
+                // row range is disjoint from the others' and inside the matrix; every output
+                // holds `m * rows` floats (checked above) and outlives `run`; the activation was
+                // prepared for this table's layouts with the matrix's blocks per row (same cols).
+                unsafe {
+                    match (w, q4, q8) {
+                        (QWeight::Q4_1(w), Some(a), _) => (self.table.gemm_q4_1)(w, a, rows, *out),
+                        (QWeight::Q8_0(w), _, Some(a)) => (self.table.gemm_q8_0)(w, a, rows, *out),
+                        _ => {}
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
 }

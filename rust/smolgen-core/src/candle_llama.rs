@@ -1,0 +1,253 @@
+//! The Llama decoder on candle: any device, any weight type candle reads.
+//!
+//! Each block: `x += o(attn(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))`, then
+//! `x += down(silu(gate(norm(x))) * up(norm(x)))`. Every matrix is a [`Linear`] over a candle
+//! `QMatMul`, quantized (GGUF) or plain (safetensors). On the CPU, attention is our own
+//! row-wise loop over the KV cache ([`crate::attention`]).
+
+use candle_core::{Device, Tensor};
+
+use crate::attention::{causal_attention, Heads};
+use crate::config::{Config, RopeLayout};
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::model::LogitsFor;
+use crate::weights::{Embedding, Linear, Weights};
+
+struct Attention {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+}
+
+struct Mlp {
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+struct Block {
+    attn_norm: Tensor,
+    attn: Attention,
+    ffn_norm: Tensor,
+    mlp: Mlp,
+}
+
+pub struct CandleLlama {
+    cfg: Config,
+    embedding: Embedding,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Linear,
+    pub tied_embeddings: bool,
+    /// `[head_dim / 2]` rotary frequencies.
+    inv_freq: Vec<f32>,
+    device: Device,
+}
+
+impl CandleLlama {
+    pub fn load(cfg: Config, weights: &mut Weights, device: &Device) -> Result<Self> {
+        let (h, kv, hd) = (cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim);
+        let q_out = cfg.num_heads * hd;
+        let embedding = weights.embedding("token_embd.weight", (cfg.vocab_size, h))?;
+        let mut blocks = Vec::with_capacity(cfg.num_layers);
+        for i in 0..cfg.num_layers {
+            let name = |part: &str| format!("blk.{i}.{part}.weight");
+            blocks.push(Block {
+                attn_norm: weights.vector(&name("attn_norm"), h)?,
+                attn: Attention {
+                    q: weights.linear(&name("attn_q"), (q_out, h))?,
+                    k: weights.linear(&name("attn_k"), (kv * hd, h))?,
+                    v: weights.linear(&name("attn_v"), (kv * hd, h))?,
+                    o: weights.linear(&name("attn_output"), (h, q_out))?,
+                },
+                ffn_norm: weights.vector(&name("ffn_norm"), h)?,
+                mlp: Mlp {
+                    gate: weights.linear(&name("ffn_gate"), (cfg.intermediate_size, h))?,
+                    up: weights.linear(&name("ffn_up"), (cfg.intermediate_size, h))?,
+                    down: weights.linear(&name("ffn_down"), (h, cfg.intermediate_size))?,
+                },
+            });
+        }
+        let norm = weights.vector("output_norm.weight", h)?;
+        let (lm_head, tied_embeddings) =
+            weights.output("output.weight", (cfg.vocab_size, h), &embedding)?;
+        let half = cfg.head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
+            .collect();
+        Ok(CandleLlama {
+            cfg,
+            embedding,
+            blocks,
+            norm,
+            lm_head,
+            tied_embeddings,
+            inv_freq,
+            device: device.clone(),
+        })
+    }
+
+    /// Runs `tokens` (checked by the caller) after what `cache` holds, appending their keys and
+    /// values; returns logits `[vocab]` or `[tokens, vocab]`. Keeps the attention weights of
+    /// the listed layers, each `[heads, tokens, cached + tokens]`, in layer order.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        which: LogitsFor,
+        mut attention: Option<(&[usize], &mut Vec<Tensor>)>,
+    ) -> Result<Tensor> {
+        let t = tokens.len();
+        let pos = cache.len();
+        let ids = Tensor::new(tokens, &self.device)?.unsqueeze(0)?; // [1, t]
+        let mut x = self.embedding.forward(&ids)?; // [1, t, hidden]
+        let (cos, sin) = self.rotary_tables(pos, t)?;
+        // The CPU path attends row by row and needs no mask.
+        let mask = if t > 1 && !self.device.is_cpu() {
+            Some(causal_mask(t, pos, &self.device)?)
+        } else {
+            None // one query attends to everything cached: nothing to mask
+        };
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let h = rms_norm(&x, &block.attn_norm, self.cfg.rms_norm_eps)?;
+            let keep = match &mut attention {
+                Some((layers, out)) if layers.contains(&layer) => Some(&mut **out),
+                _ => None,
+            };
+            let h = self.attention(
+                &block.attn,
+                &h,
+                layer,
+                cache,
+                (&cos, &sin),
+                mask.as_ref(),
+                keep,
+            )?;
+            x = (x + h)?;
+            let h = rms_norm(&x, &block.ffn_norm, self.cfg.rms_norm_eps)?;
+            let gate = candle_nn::ops::silu(&block.mlp.gate.forward(&h)?)?;
+            let h = block
+                .mlp
+                .down
+                .forward(&(gate * block.mlp.up.forward(&h)?)?)?;
+            x = (x + h)?;
+        }
+        cache.advance(t);
+        let x = match which {
+            LogitsFor::Last => x.narrow(1, t - 1, 1)?, // the LM head for one position only
+            LogitsFor::All => x,
+        };
+        let x = rms_norm(&x, &self.norm, self.cfg.rms_norm_eps)?;
+        let logits = self.lm_head.forward(&x)?.squeeze(0)?; // [t or 1, vocab]
+        Ok(match which {
+            LogitsFor::Last => logits.squeeze(0)?,
+            LogitsFor::All => logits,
+        })
+    }
+
+    /// cos and sin of every (position, frequency) pair for positions `pos..pos + t`: `[t, hd/2]`.
+    fn rotary_tables(&self, pos: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        let angles: Vec<f32> = (pos..pos + t)
+            .flat_map(|p| self.inv_freq.iter().map(move |f| p as f32 * f))
+            .collect();
+        let angles = Tensor::from_vec(angles, (t, self.inv_freq.len()), &self.device)?;
+        Ok((angles.cos()?, angles.sin()?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        attn: &Attention,
+        x: &Tensor,
+        layer: usize,
+        cache: &mut KvCache,
+        (cos, sin): (&Tensor, &Tensor),
+        mask: Option<&Tensor>,
+        keep_weights: Option<&mut Vec<Tensor>>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let heads = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()?) // [b, n, t, hd]
+        };
+        let q = heads(attn.q.forward(x)?, nh)?;
+        let k = heads(attn.k.forward(x)?, nkv)?;
+        let v = heads(attn.v.forward(x)?, nkv)?;
+        let (q, k) = match self.cfg.rope_layout {
+            RopeLayout::Interleaved => (
+                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+            ),
+            RopeLayout::HalfSplit => (
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
+            ),
+        };
+        let appended = cache.append(layer, &k, &v)?;
+        let y = if let Some(kv) = cache.host_layer(layer, cache.len() + t) {
+            // CPU: our row-wise attention over the cache, read in place.
+            let pos = cache.len();
+            let q = q
+                .squeeze(0)?
+                .transpose(0, 1)?
+                .flatten_all()?
+                .to_vec1::<f32>()?; // [t, nh*hd]
+            let heads = Heads {
+                query: nh,
+                kv: nkv,
+                dim: hd,
+            };
+            let (y, probs) = causal_attention(&q, kv, pos, t, heads, keep_weights.is_some());
+            if let (Some(out), Some(probs)) = (keep_weights, probs) {
+                out.push(Tensor::from_vec(probs, (nh, t, pos + t), &self.device)?);
+            }
+            Tensor::from_vec(y, (b, t, nh * hd), &self.device)?
+        } else {
+            let (k, v) = appended
+                .ok_or_else(|| Error::invalid("KV cache returned no tensors off the CPU"))?;
+            let total = k.dim(2)?;
+            // Grouped-query attention without copying K/V per query head: fold the query heads
+            // that share a KV head into the row dimension.
+            let rep = nh / nkv;
+            let q = q.reshape((b, nkv, rep * t, hd))?;
+            let scale = 1.0 / (hd as f64).sqrt();
+            let scores = (q.matmul(&k.t()?)? * scale)?; // [b, nkv, rep * t, T]
+            let scores = match mask {
+                Some(m) => scores
+                    .reshape((b, nkv, rep, t, total))?
+                    .broadcast_add(m)?
+                    .reshape((b, nkv, rep * t, total))?,
+                None => scores,
+            };
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+            if let Some(out) = keep_weights {
+                // Rows are (KV head, query head in its group, query); fold back to query heads.
+                out.push(probs.reshape((nh, t, total))?);
+            }
+            let y = probs.matmul(&v.contiguous()?)?; // [b, nkv, rep * t, hd]
+            y.reshape((b, nh, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?
+        };
+        attn.o.forward(&y)
+    }
+}
+
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::rms_norm(
+        &x.contiguous()?,
+        weight,
+        eps as f32,
+    )?)
+}
+
+/// `[t, pos + t]`: query i (at absolute position pos + i) may see keys 0..=pos + i.
+fn causal_mask(t: usize, pos: usize, device: &Device) -> Result<Tensor> {
+    let total = pos + t;
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, total), device)?)
+}

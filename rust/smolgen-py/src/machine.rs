@@ -1,0 +1,43 @@
+//! What this machine offers the kernels: the instruction sets they can use and the memory
+//! read bandwidth that bounds a decode step.
+
+use pyo3::prelude::*;
+
+use crate::errors::to_py;
+
+/// Adds `cpu_features`, `kernel_paths` and `measure_read_bandwidth` to the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(cpu_features, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel_paths, m)?)?;
+    m.add_function(wrap_pyfunction!(measure_read_bandwidth, m)?)?;
+    Ok(())
+}
+
+/// The instruction set the CPU kernels run here: `avx512vnni`, `avx2+fma`, `neon` or `scalar`
+/// (`SMOLGEN_KERNELS` forces one this CPU has).
+#[pyfunction]
+fn cpu_features() -> &'static str {
+    smolgen_core::kernels::cpu_features()
+}
+
+/// Every kernel path this CPU can run, scalar first.
+#[pyfunction]
+fn kernel_paths() -> Vec<&'static str> {
+    smolgen_core::kernels::available_isas()
+        .into_iter()
+        .map(|i| i.name())
+        .collect()
+}
+
+/// Best-of-`repeats` read bandwidth in GB/s of `threads` threads reading a `megabytes` buffer.
+#[pyfunction]
+#[pyo3(signature = (threads, megabytes = 256, repeats = 5))]
+fn measure_read_bandwidth(
+    py: Python<'_>,
+    threads: usize,
+    megabytes: usize,
+    repeats: usize,
+) -> PyResult<f64> {
+    py.detach(|| smolgen_core::bandwidth::measure_read_bandwidth(threads, megabytes, repeats))
+        .map_err(to_py)
+}

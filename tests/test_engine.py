@@ -1,0 +1,131 @@
+"""The CPU engine: which engine runs a model, threads, batched steps of several generations."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import smolgen
+import tiny_llama
+from smolgen import _core
+
+PROMPTS = ["The theory of relativity", "Once upon a time", "def fib(n):", "Water boils at"]
+
+
+def test_quantized_gguf_runs_on_our_kernels_and_the_rest_on_candle(tmp_path, tiny_weights):
+    kernels = _core.cpu_features()
+    assert kernels in _core.kernel_paths()
+    for qtype, engine in [("Q4_1", kernels), ("Q8_0", kernels), ("F32", "candle")]:
+        path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
+        info = smolgen.load(path, threads=2).info
+        assert info["engine"] == engine, qtype
+        assert info["threads"] == (2 if engine != "candle" else None)
+
+
+def test_our_kernels_agree_with_candle_on_the_real_model(smollm2_gguf, tmp_path):
+    """The same file through candle (forced) and through our kernels: the same greedy start and
+    top-5, log-probabilities within this model's 8-bit-activation noise."""
+    code = (
+        "import sys, numpy as np, smolgen\n"
+        "m = smolgen.load(sys.argv[1], threads=2)\n"
+        "np.save(sys.argv[2], m._inner.logits(m.tokenize('The theory of relativity'), 'all'))\n"
+        "print(m.info['engine'])\n"
+    )
+    rows = {}
+    for engine in ["candle", "ours"]:
+        env = {**os.environ, "SMOLGEN_ENGINE": engine}
+        out = tmp_path / f"{engine}.npy"
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(smollm2_gguf), out],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert (run.stdout.strip() == "candle") == (engine == "candle")
+        rows[engine] = np.load(out).astype(np.float64)
+    a, b = (x - np.log(np.exp(x).sum(-1, keepdims=True)) for x in rows.values())
+    for ra, rb in zip(a, b, strict=True):
+        top = np.argsort(-ra)[:5]
+        assert rb.argmax() == ra.argmax()
+        assert len(set(np.argsort(-rb)[:5]) & set(top)) >= 4
+        np.testing.assert_allclose(rb[top], ra[top], atol=0.5)
+
+
+def test_logits_do_not_depend_on_the_thread_count(smollm2_gguf):
+    ids = smolgen.load(smollm2_gguf).tokenize("Thread counts change nothing")
+    one = smolgen.load(smollm2_gguf, threads=1)._inner.logits(ids, "all")
+    two = smolgen.load(smollm2_gguf, threads=2)._inner.logits(ids, "all")
+    three = smolgen.load(smollm2_gguf, threads=3)._inner.logits(ids, "all")
+    assert np.array_equal(one, two) and np.array_equal(two, three)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+def test_bad_thread_counts_are_invalid(tiny_gguf, threads):
+    with pytest.raises(smolgen.InvalidArgumentError):
+        smolgen.load(tiny_gguf, threads=threads)
+
+
+def test_batched_steps_give_each_stream_its_lone_tokens(smollm2):
+    """Greedy, seeded sampling, a stop string and log-probs, stepped together: every stream gets
+    exactly what it gets alone, finished streams give None, and the usage is its own."""
+    settings = [
+        {"temperature": 0},
+        {"temperature": 0.9, "top_p": 0.9, "seed": 7},
+        {"temperature": 0, "stop": [" the"]},
+        {"temperature": 0.7, "top_k": 20, "seed": 3, "logprobs": 2},
+    ]
+    alone = [
+        smollm2.generate(p, max_tokens=40, **s) for p, s in zip(PROMPTS, settings, strict=True)
+    ]
+    streams = [
+        smollm2.generate(p, max_tokens=40, stream=True, **s)
+        for p, s in zip(PROMPTS, settings, strict=True)
+    ]
+    got: list[list[int]] = [[] for _ in streams]
+    finished_seen = False
+    while True:
+        out = smolgen.step_streams(streams)
+        if all(o is None for o in out):
+            break
+        for i, o in enumerate(out):
+            assert not isinstance(o, Exception), o
+            if o is None:
+                finished_seen = True
+            else:
+                got[i].append(o.token_id)
+    assert finished_seen  # the stop string ends one early
+    for i, (stream, ref) in enumerate(zip(streams, alone, strict=True)):
+        assert got[i] == ref.token_ids, settings[i]
+        assert stream.completion.text == ref.text
+        assert stream.completion.usage.completion_tokens == len(ref.token_ids)
+        assert stream.completion.finish_reason == ref.finish_reason
+    assert [lp.logprob for lp in streams[3].completion.logprobs] == pytest.approx(
+        [lp.logprob for lp in alone[3].logprobs], abs=0
+    )
+
+
+def test_a_failing_stream_does_not_fail_the_batch(smollm2, tiny_gguf):
+    """Streams of different models step one by one; an exhausted or closed stream gives None."""
+    tiny = smolgen.load(tiny_gguf)
+    a = smollm2.generate(PROMPTS[0], max_tokens=3, temperature=0, stream=True)
+    b = tiny.generate([1, 2, 3], max_tokens=3, temperature=0, stream=True)
+    c = smollm2.generate(PROMPTS[1], max_tokens=3, temperature=0, stream=True)
+    c.close()
+    first = smolgen.step_streams([a, b, c])
+    assert first[0] is not None and first[1] is not None and first[2] is None
+    lone = smollm2.generate(PROMPTS[0], max_tokens=1, temperature=0)
+    assert first[0].token_id == lone.token_ids[0]
+    with pytest.raises(RuntimeError):
+        smolgen.step_streams([a, a])  # the same stream twice cannot be stepped twice at once
+
+
+def test_read_bandwidth_is_measured():
+    gbs = _core.measure_read_bandwidth(1, 16, 2)
+    assert 0.1 < gbs < 10_000
+    with pytest.raises(smolgen.InvalidArgumentError):
+        _core.measure_read_bandwidth(0)
