@@ -142,7 +142,7 @@ impl<'a> Rows<'a> {
 /// `scores[j] = dot(q, key j) * scale` for every `j < scores.len()`; returns their maximum.
 fn score_keys(q: &[f32], keys: Rows<'_>, scale: f32, scores: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
-    if q.len() % 8 == 0 && wide_vectors() {
+    if q.len().is_multiple_of(8) && wide_vectors() {
         // SAFETY: the CPU has AVX2 (checked once by `wide_vectors`).
         return unsafe { x86::score_keys(q, keys, scale, scores) };
     }
@@ -161,7 +161,7 @@ fn score_keys_portable(q: &[f32], keys: Rows<'_>, scale: f32, scores: &mut [f32]
 /// `acc = sum_j probs[j] * value j`, each element summed over `j` in order.
 fn mix_values(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if acc.len() % 8 == 0 && wide_vectors() {
+    if acc.len().is_multiple_of(8) && wide_vectors() {
         // SAFETY: the CPU has AVX2 (checked once by `wide_vectors`).
         return unsafe { x86::mix_values(probs, values, acc) };
     }

@@ -39,20 +39,10 @@ pub fn measure_read_bandwidth(threads: usize, megabytes: usize, repeats: usize) 
     Ok((words * 8) as f64 / best / 1e9)
 }
 
-/// Eight independent sums, so the loop is bound by loads rather than by one add chain.
+/// A plain wrapping sum: the compiler turns it into wide vector adds, so the loop is bound by
+/// loads (an array of explicit running sums measured 8x slower here: it stays in memory).
 fn sum_words(part: &[u64]) -> u64 {
-    let mut acc = [0u64; 8];
-    let mut blocks = part.chunks_exact(8);
-    for b in &mut blocks {
-        for (a, &x) in acc.iter_mut().zip(b) {
-            *a = a.wrapping_add(x);
-        }
-    }
-    let tail = blocks
-        .remainder()
-        .iter()
-        .fold(0u64, |a, &x| a.wrapping_add(x));
-    acc.iter().fold(tail, |a, &x| a.wrapping_add(x))
+    part.iter().fold(0u64, |a, &x| a.wrapping_add(x))
 }
 
 #[cfg(test)]

@@ -56,19 +56,19 @@ impl Config {
         in_range("KV head count", self.num_kv_heads, MAX_DIM)?;
         in_range("vocabulary size", self.vocab_size, 1 << 24)?;
         in_range("context length", self.context_length, MAX_CONTEXT)?;
-        if self.hidden_size % self.num_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(format!(
                 "hidden size {} is not divisible by the head count {}",
                 self.hidden_size, self.num_heads
             ));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(format!(
                 "head count {} is not a multiple of the KV head count {}",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return Err(format!("head dimension {} is odd", self.head_dim));
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {

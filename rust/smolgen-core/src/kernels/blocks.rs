@@ -172,7 +172,7 @@ unsafe impl Block for BlockQ8_1 {
 
 /// Views `bytes` (any alignment) as blocks. The length must be a whole number of blocks.
 pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
-    if bytes.len() % B::SIZE != 0 {
+    if !bytes.len().is_multiple_of(B::SIZE) {
         return Err(Error::invalid(format!(
             "{} bytes are not a whole number of {} blocks ({} bytes each)",
             bytes.len(),
@@ -207,7 +207,7 @@ impl<'a, B: Block> QMatrix<'a, B> {
     /// Checks that `cols` is a positive multiple of 32 and that there are exactly
     /// `rows * cols / 32` blocks.
     pub fn new(blocks: &'a [B], rows: usize, cols: usize) -> Result<Self> {
-        if cols == 0 || cols % QK != 0 {
+        if cols == 0 || !cols.is_multiple_of(QK) {
             return Err(Error::invalid(format!(
                 "{} matrix: {cols} columns is not a positive multiple of {QK}",
                 B::NAME

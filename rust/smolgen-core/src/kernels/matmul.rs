@@ -399,7 +399,7 @@ fn check_quantize(x_len: usize, blocks: usize) -> Result<()> {
 
 fn check_matmul<W: Block>(w: &QMatrix<'_, W>, a_len: usize, out_len: usize) -> Result<usize> {
     let nb = w.row_blocks();
-    if a_len == 0 || a_len % nb != 0 {
+    if a_len == 0 || !a_len.is_multiple_of(nb) {
         return Err(Error::invalid(format!(
             "matmul: {a_len} activation blocks are not whole rows of {nb}"
         )));
@@ -593,7 +593,7 @@ impl Kernels {
         for_q8_0: bool,
         act: &mut Activation,
     ) -> Result<()> {
-        if cols == 0 || cols % QK != 0 || x.len() % cols != 0 || x.is_empty() {
+        if cols == 0 || !cols.is_multiple_of(QK) || !x.len().is_multiple_of(cols) || x.is_empty() {
             return Err(Error::invalid(format!(
                 "activation: {} values are not whole rows of {cols} (a positive multiple of {QK})",
                 x.len()

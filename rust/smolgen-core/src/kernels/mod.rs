@@ -53,9 +53,8 @@ pub mod quantize;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
-// AVX-512 intrinsics and target features are stable since Rust 1.89 (candle 0.11 needs it too).
+// AVX-512 intrinsics and target features are stable since Rust 1.89, the workspace's minimum.
 #[cfg(target_arch = "x86_64")]
-#[clippy::msrv = "1.89"]
 mod avx512;
 #[cfg(target_arch = "aarch64")]
 mod neon;

@@ -40,7 +40,7 @@ impl Backoff {
     /// Waits a little; returns the time since `new`, refreshed every 64 calls.
     fn snooze(&mut self) -> Duration {
         self.spins = self.spins.wrapping_add(1);
-        if self.spins % 64 == 0 {
+        if self.spins.is_multiple_of(64) {
             self.elapsed = self.start.elapsed();
         }
         if self.elapsed < PURE_SPIN {
