@@ -1,9 +1,11 @@
 """End-to-end speed of smolgen, side by side with llama.cpp on the same GGUF file.
 
 Both engines get the same deterministic prompt of token ids (real English text, repeated,
-tokenized with smolgen's tokenizer and cut to ``--prompt-tokens``), decode greedily with the
-end-of-generation tokens biased away so that both always produce exactly ``--gen-tokens``
-tokens, and run with the same thread count. After one warm-up run each, the engines run
+tokenized with smolgen's tokenizer and cut to ``--prompt-tokens``, from
+:func:`smolgen.bench.prompt_ids`), decode greedily with the end-of-generation tokens biased away
+so that both always produce exactly ``--gen-tokens`` tokens (the bias of
+:func:`smolgen.bench.no_stop_bias`, as :func:`smolgen.bench.fixed_length_decode` applies it),
+and run with the same thread count. After one warm-up run each, the engines run
 alternately ``--repeats`` times and the median of each number is reported:
 
 * prefill tok/s: prompt tokens / seconds of the batched forward pass over the prompt;
@@ -15,8 +17,10 @@ alternately ``--repeats`` times and the median of each number is reported:
 * ratio: smolgen's number / llama.cpp's (above 1: smolgen is faster).
 
 llama.cpp is measured through ``llama-cpp-python`` when it is installed; without it smolgen's
-numbers are printed alone. smolgen's thread pool reads ``RAYON_NUM_THREADS`` at first use, so
-this script sets it from ``--threads`` before it imports smolgen.
+numbers are printed alone. smolgen's own kernels get ``--threads`` when the model is loaded
+(``smolgen.load(..., threads=N)``); candle's fallback path sizes its pool from
+``RAYON_NUM_THREADS`` at first use, so this script also sets that before it imports smolgen.
+smolgen runs with its prefix cache off, so every run prefills the whole prompt.
 
     python benches/e2e.py --threads 2 --repeats 3 [--json] [--plot e2e.png]
 """
@@ -34,23 +38,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-# Plain prose, repeated to build the prompt: realistic token statistics, fully deterministic.
-PARAGRAPH = (
-    "The river town woke slowly in the autumn. Fishermen pushed their boats into the grey "
-    "water before sunrise, while the baker on the corner pulled the first loaves from an oven "
-    "that had been burning since midnight. By eight o'clock the market square was full: "
-    "farmers sold apples, pumpkins and late tomatoes, children ran between the stalls, and an "
-    "old man played the violin near the fountain, a little out of tune but with great "
-    "feeling. Nobody in the town could remember a time when the bridge had not been there, "
-    "though the stones near the water were newer than the rest, replaced after the great "
-    "flood of the previous century. In the library, the schoolteacher read about that flood "
-    "in yellowed newspapers, taking careful notes for a lesson she planned to give her "
-    "students the following week. "
-)
-
 EDGE_STEPS = 16  # steps averaged for the decode speed at the start and at the end of a run
 DISTURBED = 0.15  # cores used by others (or stolen) during a run above which we warn
-BIAS = -100.0  # logit bias that keeps the end-of-generation tokens from being picked
 LLAMA_CPP_CONTEXT = 2048  # context window llama.cpp allocates: prompt + decoded tokens must fit
 
 
@@ -110,24 +99,21 @@ class Engine(Protocol):
 
 
 class SmolgenEngine:
-    """smolgen's own generation loop (the timings it reports are used as they are)."""
+    """smolgen's own generation loop, through :func:`smolgen.bench.fixed_length_decode` with
+    the prefix cache off (the timings it reports are used as they are)."""
 
     name = "smolgen"
 
-    def __init__(self, model: Any, banned: list[int]) -> None:
+    def __init__(self, model: Any) -> None:
         import smolgen
 
         self.version = smolgen.__version__
         self.model = model
-        self.bias = dict.fromkeys(banned, BIAS)
 
     def run(self, prompt: list[int], gen_tokens: int) -> Run:
-        c = self.model.generate(prompt, max_tokens=gen_tokens, temperature=0, logit_bias=self.bias)
-        if len(c.token_ids) != gen_tokens:
-            raise RuntimeError(
-                f"smolgen generated {len(c.token_ids)} tokens, not {gen_tokens} "
-                f"(finish_reason={c.finish_reason!r})"
-            )
+        from smolgen.bench import fixed_length_decode
+
+        c = fixed_length_decode(self.model, prompt, gen_tokens, prefix_cache=False)
         t = c.timings
         return Run(
             self.name,
@@ -141,11 +127,12 @@ class SmolgenEngine:
 
 class LlamaCppEngine:
     """llama.cpp through llama-cpp-python: ``eval`` for the forward passes, greedy pick on
-    the last row of logits with the same logit bias as smolgen."""
+    the last row of logits with the same logit bias as smolgen (``bias``: token id -> bias,
+    from :func:`smolgen.bench.no_stop_bias`)."""
 
     name = "llama.cpp"
 
-    def __init__(self, llama_cpp: Any, path: str, threads: int, banned: list[int]) -> None:
+    def __init__(self, llama_cpp: Any, path: str, threads: int, bias: dict[int, float]) -> None:
         import numpy as np
 
         self.np = np
@@ -160,12 +147,13 @@ class LlamaCppEngine:
             verbose=False,
         )
         self.n_vocab = self.llm.n_vocab()
-        self.banned = np.array(banned, dtype=np.int64)
+        self.bias_ids = np.array(list(bias), dtype=np.int64)
+        self.bias_values = np.array(list(bias.values()), dtype=np.float32)
 
     def _greedy(self) -> int:
         ptr = self.lib.llama_get_logits_ith(self.llm.ctx, -1)  # the last evaluated position
         logits = self.np.ctypeslib.as_array(ptr, shape=(self.n_vocab,)).copy()
-        logits[self.banned] += BIAS
+        logits[self.bias_ids] += self.bias_values
         return int(logits.argmax())
 
     def run(self, prompt: list[int], gen_tokens: int) -> Run:
@@ -219,27 +207,6 @@ def fmt_opt(x: float | None) -> str:
     return "?" if x is None else f"{x:.2f}"
 
 
-def build_prompt(model: Any, n: int) -> list[int]:
-    """``n`` token ids of repeated prose (no special tokens), the same on every run."""
-    per = len(model.tokenize(PARAGRAPH, special=False))
-    text = PARAGRAPH * (n // max(per, 1) + 2)
-    ids = model.tokenize(text, special=False)
-    if len(ids) < n:
-        raise RuntimeError(f"the prompt text gives only {len(ids)} tokens, fewer than {n}")
-    return ids[:n]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def load_avg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -279,7 +246,8 @@ def format_table(report: dict[str, Any]) -> str:
     env, cfg, res = report["environment"], report["config"], report["results"]
     lines = [
         f"smolgen end-to-end benchmark  {env['date']}",
-        f"CPU: {env['cpu']} ({env['cpus_available']} available), threads: {cfg['threads']}",
+        f"CPU: {env['cpu']} ({env['cpus_available']} available), threads: {cfg['threads']}, "
+        f"smolgen engine: {env['smolgen_engine']}",
         f"versions: smolgen {env['smolgen']}, llama-cpp-python {env['llama_cpp'] or '-'}, "
         f"Python {env['python']}, {env['platform']}",
         f"model: {cfg['model']} ({env['weight_bytes'] / 1e6:.1f} MB of weights)",
@@ -397,24 +365,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.prompt_tokens + args.gen_tokens > LLAMA_CPP_CONTEXT:
         p.error(f"prompt-tokens + gen-tokens must be at most {LLAMA_CPP_CONTEXT}")
 
-    # Before smolgen is imported: its thread pool is sized once, at first use.
+    # Before smolgen is imported: candle's thread pool (the fallback path) is sized once, at
+    # first use. smolgen's own kernels take the thread count at load.
     os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     import smolgen
+    from smolgen.bench import available_cpus, cpu_name, no_stop_bias, prompt_ids
 
     load_before = load_avg()
-    model = smolgen.load(args.model)
+    model = smolgen.load(args.model, threads=args.threads, prefix_cache_bytes=0)
     info = model.info
-    banned = sorted(set(model.tokenizer.end_of_generation_ids))
-    prompt = build_prompt(model, args.prompt_tokens)
+    bias = no_stop_bias(model)
+    prompt = prompt_ids(model, args.prompt_tokens)
 
-    engines: list[Engine] = [SmolgenEngine(model, banned)]
+    engines: list[Engine] = [SmolgenEngine(model)]
     llama_missing = True
     try:
         import llama_cpp
     except ImportError:
         llama_cpp = None  # type: ignore[assignment]
     if llama_cpp is not None and info.get("format") == "gguf":
-        engines.append(LlamaCppEngine(llama_cpp, str(info["path"]), args.threads, banned))
+        engines.append(LlamaCppEngine(llama_cpp, str(info["path"]), args.threads, bias))
         llama_missing = False
     elif llama_cpp is not None:
         print("llama.cpp: skipped, the model is not a GGUF file", file=sys.stderr)
@@ -458,13 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "environment": {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "cpu": cpu_model(),
-            "cpus_available": len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count(),
+            "cpu": cpu_name(),
+            "cpus_available": available_cpus(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "smolgen": smolgen.__version__,
+            "smolgen_engine": info.get("engine"),
+            "smolgen_threads": info.get("threads"),
             "llama_cpp": None if llama_missing else engines[1].version,
             "weight_bytes": info["weight_bytes"],
             "load_before": load_before,

@@ -54,8 +54,10 @@ def test_teacher_forced_greedy_agrees_with_llama_cpp(smollm2, greedy_vectors):
 
 
 def test_first_step_top5_matches_llama_cpp(smollm2, greedy_vectors):
-    """candle's quantized matmuls round activations differently from llama.cpp's, which moves
-    log-probabilities by up to ~0.3 on this model: the top token agrees, the fifth may not."""
+    """Any change in summation order moves this model's log-probabilities by a few tenths after
+    8-bit activation rounding: our kernel paths (AVX-512, AVX2, scalar) land 0.30-0.48 from
+    llama.cpp, and llama.cpp's own flash-attention switch moves them by 0.36. The top token
+    agrees, the fifth may not."""
     for case in greedy_vectors:
         logits = smollm2._inner.logits(case["ids"]).astype(np.float64)
         logprobs = log_softmax(logits)
@@ -64,7 +66,7 @@ def test_first_step_top5_matches_llama_cpp(smollm2, greedy_vectors):
         assert ours[0] == ref_ids[0]
         assert len(set(ours) & set(ref_ids)) >= 4, case["prompt"]
         ref_lp = np.array([lp for _, lp in case["top5"]])
-        np.testing.assert_allclose(logprobs[ref_ids], ref_lp, atol=0.35)
+        np.testing.assert_allclose(logprobs[ref_ids], ref_lp, atol=0.5)
 
 
 def test_completion_fields(smollm2):

@@ -333,15 +333,36 @@ impl CpuLlama {
                 self.weight(&lw.down)?,
             );
             self.quantize(&s.normed[..m * h], h, &[gate, up], &mut s.act)?;
-            self.kernels.matmul_many(
+            // Each thread applies SiLU(gate) * up to the columns it has just computed.
+            let silu_mul_rows = |rows: std::ops::Range<usize>, outs: &[*mut f32]| {
+                for c in 0..m {
+                    // SAFETY: `outs` are the gate and up outputs (m x ff each); the kernels have
+                    // finished this thread's share, columns `rows` of every activation row,
+                    // which no other thread touches.
+                    let (g, u) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(
+                                outs[0].add(c * ff + rows.start),
+                                rows.len(),
+                            ),
+                            std::slice::from_raw_parts(
+                                outs[1].add(c * ff + rows.start),
+                                rows.len(),
+                            ),
+                        )
+                    };
+                    silu_mul(g, u);
+                }
+            };
+            self.kernels.matmul_many_then(
                 &self.pool,
                 &s.act,
                 &mut [
                     (gate, sized(&mut s.gate, m * ff)),
                     (up, sized(&mut s.up, m * ff)),
                 ],
+                silu_mul_rows,
             )?;
-            silu_mul(&mut s.gate[..m * ff], &s.up[..m * ff]);
             self.quantize(&s.gate[..m * ff], ff, &[down], &mut s.act)?;
             let proj = sized(&mut s.proj, m * h);
             self.kernels

@@ -633,6 +633,21 @@ impl Kernels {
         act: &Activation,
         jobs: &mut [(QWeight<'_>, &mut [f32])],
     ) -> Result<()> {
+        self.matmul_many_then(pool, act, jobs, |_, _| {})
+    }
+
+    /// [`Kernels::matmul_many`], then each thread calls `then(rows, outputs)` once its own
+    /// products are done, with its share of the first matrix's rows (the same share of every
+    /// matrix with as many rows) and the outputs' base pointers (`out_j[c * rows_j + r]`):
+    /// elementwise work on those columns needs no extra round trip through the pool. `then`
+    /// may touch only the columns in `rows` of each output.
+    pub(crate) fn matmul_many_then(
+        &self,
+        pool: &Pool,
+        act: &Activation,
+        jobs: &mut [(QWeight<'_>, &mut [f32])],
+        then: impl Fn(Range<usize>, &[*mut f32]) + Sync,
+    ) -> Result<()> {
         if jobs.len() > MAX_SHARED_MATMULS {
             return Err(Error::invalid(format!(
                 "matmul_many: {} matrices, at most {MAX_SHARED_MATMULS}",
@@ -669,6 +684,7 @@ impl Kernels {
             };
             *slot = Some((*w, ptr, per));
         }
+        let count = jobs.len();
         let (q4, q8) = (act.for_q4_1.as_ref(), act.for_q8_0.as_ref());
         pool.run(parts, |i| {
             for (w, out, per) in plans.iter().flatten() {
@@ -688,6 +704,11 @@ impl Kernels {
                         _ => {}
                     }
                 }
+            }
+            if let Some((w, _, per)) = &plans[0] {
+                let n = w.rows();
+                let outs = plans.map(|p| p.map_or(std::ptr::null_mut(), |(_, o, _)| o.ptr));
+                then((i * per).min(n)..((i + 1) * per).min(n), &outs[..count]);
             }
         });
         Ok(())
