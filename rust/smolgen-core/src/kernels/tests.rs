@@ -421,7 +421,7 @@ fn matmul_paths_match_scalar() {
         Pool::new(2).expect("threads"),
         Pool::new(3).expect("threads"),
     ];
-    for &k in &[32usize, 64, 576, 1536] {
+    for &k in &[32usize, 64, 576, 1056, 1536] {
         let nb = k / QK;
         for &rows in &[1usize, 3, 7, 33] {
             let extreme = (rows + k) % 2 == 1;
