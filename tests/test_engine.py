@@ -12,6 +12,7 @@ import pytest
 import smolgen
 import tiny_llama
 from smolgen import _core
+from smolgen.bench import prompt_ids
 
 PROMPTS = ["The theory of relativity", "Once upon a time", "def fib(n):", "Water boils at"]
 
@@ -129,3 +130,22 @@ def test_read_bandwidth_is_measured():
     assert 0.1 < gbs < 10_000
     with pytest.raises(smolgen.InvalidArgumentError):
         _core.measure_read_bandwidth(0)
+
+
+def test_long_prompts_run_in_slices_with_the_same_bits(smollm2):
+    """Prompts over 512 tokens are prefilled 512 at a time; every position's logits are the
+    bits a one-position-at-a-time reading would give, whatever the slicing."""
+    ids = prompt_ids(smollm2, 1100)
+    all_rows = smollm2._inner.logits(ids, "all")
+    assert all_rows.shape == (1100, smollm2.info["vocab_size"])
+    for n in (300, 512, 513, 1024, 1100):
+        assert np.array_equal(smollm2._inner.logits(ids[:n], "last"), all_rows[n - 1]), n
+
+
+def test_a_long_prompt_steps_alongside_short_ones(smollm2):
+    prompts = [prompt_ids(smollm2, 700), smollm2.tokenize(PROMPTS[0]), smollm2.tokenize(PROMPTS[1])]
+    alone = [smollm2.generate(p, max_tokens=6, temperature=0).token_ids for p in prompts]
+    streams = [smollm2.generate(p, max_tokens=6, temperature=0, stream=True) for p in prompts]
+    while not all(c is None for c in smolgen.step_streams(streams)):
+        pass
+    assert [s.completion.token_ids for s in streams] == alone

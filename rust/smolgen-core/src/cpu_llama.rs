@@ -269,6 +269,11 @@ impl CpuLlama {
         if m == 0 {
             return Err(Error::invalid("forward needs at least one sequence"));
         }
+        if attention.is_some() && seqs.len() > 1 {
+            return Err(Error::invalid(
+                "attention weights are kept for a pass over one sequence only",
+            ));
+        }
 
         // Embeddings, dequantized row by row from the table's blocks.
         let table = self.weight(&self.embedding)?;

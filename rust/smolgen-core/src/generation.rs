@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::logprobs::{token_logprob, TokenLogprob, MAX_TOP_LOGPROBS};
-use crate::model::{BatchItem, LogitsFor};
+use crate::model::{BatchItem, LogitsFor, PREFILL_CHUNK};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::text::{StopMatcher, StopScan, Utf8Stream};
 use crate::Model;
@@ -194,15 +194,18 @@ impl Generation {
     /// All must run on the same model.
     pub fn step_many(gens: &mut [&mut Generation]) -> Vec<Result<Option<Chunk>>> {
         let t0 = Instant::now();
-        let active: Vec<usize> = (0..gens.len())
-            .filter(|&i| gens[i].finish.is_none())
-            .collect();
+        // A long prompt's prefill runs alone (in slices); the rest share one pass.
+        let batchable = |g: &Generation| {
+            g.finish.is_none()
+                && next_input(&g.prompt, g.cached_tokens, &g.generated).len() <= PREFILL_CHUNK
+        };
+        let active: Vec<usize> = (0..gens.len()).filter(|&i| batchable(gens[i])).collect();
         if active.len() > 1 {
             let model = Arc::clone(&gens[active[0]].model);
             let same_model = active.iter().all(|&i| Arc::ptr_eq(&gens[i].model, &model));
             let mut items = Vec::with_capacity(active.len());
             if same_model {
-                for g in gens.iter_mut().filter(|g| g.finish.is_none()) {
+                for g in gens.iter_mut().filter(|g| batchable(g)) {
                     let g: &mut Generation = g;
                     let input = next_input(&g.prompt, g.cached_tokens, &g.generated);
                     items.push(BatchItem {
@@ -219,8 +222,8 @@ impl Generation {
                     return gens
                         .iter_mut()
                         .map(|g| {
-                            if g.finish.is_some() {
-                                return Ok(None);
+                            if !batchable(g) {
+                                return g.step(); // finished (None), or a long prefill
                             }
                             let l = logits.next().unwrap_or_default();
                             g.take_step(&l, t0).map(Some)

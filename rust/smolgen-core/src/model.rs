@@ -37,6 +37,9 @@ pub struct Llama {
     device: Device,
 }
 
+/// The most prompt tokens one pass of our CPU kernels takes; longer prompts run in slices.
+pub const PREFILL_CHUNK: usize = 512;
+
 /// One sequence of a batched [`Llama::forward_batch`].
 pub struct BatchItem<'a> {
     pub tokens: &'a [u32],
@@ -124,6 +127,24 @@ impl Llama {
     ) -> Result<Vec<f32>> {
         self.check_step(tokens, cache)?;
         match &self.engine {
+            Engine::Cpu(m) if attention.is_none() && tokens.len() > PREFILL_CHUNK => {
+                // Long prompts in slices: the pass's buffers stay the size of one slice, and the
+                // row-wise arithmetic gives the same bits as one pass over everything.
+                let mut logits = Vec::new();
+                let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
+                for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
+                    let mut seqs = [SeqStep {
+                        tokens: chunk,
+                        cache: &mut *cache,
+                        which,
+                    }];
+                    let mut out = m.forward(&mut seqs, None)?;
+                    if which == LogitsFor::All || i + 1 == chunks {
+                        logits.append(&mut out.pop().unwrap_or_default());
+                    }
+                }
+                Ok(logits)
+            }
             Engine::Cpu(m) => {
                 let mut seqs = [SeqStep {
                     tokens,
