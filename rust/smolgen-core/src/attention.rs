@@ -236,16 +236,48 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn mix_values(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
         let dim = acc.len();
-        for c in (0..dim).step_by(8) {
-            let mut sum = _mm256_setzero_ps();
-            for (j, &p) in probs.iter().enumerate() {
-                let v = values.row(j, dim);
-                // SAFETY: `c + 8 <= dim` and the row holds `dim` floats.
-                let x = unsafe { _mm256_loadu_ps(v.as_ptr().add(c)) };
-                sum = _mm256_add_ps(sum, _mm256_mul_ps(_mm256_set1_ps(p), x));
+        // Up to 64 outputs at a time in registers, so each value row is read once per span.
+        let mut c = 0;
+        while c < dim {
+            let width = (dim - c).min(64);
+            // SAFETY: `c + width <= dim`, a multiple of 8 (the caller's contract).
+            unsafe {
+                match width / 8 {
+                    8 => mix_span::<8>(probs, values, acc, c),
+                    7 => mix_span::<7>(probs, values, acc, c),
+                    6 => mix_span::<6>(probs, values, acc, c),
+                    5 => mix_span::<5>(probs, values, acc, c),
+                    4 => mix_span::<4>(probs, values, acc, c),
+                    3 => mix_span::<3>(probs, values, acc, c),
+                    2 => mix_span::<2>(probs, values, acc, c),
+                    _ => mix_span::<1>(probs, values, acc, c),
+                }
             }
-            // SAFETY: `c + 8 <= dim = acc.len()`.
-            unsafe { _mm256_storeu_ps(acc.as_mut_ptr().add(c), sum) };
+            c += width;
+        }
+    }
+
+    /// Outputs `c..c + 8N`: each summed over the rows in order, as the portable loop does.
+    ///
+    /// # Safety
+    /// AVX2 is available; `c + 8N <= acc.len()` and every value row holds `acc.len()` floats.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn mix_span<const N: usize>(probs: &[f32], values: Rows<'_>, acc: &mut [f32], c: usize) {
+        let dim = acc.len();
+        let mut sums = [_mm256_setzero_ps(); N];
+        for (j, &p) in probs.iter().enumerate() {
+            let v = values.row(j, dim).as_ptr();
+            let pv = _mm256_set1_ps(p);
+            for (k, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: `c + 8k + 8 <= dim` and the row holds `dim` floats.
+                let x = unsafe { _mm256_loadu_ps(v.add(c + 8 * k)) };
+                *sum = _mm256_add_ps(*sum, _mm256_mul_ps(pv, x));
+            }
+        }
+        for (k, sum) in sums.iter().enumerate() {
+            // SAFETY: `c + 8k + 8 <= dim = acc.len()`.
+            unsafe { _mm256_storeu_ps(acc.as_mut_ptr().add(c + 8 * k), *sum) };
         }
     }
 }
@@ -362,7 +394,13 @@ mod tests {
             return;
         }
         let mut seed = 11;
-        for (dim, width, offset, n) in [(64, 192, 64, 37), (8, 16, 8, 1), (128, 128, 0, 300)] {
+        for (dim, width, offset, n) in [
+            (64, 192, 64, 37),
+            (8, 16, 8, 1),
+            (128, 128, 0, 300),
+            (72, 144, 72, 5),
+            (24, 48, 0, 9),
+        ] {
             let keys: Vec<f32> = (0..n * width).map(|_| 4.0 * lcg(&mut seed)).collect();
             let q: Vec<f32> = (0..dim).map(|_| lcg(&mut seed)).collect();
             let rows = Rows::new(&keys, width, offset);
