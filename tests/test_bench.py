@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 import sys
 
 import pytest
 
 import smolgen
 from smolgen import bench
+from test_cli import smolgen as smolgen_cli
 
 SMALL = ("--prompt-tokens", "32", "--gen-tokens", "8")
 TOP_KEYS = {
@@ -29,16 +29,6 @@ TOP_KEYS = {
     "batched_decode",
     "bandwidth",
 }
-
-
-def smolgen_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "smolgen", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def positive(x: object) -> bool:
