@@ -65,7 +65,7 @@ def test_logits_do_not_depend_on_the_thread_count(smollm2_gguf):
     assert np.array_equal(one, two) and np.array_equal(two, three)
 
 
-@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2"])
+@pytest.mark.parametrize("threads", [0, -1, 1.5, True, "2", 100_000])
 def test_bad_thread_counts_are_invalid(tiny_gguf, threads):
     with pytest.raises(smolgen.InvalidArgumentError):
         smolgen.load(tiny_gguf, threads=threads)

@@ -80,6 +80,9 @@ def model_argument(parser: argparse.ArgumentParser, *, positional: bool = False)
         choices=["f32", "f16", "bf16"],
         help="convert safetensors weights to this type",
     )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: one per core)"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "warm-up; each number is the median of --repeats runs.",
     )
     model_argument(p, positional=True)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: one per core)")
     p.add_argument(
         "--prompt-tokens",
         type=int,

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from .. import load
 
-    model = load(args.model, device=args.device, dtype=args.dtype)
+    model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"smolgen chat with {model.info['path']} ({COMMANDS})", file=sys.stderr)

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import load
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    model = load(args.model, device=args.device, dtype=args.dtype)
+    model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     stream = model.generate(
         prompt,
         max_tokens=args.max_tokens,

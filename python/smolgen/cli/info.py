@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import load
 
-    info = load(args.model, device=args.device, dtype=args.dtype).info
+    info = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads).info
     if args.json:
         print(json.dumps(info))
         return 0

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import load
 
-    model = load(args.model, device=args.device, dtype=args.dtype)
+    model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     result = model.peek(args.prompt, args.top_k)
     shaped = (args.temperature, args.top_p, args.min_p) != (1.0, 1.0, 0.0)
     after = sampled_distribution(model, args) if shaped or args.plot else {}

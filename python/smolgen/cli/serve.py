@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),
+        threads=args.threads,
     )
     spec = args.model or DEFAULT_MODEL
     model_id = args.model_id or served_name(spec)

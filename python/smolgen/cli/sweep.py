@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.runs < 1:
         raise InvalidArgumentError("--runs must be at least 1")
-    model = load(args.model, device=args.device, dtype=args.dtype)
+    model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     results = []
     for t in args.temperatures:
         runs = [

@@ -69,6 +69,12 @@ impl Model {
     ) -> Result<Self> {
         let path = path.as_ref();
         let t0 = Instant::now();
+        if threads > kernels::pool::MAX_THREADS {
+            return Err(Error::invalid(format!(
+                "threads must be between 1 and {}, got {threads}",
+                kernels::pool::MAX_THREADS
+            )));
+        }
         if path.is_dir() {
             Self::load_hf_dir(path, device, dtype, t0, threads)
         } else if path.exists() {

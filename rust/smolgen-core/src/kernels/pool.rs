@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
+/// The most threads a pool takes (far beyond any useful count: its workers spin).
+pub const MAX_THREADS: usize = 512;
+
 /// How long an idle worker waits (spinning, then yielding) before parking.
 const SPIN_FOR: Duration = Duration::from_micros(200);
 /// How long a waiter busy-spins before it starts yielding its core, so that an oversubscribed
@@ -109,8 +112,13 @@ impl Pool {
 
     /// `threads` in all, the calling thread included; 0 means one per available core.
     pub fn new(threads: usize) -> Result<Pool> {
+        if threads > MAX_THREADS {
+            return Err(Error::invalid(format!(
+                "threads must be between 1 and {MAX_THREADS}, got {threads}"
+            )));
+        }
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_THREADS))
         } else {
             threads
         };
