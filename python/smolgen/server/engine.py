@@ -133,6 +133,7 @@ class Engine:
             raise
         ticket.release()
         self.counters.running += 1
+        self.batcher.active += 1
         outcome = "failed"
         try:
             while True:
@@ -151,6 +152,7 @@ class Engine:
         finally:
             self._slots.release()
             self.counters.running -= 1
+            self.batcher.active -= 1
             setattr(self.counters, outcome, getattr(self.counters, outcome) + 1)
             if outcome == "cancelled":
                 log.info("client went away: generation stopped")
@@ -158,20 +160,26 @@ class Engine:
 
 
 _PENDING: Any = object()
+# Event-loop turns a step's leader waits for the other running streams to ask for their next
+# token (a turn is tens of microseconds; a decode step is milliseconds).
+_GATHER_TURNS = 32
 
 
 class Batcher:
     """Steps every generation that wants its next token in one batched forward pass.
 
     No background task: the first request to ask for a token while no step is running leads
-    the next step, taking every stream waiting at that moment; the others wait for that step (or
-    lead the next one if they arrived after it started).
+    the next step. It first lets the other running requests, which have just been handed their
+    previous chunk, come back for the next one (a few turns of the event loop at most), then
+    takes every stream waiting; the others wait for that step (or lead the next one if they
+    arrive after it started).
     """
 
     def __init__(self) -> None:
         self._waiting: dict[int, tuple[CompletionStream, list[Any]]] = {}
         self._in_flight: anyio.Event | None = None
         self._batch: set[int] = set()
+        self.active = 0  # streams between their first and last chunk
         self.steps = 0
         self.stepped_tokens = 0
 
@@ -202,13 +210,17 @@ class Batcher:
         return result[0]
 
     async def _lead(self) -> None:
-        batch = list(self._waiting.items())
-        self._waiting.clear()
         done = anyio.Event()
         self._in_flight = done
-        self._batch = {key for key, _ in batch}
-        # Shielded: once started, a step's results are always handed out, whoever led it.
+        # Shielded: once claimed, a step runs and its results are handed out, whoever led it.
         with anyio.CancelScope(shield=True):
+            for _ in range(_GATHER_TURNS):
+                if len(self._waiting) >= self.active:
+                    break
+                await anyio.sleep(0)
+            batch = list(self._waiting.items())
+            self._waiting.clear()
+            self._batch = {key for key, _ in batch}
             try:
                 streams = [stream for _, (stream, _) in batch]
                 results = await anyio.to_thread.run_sync(step_streams, streams)
