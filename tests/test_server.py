@@ -439,7 +439,7 @@ def test_four_concurrent_streams_each_get_their_own_answer(client, server):
     after = server.health()["batching"]
     steps, tokens = after["steps"] - before["steps"], after["tokens"] - before["tokens"]
     assert tokens == 4 * 160
-    assert steps < 0.75 * tokens, (steps, tokens)
+    assert steps < 0.5 * tokens, (steps, tokens)  # on average more than two per step
 
 
 def test_a_client_that_hangs_up_stops_its_generation(client, server):
