@@ -186,10 +186,15 @@ pub(crate) unsafe fn gemm_q4_1(
             }
         });
     } else {
+        // A few rows (batched decode) also stream the weights once: prefetch on the first
+        // column tile; a long prefill reuses each weight tile from L1 instead.
+        let ahead = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ4_1>();
+        let streaming = a.m <= MC;
         for_each_tile::<4, 4>(rows, a.m, MC, |r0, nr, c0, nc| {
+            let pf = if streaming && c0 == 0 { ahead } else { 0 };
             // SAFETY: as above.
             unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
+                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
             }
         });
     }
@@ -216,10 +221,15 @@ pub(crate) unsafe fn gemm_q8_0(
             }
         });
     } else {
+        // A few rows (batched decode) also stream the weights once: prefetch on the first
+        // column tile; a long prefill reuses each weight tile from L1 instead.
+        let ahead = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ8_0>();
+        let streaming = a.m <= MC;
         for_each_tile::<4, 4>(rows, a.m, MC, |r0, nr, c0, nc| {
+            let pf = if streaming && c0 == 0 { ahead } else { 0 };
             // SAFETY: as above.
             unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
+                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
             }
         });
     }
