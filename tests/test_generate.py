@@ -251,3 +251,9 @@ def test_memory_is_reported(smollm2):
     assert memory["weight_bytes"] == smollm2.info["weight_bytes"]
     assert memory["kv_bytes_per_token"] == per_token
     assert memory["peak_rss_bytes"] > memory["weight_bytes"]
+
+
+def test_chunk_repr_reads_like_python(smollm2):
+    chunks = list(smollm2.generate("Hi", max_tokens=2, temperature=0, stream=True))
+    assert repr(chunks[0]).endswith("finish_reason=None)")
+    assert repr(chunks[-1]).endswith('finish_reason="length")')

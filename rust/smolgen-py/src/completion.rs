@@ -341,8 +341,11 @@ impl Chunk {
 
     fn __repr__(&self) -> String {
         format!(
-            "Chunk(text={:?}, token_id={}, finish_reason={:?})",
-            self.text, self.token_id, self.finish_reason
+            "Chunk(text={:?}, token_id={}, finish_reason={})",
+            self.text,
+            self.token_id,
+            self.finish_reason
+                .map_or_else(|| "None".to_string(), |f| format!("{f:?}"))
         )
     }
 }
