@@ -246,7 +246,10 @@ def test_concurrent_generations_are_each_correct(smollm2):
 def test_memory_is_reported(smollm2):
     c = smollm2.generate("Once upon a time", max_tokens=4, temperature=0)
     per_token = smollm2.info["kv_bytes_per_token"]
-    assert c.kv_cache_bytes == 256 * per_token  # the cache's first allocation: 256 positions
+    assert c.kv_cache_bytes == 64 * per_token  # the cache's first allocation: 64 positions
+    no_stop = {t: -100.0 for t in smollm2.tokenizer.end_of_generation_ids}
+    long = smollm2.generate("Once upon a time", max_tokens=70, temperature=0, logit_bias=no_stop)
+    assert long.kv_cache_bytes == 128 * per_token  # doubled once the 65th position came
     memory = smollm2.memory()
     assert memory["weight_bytes"] == smollm2.info["weight_bytes"]
     assert memory["kv_bytes_per_token"] == per_token
