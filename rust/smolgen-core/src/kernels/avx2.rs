@@ -12,12 +12,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix};
-use super::matmul::{for_each_tile, OutPtr, Prepared};
-
-/// Activation rows per L1-resident chunk in prefill.
-const MC: usize = 16;
-/// Matvec prefetch distance, in weight rows.
-const PREFETCH_ROWS: usize = 8;
+use super::matmul::{for_each_weight_tile, OutPtr, Prepared};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -164,23 +159,13 @@ pub(crate) unsafe fn gemm_q4_1(
 ) {
     let nb = a.nb;
     let base = w.blocks().as_ptr();
-    if a.m == 1 {
-        // Decode streams the weights once: fetch the rows two tiles ahead.
-        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ4_1>();
-        for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
-            // SAFETY: `for_each_tile` stays inside `rows` x `0..m`; the caller's contract.
-            unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-            }
-        });
-    } else {
-        for_each_tile::<4, 2>(rows, a.m, MC, |r0, nr, c0, nc| {
-            // SAFETY: as above.
-            unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
-            }
-        });
-    }
+    let row_bytes = nb * std::mem::size_of::<BlockQ4_1>();
+    for_each_weight_tile::<4, 2>(rows, a.m, row_bytes, |r0, nr, c0, nc, pf| {
+        // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
+        unsafe {
+            crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
+        }
+    });
 }
 
 /// # Safety
@@ -194,21 +179,11 @@ pub(crate) unsafe fn gemm_q8_0(
 ) {
     let nb = a.nb;
     let base = w.blocks().as_ptr();
-    if a.m == 1 {
-        // Decode streams the weights once: fetch the rows two tiles ahead.
-        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ8_0>();
-        for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
-            // SAFETY: as in `gemm_q4_1`.
-            unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-            }
-        });
-    } else {
-        for_each_tile::<4, 2>(rows, a.m, MC, |r0, nr, c0, nc| {
-            // SAFETY: as above.
-            unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, 0)
-            }
-        });
-    }
+    let row_bytes = nb * std::mem::size_of::<BlockQ8_0>();
+    for_each_weight_tile::<4, 2>(rows, a.m, row_bytes, |r0, nr, c0, nc, pf| {
+        // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
+        unsafe {
+            crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
+        }
+    });
 }

@@ -15,12 +15,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix};
-use super::matmul::{for_each_tile, OutPtr, Prepared};
-
-/// Activation rows per L1-resident chunk in prefill.
-const MC: usize = 16;
-/// Matvec prefetch distance, in weight rows.
-const PREFETCH_ROWS: usize = 8;
+use super::matmul::{for_each_weight_tile, OutPtr, Prepared};
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
@@ -176,28 +171,13 @@ pub(crate) unsafe fn gemm_q4_1(
 ) {
     let nb = a.nb;
     let base = w.blocks().as_ptr();
-    if a.m == 1 {
-        // Decode streams the weights once: fetch the rows two tiles ahead.
-        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ4_1>();
-        for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
-            // SAFETY: `for_each_tile` stays inside `rows` x `0..m`; the caller's contract.
-            unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-            }
-        });
-    } else {
-        // A few rows (batched decode) also stream the weights once: prefetch on the first
-        // column tile; a long prefill reuses each weight tile from L1 instead.
-        let ahead = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ4_1>();
-        let streaming = a.m <= MC;
-        for_each_tile::<4, 4>(rows, a.m, MC, |r0, nr, c0, nc| {
-            let pf = if streaming && c0 == 0 { ahead } else { 0 };
-            // SAFETY: as above.
-            unsafe {
-                crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-            }
-        });
-    }
+    let row_bytes = nb * std::mem::size_of::<BlockQ4_1>();
+    for_each_weight_tile::<4, 4>(rows, a.m, row_bytes, |r0, nr, c0, nc, pf| {
+        // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
+        unsafe {
+            crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
+        }
+    });
 }
 
 /// # Safety
@@ -211,26 +191,11 @@ pub(crate) unsafe fn gemm_q8_0(
 ) {
     let nb = a.nb;
     let base = w.blocks().as_ptr();
-    if a.m == 1 {
-        // Decode streams the weights once: fetch the rows two tiles ahead.
-        let pf = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ8_0>();
-        for_each_tile::<4, 1>(rows, 1, 1, |r0, nr, c0, nc| {
-            // SAFETY: as in `gemm_q4_1`.
-            unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-            }
-        });
-    } else {
-        // A few rows (batched decode) also stream the weights once: prefetch on the first
-        // column tile; a long prefill reuses each weight tile from L1 instead.
-        let ahead = PREFETCH_ROWS * nb * std::mem::size_of::<BlockQ8_0>();
-        let streaming = a.m <= MC;
-        for_each_tile::<4, 4>(rows, a.m, MC, |r0, nr, c0, nc| {
-            let pf = if streaming && c0 == 0 { ahead } else { 0 };
-            // SAFETY: as above.
-            unsafe {
-                crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-            }
-        });
-    }
+    let row_bytes = nb * std::mem::size_of::<BlockQ8_0>();
+    for_each_weight_tile::<4, 4>(rows, a.m, row_bytes, |r0, nr, c0, nc, pf| {
+        // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
+        unsafe {
+            crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
+        }
+    });
 }

@@ -330,6 +330,39 @@ pub(crate) fn table_for(isa: Isa) -> Option<&'static Table> {
     }
 }
 
+/// Activation rows per L1-resident chunk in prefill.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) const MC: usize = 16;
+/// How far ahead (in weight rows) a tile prefetches weights that stream from memory.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const PREFETCH_ROWS: usize = 8;
+
+/// The tile walk of a SIMD gemm: calls `tile(r0, nr, c0, nc, pf)` over `rows` x `0..m`, with
+/// `pf` the software-prefetch distance in bytes for that tile (0: none). One activation row
+/// (decode) walks `R x 1` tiles; more walk `R x C` tiles `MC` rows at a time. Where the weights
+/// stream from memory once (one row, or a batch of up to `MC`), the first column tile of each
+/// weight tile prefetches `PREFETCH_ROWS` rows ahead; a longer prefill reuses each weight tile
+/// from L1 across column tiles and prefetches nothing.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn for_each_weight_tile<const R: usize, const C: usize>(
+    rows: Range<usize>,
+    m: usize,
+    row_bytes: usize,
+    mut tile: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let ahead = PREFETCH_ROWS * row_bytes;
+    if m == 1 {
+        for_each_tile::<R, 1>(rows, 1, 1, |r0, nr, c0, nc| tile(r0, nr, c0, nc, ahead));
+    } else {
+        let streaming = m <= MC;
+        for_each_tile::<R, C>(rows, m, MC, |r0, nr, c0, nc| {
+            let pf = if streaming && c0 == 0 { ahead } else { 0 };
+            tile(r0, nr, c0, nc, pf)
+        });
+    }
+}
+
 /// Calls `tile(r0, nr, c0, nc)` over `rows` x `0..m` in tiles of at most `R` x `C`, taking
 /// activation rows `mc` at a time (so that chunk stays in L1 while weight rows stream past).
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
