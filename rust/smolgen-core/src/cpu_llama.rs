@@ -154,7 +154,7 @@ impl CpuLlama {
             cfg.intermediate_size,
         );
         let q_out = cfg.num_heads * hd;
-        let mut matrix = |name: &str, rows: usize, cols: usize| -> Result<MatrixRef> {
+        let matrix = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
             let info: TensorInfo = weights.gguf_tensor(name, &[rows, cols])?;
             let m = MatrixRef {
                 dtype: info.dtype,
@@ -164,41 +164,33 @@ impl CpuLlama {
                 cols,
             };
             view(&file, &m)?; // fails here, once, if the bytes are not whole blocks
-            Ok(m)
+            Ok::<_, Error>(m)
         };
-        let embedding = matrix("token_embd.weight", cfg.vocab_size, h)?;
+        let vector = |weights: &mut Weights, name: &str| -> Result<Vec<f32>> {
+            Ok(weights.vector(name, h)?.to_vec1::<f32>()?)
+        };
+        let embedding = matrix(weights, "token_embd.weight", cfg.vocab_size, h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
             layers.push(LayerWeights {
-                attn_norm: Vec::new(),
-                q: matrix(&name("attn_q"), q_out, h)?,
-                k: matrix(&name("attn_k"), kv * hd, h)?,
-                v: matrix(&name("attn_v"), kv * hd, h)?,
-                o: matrix(&name("attn_output"), h, q_out)?,
-                ffn_norm: Vec::new(),
-                gate: matrix(&name("ffn_gate"), ff, h)?,
-                up: matrix(&name("ffn_up"), ff, h)?,
-                down: matrix(&name("ffn_down"), h, ff)?,
+                attn_norm: vector(weights, &name("attn_norm"))?,
+                q: matrix(weights, &name("attn_q"), q_out, h)?,
+                k: matrix(weights, &name("attn_k"), kv * hd, h)?,
+                v: matrix(weights, &name("attn_v"), kv * hd, h)?,
+                o: matrix(weights, &name("attn_output"), h, q_out)?,
+                ffn_norm: vector(weights, &name("ffn_norm"))?,
+                gate: matrix(weights, &name("ffn_gate"), ff, h)?,
+                up: matrix(weights, &name("ffn_up"), ff, h)?,
+                down: matrix(weights, &name("ffn_down"), h, ff)?,
             });
         }
         let tied_embeddings = file.tensor_info("output.weight").is_none();
         let output = if tied_embeddings {
             embedding.clone()
         } else {
-            matrix("output.weight", cfg.vocab_size, h)?
+            matrix(weights, "output.weight", cfg.vocab_size, h)?
         };
-        let device = candle_core::Device::Cpu;
-        let vector = |weights: &mut Weights, name: &str| -> Result<Vec<f32>> {
-            Ok(weights
-                .vector(name, h)?
-                .to_device(&device)?
-                .to_vec1::<f32>()?)
-        };
-        for (i, layer) in layers.iter_mut().enumerate() {
-            layer.attn_norm = vector(weights, &format!("blk.{i}.attn_norm.weight"))?;
-            layer.ffn_norm = vector(weights, &format!("blk.{i}.ffn_norm.weight"))?;
-        }
         let output_norm = vector(weights, "output_norm.weight")?;
         let pool = Pool::new(threads)?;
         let rope_theta_scale = (cfg.rope_theta as f32).powf(-2.0 / hd as f32);
