@@ -6,6 +6,8 @@
 //!
 //! `cargo bench -p smolgen-core --bench kernels -- --warm-up-time 1 --measurement-time 3`
 //!
+//! * `ours/<path>-x16/t<N>`: the same weights repacked 16 rows at a time ([`PackedQ4_1`]), on
+//!   paths with a kernel for that layout.
 //! * `ours/<path>/t<N>`: every instruction set this CPU has, for each thread count in
 //!   `SMOLGEN_BENCH_THREADS` (default `1,2`). The scalar path is skipped for prefill (slow).
 //! * `candle/t<N>`: candle's thread pool is process-wide and sized once from
@@ -22,7 +24,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use half::f16;
 use smolgen_core::kernels::blocks::blocks_as_bytes;
 use smolgen_core::kernels::{
-    available_isas, BlockQ4_1, BlockQ8_0, Isa, Kernels, Pool, QMatrix, QK,
+    available_isas, BlockQ4_1, BlockQ8_0, BlockQ8_1, Isa, Kernels, PackedQ4_1, Pool, QMatrix, QK,
 };
 
 /// splitmix64: the inputs never change between runs.
@@ -55,7 +57,7 @@ struct Case {
     m: usize,
 }
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     Case {
         name: "q4_1_matvec_576x1536",
         kind: Kind::Q4_1,
@@ -76,6 +78,13 @@ const CASES: [Case; 4] = [
         rows: 49152,
         cols: 576,
         m: 1,
+    },
+    Case {
+        name: "q4_1_prompt_m16_1536x576",
+        kind: Kind::Q4_1,
+        rows: 1536,
+        cols: 576,
+        m: 16,
     },
     Case {
         name: "q4_1_prefill_m512_1536x576",
@@ -156,6 +165,18 @@ fn bench_kernels(c: &mut Criterion) {
                                     .expect("matmul")
                             })
                         });
+                        if kern.packs_q4_1() {
+                            let packed = PackedQ4_1::pack(&w);
+                            let mut a = vec![BlockQ8_1::default(); x.len() / QK];
+                            let id = format!("ours/{}-x16/t{}", isa.name(), pool.threads());
+                            group.bench_function(&id, |b| {
+                                b.iter(|| {
+                                    kern.quantize_q8_1(black_box(&x), &mut a).expect("quantize");
+                                    kern.matmul_q4_1_packed(pool, &packed, &a, &mut out)
+                                        .expect("matmul")
+                                })
+                            });
+                        }
                     }
                     Kind::Q8_0 => {
                         let w = QMatrix::<BlockQ8_0>::from_bytes(&bytes, case.rows, case.cols)

@@ -25,7 +25,7 @@ use crate::attention::{attend_head, causal_attention, Heads};
 use crate::config::{Config, RopeLayout};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::kernels::{Activation, Kernels, Pool, QMatrix, QWeight, QK};
+use crate::kernels::{Activation, Kernels, PackedQ4_1, Pool, QMatrix, QWeight, QK};
 use crate::kv_cache::{HostKv, KvCache};
 use crate::model::LogitsFor;
 use crate::weights::Weights;
@@ -40,16 +40,24 @@ struct MatrixRef {
     cols: usize,
 }
 
+/// A matrix the kernels multiply: its bytes in the mapped file, or a copy repacked for the
+/// kernels' 16-row layout ([`PackedQ4_1`]) when they have one for its type.
+#[derive(Debug)]
+struct Matrix {
+    file: MatrixRef,
+    packed: Option<PackedQ4_1>,
+}
+
 struct LayerWeights {
     attn_norm: Vec<f32>,
-    q: MatrixRef,
-    k: MatrixRef,
-    v: MatrixRef,
-    o: MatrixRef,
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    o: Matrix,
     ffn_norm: Vec<f32>,
-    gate: MatrixRef,
-    up: MatrixRef,
-    down: MatrixRef,
+    gate: Matrix,
+    up: Matrix,
+    down: Matrix,
 }
 
 /// One sequence's part of a batched pass.
@@ -89,10 +97,11 @@ fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 pub struct CpuLlama {
     cfg: Config,
     file: Arc<GgufFile>,
+    /// Looked up row by row; always read from the file.
     embedding: MatrixRef,
     layers: Vec<LayerWeights>,
     output_norm: Vec<f32>,
-    output: MatrixRef,
+    output: Matrix,
     pub tied_embeddings: bool,
     kernels: Kernels,
     pool: Pool,
@@ -154,7 +163,8 @@ impl CpuLlama {
             cfg.intermediate_size,
         );
         let q_out = cfg.num_heads * hd;
-        let matrix = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
+        let kernels = Kernels::best();
+        let locate = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
             let info: TensorInfo = weights.gguf_tensor(name, &[rows, cols])?;
             let m = MatrixRef {
                 dtype: info.dtype,
@@ -166,10 +176,25 @@ impl CpuLlama {
             view(&file, &m)?; // fails here, once, if the bytes are not whole blocks
             Ok::<_, Error>(m)
         };
+        // Repacks a Q4_1 matrix for kernels with a 16-row layout. `release`: nothing else reads
+        // the file's copy, so its pages leave resident memory.
+        let prepare = |m: MatrixRef, release: bool| -> Result<Matrix> {
+            let packed = match view(&file, &m)? {
+                QWeight::Q4_1(w) if kernels.packs_q4_1() => Some(PackedQ4_1::pack(&w)),
+                _ => None,
+            };
+            if packed.is_some() && release {
+                file.release(m.offset, m.len);
+            }
+            Ok(Matrix { file: m, packed })
+        };
+        let matrix = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
+            prepare(locate(weights, name, rows, cols)?, true)
+        };
         let vector = |weights: &mut Weights, name: &str| -> Result<Vec<f32>> {
             Ok(weights.vector(name, h)?.to_vec1::<f32>()?)
         };
-        let embedding = matrix(weights, "token_embd.weight", cfg.vocab_size, h)?;
+        let embedding = locate(weights, "token_embd.weight", cfg.vocab_size, h)?;
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
@@ -187,7 +212,7 @@ impl CpuLlama {
         }
         let tied_embeddings = file.tensor_info("output.weight").is_none();
         let output = if tied_embeddings {
-            embedding.clone()
+            prepare(embedding.clone(), false)?
         } else {
             matrix(weights, "output.weight", cfg.vocab_size, h)?
         };
@@ -202,7 +227,7 @@ impl CpuLlama {
             output_norm,
             output,
             tied_embeddings,
-            kernels: Kernels::best(),
+            kernels,
             pool,
             rope_theta_scale,
             scratch: Mutex::new(Scratch::default()),
@@ -217,8 +242,11 @@ impl CpuLlama {
         self.pool.threads()
     }
 
-    fn weight(&self, m: &MatrixRef) -> Result<QWeight<'_>> {
-        view(&self.file, m)
+    fn weight<'a>(&'a self, m: &'a Matrix) -> Result<QWeight<'a>> {
+        match &m.packed {
+            Some(p) => Ok(QWeight::Q4_1x16(p)),
+            None => view(&self.file, &m.file),
+        }
     }
 
     /// One pass over several sequences (token ids already checked against the vocabulary and
@@ -268,7 +296,7 @@ impl CpuLlama {
         }
 
         // Embeddings, dequantized row by row from the table's blocks.
-        let table = self.weight(&self.embedding)?;
+        let table = view(&self.file, &self.embedding)?;
         let x = sized(&mut s.x, m * h);
         for (row, &id) in seqs.iter().flat_map(|s| s.tokens).enumerate() {
             dequantize_row(&table, id as usize, &mut x[row * h..][..h]);
@@ -418,8 +446,8 @@ impl CpuLlama {
         reads: &[QWeight<'_>],
         act: &mut Activation,
     ) -> Result<()> {
-        let q4 = reads.iter().any(|w| matches!(w, QWeight::Q4_1(_)));
-        let q8 = reads.iter().any(|w| matches!(w, QWeight::Q8_0(_)));
+        let q4 = reads.iter().any(|w| w.reads_q8_1());
+        let q8 = reads.iter().any(|w| !w.reads_q8_1());
         self.kernels.quantize_activation(x, cols, q4, q8, act)
     }
 
@@ -615,6 +643,14 @@ fn dequantize_row(table: &QWeight<'_>, r: usize, out: &mut [f32]) {
             for (b, dst) in w.row(r).iter().zip(out.chunks_exact_mut(QK)) {
                 b.dequantize(&mut buf);
                 dst.copy_from_slice(&buf);
+            }
+        }
+        QWeight::Q4_1x16(w) => {
+            for (b, dst) in out.chunks_exact_mut(QK).enumerate() {
+                if let Ok(block) = w.block(r, b) {
+                    block.dequantize(&mut buf);
+                    dst.copy_from_slice(&buf);
+                }
             }
         }
     }

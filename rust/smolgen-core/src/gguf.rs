@@ -180,6 +180,26 @@ impl GgufFile {
         self.mmap.get(offset..offset.checked_add(len)?)
     }
 
+    /// Drops this process's resident copy of the pages under `offset..offset + len`, once their
+    /// bytes have been copied elsewhere, so resident memory holds them once. Only a hint: the
+    /// bytes stay readable (a later read faults them back in from the file), so any page that
+    /// the range shares with a neighbouring tensor is merely read again if that one is used.
+    pub fn release(&self, offset: usize, len: usize) {
+        if self.bytes(offset, len).is_none() {
+            return;
+        }
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is read-only, so no page holds changes that dropping it would
+            // lose: every page dropped reads back with the file's bytes, and no reference into
+            // the map ever sees anything else.
+            let _ = unsafe {
+                self.mmap
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+    }
+
     pub fn load_qtensor(&self, name: &str, device: &Device) -> Result<QTensor> {
         let info = self
             .tensor_info(name)

@@ -15,7 +15,8 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix};
-use super::matmul::{for_each_weight_tile, OutPtr, Prepared};
+use super::matmul::{for_each_weight_tile, Line, OutPtr, Prepared, MC};
+use super::packed::{PackedQ4_1, GROUP, RECORD_LINES};
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
@@ -199,3 +200,130 @@ pub(crate) unsafe fn gemm_q8_0(
         }
     });
 }
+
+/// Activation rows per tile of the 16-row kernel.
+const PACKED_COLS: usize = 8;
+
+/// 16 weight rows (one group) x `C` activation rows, all blocks.
+///
+/// # Safety
+/// As [`tile_q4_1`]; `rec` is the first record of the group that starts at `rows.start`;
+/// `rows` (1 to 16 of them) are written.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q4_1x16<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let nibble = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    // Raw pointers: bounds checks in the column loop keep LLVM from unrolling it, and the
+    // accumulators then live on the stack.
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: the group has `nb` records of `RECORD_LINES` aligned lines.
+        let (w, dw, mw) = unsafe {
+            let r = rec.add(b * RECORD_LINES).cast::<u8>();
+            if pf != 0 {
+                for line in 0..RECORD_LINES {
+                    _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + 64 * line).cast());
+                }
+            }
+            let l: [__m512i; 4] = std::array::from_fn(|j| _mm512_load_si512(r.add(64 * j).cast()));
+            let w: [__m512i; 8] = std::array::from_fn(|j| {
+                if j < 4 {
+                    _mm512_and_si512(l[j], nibble)
+                } else {
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(l[j - 4]), nibble)
+                }
+            });
+            let dm = _mm512_load_si512(r.add(256).cast());
+            let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dm));
+            let mw = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dm));
+            (w, dw, mw)
+        };
+        // Block b's codes in the `PairsQ4` line of its pair: elements 0..16 at 16 * (b % 2),
+        // elements 16..32 at 32 + 16 * (b % 2).
+        let at = (b / 2) * 64 + (b % 2) * 16;
+        for c in 0..C {
+            // SAFETY: prepared rows hold `nbp / 2` lines of codes, `at + 48 <= nbp * 32`.
+            let bcast = |o: usize| unsafe {
+                _mm512_set1_epi32(qa[c].add(at + o).cast::<i32>().read_unaligned())
+            };
+            let mut lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], bcast(0));
+            let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(32));
+            for j in 1..4 {
+                lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
+                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(32 + 4 * j));
+            }
+            let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+            // SAFETY: a prepared row holds `nbp >= nb` scales `d` and `2 * nbp` values `s`.
+            let (d, s) = unsafe { (*da[c].add(b), *sa[c].add(2 * b + 1)) };
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
+            acc[c] = _mm512_fmadd_ps(sumi, scale, acc[c]);
+            acc[c] = _mm512_fmadd_ps(mw, _mm512_set1_ps(s), acc[c]);
+        }
+    }
+    let keep: __mmask16 = if rows.len() >= 16 {
+        !0
+    } else {
+        (1 << rows.len()) - 1
+    };
+    for (c, v) in acc.iter().enumerate() {
+        // SAFETY: the caller's contract: `rows` of activation row `c0 + c` are this call's to
+        // write.
+        unsafe { _mm512_mask_storeu_ps(out.at(c0 + c, rows.start), keep, *v) };
+    }
+}
+
+/// # Safety
+/// See `GemmFn`; `rows.start` is a multiple of 16; `PairsQ4` layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usize>, out: OutPtr) {
+    debug_assert!(rows.start.is_multiple_of(GROUP));
+    let nb = a.nb;
+    let groups = rows.start / GROUP..rows.end.div_ceil(GROUP);
+    // A group's records are contiguous: prefetch a few records ahead while they stream.
+    let ahead = PACKED_PREFETCH_RECORDS * RECORD_LINES * 64;
+    let mut chunk = 0;
+    while chunk < a.m {
+        let chunk_end = (chunk + MC).min(a.m);
+        let streaming = a.m <= MC;
+        for g in groups.clone() {
+            let r0 = g * GROUP;
+            let tile_rows = r0..rows.end.min(r0 + GROUP);
+            let mut c0 = chunk;
+            while c0 < chunk_end {
+                let nc = PACKED_COLS.min(chunk_end - c0);
+                let pf = if streaming && c0 == chunk { ahead } else { 0 };
+                let rec = w.group(g);
+                // SAFETY: `g` is a group of the matrix, columns `c0..c0 + nc` exist; the caller's
+                // contract on `rows` and `out`.
+                unsafe {
+                    match nc {
+                        8 => tile_q4_1x16::<8>(rec, nb, a, c0, tile_rows.clone(), out, pf),
+                        7 => tile_q4_1x16::<7>(rec, nb, a, c0, tile_rows.clone(), out, pf),
+                        6 => tile_q4_1x16::<6>(rec, nb, a, c0, tile_rows.clone(), out, pf),
+                        5 => tile_q4_1x16::<5>(rec, nb, a, c0, tile_rows.clone(), out, pf),
+                        4 => tile_q4_1x16::<4>(rec, nb, a, c0, tile_rows.clone(), out, pf),
+                        3 => tile_q4_1x16::<3>(rec, nb, a, c0, tile_rows.clone(), out, pf),
+                        2 => tile_q4_1x16::<2>(rec, nb, a, c0, tile_rows.clone(), out, pf),
+                        _ => tile_q4_1x16::<1>(rec, nb, a, c0, tile_rows.clone(), out, pf),
+                    }
+                }
+                c0 += nc;
+            }
+        }
+        chunk = chunk_end;
+    }
+}
+
+/// Records ahead that the streaming walk prefetches.
+const PACKED_PREFETCH_RECORDS: usize = 4;

@@ -18,6 +18,7 @@ use half::f16;
 
 use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 use super::dispatch::{Isa, Kernels};
+use super::packed::PackedQ4_1;
 use super::pool::Pool;
 use super::{dot, quantize};
 use crate::error::{Error, Result};
@@ -27,7 +28,7 @@ use crate::error::{Error, Result};
 #[derive(Clone, Copy)]
 pub(crate) struct Line(pub [u8; 64]);
 
-const ZERO_LINE: Line = Line([0; 64]);
+pub(crate) const ZERO_LINE: Line = Line([0; 64]);
 
 /// How a micro-kernel wants its activations laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +74,7 @@ impl Prepared {
     pub fn d(&self, c: usize) -> &[f32] {
         &self.d[c * self.nbp..(c + 1) * self.nbp]
     }
-    /// Natural Q8_1: `[0, s]` per block of row `c`, `2 * nbp` values.
+    /// Q8_1: `[0, s]` per block of row `c`, `2 * nbp` values.
     #[inline(always)]
     pub fn s(&self, c: usize) -> &[f32] {
         &self.s[c * 2 * self.nbp..(c + 1) * 2 * self.nbp]
@@ -124,7 +125,7 @@ impl Prepared {
         self.d.resize(m * nbp, 0.0);
         let (pairs_q4, pairs_q8) = (layout == Layout::PairsQ4, layout == Layout::PairsQ8);
         self.s.clear();
-        if q8_1 && !pairs_q4 {
+        if q8_1 {
             self.s.resize(m * 2 * nbp, 0.0);
         }
         refill(&mut self.dx, if pairs_q4 || pairs_q8 { lines } else { 0 });
@@ -167,9 +168,9 @@ impl Prepared {
                     }
                     _ => {
                         p.qs[line].0[half * 32..half * 32 + 32].copy_from_slice(&codes);
-                        p.s[(c * p.nbp + b) * 2 + 1] = s;
                     }
                 }
+                p.s[(c * p.nbp + b) * 2 + 1] = s;
             }
         }
         if layout == Layout::PairsQ4 {
@@ -241,6 +242,12 @@ unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
+    /// Where activation row `c`, weight row `r` goes.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline(always)]
+    pub fn at(self, c: usize, r: usize) -> *mut f32 {
+        self.ptr.wrapping_add(c * self.ld + r)
+    }
     /// # Safety
     /// `c * ld + r` is inside the output and no other thread writes it.
     #[inline(always)]
@@ -258,6 +265,9 @@ impl OutPtr {
 /// matrix's blocks per row and `a` has the layout the kernel expects.
 pub(crate) type GemmFn<W> = unsafe fn(&QMatrix<'_, W>, &Prepared, Range<usize>, OutPtr);
 
+/// As [`GemmFn`] for a [`PackedQ4_1`] matrix; `rows.start` is a multiple of its group.
+pub(crate) type PackedGemmFn = unsafe fn(&PackedQ4_1, &Prepared, Range<usize>, OutPtr);
+
 /// One instruction set's function set.
 pub(crate) struct Table {
     pub isa: Isa,
@@ -269,6 +279,9 @@ pub(crate) struct Table {
     pub quantize_q8_0: unsafe fn(&[f32], &mut [BlockQ8_0]),
     pub gemm_q4_1: GemmFn<BlockQ4_1>,
     pub gemm_q8_0: GemmFn<BlockQ8_0>,
+    /// Q4_1 weights in the 16-row layout, where this path has a kernel for it (reads the
+    /// `layout_q4_1` activations).
+    pub gemm_q4_1x16: Option<PackedGemmFn>,
 }
 
 pub(crate) static SCALAR_TABLE: Table = Table {
@@ -279,6 +292,7 @@ pub(crate) static SCALAR_TABLE: Table = Table {
     quantize_q8_0: quantize::quantize_q8_0_scalar,
     gemm_q4_1: dot::gemm_q4_1_scalar,
     gemm_q8_0: dot::gemm_q8_0_scalar,
+    gemm_q4_1x16: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -290,6 +304,7 @@ static AVX2_TABLE: Table = Table {
     quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
     gemm_q4_1: super::avx2::gemm_q4_1,
     gemm_q8_0: super::avx2::gemm_q8_0,
+    gemm_q4_1x16: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -301,6 +316,7 @@ static AVX512_TABLE: Table = Table {
     quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
     gemm_q4_1: super::avx512::gemm_q4_1,
     gemm_q8_0: super::avx512::gemm_q8_0,
+    gemm_q4_1x16: Some(super::avx512::gemm_q4_1x16),
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -312,6 +328,7 @@ static NEON_TABLE: Table = Table {
     quantize_q8_0: quantize::quantize_q8_0_scalar,
     gemm_q4_1: super::neon::gemm_q4_1,
     gemm_q8_0: super::neon::gemm_q8_0,
+    gemm_q4_1x16: None,
 };
 
 /// The table for `isa` if this build's architecture has one (availability is checked by the
@@ -393,6 +410,7 @@ pub(crate) fn for_each_tile<const R: usize, const C: usize>(
 
 /// Weight rows per thread share are a multiple of this (a multiple of every tile height).
 const ROW_GRAIN: usize = 16;
+const _: () = assert!(ROW_GRAIN.is_multiple_of(super::packed::GROUP));
 
 fn run_gemm<W: Block>(
     pool: &Pool,
@@ -517,6 +535,55 @@ impl Kernels {
         Ok(())
     }
 
+    /// Whether this path multiplies [`PackedQ4_1`] matrices (and so wants its Q4_1 weights
+    /// repacked).
+    pub fn packs_q4_1(&self) -> bool {
+        self.table.gemm_q4_1x16.is_some()
+    }
+
+    /// [`Kernels::matmul_q4_1`] for a repacked matrix, on a path that [`Kernels::packs_q4_1`].
+    pub fn matmul_q4_1_packed(
+        &self,
+        pool: &Pool,
+        w: &PackedQ4_1,
+        a: &[BlockQ8_1],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let Some(gemm) = self.table.gemm_q4_1x16 else {
+            return Err(Error::invalid(format!(
+                "the {} kernels have no 16-row Q4_1 kernel",
+                self.name()
+            )));
+        };
+        let nb = w.row_blocks();
+        if a.is_empty() || !a.len().is_multiple_of(nb) || out.len() != a.len() / nb * w.rows() {
+            return Err(Error::invalid(format!(
+                "matmul: {} activation blocks and {} outputs do not fit a {} x {} matrix",
+                a.len(),
+                out.len(),
+                w.rows(),
+                w.cols()
+            )));
+        }
+        let prepared = Prepared::q8_1(a, nb, self.table.layout_q4_1);
+        let n = w.rows();
+        let out = OutPtr {
+            ptr: out.as_mut_ptr(),
+            ld: n,
+        };
+        let grains = n.div_ceil(ROW_GRAIN);
+        let parts = pool.threads().min(grains).max(1);
+        let per = grains.div_ceil(parts) * ROW_GRAIN;
+        let parts = n.div_ceil(per).max(1);
+        pool.run(parts, |i| {
+            let rows = (i * per).min(n)..((i + 1) * per).min(n);
+            // SAFETY: as in `run_gemm`; `per` is a multiple of 16, so every part starts on a
+            // group.
+            unsafe { gemm(w, &prepared, rows, out) };
+        });
+        Ok(())
+    }
+
     /// As [`Kernels::matmul_q4_1`] for Q8_0 weights and Q8_0 activations (codes in -127..=127).
     pub fn matmul_q8_0(
         &self,
@@ -569,6 +636,8 @@ pub(crate) fn f16_to_f32(b: [u8; 2]) -> f32 {
 pub enum QWeight<'a> {
     Q4_1(QMatrix<'a, BlockQ4_1>),
     Q8_0(QMatrix<'a, BlockQ8_0>),
+    /// Q4_1 repacked for [`Kernels::packs_q4_1`] paths.
+    Q4_1x16(&'a PackedQ4_1),
 }
 
 impl QWeight<'_> {
@@ -576,19 +645,26 @@ impl QWeight<'_> {
         match self {
             QWeight::Q4_1(w) => w.rows(),
             QWeight::Q8_0(w) => w.rows(),
+            QWeight::Q4_1x16(w) => w.rows(),
         }
     }
     pub fn cols(&self) -> usize {
         match self {
             QWeight::Q4_1(w) => w.cols(),
             QWeight::Q8_0(w) => w.cols(),
+            QWeight::Q4_1x16(w) => w.cols(),
         }
     }
     pub fn size_in_bytes(&self) -> usize {
         match self {
             QWeight::Q4_1(w) => w.size_in_bytes(),
             QWeight::Q8_0(w) => w.size_in_bytes(),
+            QWeight::Q4_1x16(w) => w.size_in_bytes(),
         }
+    }
+    /// Whether Q8_1 activations feed it (else Q8_0).
+    pub fn reads_q8_1(&self) -> bool {
+        !matches!(self, QWeight::Q8_0(_))
     }
 }
 
@@ -701,14 +777,21 @@ impl Kernels {
                     out.len()
                 )));
             }
-            let ready = match w {
-                QWeight::Q4_1(_) => act.ready_q4_1,
-                QWeight::Q8_0(_) => act.ready_q8_0,
+            let ready = if w.reads_q8_1() {
+                act.ready_q4_1
+            } else {
+                act.ready_q8_0
             };
             if !ready {
                 return Err(Error::invalid(
                     "matmul_many: the activation was not quantized for this weight type",
                 ));
+            }
+            if matches!(w, QWeight::Q4_1x16(_)) && !self.packs_q4_1() {
+                return Err(Error::invalid(format!(
+                    "matmul_many: the {} kernels have no 16-row Q4_1 kernel",
+                    self.name()
+                )));
             }
             let per = w.rows().div_ceil(ROW_GRAIN).div_ceil(parts) * ROW_GRAIN;
             let ptr = OutPtr {
@@ -734,6 +817,11 @@ impl Kernels {
                     match (w, q4, q8) {
                         (QWeight::Q4_1(w), Some(a), _) => (self.table.gemm_q4_1)(w, a, rows, *out),
                         (QWeight::Q8_0(w), _, Some(a)) => (self.table.gemm_q8_0)(w, a, rows, *out),
+                        (QWeight::Q4_1x16(w), Some(a), _) => {
+                            if let Some(gemm) = self.table.gemm_q4_1x16 {
+                                gemm(w, a, rows, *out)
+                            }
+                        }
                         _ => {}
                     }
                 }

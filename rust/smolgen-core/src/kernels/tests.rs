@@ -8,6 +8,7 @@ use half::f16;
 use super::blocks::{blocks_as_bytes, cast_blocks, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 use super::dispatch::{available_isas, cpu_features, Isa, Kernels};
 use super::dot;
+use super::packed::{reference_matmul, PackedQ4_1};
 use super::pool::Pool;
 
 /// splitmix64: deterministic test data.
@@ -486,6 +487,119 @@ fn matmul_paths_match_scalar() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn packing_keeps_every_block() {
+    let mut rng = Rng(11);
+    for &(rows, k) in &[(1usize, 32usize), (16, 64), (20, 96), (37, 576)] {
+        let nb = k / QK;
+        let w = q4_1_blocks(&mut rng, rows * nb, true);
+        let wm = QMatrix::new(&w, rows, k).expect("shape");
+        let p = PackedQ4_1::pack(&wm);
+        assert_eq!((p.rows(), p.cols(), p.row_blocks()), (rows, k, nb));
+        assert_eq!(p.size_in_bytes(), rows.div_ceil(16) * 16 * nb * 20);
+        for r in 0..rows {
+            for b in 0..nb {
+                assert_eq!(p.block(r, b).expect("inside"), wm.row(r)[b], "({r}, {b})");
+            }
+        }
+        assert!(p.block(rows, 0).is_err());
+        assert!(p.block(0, nb).is_err());
+    }
+}
+
+/// The 16-row kernel equals its scalar statement bit for bit, for every tile shape, group
+/// remainder and thread count, and stays within rounding of the row-major scalar reference.
+#[test]
+fn packed_matmul_matches_its_reference() {
+    let mut rng = Rng(12);
+    let pools = [
+        Pool::single(),
+        Pool::new(2).expect("threads"),
+        Pool::new(3).expect("threads"),
+    ];
+    let packers: Vec<Kernels> = available_isas()
+        .into_iter()
+        .filter_map(Kernels::for_isa)
+        .filter(|k| k.packs_q4_1())
+        .collect();
+    assert_eq!(
+        packers.is_empty(),
+        !Isa::Avx512Vnni.is_available(),
+        "the AVX-512 VNNI path multiplies packed matrices"
+    );
+    for &k in &[32usize, 96, 576, 1536] {
+        let nb = k / QK;
+        for &rows in &[5usize, 16, 40, 64] {
+            let extreme = (rows + k) % 2 == 1;
+            let w = q4_1_blocks(&mut rng, rows * nb, extreme);
+            let wm = QMatrix::new(&w, rows, k).expect("shape");
+            let packed = PackedQ4_1::pack(&wm);
+            for &m in &[1usize, 2, 3, 7, 8, 9, 16, 17, 26] {
+                let a = quantized_acts_q8_1(&mut rng, m * nb, !extreme);
+                let want = reference_matmul(&packed, &a).expect("shapes");
+                for c in 0..m {
+                    let ac = &a[c * nb..(c + 1) * nb];
+                    for r in 0..rows {
+                        let e = dot::vec_dot_q4_1_q8_1(wm.row(r), ac);
+                        let g = want[c * rows + r];
+                        let t = tol(nb, abs_sum_q4_1(wm.row(r), ac));
+                        assert!(
+                            ((g - e) as f64).abs() <= t,
+                            "reference rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}"
+                        );
+                    }
+                }
+                for kern in &packers {
+                    for pool in &pools {
+                        let mut got = vec![f32::NAN; m * rows];
+                        kern.matmul_q4_1_packed(pool, &packed, &a, &mut got)
+                            .expect("shapes");
+                        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                e.to_bits(),
+                                "{} rows={rows} k={k} m={m} threads={} at {i}: {g} vs {e}",
+                                kern.name(),
+                                pool.threads()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_matmul_rejects_bad_shapes() {
+    let mut rng = Rng(13);
+    let w = q4_1_blocks(&mut rng, 20 * 2, false);
+    let packed = PackedQ4_1::pack(&QMatrix::new(&w, 20, 64).expect("shape"));
+    let a = quantized_acts_q8_1(&mut rng, 3, false);
+    let mut out = vec![0f32; 40];
+    for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
+        let pool = Pool::single();
+        if !kern.packs_q4_1() {
+            assert!(kern
+                .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out[..20])
+                .is_err());
+            continue;
+        }
+        assert!(kern
+            .matmul_q4_1_packed(&pool, &packed, &a, &mut out)
+            .is_err());
+        assert!(kern
+            .matmul_q4_1_packed(&pool, &packed, &[], &mut [])
+            .is_err());
+        assert!(kern
+            .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out)
+            .is_err());
+        assert!(kern
+            .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out[..20])
+            .is_ok());
     }
 }
 
