@@ -6,8 +6,8 @@
 //!
 //! `cargo bench -p smolgen-core --bench kernels -- --warm-up-time 1 --measurement-time 3`
 //!
-//! * `ours/<path>-x16/t<N>`: the same weights repacked 16 rows at a time ([`PackedQ4_1`]), on
-//!   paths with a kernel for that layout.
+//! * `ours/<path>-x16/t<N>`: the same weights repacked 16 rows at a time (`PackedQ4_1`,
+//!   `PackedQ8_0`), on paths with kernels for that layout.
 //! * `ours/<path>/t<N>`: every instruction set this CPU has, for each thread count in
 //!   `SMOLGEN_BENCH_THREADS` (default `1,2`). The scalar path is skipped for prefill (slow).
 //! * `candle/t<N>`: candle's thread pool is process-wide and sized once from
@@ -24,7 +24,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use half::f16;
 use smolgen_core::kernels::blocks::blocks_as_bytes;
 use smolgen_core::kernels::{
-    available_isas, BlockQ4_1, BlockQ8_0, BlockQ8_1, Isa, Kernels, PackedQ4_1, Pool, QMatrix, QK,
+    available_isas, BlockQ4_1, BlockQ8_0, BlockQ8_1, Isa, Kernels, PackedQ4_1, PackedQ8_0, Pool,
+    QMatrix, QK,
 };
 
 /// splitmix64: the inputs never change between runs.
@@ -165,7 +166,7 @@ fn bench_kernels(c: &mut Criterion) {
                                     .expect("matmul")
                             })
                         });
-                        if kern.packs_q4_1() {
+                        if kern.packs_weights() {
                             let packed = PackedQ4_1::pack(&w);
                             let mut a = vec![BlockQ8_1::default(); x.len() / QK];
                             let id = format!("ours/{}-x16/t{}", isa.name(), pool.threads());
@@ -187,6 +188,18 @@ fn bench_kernels(c: &mut Criterion) {
                                     .expect("matmul")
                             })
                         });
+                        if kern.packs_weights() {
+                            let packed = PackedQ8_0::pack(&w);
+                            let mut a = vec![BlockQ8_0::default(); x.len() / QK];
+                            let id = format!("ours/{}-x16/t{}", isa.name(), pool.threads());
+                            group.bench_function(&id, |b| {
+                                b.iter(|| {
+                                    kern.quantize_q8_0(black_box(&x), &mut a).expect("quantize");
+                                    kern.matmul_q8_0_packed(pool, &packed, &a, &mut out)
+                                        .expect("matmul")
+                                })
+                            });
+                        }
                     }
                 }
             }

@@ -25,7 +25,7 @@ use crate::attention::{attend_head, causal_attention, Heads};
 use crate::config::{Config, RopeLayout};
 use crate::error::{Error, Result};
 use crate::gguf::{GgufFile, TensorInfo};
-use crate::kernels::{Activation, Kernels, PackedQ4_1, Pool, QMatrix, QWeight, QK};
+use crate::kernels::{Activation, Kernels, PackedMatrix, Pool, QMatrix, QWeight, QK};
 use crate::kv_cache::{HostKv, KvCache};
 use crate::model::LogitsFor;
 use crate::weights::Weights;
@@ -41,11 +41,11 @@ struct MatrixRef {
 }
 
 /// A matrix the kernels multiply: its bytes in the mapped file, or a copy repacked for the
-/// kernels' 16-row layout ([`PackedQ4_1`]) when they have one for its type.
+/// kernels' 16-row layout ([`PackedMatrix`]) on paths that have it.
 #[derive(Debug)]
 struct Matrix {
     file: MatrixRef,
-    packed: Option<PackedQ4_1>,
+    packed: Option<PackedMatrix>,
 }
 
 struct LayerWeights {
@@ -97,7 +97,7 @@ fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
 pub struct CpuLlama {
     cfg: Config,
     file: Arc<GgufFile>,
-    /// Looked up row by row; always read from the file.
+    /// Looked up row by row, from the file unless tied to a packed `output`.
     embedding: MatrixRef,
     layers: Vec<LayerWeights>,
     output_norm: Vec<f32>,
@@ -176,20 +176,21 @@ impl CpuLlama {
             view(&file, &m)?; // fails here, once, if the bytes are not whole blocks
             Ok::<_, Error>(m)
         };
-        // Repacks a Q4_1 matrix for kernels with a 16-row layout. `release`: nothing else reads
-        // the file's copy, so its pages leave resident memory.
-        let prepare = |m: MatrixRef, release: bool| -> Result<Matrix> {
-            let packed = match view(&file, &m)? {
-                QWeight::Q4_1(w) if kernels.packs_q4_1() => Some(PackedQ4_1::pack(&w)),
-                _ => None,
+        // Repacks a matrix for kernels with a 16-row layout. The file's copy then leaves resident
+        // memory; where it is also the embedding table, a lookup faults back only the pages of
+        // the rows it reads.
+        let prepare = |m: MatrixRef| -> Result<Matrix> {
+            let packed = match kernels.packs_weights() {
+                true => PackedMatrix::pack(&view(&file, &m)?),
+                false => None,
             };
-            if packed.is_some() && release {
+            if packed.is_some() {
                 file.release(m.offset, m.len);
             }
             Ok(Matrix { file: m, packed })
         };
         let matrix = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
-            prepare(locate(weights, name, rows, cols)?, true)
+            prepare(locate(weights, name, rows, cols)?)
         };
         let vector = |weights: &mut Weights, name: &str| -> Result<Vec<f32>> {
             Ok(weights.vector(name, h)?.to_vec1::<f32>()?)
@@ -212,11 +213,16 @@ impl CpuLlama {
         }
         let tied_embeddings = file.tensor_info("output.weight").is_none();
         let output = if tied_embeddings {
-            prepare(embedding.clone(), false)?
+            prepare(embedding.clone())?
         } else {
             matrix(weights, "output.weight", cfg.vocab_size, h)?
         };
         let output_norm = vector(weights, "output_norm.weight")?;
+        if kernels.packs_weights() {
+            // Every matrix is a packed copy and the norms are copied: what the file still has
+            // resident (norm pages, the header) is read again only if something asks.
+            file.release(0, file.size());
+        }
         let pool = Pool::new(threads)?;
         let rope_theta_scale = (cfg.rope_theta as f32).powf(-2.0 / hd as f32);
         Ok(CpuLlama {
@@ -244,7 +250,7 @@ impl CpuLlama {
 
     fn weight<'a>(&'a self, m: &'a Matrix) -> Result<QWeight<'a>> {
         match &m.packed {
-            Some(p) => Ok(QWeight::Q4_1x16(p)),
+            Some(p) => Ok(p.weight()),
             None => view(&self.file, &m.file),
         }
     }
@@ -295,11 +301,15 @@ impl CpuLlama {
             ));
         }
 
-        // Embeddings, dequantized row by row from the table's blocks.
-        let table = view(&self.file, &self.embedding)?;
+        // Embeddings, dequantized row by row from the table's blocks: the packed LM head when
+        // it is the same matrix (the file's pages then stay out of memory), else the file.
+        let table = match (&self.output.packed, self.tied_embeddings) {
+            (Some(packed), true) => packed.weight(),
+            _ => view(&self.file, &self.embedding)?,
+        };
         let x = sized(&mut s.x, m * h);
         for (row, &id) in seqs.iter().flat_map(|s| s.tokens).enumerate() {
-            dequantize_row(&table, id as usize, &mut x[row * h..][..h]);
+            dequantize_row(&table, id as usize, &mut x[row * h..][..h])?;
         }
         self.rope_tables(s, m, hd);
 
@@ -630,30 +640,18 @@ fn view<'a>(file: &'a GgufFile, m: &MatrixRef) -> Result<QWeight<'a>> {
 }
 
 /// Row `r` of a quantized table in f32 (`d * q` for Q8_0, `d * q + m` for Q4_1).
-fn dequantize_row(table: &QWeight<'_>, r: usize, out: &mut [f32]) {
+fn dequantize_row(table: &QWeight<'_>, r: usize, out: &mut [f32]) -> Result<()> {
     let mut buf = [0f32; QK];
-    match table {
-        QWeight::Q4_1(w) => {
-            for (b, dst) in w.row(r).iter().zip(out.chunks_exact_mut(QK)) {
-                b.dequantize(&mut buf);
-                dst.copy_from_slice(&buf);
-            }
+    for (b, dst) in out.chunks_exact_mut(QK).enumerate() {
+        match table {
+            QWeight::Q4_1(w) => w.row(r)[b].dequantize(&mut buf),
+            QWeight::Q8_0(w) => w.row(r)[b].dequantize(&mut buf),
+            QWeight::Q4_1x16(w) => w.block(r, b)?.dequantize(&mut buf),
+            QWeight::Q8_0x16(w) => w.block(r, b)?.dequantize(&mut buf),
         }
-        QWeight::Q8_0(w) => {
-            for (b, dst) in w.row(r).iter().zip(out.chunks_exact_mut(QK)) {
-                b.dequantize(&mut buf);
-                dst.copy_from_slice(&buf);
-            }
-        }
-        QWeight::Q4_1x16(w) => {
-            for (b, dst) in out.chunks_exact_mut(QK).enumerate() {
-                if let Ok(block) = w.block(r, b) {
-                    block.dequantize(&mut buf);
-                    dst.copy_from_slice(&buf);
-                }
-            }
-        }
+        dst.copy_from_slice(&buf);
     }
+    Ok(())
 }
 
 /// ggml's RMSNorm then its multiply by the weight: the sum of squares in f64, `scale` in f32.

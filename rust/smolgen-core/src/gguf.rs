@@ -175,9 +175,24 @@ impl GgufFile {
         &self.mmap[info.offset..info.offset + info.size_in_bytes]
     }
 
+    /// The file's length in bytes.
+    pub fn size(&self) -> usize {
+        self.mmap.len()
+    }
+
     /// `len` bytes at `offset` of the mapped file, if they lie inside it.
     pub fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
         self.mmap.get(offset..offset.checked_add(len)?)
+    }
+
+    /// Forgets the parsed metadata arrays (the tokenizer's vocabulary, merges and scores) and
+    /// drops the header's pages from resident memory. For a loaded model whose tokenizer and
+    /// config are built: nothing reads those again, and they hold several megabytes.
+    pub fn shed_header(&mut self) {
+        self.metadata
+            .retain(|_, v| !matches!(v, Value::Array(items) if items.len() > 64));
+        let header = self.tensors.iter().map(|t| t.offset).min().unwrap_or(0);
+        self.release(0, header);
     }
 
     /// Drops this process's resident copy of the pages under `offset..offset + len`, once their

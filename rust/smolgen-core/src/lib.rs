@@ -147,9 +147,10 @@ impl Model {
     }
 
     fn load_gguf(path: &Path, device: &Device, t0: Instant, threads: usize) -> Result<Self> {
-        let file = gguf::GgufFile::open(path)?;
+        let mut file = gguf::GgufFile::open(path)?;
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        file.shed_header();
         let mut weights = weights::Weights::gguf(file, device);
         let llama = Llama::load(cfg, &mut weights, device, threads)?;
         Self::finish(llama, tokenizer, &weights, device, t0)

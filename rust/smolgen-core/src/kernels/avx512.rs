@@ -14,9 +14,11 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix};
+use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
 use super::matmul::{for_each_weight_tile, Line, OutPtr, Prepared, MC};
-use super::packed::{PackedQ4_1, GROUP, RECORD_LINES};
+use super::packed::{
+    q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
+};
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
@@ -201,10 +203,95 @@ pub(crate) unsafe fn gemm_q8_0(
     });
 }
 
-/// Activation rows per tile of the 16-row kernel.
+/// Activation rows per tile of the 16-row kernels.
 const PACKED_COLS: usize = 8;
+/// Records ahead that the 16-row kernels prefetch while weights stream from memory.
+const PACKED_PREFETCH_RECORDS: usize = 4;
 
-/// 16 weight rows (one group) x `C` activation rows, all blocks.
+/// The walk of the 16-row kernels: calls `tile(g, c0, nc, rows, pf)` for every group `g` of
+/// `rows` (which starts on a group) and every tile of up to [`PACKED_COLS`] activation rows,
+/// `MC` activation rows at a time; `rows` is the group's rows inside `rows`, `pf` the prefetch
+/// distance in bytes (0: none). Where weights stream from memory (at most `MC` activation
+/// rows), each group's first tile prefetches; otherwise a group is reused from cache.
+#[inline(always)]
+fn for_each_group_tile(
+    rows: Range<usize>,
+    m: usize,
+    record_lines: usize,
+    mut tile: impl FnMut(usize, usize, usize, Range<usize>, usize),
+) {
+    debug_assert!(rows.start.is_multiple_of(GROUP));
+    let ahead = PACKED_PREFETCH_RECORDS * record_lines * 64;
+    let streaming = m <= MC;
+    let mut chunk = 0;
+    while chunk < m {
+        let chunk_end = (chunk + MC).min(m);
+        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
+            let r0 = g * GROUP;
+            let mut c0 = chunk;
+            while c0 < chunk_end {
+                let nc = PACKED_COLS.min(chunk_end - c0);
+                let pf = if streaming && c0 == chunk { ahead } else { 0 };
+                tile(g, c0, nc, r0..rows.end.min(r0 + GROUP), pf);
+                c0 += nc;
+            }
+        }
+        chunk = chunk_end;
+    }
+}
+
+/// Calls `$f::<NC>(args)` for a run-time tile width `nc` in 1..=8.
+macro_rules! dispatch_cols {
+    ($f:ident, $nc:expr, $($arg:expr),* $(,)?) => {
+        match $nc {
+            8 => $f::<8>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            4 => $f::<4>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            _ => $f::<1>($($arg),*),
+        }
+    };
+}
+
+/// Writes 16-row accumulators: activation row `c0 + c` gets `acc[c]`'s first `rows.len()`
+/// lanes at weight rows `rows`.
+///
+/// # Safety
+/// Those outputs exist and are this call's to write.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn store_group<const C: usize>(
+    acc: &[__m512; C],
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    let keep: __mmask16 = if rows.len() >= GROUP {
+        !0
+    } else {
+        (1 << rows.len()) - 1
+    };
+    for (c, v) in acc.iter().enumerate() {
+        // SAFETY: the caller's contract.
+        unsafe { _mm512_mask_storeu_ps(out.at(c0 + c, rows.start), keep, *v) };
+    }
+}
+
+/// Prefetches one record `pf` bytes ahead of `r` (no-op when `pf` is 0).
+#[inline(always)]
+fn prefetch_record(r: *const u8, pf: usize, record_lines: usize) {
+    if pf != 0 {
+        for line in 0..record_lines {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + 64 * line).cast()) };
+        }
+    }
+}
+
+/// 16 weight rows (one group) x `C` activation rows, all blocks; Q4_1.
 ///
 /// # Safety
 /// As [`tile_q4_1`]; `rec` is the first record of the group that starts at `rows.start`;
@@ -228,14 +315,10 @@ unsafe fn tile_q4_1x16<const C: usize>(
     let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
     let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
     for b in 0..nb {
-        // SAFETY: the group has `nb` records of `RECORD_LINES` aligned lines.
+        // SAFETY: the group has `nb` records of `Q4_1_RECORD_LINES` aligned lines.
         let (w, dw, mw) = unsafe {
-            let r = rec.add(b * RECORD_LINES).cast::<u8>();
-            if pf != 0 {
-                for line in 0..RECORD_LINES {
-                    _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + 64 * line).cast());
-                }
-            }
+            let r = rec.add(b * Q4_1_RECORD_LINES).cast::<u8>();
+            prefetch_record(r, pf, Q4_1_RECORD_LINES);
             let l: [__m512i; 4] = std::array::from_fn(|j| _mm512_load_si512(r.add(64 * j).cast()));
             let w: [__m512i; 8] = std::array::from_fn(|j| {
                 if j < 4 {
@@ -271,59 +354,79 @@ unsafe fn tile_q4_1x16<const C: usize>(
             acc[c] = _mm512_fmadd_ps(mw, _mm512_set1_ps(s), acc[c]);
         }
     }
-    let keep: __mmask16 = if rows.len() >= 16 {
-        !0
-    } else {
-        (1 << rows.len()) - 1
-    };
-    for (c, v) in acc.iter().enumerate() {
-        // SAFETY: the caller's contract: `rows` of activation row `c0 + c` are this call's to
-        // write.
-        unsafe { _mm512_mask_storeu_ps(out.at(c0 + c, rows.start), keep, *v) };
+    // SAFETY: the caller's contract.
+    unsafe { store_group(&acc, c0, rows, out) };
+}
+
+/// 16 weight rows (one group) x `C` activation rows, all blocks; Q8_0 (codes stored +128).
+///
+/// # Safety
+/// As [`tile_q4_1x16`], with the `PairsQ8` layout.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q8_0x16<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let mut acc = [_mm512_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    // Raw pointers, as in `tile_q4_1x16`.
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let fix: [*const i32; C] = std::array::from_fn(|c| a.bias_fix(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: the group has `nb` records of `Q8_0_RECORD_LINES` aligned lines, then its
+        // scales, 32 bytes per block.
+        let (w, dw) = unsafe {
+            let r = rec.add(b * Q8_0_RECORD_LINES).cast::<u8>();
+            prefetch_record(r, pf, Q8_0_RECORD_LINES);
+            let w: [__m512i; 8] = std::array::from_fn(|j| _mm512_load_si512(r.add(64 * j).cast()));
+            let (line, at) = q8_0_scales_at(nb, b);
+            let dw = _mm512_cvtph_ps(_mm256_load_si256(rec.add(line).cast::<u8>().add(at).cast()));
+            (w, dw)
+        };
+        for c in 0..C {
+            // SAFETY: prepared rows hold `nbp * 32` codes in element order.
+            let bcast = |o: usize| unsafe {
+                _mm512_set1_epi32(qa[c].add(b * QK + o).cast::<i32>().read_unaligned())
+            };
+            // SAFETY: a prepared row holds `nbp >= nb` scales and bias corrections.
+            let (d, start) = unsafe { (*da[c].add(b), *fix[c].add(b)) };
+            let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(start), w[0], bcast(0));
+            let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(16));
+            for j in 1..4 {
+                lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
+                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
+            }
+            let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
+            acc[c] = _mm512_fmadd_ps(sumi, scale, acc[c]);
+        }
     }
+    // SAFETY: the caller's contract.
+    unsafe { store_group(&acc, c0, rows, out) };
 }
 
 /// # Safety
-/// See `GemmFn`; `rows.start` is a multiple of 16; `PairsQ4` layout.
+/// See `PackedGemmFn`; `PairsQ4` layout.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usize>, out: OutPtr) {
-    debug_assert!(rows.start.is_multiple_of(GROUP));
-    let nb = a.nb;
-    let groups = rows.start / GROUP..rows.end.div_ceil(GROUP);
-    // A group's records are contiguous: prefetch a few records ahead while they stream.
-    let ahead = PACKED_PREFETCH_RECORDS * RECORD_LINES * 64;
-    let mut chunk = 0;
-    while chunk < a.m {
-        let chunk_end = (chunk + MC).min(a.m);
-        let streaming = a.m <= MC;
-        for g in groups.clone() {
-            let r0 = g * GROUP;
-            let tile_rows = r0..rows.end.min(r0 + GROUP);
-            let mut c0 = chunk;
-            while c0 < chunk_end {
-                let nc = PACKED_COLS.min(chunk_end - c0);
-                let pf = if streaming && c0 == chunk { ahead } else { 0 };
-                let rec = w.group(g);
-                // SAFETY: `g` is a group of the matrix, columns `c0..c0 + nc` exist; the caller's
-                // contract on `rows` and `out`.
-                unsafe {
-                    match nc {
-                        8 => tile_q4_1x16::<8>(rec, nb, a, c0, tile_rows.clone(), out, pf),
-                        7 => tile_q4_1x16::<7>(rec, nb, a, c0, tile_rows.clone(), out, pf),
-                        6 => tile_q4_1x16::<6>(rec, nb, a, c0, tile_rows.clone(), out, pf),
-                        5 => tile_q4_1x16::<5>(rec, nb, a, c0, tile_rows.clone(), out, pf),
-                        4 => tile_q4_1x16::<4>(rec, nb, a, c0, tile_rows.clone(), out, pf),
-                        3 => tile_q4_1x16::<3>(rec, nb, a, c0, tile_rows.clone(), out, pf),
-                        2 => tile_q4_1x16::<2>(rec, nb, a, c0, tile_rows.clone(), out, pf),
-                        _ => tile_q4_1x16::<1>(rec, nb, a, c0, tile_rows.clone(), out, pf),
-                    }
-                }
-                c0 += nc;
-            }
-        }
-        chunk = chunk_end;
-    }
+    for_each_group_tile(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
+        // SAFETY: the walk stays inside the matrix's groups and `0..m`; the caller's contract.
+        unsafe { dispatch_cols!(tile_q4_1x16, nc, w.group(g), a.nb, a, c0, rows, out, pf) }
+    });
 }
 
-/// Records ahead that the streaming walk prefetches.
-const PACKED_PREFETCH_RECORDS: usize = 4;
+/// # Safety
+/// See `PackedGemmFn`; `PairsQ8` layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q8_0x16(w: &PackedQ8_0, a: &Prepared, rows: Range<usize>, out: OutPtr) {
+    for_each_group_tile(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {
+        // SAFETY: as above.
+        unsafe { dispatch_cols!(tile_q8_0x16, nc, w.group(g), a.nb, a, c0, rows, out, pf) }
+    });
+}

@@ -18,7 +18,7 @@ use half::f16;
 
 use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 use super::dispatch::{Isa, Kernels};
-use super::packed::PackedQ4_1;
+use super::packed::{PackedQ4_1, PackedQ8_0};
 use super::pool::Pool;
 use super::{dot, quantize};
 use crate::error::{Error, Result};
@@ -58,6 +58,8 @@ pub(crate) struct Prepared {
     dx: Vec<Line>,
     sx: Vec<Line>,
     cx: Vec<Line>,
+    /// Q8_0: `-128 * sum(codes)` per block, the start of a dot against codes biased by +128.
+    fix: Vec<i32>,
 }
 
 impl Prepared {
@@ -78,6 +80,12 @@ impl Prepared {
     #[inline(always)]
     pub fn s(&self, c: usize) -> &[f32] {
         &self.s[c * 2 * self.nbp..(c + 1) * 2 * self.nbp]
+    }
+    /// Q8_0: `-128 * sum(codes)` per block of row `c`, `nbp` values.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[inline(always)]
+    pub fn bias_fix(&self, c: usize) -> &[i32] {
+        &self.fix[c * self.nbp..(c + 1) * self.nbp]
     }
     /// Pair layouts: one line per block pair of row `c`.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -108,6 +116,7 @@ impl Prepared {
             dx: Vec::new(),
             sx: Vec::new(),
             cx: Vec::new(),
+            fix: Vec::new(),
         }
     }
 
@@ -131,6 +140,10 @@ impl Prepared {
         refill(&mut self.dx, if pairs_q4 || pairs_q8 { lines } else { 0 });
         refill(&mut self.sx, if pairs_q4 { lines } else { 0 });
         refill(&mut self.cx, if pairs_q8 { lines } else { 0 });
+        self.fix.clear();
+        if !q8_1 {
+            self.fix.resize(m * nbp, 0);
+        }
     }
 
     fn put_f32(lines: &mut [Line], line: usize, lane: usize, v: f32) {
@@ -204,6 +217,7 @@ impl Prepared {
             for b in 0..nb {
                 let blk = &a[c * nb + b];
                 p.d[c * p.nbp + b] = blk.d().to_f32();
+                p.fix[c * p.nbp + b] = -128 * blk.qs.iter().map(|&q| q as i32).sum::<i32>();
                 let half = b % 2;
                 p.qs[c * lpr + b / 2].0[half * 32..half * 32 + 32]
                     .copy_from_slice(&blk.qs.map(|q| q as u8));
@@ -265,8 +279,9 @@ impl OutPtr {
 /// matrix's blocks per row and `a` has the layout the kernel expects.
 pub(crate) type GemmFn<W> = unsafe fn(&QMatrix<'_, W>, &Prepared, Range<usize>, OutPtr);
 
-/// As [`GemmFn`] for a [`PackedQ4_1`] matrix; `rows.start` is a multiple of its group.
-pub(crate) type PackedGemmFn = unsafe fn(&PackedQ4_1, &Prepared, Range<usize>, OutPtr);
+/// As [`GemmFn`] for a packed matrix ([`PackedQ4_1`], [`PackedQ8_0`]); `rows.start` is a
+/// multiple of its group.
+pub(crate) type PackedGemmFn<P> = unsafe fn(&P, &Prepared, Range<usize>, OutPtr);
 
 /// One instruction set's function set.
 pub(crate) struct Table {
@@ -279,9 +294,15 @@ pub(crate) struct Table {
     pub quantize_q8_0: unsafe fn(&[f32], &mut [BlockQ8_0]),
     pub gemm_q4_1: GemmFn<BlockQ4_1>,
     pub gemm_q8_0: GemmFn<BlockQ8_0>,
-    /// Q4_1 weights in the 16-row layout, where this path has a kernel for it (reads the
-    /// `layout_q4_1` activations).
-    pub gemm_q4_1x16: Option<PackedGemmFn>,
+    /// Q4_1 and Q8_0 weights in the 16-row layout, where this path has kernels for it (they
+    /// read the `layout_q4_1` / `layout_q8_0` activations).
+    pub packed: Option<PackedKernels>,
+}
+
+/// The 16-row kernels of one instruction set.
+pub(crate) struct PackedKernels {
+    pub q4_1: PackedGemmFn<PackedQ4_1>,
+    pub q8_0: PackedGemmFn<PackedQ8_0>,
 }
 
 pub(crate) static SCALAR_TABLE: Table = Table {
@@ -292,7 +313,7 @@ pub(crate) static SCALAR_TABLE: Table = Table {
     quantize_q8_0: quantize::quantize_q8_0_scalar,
     gemm_q4_1: dot::gemm_q4_1_scalar,
     gemm_q8_0: dot::gemm_q8_0_scalar,
-    gemm_q4_1x16: None,
+    packed: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -304,7 +325,7 @@ static AVX2_TABLE: Table = Table {
     quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
     gemm_q4_1: super::avx2::gemm_q4_1,
     gemm_q8_0: super::avx2::gemm_q8_0,
-    gemm_q4_1x16: None,
+    packed: None,
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -316,7 +337,10 @@ static AVX512_TABLE: Table = Table {
     quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
     gemm_q4_1: super::avx512::gemm_q4_1,
     gemm_q8_0: super::avx512::gemm_q8_0,
-    gemm_q4_1x16: Some(super::avx512::gemm_q4_1x16),
+    packed: Some(PackedKernels {
+        q4_1: super::avx512::gemm_q4_1x16,
+        q8_0: super::avx512::gemm_q8_0x16,
+    }),
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -328,7 +352,7 @@ static NEON_TABLE: Table = Table {
     quantize_q8_0: quantize::quantize_q8_0_scalar,
     gemm_q4_1: super::neon::gemm_q4_1,
     gemm_q8_0: super::neon::gemm_q8_0,
-    gemm_q4_1x16: None,
+    packed: None,
 };
 
 /// The table for `isa` if this build's architecture has one (availability is checked by the
@@ -439,6 +463,40 @@ fn run_gemm<W: Block>(
     });
 }
 
+fn run_packed_gemm<P: Sync>(
+    pool: &Pool,
+    gemm: PackedGemmFn<P>,
+    w: &P,
+    n: usize,
+    a: &Prepared,
+    out: &mut [f32],
+) {
+    debug_assert_eq!(out.len(), a.m * n);
+    let out = OutPtr {
+        ptr: out.as_mut_ptr(),
+        ld: n,
+    };
+    let grains = n.div_ceil(ROW_GRAIN);
+    let parts = pool.threads().min(grains).max(1);
+    let per = grains.div_ceil(parts) * ROW_GRAIN;
+    let parts = n.div_ceil(per).max(1);
+    pool.run(parts, |i| {
+        let rows = (i * per).min(n)..((i + 1) * per).min(n);
+        // SAFETY: as in `run_gemm`; `per` is a multiple of 16, so every part starts on a group.
+        unsafe { gemm(w, a, rows, out) };
+    });
+}
+
+fn check_packed(rows: usize, cols: usize, a_len: usize, out_len: usize) -> Result<()> {
+    let nb = cols / QK;
+    if a_len == 0 || !a_len.is_multiple_of(nb) || out_len != a_len / nb * rows {
+        return Err(Error::invalid(format!(
+            "matmul: {a_len} activation blocks and {out_len} outputs do not fit a {rows} x {cols} matrix"
+        )));
+    }
+    Ok(())
+}
+
 fn check_quantize(x_len: usize, blocks: usize) -> Result<()> {
     if x_len != blocks * QK {
         return Err(Error::invalid(format!(
@@ -535,13 +593,23 @@ impl Kernels {
         Ok(())
     }
 
-    /// Whether this path multiplies [`PackedQ4_1`] matrices (and so wants its Q4_1 weights
-    /// repacked).
-    pub fn packs_q4_1(&self) -> bool {
-        self.table.gemm_q4_1x16.is_some()
+    /// Whether this path multiplies packed matrices ([`PackedQ4_1`], [`PackedQ8_0`]), and so
+    /// wants its weights repacked.
+    pub fn packs_weights(&self) -> bool {
+        self.table.packed.is_some()
     }
 
-    /// [`Kernels::matmul_q4_1`] for a repacked matrix, on a path that [`Kernels::packs_q4_1`].
+    fn packed_kernels(&self) -> Result<&'static PackedKernels> {
+        self.table.packed.as_ref().ok_or_else(|| {
+            Error::invalid(format!(
+                "the {} kernels do not multiply 16-row packed matrices",
+                self.name()
+            ))
+        })
+    }
+
+    /// [`Kernels::matmul_q4_1`] for a repacked matrix, on a path that
+    /// [`Kernels::packs_weights`].
     pub fn matmul_q4_1_packed(
         &self,
         pool: &Pool,
@@ -549,38 +617,26 @@ impl Kernels {
         a: &[BlockQ8_1],
         out: &mut [f32],
     ) -> Result<()> {
-        let Some(gemm) = self.table.gemm_q4_1x16 else {
-            return Err(Error::invalid(format!(
-                "the {} kernels have no 16-row Q4_1 kernel",
-                self.name()
-            )));
-        };
-        let nb = w.row_blocks();
-        if a.is_empty() || !a.len().is_multiple_of(nb) || out.len() != a.len() / nb * w.rows() {
-            return Err(Error::invalid(format!(
-                "matmul: {} activation blocks and {} outputs do not fit a {} x {} matrix",
-                a.len(),
-                out.len(),
-                w.rows(),
-                w.cols()
-            )));
-        }
-        let prepared = Prepared::q8_1(a, nb, self.table.layout_q4_1);
-        let n = w.rows();
-        let out = OutPtr {
-            ptr: out.as_mut_ptr(),
-            ld: n,
-        };
-        let grains = n.div_ceil(ROW_GRAIN);
-        let parts = pool.threads().min(grains).max(1);
-        let per = grains.div_ceil(parts) * ROW_GRAIN;
-        let parts = n.div_ceil(per).max(1);
-        pool.run(parts, |i| {
-            let rows = (i * per).min(n)..((i + 1) * per).min(n);
-            // SAFETY: as in `run_gemm`; `per` is a multiple of 16, so every part starts on a
-            // group.
-            unsafe { gemm(w, &prepared, rows, out) };
-        });
+        let gemm = self.packed_kernels()?.q4_1;
+        check_packed(w.rows(), w.cols(), a.len(), out.len())?;
+        let prepared = Prepared::q8_1(a, w.row_blocks(), self.table.layout_q4_1);
+        run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
+        Ok(())
+    }
+
+    /// [`Kernels::matmul_q8_0`] for a repacked matrix, on a path that
+    /// [`Kernels::packs_weights`].
+    pub fn matmul_q8_0_packed(
+        &self,
+        pool: &Pool,
+        w: &PackedQ8_0,
+        a: &[BlockQ8_0],
+        out: &mut [f32],
+    ) -> Result<()> {
+        let gemm = self.packed_kernels()?.q8_0;
+        check_packed(w.rows(), w.cols(), a.len(), out.len())?;
+        let prepared = Prepared::q8_0(a, w.row_blocks(), self.table.layout_q8_0);
+        run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
         Ok(())
     }
 
@@ -636,8 +692,10 @@ pub(crate) fn f16_to_f32(b: [u8; 2]) -> f32 {
 pub enum QWeight<'a> {
     Q4_1(QMatrix<'a, BlockQ4_1>),
     Q8_0(QMatrix<'a, BlockQ8_0>),
-    /// Q4_1 repacked for [`Kernels::packs_q4_1`] paths.
+    /// Q4_1 repacked, for paths that [`Kernels::packs_weights`].
     Q4_1x16(&'a PackedQ4_1),
+    /// Q8_0 repacked, for paths that [`Kernels::packs_weights`].
+    Q8_0x16(&'a PackedQ8_0),
 }
 
 impl QWeight<'_> {
@@ -646,6 +704,7 @@ impl QWeight<'_> {
             QWeight::Q4_1(w) => w.rows(),
             QWeight::Q8_0(w) => w.rows(),
             QWeight::Q4_1x16(w) => w.rows(),
+            QWeight::Q8_0x16(w) => w.rows(),
         }
     }
     pub fn cols(&self) -> usize {
@@ -653,6 +712,7 @@ impl QWeight<'_> {
             QWeight::Q4_1(w) => w.cols(),
             QWeight::Q8_0(w) => w.cols(),
             QWeight::Q4_1x16(w) => w.cols(),
+            QWeight::Q8_0x16(w) => w.cols(),
         }
     }
     pub fn size_in_bytes(&self) -> usize {
@@ -660,11 +720,15 @@ impl QWeight<'_> {
             QWeight::Q4_1(w) => w.size_in_bytes(),
             QWeight::Q8_0(w) => w.size_in_bytes(),
             QWeight::Q4_1x16(w) => w.size_in_bytes(),
+            QWeight::Q8_0x16(w) => w.size_in_bytes(),
         }
     }
     /// Whether Q8_1 activations feed it (else Q8_0).
     pub fn reads_q8_1(&self) -> bool {
-        !matches!(self, QWeight::Q8_0(_))
+        matches!(self, QWeight::Q4_1(_) | QWeight::Q4_1x16(_))
+    }
+    fn is_packed(&self) -> bool {
+        matches!(self, QWeight::Q4_1x16(_) | QWeight::Q8_0x16(_))
     }
 }
 
@@ -787,11 +851,8 @@ impl Kernels {
                     "matmul_many: the activation was not quantized for this weight type",
                 ));
             }
-            if matches!(w, QWeight::Q4_1x16(_)) && !self.packs_q4_1() {
-                return Err(Error::invalid(format!(
-                    "matmul_many: the {} kernels have no 16-row Q4_1 kernel",
-                    self.name()
-                )));
+            if w.is_packed() {
+                self.packed_kernels()?;
             }
             let per = w.rows().div_ceil(ROW_GRAIN).div_ceil(parts) * ROW_GRAIN;
             let ptr = OutPtr {
@@ -818,8 +879,13 @@ impl Kernels {
                         (QWeight::Q4_1(w), Some(a), _) => (self.table.gemm_q4_1)(w, a, rows, *out),
                         (QWeight::Q8_0(w), _, Some(a)) => (self.table.gemm_q8_0)(w, a, rows, *out),
                         (QWeight::Q4_1x16(w), Some(a), _) => {
-                            if let Some(gemm) = self.table.gemm_q4_1x16 {
-                                gemm(w, a, rows, *out)
+                            if let Some(k) = &self.table.packed {
+                                (k.q4_1)(w, a, rows, *out)
+                            }
+                        }
+                        (QWeight::Q8_0x16(w), _, Some(a)) => {
+                            if let Some(k) = &self.table.packed {
+                                (k.q8_0)(w, a, rows, *out)
                             }
                         }
                         _ => {}

@@ -66,5 +66,5 @@ mod tests;
 pub use blocks::{cast_blocks, Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 pub use dispatch::{available_isas, cpu_features, Isa, Kernels};
 pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
-pub use packed::PackedQ4_1;
+pub use packed::{PackedMatrix, PackedQ4_1, PackedQ8_0};
 pub use pool::Pool;

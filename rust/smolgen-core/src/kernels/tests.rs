@@ -8,7 +8,7 @@ use half::f16;
 use super::blocks::{blocks_as_bytes, cast_blocks, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 use super::dispatch::{available_isas, cpu_features, Isa, Kernels};
 use super::dot;
-use super::packed::{reference_matmul, PackedQ4_1};
+use super::packed::{reference_matmul_q4_1, reference_matmul_q8_0, PackedQ4_1, PackedQ8_0};
 use super::pool::Pool;
 
 /// splitmix64: deterministic test data.
@@ -507,10 +507,24 @@ fn packing_keeps_every_block() {
         }
         assert!(p.block(rows, 0).is_err());
         assert!(p.block(0, nb).is_err());
+        let w8 = q8_0_blocks(&mut rng, rows * nb, true);
+        let wm8 = QMatrix::new(&w8, rows, k).expect("shape");
+        let p8 = PackedQ8_0::pack(&wm8);
+        assert_eq!((p8.rows(), p8.cols(), p8.row_blocks()), (rows, k, nb));
+        assert_eq!(
+            p8.size_in_bytes(),
+            rows.div_ceil(16) * (nb * 8 + nb.div_ceil(2)) * 64
+        );
+        for r in 0..rows {
+            for b in 0..nb {
+                assert_eq!(p8.block(r, b).expect("inside"), wm8.row(r)[b], "({r}, {b})");
+            }
+        }
+        assert!(p8.block(rows, 0).is_err());
     }
 }
 
-/// The 16-row kernel equals its scalar statement bit for bit, for every tile shape, group
+/// The 16-row kernels equal their scalar statements bit for bit, for every tile shape, group
 /// remainder and thread count, and stays within rounding of the row-major scalar reference.
 #[test]
 fn packed_matmul_matches_its_reference() {
@@ -523,7 +537,7 @@ fn packed_matmul_matches_its_reference() {
     let packers: Vec<Kernels> = available_isas()
         .into_iter()
         .filter_map(Kernels::for_isa)
-        .filter(|k| k.packs_q4_1())
+        .filter(|k| k.packs_weights())
         .collect();
     assert_eq!(
         packers.is_empty(),
@@ -537,9 +551,14 @@ fn packed_matmul_matches_its_reference() {
             let w = q4_1_blocks(&mut rng, rows * nb, extreme);
             let wm = QMatrix::new(&w, rows, k).expect("shape");
             let packed = PackedQ4_1::pack(&wm);
+            let w8 = q8_0_blocks(&mut rng, rows * nb, extreme);
+            let wm8 = QMatrix::new(&w8, rows, k).expect("shape");
+            let packed8 = PackedQ8_0::pack(&wm8);
             for &m in &[1usize, 2, 3, 7, 8, 9, 16, 17, 26] {
                 let a = quantized_acts_q8_1(&mut rng, m * nb, !extreme);
-                let want = reference_matmul(&packed, &a).expect("shapes");
+                let want = reference_matmul_q4_1(&packed, &a).expect("shapes");
+                let a8 = quantized_acts_q8_0(&mut rng, m * nb, !extreme);
+                let want8 = reference_matmul_q8_0(&packed8, &a8).expect("shapes");
                 for c in 0..m {
                     let ac = &a[c * nb..(c + 1) * nb];
                     for r in 0..rows {
@@ -550,6 +569,14 @@ fn packed_matmul_matches_its_reference() {
                             ((g - e) as f64).abs() <= t,
                             "reference rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}"
                         );
+                        let ac8 = &a8[c * nb..(c + 1) * nb];
+                        let e8 = dot::vec_dot_q8_0_q8_0(wm8.row(r), ac8);
+                        let g8 = want8[c * rows + r];
+                        let t8 = tol(nb, abs_sum_q8_0(wm8.row(r), ac8));
+                        assert!(
+                            ((g8 - e8) as f64).abs() <= t8,
+                            "q8_0 reference rows={rows} k={k} m={m} ({c},{r}): {g8} vs {e8}"
+                        );
                     }
                 }
                 for kern in &packers {
@@ -557,14 +584,19 @@ fn packed_matmul_matches_its_reference() {
                         let mut got = vec![f32::NAN; m * rows];
                         kern.matmul_q4_1_packed(pool, &packed, &a, &mut got)
                             .expect("shapes");
-                        for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                            assert_eq!(
-                                g.to_bits(),
-                                e.to_bits(),
-                                "{} rows={rows} k={k} m={m} threads={} at {i}: {g} vs {e}",
-                                kern.name(),
-                                pool.threads()
-                            );
+                        let mut got8 = vec![f32::NAN; m * rows];
+                        kern.matmul_q8_0_packed(pool, &packed8, &a8, &mut got8)
+                            .expect("shapes");
+                        for (kind, got, want) in [("q4_1", &got, &want), ("q8_0", &got8, &want8)] {
+                            for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
+                                assert_eq!(
+                                    g.to_bits(),
+                                    e.to_bits(),
+                                    "{} {kind} rows={rows} k={k} m={m} threads={} at {i}: {g} vs {e}",
+                                    kern.name(),
+                                    pool.threads()
+                                );
+                            }
                         }
                     }
                 }
@@ -582,7 +614,7 @@ fn packed_matmul_rejects_bad_shapes() {
     let mut out = vec![0f32; 40];
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let pool = Pool::single();
-        if !kern.packs_q4_1() {
+        if !kern.packs_weights() {
             assert!(kern
                 .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out[..20])
                 .is_err());
@@ -600,6 +632,19 @@ fn packed_matmul_rejects_bad_shapes() {
         assert!(kern
             .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out[..20])
             .is_ok());
+    }
+    let w8 = q8_0_blocks(&mut rng, 20 * 2, false);
+    let packed8 = PackedQ8_0::pack(&QMatrix::new(&w8, 20, 64).expect("shape"));
+    let a8 = quantized_acts_q8_0(&mut rng, 3, false);
+    for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
+        let pool = Pool::single();
+        let ok = kern
+            .matmul_q8_0_packed(&pool, &packed8, &a8[..2], &mut out[..20])
+            .is_ok();
+        assert_eq!(ok, kern.packs_weights(), "{}", kern.name());
+        assert!(kern
+            .matmul_q8_0_packed(&pool, &packed8, &a8, &mut out)
+            .is_err());
     }
 }
 
