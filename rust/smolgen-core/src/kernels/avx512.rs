@@ -206,7 +206,7 @@ pub(crate) unsafe fn gemm_q8_0(
 /// Activation rows per tile of the 16-row kernels.
 const PACKED_COLS: usize = 8;
 /// Records ahead that the 16-row kernels prefetch while weights stream from memory.
-const PACKED_PREFETCH_RECORDS: usize = 4;
+const PACKED_PREFETCH_RECORDS: usize = 16;
 
 /// The walk of the 16-row kernels: calls `tile(g, c0, nc, rows, pf)` for every group `g` of
 /// `rows` (which starts on a group) and every tile of up to [`PACKED_COLS`] activation rows,
