@@ -1,9 +1,10 @@
-//! The Llama forward pass on our own CPU kernels, reading the weights straight from the
-//! memory-mapped GGUF file.
+//! The Llama forward pass on our own CPU kernels, on the GGUF file's quantized weights.
 //!
-//! Nothing is copied or expanded at load: every matrix is a view of the file's Q4_1 / Q8_0
-//! blocks ([`crate::kernels`]). A pass over `m` rows (the tokens of one or several sequences)
-//! runs, per layer:
+//! Nothing is expanded at load. Where the kernels have a 16-row layout (x86-64), every
+//! Q4_1 / Q8_0 matrix is repacked into it once ([`crate::kernels::PackedMatrix`], as many
+//! bytes as the file's blocks) and the file's pages are dropped from memory; elsewhere every
+//! matrix is a view of the memory-mapped file's blocks. A pass over `m` rows (the tokens of one
+//! or several sequences) runs, per layer:
 //!
 //! 1. RMSNorm, then the activation is quantized once and shared by Q, K and V, which run as one
 //!    job of the thread pool (each thread takes its share of all three matrices' rows);

@@ -5,14 +5,22 @@
 //! `d_w * d_a`; the offset term `m_w * s_a` rides in lane 1 of the same accumulator.
 //! Q8_0 x Q8_0: the usual sign trick (`|w|` times `a` with `w`'s sign), which needs activation
 //! codes in -127..=127.
+//!
+//! The same products on weights in the 16-row layout ([`super::packed`]) take each group as
+//! two halves of 8 rows, one 256-bit register per 4 codes of 8 rows.
 
 // Register tiles are indexed in lockstep (acc[r][c], wq[r], qa[c]); index loops read best.
 #![allow(clippy::needless_range_loop)]
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix};
-use super::matmul::{for_each_weight_tile, OutPtr, Prepared};
+use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
+use super::matmul::{
+    for_each_group_tile, for_each_weight_tile, prefetch_record, Line, OutPtr, Prepared,
+};
+use super::packed::{
+    q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
+};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -184,6 +192,211 @@ pub(crate) unsafe fn gemm_q8_0(
         // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
         unsafe {
             crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
+        }
+    });
+}
+
+/// Activation rows per tile of the 16-row kernels (AVX2 has 16 vector registers).
+const PACKED_COLS: usize = 4;
+/// Rows per 256-bit register in the 16-row layout: a group is two halves.
+const HALF: usize = 8;
+
+/// Stores 8-row accumulators: activation row `c0 + c` gets `acc[c]`'s first `rows.len()` lanes
+/// at weight rows `rows`.
+///
+/// # Safety
+/// AVX2 is available; those outputs exist and are this call's to write.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_half<const C: usize>(
+    acc: &[__m256; C],
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    let n = rows.len() as i32;
+    let keep = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    for (c, v) in acc.iter().enumerate() {
+        // SAFETY: the caller's contract; masked-off lanes are not touched.
+        unsafe { _mm256_maskstore_ps(out.at(c0 + c, rows.start), keep, *v) };
+    }
+}
+
+/// One half (8 rows, `rows`) of a 16-row group x `C` activation rows, all blocks; Q4_1.
+/// `vpmaddubsw` pairs are at most 2 * 15 * 127 and eight of them at most 30480, so a block's
+/// dot sums in i16 before one `vpmaddwd` widens it.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `rec` is the first record of the group holding `rows` (1 to 8 rows
+/// of one half); activation rows `c0..c0 + C` exist in the natural layout; `out` as in
+/// `PackedGemmFn`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q4_1x16<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let nibble = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let half = (rows.start % GROUP) / HALF;
+    let mut acc = [_mm256_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    // Raw pointers: bounds checks in the column loop keep LLVM from unrolling it.
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: the group has `nb` records of `Q4_1_RECORD_LINES` aligned lines; a half is
+        // 32 aligned bytes of a line, its scales 16 bytes of line 4.
+        let r = unsafe { rec.add(b * Q4_1_RECORD_LINES).cast::<u8>() };
+        prefetch_record(r, pf, Q4_1_RECORD_LINES);
+        let (dw, mw) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_load_si128(r.add(256 + 16 * half).cast())),
+                _mm256_cvtph_ps(_mm_load_si128(r.add(288 + 16 * half).cast())),
+            )
+        };
+        let mut isum = [_mm256_setzero_si256(); C];
+        for j in 0..4 {
+            // SAFETY: as above.
+            let l = unsafe { _mm256_load_si256(r.add(64 * j + 32 * half).cast()) };
+            let lo = _mm256_and_si256(l, nibble);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble);
+            for c in 0..C {
+                // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
+                let (x, y) = unsafe {
+                    let q = qa[c].add(b * QK + 4 * j);
+                    (
+                        _mm256_set1_epi32(q.cast::<i32>().read_unaligned()),
+                        _mm256_set1_epi32(q.add(16).cast::<i32>().read_unaligned()),
+                    )
+                };
+                isum[c] = _mm256_add_epi16(isum[c], _mm256_maddubs_epi16(lo, x));
+                isum[c] = _mm256_add_epi16(isum[c], _mm256_maddubs_epi16(hi, y));
+            }
+        }
+        for c in 0..C {
+            let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(isum[c], ones));
+            // SAFETY: a prepared row holds `nbp >= nb` scales `d` and `2 * nbp` values `s`.
+            let (d, s) = unsafe { (*da[c].add(b), *sa[c].add(2 * b + 1)) };
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+            acc[c] = _mm256_fmadd_ps(sumi, scale, acc[c]);
+            acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(s), acc[c]);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_half(&acc, c0, rows, out) };
+}
+
+/// As [`tile_q4_1x16`] for Q8_0 (codes stored +128): the sign trick on the unbiased codes,
+/// `|w|` times `a` with `w`'s sign, widened to i32 per group of four.
+///
+/// # Safety
+/// As [`tile_q4_1x16`]; activation codes in -127..=127.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q8_0x16<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let bias = _mm256_set1_epi8(i8::MIN);
+    let ones = _mm256_set1_epi16(1);
+    let half = (rows.start % GROUP) / HALF;
+    let mut acc = [_mm256_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: the group has `nb` records of `Q8_0_RECORD_LINES` aligned lines, then its
+        // scales, 32 bytes per block (16 of them for a half).
+        let r = unsafe { rec.add(b * Q8_0_RECORD_LINES).cast::<u8>() };
+        prefetch_record(r, pf, Q8_0_RECORD_LINES);
+        let (line, at) = q8_0_scales_at(nb, b);
+        let dw = unsafe {
+            _mm256_cvtph_ps(_mm_load_si128(
+                rec.add(line).cast::<u8>().add(at + 16 * half).cast(),
+            ))
+        };
+        let mut isum = [_mm256_setzero_si256(); C];
+        for j in 0..Q8_0_RECORD_LINES {
+            // SAFETY: as above.
+            let w = unsafe {
+                _mm256_xor_si256(_mm256_load_si256(r.add(64 * j + 32 * half).cast()), bias)
+            };
+            let magnitude = _mm256_abs_epi8(w);
+            for c in 0..C {
+                // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes.
+                let x = unsafe {
+                    _mm256_set1_epi32(qa[c].add(b * QK + 4 * j).cast::<i32>().read_unaligned())
+                };
+                let p = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x, w));
+                isum[c] = _mm256_add_epi32(isum[c], _mm256_madd_epi16(p, ones));
+            }
+        }
+        for c in 0..C {
+            // SAFETY: a prepared row holds `nbp >= nb` scales.
+            let d = unsafe { *da[c].add(b) };
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), scale, acc[c]);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_half(&acc, c0, rows, out) };
+}
+
+/// Calls `$f::<NC>(args)` for a run-time tile width `nc` in 1..=4.
+macro_rules! dispatch_cols {
+    ($f:ident, $nc:expr, $($arg:expr),* $(,)?) => {
+        match $nc {
+            4 => $f::<4>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            _ => $f::<1>($($arg),*),
+        }
+    };
+}
+
+/// Splits a group's `rows` into its 8-row halves.
+#[inline(always)]
+fn halves(rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
+    let start = rows.start;
+    (0..2)
+        .map(move |h| start + h * HALF..(start + (h + 1) * HALF).min(rows.end))
+        .filter(|r| !r.is_empty())
+}
+
+/// # Safety
+/// See `PackedGemmFn`; natural layout.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usize>, out: OutPtr) {
+    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
+        for half in halves(rows) {
+            // SAFETY: the walk stays inside the matrix's groups and `0..m`; the caller's
+            // contract.
+            unsafe { dispatch_cols!(tile_q4_1x16, nc, w.group(g), a.nb, a, c0, half, out, pf) }
+        }
+    });
+}
+
+/// # Safety
+/// See `PackedGemmFn`; natural layout; activation codes in -127..=127.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q8_0x16(w: &PackedQ8_0, a: &Prepared, rows: Range<usize>, out: OutPtr) {
+    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {
+        for half in halves(rows) {
+            // SAFETY: as above.
+            unsafe { dispatch_cols!(tile_q8_0x16, nc, w.group(g), a.nb, a, c0, half, out, pf) }
         }
     });
 }

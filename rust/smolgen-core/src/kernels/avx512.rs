@@ -15,7 +15,9 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
-use super::matmul::{for_each_weight_tile, Line, OutPtr, Prepared, MC};
+use super::matmul::{
+    for_each_group_tile, for_each_weight_tile, prefetch_record, Line, OutPtr, Prepared,
+};
 use super::packed::{
     q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
 };
@@ -205,40 +207,6 @@ pub(crate) unsafe fn gemm_q8_0(
 
 /// Activation rows per tile of the 16-row kernels.
 const PACKED_COLS: usize = 8;
-/// Records ahead that the 16-row kernels prefetch while weights stream from memory.
-const PACKED_PREFETCH_RECORDS: usize = 16;
-
-/// The walk of the 16-row kernels: calls `tile(g, c0, nc, rows, pf)` for every group `g` of
-/// `rows` (which starts on a group) and every tile of up to [`PACKED_COLS`] activation rows,
-/// `MC` activation rows at a time; `rows` is the group's rows inside `rows`, `pf` the prefetch
-/// distance in bytes (0: none). Where weights stream from memory (at most `MC` activation
-/// rows), each group's first tile prefetches; otherwise a group is reused from cache.
-#[inline(always)]
-fn for_each_group_tile(
-    rows: Range<usize>,
-    m: usize,
-    record_lines: usize,
-    mut tile: impl FnMut(usize, usize, usize, Range<usize>, usize),
-) {
-    debug_assert!(rows.start.is_multiple_of(GROUP));
-    let ahead = PACKED_PREFETCH_RECORDS * record_lines * 64;
-    let streaming = m <= MC;
-    let mut chunk = 0;
-    while chunk < m {
-        let chunk_end = (chunk + MC).min(m);
-        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
-            let r0 = g * GROUP;
-            let mut c0 = chunk;
-            while c0 < chunk_end {
-                let nc = PACKED_COLS.min(chunk_end - c0);
-                let pf = if streaming && c0 == chunk { ahead } else { 0 };
-                tile(g, c0, nc, r0..rows.end.min(r0 + GROUP), pf);
-                c0 += nc;
-            }
-        }
-        chunk = chunk_end;
-    }
-}
 
 /// Calls `$f::<NC>(args)` for a run-time tile width `nc` in 1..=8.
 macro_rules! dispatch_cols {
@@ -277,17 +245,6 @@ unsafe fn store_group<const C: usize>(
     for (c, v) in acc.iter().enumerate() {
         // SAFETY: the caller's contract.
         unsafe { _mm512_mask_storeu_ps(out.at(c0 + c, rows.start), keep, *v) };
-    }
-}
-
-/// Prefetches one record `pf` bytes ahead of `r` (no-op when `pf` is 0).
-#[inline(always)]
-fn prefetch_record(r: *const u8, pf: usize, record_lines: usize) {
-    if pf != 0 {
-        for line in 0..record_lines {
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + 64 * line).cast()) };
-        }
     }
 }
 
@@ -415,7 +372,7 @@ unsafe fn tile_q8_0x16<const C: usize>(
 /// See `PackedGemmFn`; `PairsQ4` layout.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usize>, out: OutPtr) {
-    for_each_group_tile(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
+    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
         // SAFETY: the walk stays inside the matrix's groups and `0..m`; the caller's contract.
         unsafe { dispatch_cols!(tile_q4_1x16, nc, w.group(g), a.nb, a, c0, rows, out, pf) }
     });
@@ -425,7 +382,7 @@ pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usiz
 /// See `PackedGemmFn`; `PairsQ8` layout.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn gemm_q8_0x16(w: &PackedQ8_0, a: &Prepared, rows: Range<usize>, out: OutPtr) {
-    for_each_group_tile(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {
+    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {
         // SAFETY: as above.
         unsafe { dispatch_cols!(tile_q8_0x16, nc, w.group(g), a.nb, a, c0, rows, out, pf) }
     });

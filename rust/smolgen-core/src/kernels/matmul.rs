@@ -1,6 +1,7 @@
 //! `y = W x` for a batch of activation rows, split across threads.
 //!
-//! Weights stay in ggml's layout, straight from the file. Activations arrive as ggml Q8_1/Q8_0
+//! Weights are in ggml's layout, straight from the file, or repacked 16 rows at a time for the
+//! kernels that have that layout ([`super::packed`]). Activations arrive as ggml Q8_1/Q8_0
 //! blocks and are first copied into a [`Prepared`] layout: codes in 64-byte-aligned lines,
 //! scales as f32, plus whatever per-block constants the instruction set's micro-kernel wants
 //! (that copy is `m * k` bytes, small next to the `n * m * k` multiply-adds). Each thread gets a
@@ -18,7 +19,7 @@ use half::f16;
 
 use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 use super::dispatch::{Isa, Kernels};
-use super::packed::{PackedQ4_1, PackedQ8_0};
+use super::packed::{PackedQ4_1, PackedQ8_0, GROUP};
 use super::pool::Pool;
 use super::{dot, quantize};
 use crate::error::{Error, Result};
@@ -325,7 +326,10 @@ static AVX2_TABLE: Table = Table {
     quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
     gemm_q4_1: super::avx2::gemm_q4_1,
     gemm_q8_0: super::avx2::gemm_q8_0,
-    packed: None,
+    packed: Some(PackedKernels {
+        q4_1: super::avx2::gemm_q4_1x16,
+        q8_0: super::avx2::gemm_q8_0x16,
+    }),
 };
 
 #[cfg(target_arch = "x86_64")]
@@ -429,6 +433,56 @@ pub(crate) fn for_each_tile<const R: usize, const C: usize>(
             r0 += nr;
         }
         c_chunk = c_end;
+    }
+}
+
+/// Records ahead that the 16-row kernels prefetch while weights stream from memory.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+const PACKED_PREFETCH_RECORDS: usize = 16;
+
+/// The walk of the 16-row kernels: calls `tile(g, c0, nc, rows, pf)` for every group `g` of
+/// `rows` (which starts on a group) and every tile of up to `COLS` activation rows, `MC`
+/// activation rows at a time; `rows` is the group's rows inside `rows`, `pf` the prefetch
+/// distance in bytes (0: none). Where weights stream from memory (at most `MC` activation
+/// rows), each group's first tile prefetches; otherwise a group is reused from cache.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn for_each_group_tile<const COLS: usize>(
+    rows: Range<usize>,
+    m: usize,
+    record_lines: usize,
+    mut tile: impl FnMut(usize, usize, usize, Range<usize>, usize),
+) {
+    debug_assert!(rows.start.is_multiple_of(GROUP));
+    let ahead = PACKED_PREFETCH_RECORDS * record_lines * 64;
+    let streaming = m <= MC;
+    let mut chunk = 0;
+    while chunk < m {
+        let chunk_end = (chunk + MC).min(m);
+        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
+            let r0 = g * GROUP;
+            let mut c0 = chunk;
+            while c0 < chunk_end {
+                let nc = COLS.min(chunk_end - c0);
+                let pf = if streaming && c0 == chunk { ahead } else { 0 };
+                tile(g, c0, nc, r0..rows.end.min(r0 + GROUP), pf);
+                c0 += nc;
+            }
+        }
+        chunk = chunk_end;
+    }
+}
+
+/// Prefetches the `record_lines` lines `pf` bytes past `r` (nothing when `pf` is 0).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn prefetch_record(r: *const u8, pf: usize, record_lines: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    if pf != 0 {
+        for line in 0..record_lines {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + 64 * line).cast()) };
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! * [`dot`]: the scalar reference.
 //! * `avx2`, `avx512`, `neon`: SIMD micro-kernels, each a `#[target_feature]` function.
 //! * [`matmul`]: activation preparation and tiling.
+//! * [`packed`]: weights repacked 16 rows at a time for the x86-64 kernels.
 //! * [`pool`]: the persistent spinning thread [`Pool`].
 //! * [`dispatch`]: CPU detection; [`Kernels`] is the entry point.
 //!

@@ -1,11 +1,12 @@
-//! Weights repacked 16 rows at a time, for the 512-bit VNNI kernels.
+//! Weights repacked 16 rows at a time, for the x86-64 kernels (AVX-512 VNNI and AVX2).
 //!
 //! In ggml's layout a block is one row's contiguous bytes, so a SIMD register holds codes of one
 //! row, and each block's products end in lanes that must be scaled and summed per row. In this
 //! layout one 512-bit register holds 4 codes of each of 16 rows: `vpdpbusd` against 4
 //! activation codes broadcast to every lane accumulates the 16 rows' dots at once, each i32 lane
 //! one output. A block of 16 rows then costs, per activation row, 8 `vpdpbusd`, one conversion
-//! and one or two FMAs, about a third of the instructions of the row-major kernels.
+//! and one or two FMAs, about a third of the instructions of the row-major kernels. AVX2 takes
+//! each group as two 8-row halves, with `vpmaddubsw` in place of `vpdpbusd`.
 //!
 //! Per group of 16 rows and per block, a record of 64-byte lines:
 //! * Q4_1 ([`PackedQ4_1`], 5 lines, exactly the 16 blocks' bytes): line `j < 4` holds bytes
