@@ -57,6 +57,34 @@ def test_our_kernels_agree_with_candle_on_the_real_model(smollm2_gguf, tmp_path)
         np.testing.assert_allclose(rb[top], ra[top], atol=0.5)
 
 
+def test_every_x86_kernel_path_gives_the_same_logits(smollm2_gguf, tmp_path):
+    """AVX2 and AVX-512 multiply the repacked weights in the same order (both equal the packed
+    reference bit for bit), so the whole model gives the same bits on either."""
+    paths = [p for p in ("avx2+fma", "avx512vnni") if p in _core.kernel_paths()]
+    if len(paths) < 2:
+        pytest.skip("this CPU has fewer than two x86 SIMD paths")
+    code = (
+        "import sys, numpy as np, smolgen\n"
+        "m = smolgen.load(sys.argv[1], threads=2)\n"
+        "np.save(sys.argv[2], m._inner.logits(m.tokenize('Same bits on every path'), 'all'))\n"
+        "print(m.info['engine'])\n"
+    )
+    logits = []
+    for path in paths:
+        out = tmp_path / f"{path}.npy"
+        env = {**os.environ, "SMOLGEN_KERNELS": path.split("+")[0]}
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(smollm2_gguf), out],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert run.stdout.strip() == path
+        logits.append(np.load(out))
+    assert np.array_equal(logits[0], logits[1])
+
+
 def test_logits_do_not_depend_on_the_thread_count(smollm2_gguf):
     ids = smolgen.load(smollm2_gguf).tokenize("Thread counts change nothing")
     one = smolgen.load(smollm2_gguf, threads=1)._inner.logits(ids, "all")
