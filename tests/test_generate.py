@@ -95,7 +95,9 @@ def test_text_prompt_equals_its_token_ids(smollm2):
 
 
 def test_end_of_generation_stops_with_reason_stop(smollm2):
-    prompt = "<|im_start|>user\nSay hi.<|im_end|>\n<|im_start|>assistant\n"
+    # A short answer: a long greedy one may meet a near-tie and run on (greedy "Say hi." parts
+    # from llama.cpp's after about 25 tokens under a last-bit change of exp, then repeats).
+    prompt = "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
     c = smollm2.generate(prompt, max_tokens=200, temperature=0)
     assert c.finish_reason == "stop"
     assert c.token_ids[-1] in smollm2.tokenizer.end_of_generation_ids

@@ -9,6 +9,7 @@
 
 use rayon::prelude::*;
 
+use crate::fastmath::exp_shifted;
 use crate::kv_cache::HostKv;
 
 /// The head layout of one attention layer.
@@ -103,10 +104,10 @@ pub fn attend_head(
         let qi = &q[(i * query + h) * dim..][..dim];
         let scores = &mut scratch[..seen];
         let max = score_keys(qi, keys, scale, scores);
+        exp_shifted(scores, max);
         let mut sum = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
+        for s in scores.iter() {
+            sum += s;
         }
         let inv = 1.0 / sum;
         for s in scores.iter_mut() {
@@ -210,6 +211,10 @@ mod x86 {
         scale: f32,
         scores: &mut [f32],
     ) -> f32 {
+        if q.len() == 64 {
+            // SAFETY: the caller's contract, and the length just checked.
+            return unsafe { score_keys_64(q, keys, scale, scores) };
+        }
         let dim = q.len();
         let mut max = f32::NEG_INFINITY;
         for (j, s) in scores.iter_mut().enumerate() {
@@ -227,6 +232,51 @@ mod x86 {
             }
             *s = hsum(acc) * scale;
             max = max.max(*s);
+        }
+        max
+    }
+
+    /// [`score_keys`] for 64-wide heads (SmolLM2's): the query stays in registers and four
+    /// keys run side by side, so that their chains of dependent adds overlap (one key's chain
+    /// bounded the loop). Each key's arithmetic is unchanged.
+    ///
+    /// # Safety
+    /// As [`score_keys`], with `q.len() == 64`.
+    #[target_feature(enable = "avx2")]
+    unsafe fn score_keys_64(q: &[f32], keys: Rows<'_>, scale: f32, scores: &mut [f32]) -> f32 {
+        // SAFETY: `q` holds 64 floats.
+        let qv: [__m256; 8] =
+            std::array::from_fn(|c| unsafe { _mm256_loadu_ps(q.as_ptr().add(8 * c)) });
+        let mut max = f32::NEG_INFINITY;
+        let mut quads = scores.chunks_exact_mut(4);
+        let mut j = 0;
+        for quad in &mut quads {
+            let rows: [&[f32]; 4] = std::array::from_fn(|i| keys.row(j + i, 64));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (c, x) in qv.iter().enumerate() {
+                for (a, k) in acc.iter_mut().zip(rows) {
+                    // SAFETY: a key row holds 64 floats.
+                    let y = unsafe { _mm256_loadu_ps(k.as_ptr().add(8 * c)) };
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(*x, y));
+                }
+            }
+            for (s, a) in quad.iter_mut().zip(acc) {
+                *s = hsum(a) * scale;
+                max = max.max(*s);
+            }
+            j += 4;
+        }
+        for s in quads.into_remainder() {
+            let k = keys.row(j, 64);
+            let mut acc = _mm256_setzero_ps();
+            for (c, x) in qv.iter().enumerate() {
+                // SAFETY: a key row holds 64 floats.
+                let y = unsafe { _mm256_loadu_ps(k.as_ptr().add(8 * c)) };
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(*x, y));
+            }
+            *s = hsum(acc) * scale;
+            max = max.max(*s);
+            j += 1;
         }
         max
     }
@@ -396,6 +446,8 @@ mod tests {
         let mut seed = 11;
         for (dim, width, offset, n) in [
             (64, 192, 64, 37),
+            (64, 64, 0, 8),
+            (64, 192, 128, 3),
             (8, 16, 8, 1),
             (128, 128, 0, 300),
             (72, 144, 72, 5),

@@ -25,6 +25,7 @@ use candle_core::Tensor;
 use crate::attention::{attend_head, causal_attention, Heads};
 use crate::config::{Config, RopeLayout};
 use crate::error::{Error, Result};
+use crate::fastmath::silu_mul;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::kernels::{Activation, Kernels, PackedMatrix, Pool, QMatrix, QWeight, QK};
 use crate::kv_cache::{HostKv, KvCache};
@@ -671,12 +672,5 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f64, out: &mut [f32]) {
 fn add_in_place(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
-    }
-}
-
-/// `gate = silu(gate) * up`.
-fn silu_mul(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }

@@ -10,6 +10,7 @@ pub mod candle_llama;
 pub mod config;
 pub mod cpu_llama;
 pub mod error;
+pub mod fastmath;
 pub mod generation;
 pub mod gguf;
 pub mod info;
