@@ -182,9 +182,10 @@ impl CpuLlama {
         // memory; where it is also the embedding table, a lookup faults back only the pages of
         // the rows it reads.
         let prepare = |m: MatrixRef| -> Result<Matrix> {
-            let packed = match kernels.packs_weights() {
-                true => PackedMatrix::pack(&view(&file, &m)?),
-                false => None,
+            let packed = if kernels.packs_weights() {
+                PackedMatrix::pack(&view(&file, &m)?)
+            } else {
+                None
             };
             if packed.is_some() {
                 file.release(m.offset, m.len);

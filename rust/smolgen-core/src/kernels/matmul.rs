@@ -490,6 +490,16 @@ pub(crate) fn prefetch_record(r: *const u8, pf: usize, record_lines: usize) {
 const ROW_GRAIN: usize = 16;
 const _: () = assert!(ROW_GRAIN.is_multiple_of(super::packed::GROUP));
 
+/// Runs `part(rows)` on the pool for each thread's share of `n` weight rows: contiguous runs
+/// whose starts are multiples of [`ROW_GRAIN`].
+fn for_each_share(pool: &Pool, n: usize, part: impl Fn(Range<usize>) + Sync) {
+    let grains = n.div_ceil(ROW_GRAIN);
+    let parts = pool.threads().min(grains).max(1);
+    let per = grains.div_ceil(parts) * ROW_GRAIN;
+    let parts = n.div_ceil(per).max(1);
+    pool.run(parts, |i| part((i * per).min(n)..((i + 1) * per).min(n)));
+}
+
 fn run_gemm<W: Block>(
     pool: &Pool,
     gemm: GemmFn<W>,
@@ -503,16 +513,11 @@ fn run_gemm<W: Block>(
         ptr: out.as_mut_ptr(),
         ld: n,
     };
-    let grains = n.div_ceil(ROW_GRAIN);
-    let parts = pool.threads().min(grains).max(1);
-    let per = grains.div_ceil(parts) * ROW_GRAIN;
-    let parts = n.div_ceil(per).max(1);
-    pool.run(parts, |i| {
-        let rows = (i * per).min(n)..((i + 1) * per).min(n);
-        // SAFETY: the table exists only on a CPU with its instruction set; `rows` are disjoint
-        // per part and inside the matrix; `out` holds `a.m * n` floats (checked by callers)
-        // and outlives the scope; `a` was prepared for this table's layout with the matrix's
-        // blocks per row.
+    for_each_share(pool, n, |rows| {
+        // SAFETY: the table exists only on a CPU with its instruction set; shares are disjoint
+        // and inside the matrix; `out` holds `a.m * n` floats (checked by callers) and
+        // outlives the run; `a` was prepared for this table's layout with the matrix's blocks
+        // per row.
         unsafe { gemm(w, a, rows, out) };
     });
 }
@@ -530,13 +535,8 @@ fn run_packed_gemm<P: Sync>(
         ptr: out.as_mut_ptr(),
         ld: n,
     };
-    let grains = n.div_ceil(ROW_GRAIN);
-    let parts = pool.threads().min(grains).max(1);
-    let per = grains.div_ceil(parts) * ROW_GRAIN;
-    let parts = n.div_ceil(per).max(1);
-    pool.run(parts, |i| {
-        let rows = (i * per).min(n)..((i + 1) * per).min(n);
-        // SAFETY: as in `run_gemm`; `per` is a multiple of 16, so every part starts on a group.
+    for_each_share(pool, n, |rows| {
+        // SAFETY: as in `run_gemm`; shares start on multiples of 16, so on groups.
         unsafe { gemm(w, a, rows, out) };
     });
 }
