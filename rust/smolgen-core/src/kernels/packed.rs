@@ -45,8 +45,8 @@ pub(crate) fn q8_0_scales_at(nb: usize, b: usize) -> (usize, usize) {
     (nb * Q8_0_RECORD_LINES + b / 2, 32 * (b % 2))
 }
 
-/// Groups of records, as both packed types store them: per group, `record_lines` lines per
-/// block, then `tail_lines(nb)` more.
+/// Groups of `group_lines` lines each, as both packed types store them (each type decides
+/// what a group's lines hold).
 struct Groups {
     rows: usize,
     cols: usize,
