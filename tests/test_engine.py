@@ -27,28 +27,38 @@ def test_quantized_gguf_runs_on_our_kernels_and_the_rest_on_candle(tmp_path, tin
         assert info["threads"] == (2 if engine != "candle" else None)
 
 
-def test_our_kernels_agree_with_candle_on_the_real_model(smollm2_gguf, tmp_path):
-    """The same file through candle (forced) and through our kernels: the same greedy start and
-    top-5, log-probabilities within this model's 8-bit-activation noise."""
+def _logits_in_a_process(model, text: str, env: dict[str, str], out) -> tuple[np.ndarray, str]:
+    """All positions' logits of `text` and the engine name, from a fresh process with `env` set
+    (`SMOLGEN_ENGINE` and `SMOLGEN_KERNELS` are read once per process)."""
     code = (
         "import sys, numpy as np, smolgen\n"
         "m = smolgen.load(sys.argv[1], threads=2)\n"
-        "np.save(sys.argv[2], m._inner.logits(m.tokenize('The theory of relativity'), 'all'))\n"
+        "np.save(sys.argv[2], m._inner.logits(m.tokenize(sys.argv[3]), 'all'))\n"
         "print(m.info['engine'])\n"
     )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(model), out, text],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return np.load(out), run.stdout.strip()
+
+
+def test_our_kernels_agree_with_candle_on_the_real_model(smollm2_gguf, tmp_path):
+    """The same file through candle (forced) and through our kernels: the same greedy start and
+    top-5, log-probabilities within this model's 8-bit-activation noise."""
     rows = {}
     for engine in ["candle", "ours"]:
-        env = {**os.environ, "SMOLGEN_ENGINE": engine}
-        out = tmp_path / f"{engine}.npy"
-        run = subprocess.run(
-            [sys.executable, "-c", code, str(smollm2_gguf), out],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
+        logits, name = _logits_in_a_process(
+            smollm2_gguf,
+            "The theory of relativity",
+            {"SMOLGEN_ENGINE": engine},
+            tmp_path / f"{engine}.npy",
         )
-        assert (run.stdout.strip() == "candle") == (engine == "candle")
-        rows[engine] = np.load(out).astype(np.float64)
+        assert (name == "candle") == (engine == "candle")
+        rows[engine] = logits.astype(np.float64)
     a, b = (x - np.log(np.exp(x).sum(-1, keepdims=True)) for x in rows.values())
     for ra, rb in zip(a, b, strict=True):
         top = np.argsort(-ra)[:5]
@@ -63,25 +73,16 @@ def test_every_x86_kernel_path_gives_the_same_logits(smollm2_gguf, tmp_path):
     paths = [p for p in ("avx2+fma", "avx512vnni") if p in _core.kernel_paths()]
     if len(paths) < 2:
         pytest.skip("this CPU has fewer than two x86 SIMD paths")
-    code = (
-        "import sys, numpy as np, smolgen\n"
-        "m = smolgen.load(sys.argv[1], threads=2)\n"
-        "np.save(sys.argv[2], m._inner.logits(m.tokenize('Same bits on every path'), 'all'))\n"
-        "print(m.info['engine'])\n"
-    )
     logits = []
     for path in paths:
-        out = tmp_path / f"{path}.npy"
-        env = {**os.environ, "SMOLGEN_KERNELS": path.split("+")[0]}
-        run = subprocess.run(
-            [sys.executable, "-c", code, str(smollm2_gguf), out],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
+        got, name = _logits_in_a_process(
+            smollm2_gguf,
+            "Same bits on every path",
+            {"SMOLGEN_KERNELS": path.split("+")[0]},
+            tmp_path / f"{path}.npy",
         )
-        assert run.stdout.strip() == path
-        logits.append(np.load(out))
+        assert name == path
+        logits.append(got)
     assert np.array_equal(logits[0], logits[1])
 
 
