@@ -32,8 +32,8 @@ pub struct ModelInfo {
     pub kv_bytes_per_token: usize,
     pub device: String,
     pub load_seconds: f64,
-    /// What runs the forward pass: our CPU kernels' instruction set (`avx512vnni`, `avx2+fma`,
-    /// `neon`, `scalar`) or `candle`.
+    /// What runs the forward pass: our CPU kernels' instruction set (`avx512vnni`,
+    /// `avx2+vnni`, `avx2+fma`, `neon`, `scalar`) or `candle`.
     pub engine: String,
     /// Threads of our CPU kernels (`None` under candle).
     pub threads: Option<usize>,

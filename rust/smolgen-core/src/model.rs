@@ -84,7 +84,7 @@ impl Llama {
         &self.device
     }
 
-    /// `"avx512vnni"`, `"avx2+fma"`, `"neon"` or `"scalar"` for our kernels; `"candle"`.
+    /// `"avx512vnni"`, `"avx2+vnni"`, `"avx2+fma"`, `"neon"` or `"scalar"` for our kernels; `"candle"`.
     pub fn engine_name(&self) -> &'static str {
         match &self.engine {
             Engine::Cpu(m) => m.kernels().name(),

@@ -13,7 +13,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-/// The instruction set the CPU kernels run here: `avx512vnni`, `avx2+fma`, `neon` or `scalar`
+/// The instruction set the CPU kernels run here: `avx512vnni`, `avx2+vnni`, `avx2+fma`, `neon` or `scalar`
 /// (`SMOLGEN_KERNELS` forces one this CPU has).
 #[pyfunction]
 fn cpu_features() -> &'static str {

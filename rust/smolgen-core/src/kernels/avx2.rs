@@ -400,3 +400,180 @@ pub(crate) unsafe fn gemm_q8_0x16(w: &PackedQ8_0, a: &Prepared, rows: Range<usiz
         }
     });
 }
+
+/// [`tile_q4_1x16`] with AVX-VNNI: `vpdpbusd` accumulates each 4-code group into i32 directly.
+///
+/// # Safety
+/// As [`tile_q4_1x16`], and the CPU has AVX-VNNI.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn tile_q4_1x16_vnni<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let nibble = _mm256_set1_epi8(0x0F);
+    let half = (rows.start % GROUP) / HALF;
+    let mut acc = [_mm256_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: as in `tile_q4_1x16`.
+        let r = unsafe { rec.add(b * Q4_1_RECORD_LINES).cast::<u8>() };
+        prefetch_record(r, pf, Q4_1_RECORD_LINES);
+        let (dw, mw) = unsafe {
+            (
+                _mm256_cvtph_ps(_mm_load_si128(r.add(256 + 16 * half).cast())),
+                _mm256_cvtph_ps(_mm_load_si128(r.add(288 + 16 * half).cast())),
+            )
+        };
+        let mut isum = [_mm256_setzero_si256(); C];
+        for j in 0..4 {
+            // SAFETY: as above.
+            let l = unsafe { _mm256_load_si256(r.add(64 * j + 32 * half).cast()) };
+            let lo = _mm256_and_si256(l, nibble);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble);
+            for c in 0..C {
+                // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
+                let (x, y) = unsafe {
+                    let q = qa[c].add(b * QK + 4 * j);
+                    (
+                        _mm256_set1_epi32(q.cast::<i32>().read_unaligned()),
+                        _mm256_set1_epi32(q.add(16).cast::<i32>().read_unaligned()),
+                    )
+                };
+                isum[c] = _mm256_dpbusd_avx_epi32(isum[c], lo, x);
+                isum[c] = _mm256_dpbusd_avx_epi32(isum[c], hi, y);
+            }
+        }
+        for c in 0..C {
+            let sumi = _mm256_cvtepi32_ps(isum[c]);
+            // SAFETY: a prepared row holds `nbp >= nb` scales `d` and `2 * nbp` values `s`.
+            let (d, s) = unsafe { (*da[c].add(b), *sa[c].add(2 * b + 1)) };
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+            acc[c] = _mm256_fmadd_ps(sumi, scale, acc[c]);
+            acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(s), acc[c]);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_half(&acc, c0, rows, out) };
+}
+
+/// [`tile_q8_0x16`] with AVX-VNNI: the codes stay biased (+128, the unsigned operand) and each
+/// dot starts from `-128 * sum(activation codes)`, as in the AVX-512 kernel.
+///
+/// # Safety
+/// As [`tile_q8_0x16`], and the CPU has AVX-VNNI.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn tile_q8_0x16_vnni<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let half = (rows.start % GROUP) / HALF;
+    let mut acc = [_mm256_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let fix: [*const i32; C] = std::array::from_fn(|c| a.bias_fix(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: as in `tile_q8_0x16`.
+        let r = unsafe { rec.add(b * Q8_0_RECORD_LINES).cast::<u8>() };
+        prefetch_record(r, pf, Q8_0_RECORD_LINES);
+        let (line, at) = q8_0_scales_at(nb, b);
+        let dw = unsafe {
+            _mm256_cvtph_ps(_mm_load_si128(
+                rec.add(line).cast::<u8>().add(at + 16 * half).cast(),
+            ))
+        };
+        // SAFETY: a prepared row holds `nbp >= nb` bias corrections.
+        let mut isum: [__m256i; C] =
+            std::array::from_fn(|c| _mm256_set1_epi32(unsafe { *fix[c].add(b) }));
+        for j in 0..Q8_0_RECORD_LINES {
+            // SAFETY: as above.
+            let w = unsafe { _mm256_load_si256(r.add(64 * j + 32 * half).cast()) };
+            for c in 0..C {
+                // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes.
+                let x = unsafe {
+                    _mm256_set1_epi32(qa[c].add(b * QK + 4 * j).cast::<i32>().read_unaligned())
+                };
+                isum[c] = _mm256_dpbusd_avx_epi32(isum[c], w, x);
+            }
+        }
+        for c in 0..C {
+            // SAFETY: a prepared row holds `nbp >= nb` scales.
+            let d = unsafe { *da[c].add(b) };
+            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+            acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[c]), scale, acc[c]);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_half(&acc, c0, rows, out) };
+}
+
+/// # Safety
+/// As [`gemm_q4_1x16`], and the CPU has AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn gemm_q4_1x16_vnni(
+    w: &PackedQ4_1,
+    a: &Prepared,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
+        for half in halves(rows) {
+            // SAFETY: as in `gemm_q4_1x16`.
+            unsafe {
+                dispatch_cols!(
+                    tile_q4_1x16_vnni,
+                    nc,
+                    w.group(g),
+                    a.nb,
+                    a,
+                    c0,
+                    half,
+                    out,
+                    pf
+                )
+            }
+        }
+    });
+}
+
+/// # Safety
+/// As [`gemm_q8_0x16`], and the CPU has AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub(crate) unsafe fn gemm_q8_0x16_vnni(
+    w: &PackedQ8_0,
+    a: &Prepared,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {
+        for half in halves(rows) {
+            // SAFETY: as in `gemm_q8_0x16`.
+            unsafe {
+                dispatch_cols!(
+                    tile_q8_0x16_vnni,
+                    nc,
+                    w.group(g),
+                    a.nb,
+                    a,
+                    c0,
+                    half,
+                    out,
+                    pf
+                )
+            }
+        }
+    });
+}

@@ -4,7 +4,7 @@
 //! through a [`Kernels`] handle, and a handle for an instruction set exists only when the CPU
 //! has it, so a portable build (no `-C target-cpu`) runs the same code as a native one.
 //!
-//! `SMOLGEN_KERNELS=scalar|avx2|avx512|neon` forces a path for [`Kernels::best`] (tests and
+//! `SMOLGEN_KERNELS=scalar|avx2|avxvnni|avx512|neon` forces a path for [`Kernels::best`] (tests and
 //! benchmarks); a path this CPU lacks, or an unknown name, falls back to the best available.
 
 use std::sync::OnceLock;
@@ -18,6 +18,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C, 256-bit.
     Avx2,
+    /// AVX2 plus AVX-VNNI (256-bit `vpdpbusd`, Intel's client CPUs since Alder Lake): the AVX2
+    /// kernels, with `vpdpbusd` in the 16-row ones.
+    AvxVnni,
     /// x86-64 AVX-512 F/BW/VL + VNNI (`vpdpbusd`), 512-bit, two blocks per step.
     Avx512Vnni,
     /// aarch64 Advanced SIMD.
@@ -26,13 +29,21 @@ pub enum Isa {
 
 impl Isa {
     /// Every path, most capable last.
-    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Neon, Isa::Avx2, Isa::Avx512Vnni];
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Neon,
+        Isa::Avx2,
+        Isa::AvxVnni,
+        Isa::Avx512Vnni,
+    ];
 
-    /// A short description: `"scalar"`, `"avx2+fma"`, `"avx512vnni"` or `"neon"`.
+    /// A short description: `"scalar"`, `"avx2+fma"`, `"avx2+vnni"`, `"avx512vnni"` or
+    /// `"neon"`.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2+fma",
+            Isa::AvxVnni => "avx2+vnni",
             Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
         }
@@ -48,6 +59,8 @@ impl Isa {
                     && is_x86_feature_detected!("fma")
                     && is_x86_feature_detected!("f16c")
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => Isa::Avx2.is_available() && is_x86_feature_detected!("avxvnni"),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
                 Isa::Avx2.is_available()
@@ -67,6 +80,7 @@ impl Isa {
         match s.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(Isa::Scalar),
             "avx2" | "avx2+fma" => Some(Isa::Avx2),
+            "avxvnni" | "avx2+vnni" => Some(Isa::AvxVnni),
             "avx512" | "avx512vnni" => Some(Isa::Avx512Vnni),
             "neon" => Some(Isa::Neon),
             _ => None,
@@ -129,7 +143,8 @@ impl Kernels {
     }
 }
 
-/// What [`Kernels::best`] runs on this CPU: `"avx512vnni"`, `"avx2+fma"`, `"neon"` or `"scalar"`.
+/// What [`Kernels::best`] runs on this CPU: `"avx512vnni"`, `"avx2+vnni"`, `"avx2+fma"`,
+/// `"neon"` or `"scalar"`.
 pub fn cpu_features() -> &'static str {
     Kernels::best().name()
 }

@@ -333,6 +333,21 @@ static AVX2_TABLE: Table = Table {
 };
 
 #[cfg(target_arch = "x86_64")]
+static AVXVNNI_TABLE: Table = Table {
+    isa: Isa::AvxVnni,
+    layout_q4_1: Layout::Natural,
+    layout_q8_0: Layout::Natural,
+    quantize_q8_1: quantize::x86::quantize_q8_1_avx2,
+    quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
+    gemm_q4_1: super::avx2::gemm_q4_1,
+    gemm_q8_0: super::avx2::gemm_q8_0,
+    packed: Some(PackedKernels {
+        q4_1: super::avx2::gemm_q4_1x16_vnni,
+        q8_0: super::avx2::gemm_q8_0x16_vnni,
+    }),
+};
+
+#[cfg(target_arch = "x86_64")]
 static AVX512_TABLE: Table = Table {
     isa: Isa::Avx512Vnni,
     layout_q4_1: Layout::PairsQ4,
@@ -366,6 +381,8 @@ pub(crate) fn table_for(isa: Isa) -> Option<&'static Table> {
         Isa::Scalar => Some(&SCALAR_TABLE),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Some(&AVX2_TABLE),
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => Some(&AVXVNNI_TABLE),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => Some(&AVX512_TABLE),
         #[cfg(target_arch = "aarch64")]

@@ -148,7 +148,7 @@ fn tol(nb: usize, abs_sum: f64) -> f64 {
 #[test]
 fn cpu_is_described() {
     let name = cpu_features();
-    assert!(["scalar", "avx2+fma", "avx512vnni", "neon"].contains(&name));
+    assert!(["scalar", "avx2+fma", "avx2+vnni", "avx512vnni", "neon"].contains(&name));
     assert!(Kernels::for_isa(Isa::Scalar).is_some());
     assert_eq!(Kernels::best().name(), name);
     #[cfg(target_arch = "x86_64")]
@@ -158,6 +158,8 @@ fn cpu_is_described() {
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
         assert_eq!(Kernels::for_isa(Isa::Avx2).is_some(), avx2);
+        let avx_vnni = avx2 && is_x86_feature_detected!("avxvnni");
+        assert_eq!(Kernels::for_isa(Isa::AvxVnni).is_some(), avx_vnni);
         let vnni = avx2
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vl")
@@ -539,7 +541,7 @@ fn packed_matmul_matches_its_reference() {
         .filter_map(Kernels::for_isa)
         .filter(|k| k.packs_weights())
         .collect();
-    for isa in [Isa::Avx2, Isa::Avx512Vnni] {
+    for isa in [Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
         if isa.is_available() {
             assert!(
                 packers.iter().any(|k| k.isa() == isa),
