@@ -225,81 +225,106 @@ unsafe fn store_half<const C: usize>(
     }
 }
 
-/// One half (8 rows, `rows`) of a 16-row group x `C` activation rows, all blocks; Q4_1.
-/// `vpmaddubsw` pairs are at most 2 * 15 * 127 and eight of them at most 30480, so a block's
-/// dot sums in i16 before one `vpmaddwd` widens it.
+/// Defines a Q4_1 tile of the 16-row layout for one instruction set: one half (8 rows, `rows`)
+/// of a group x `C` activation rows, all blocks. `$dot(isum, w, x)` adds one 4-code group's
+/// products (`w` unsigned codes, `x` activation codes broadcast) to the lanes of `isum`;
+/// `$widen(isum)` gives a block's dots as i32 lanes.
 ///
-/// # Safety
-/// AVX2/FMA/F16C present; `rec` is the first record of the group holding `rows` (1 to 8 rows
-/// of one half); activation rows `c0..c0 + C` exist in the natural layout; `out` as in
-/// `PackedGemmFn`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_1x16<const C: usize>(
-    rec: *const Line,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    rows: Range<usize>,
-    out: OutPtr,
-    pf: usize,
-) {
-    let nibble = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let half = (rows.start % GROUP) / HALF;
-    let mut acc = [_mm256_setzero_ps(); C];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    // Raw pointers: bounds checks in the column loop keep LLVM from unrolling it.
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
-    for b in 0..nb {
-        // SAFETY: the group has `nb` records of `Q4_1_RECORD_LINES` aligned lines; a half is
-        // 32 aligned bytes of a line, its scales 16 bytes of line 4.
-        let r = unsafe { rec.add(b * Q4_1_RECORD_LINES).cast::<u8>() };
-        prefetch_record(r, pf, Q4_1_RECORD_LINES);
-        let (dw, mw) = unsafe {
-            (
-                _mm256_cvtph_ps(_mm_load_si128(r.add(256 + 16 * half).cast())),
-                _mm256_cvtph_ps(_mm_load_si128(r.add(288 + 16 * half).cast())),
-            )
-        };
-        let mut isum = [_mm256_setzero_si256(); C];
-        for j in 0..4 {
-            // SAFETY: as above.
-            let l = unsafe { _mm256_load_si256(r.add(64 * j + 32 * half).cast()) };
-            let lo = _mm256_and_si256(l, nibble);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble);
-            for c in 0..C {
-                // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
-                let (x, y) = unsafe {
-                    let q = qa[c].add(b * QK + 4 * j);
+/// Each generated function's safety contract: the CPU has `$features`; `rec` is the first
+/// record of the group holding `rows` (1 to 8 rows of one half); activation rows
+/// `c0..c0 + C` exist in the natural layout; `out` as in `PackedGemmFn`.
+macro_rules! q4_1_half_tile {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $dot:expr, $widen:expr) => {
+        $(#[$doc])*
+        /// # Safety
+        /// See [`q4_1_half_tile`].
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const C: usize>(
+            rec: *const Line,
+            nb: usize,
+            a: &Prepared,
+            c0: usize,
+            rows: Range<usize>,
+            out: OutPtr,
+            pf: usize,
+        ) {
+            let nibble = _mm256_set1_epi8(0x0F);
+            let half = (rows.start % GROUP) / HALF;
+            let mut acc = [_mm256_setzero_ps(); C];
+            let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+            // Raw pointers: bounds checks in the column loop keep LLVM from unrolling it.
+            let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+            let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
+            for b in 0..nb {
+                // SAFETY: the group has `nb` records of `Q4_1_RECORD_LINES` aligned lines; a
+                // half is 32 aligned bytes of a line, its scales 16 bytes of line 4.
+                let r = unsafe { rec.add(b * Q4_1_RECORD_LINES).cast::<u8>() };
+                prefetch_record(r, pf, Q4_1_RECORD_LINES);
+                let (dw, mw) = unsafe {
                     (
-                        _mm256_set1_epi32(q.cast::<i32>().read_unaligned()),
-                        _mm256_set1_epi32(q.add(16).cast::<i32>().read_unaligned()),
+                        _mm256_cvtph_ps(_mm_load_si128(r.add(256 + 16 * half).cast())),
+                        _mm256_cvtph_ps(_mm_load_si128(r.add(288 + 16 * half).cast())),
                     )
                 };
-                isum[c] = _mm256_add_epi16(isum[c], _mm256_maddubs_epi16(lo, x));
-                isum[c] = _mm256_add_epi16(isum[c], _mm256_maddubs_epi16(hi, y));
+                let mut isum = [_mm256_setzero_si256(); C];
+                for j in 0..4 {
+                    // SAFETY: as above.
+                    let l = unsafe { _mm256_load_si256(r.add(64 * j + 32 * half).cast()) };
+                    let lo = _mm256_and_si256(l, nibble);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble);
+                    for c in 0..C {
+                        // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element
+                        // order.
+                        let (x, y) = unsafe {
+                            let q = qa[c].add(b * QK + 4 * j);
+                            (
+                                _mm256_set1_epi32(q.cast::<i32>().read_unaligned()),
+                                _mm256_set1_epi32(q.add(16).cast::<i32>().read_unaligned()),
+                            )
+                        };
+                        isum[c] = $dot(isum[c], lo, x);
+                        isum[c] = $dot(isum[c], hi, y);
+                    }
+                }
+                for c in 0..C {
+                    let sumi = _mm256_cvtepi32_ps($widen(isum[c]));
+                    // SAFETY: a prepared row holds `nbp >= nb` scales `d` and `2 * nbp` values
+                    // `s`.
+                    let (d, s) = unsafe { (*da[c].add(b), *sa[c].add(2 * b + 1)) };
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+                    acc[c] = _mm256_fmadd_ps(sumi, scale, acc[c]);
+                    acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(s), acc[c]);
+                }
             }
+            // SAFETY: the caller's contract.
+            unsafe { store_half(&acc, c0, rows, out) };
         }
-        for c in 0..C {
-            let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(isum[c], ones));
-            // SAFETY: a prepared row holds `nbp >= nb` scales `d` and `2 * nbp` values `s`.
-            let (d, s) = unsafe { (*da[c].add(b), *sa[c].add(2 * b + 1)) };
-            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
-            acc[c] = _mm256_fmadd_ps(sumi, scale, acc[c]);
-            acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(s), acc[c]);
-        }
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_half(&acc, c0, rows, out) };
+    };
 }
 
-/// As [`tile_q4_1x16`] for Q8_0 (codes stored +128): the sign trick on the unbiased codes,
-/// `|w|` times `a` with `w`'s sign, widened to i32 per group of four.
+q4_1_half_tile!(
+    /// AVX2: `vpmaddubsw` pairs are at most 2 * 15 * 127 and a block's sixteen products per
+    /// i16 lane at most 30480, so a block's dot sums in i16 before one `vpmaddwd` widens it.
+    tile_q4_1x16,
+    "avx2,fma,f16c",
+    |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
+    |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1))
+);
+
+q4_1_half_tile!(
+    /// AVX-VNNI: `vpdpbusd` adds each 4-code group's products straight into i32 lanes.
+    tile_q4_1x16_vnni,
+    "avx2,fma,f16c,avxvnni",
+    |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x),
+    |isum| isum
+);
+
+/// The Q8_0 tile (codes stored +128) of [`q4_1_half_tile`]'s shape, for AVX2: the sign trick
+/// on the unbiased codes, `|w|` times `a` with `w`'s sign, widened to i32 per group of four.
 ///
 /// # Safety
-/// As [`tile_q4_1x16`]; activation codes in -127..=127.
+/// As for [`q4_1_half_tile`]'s tiles, and activation codes in -127..=127.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn tile_q8_0x16<const C: usize>(
@@ -376,99 +401,11 @@ fn halves(rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
         .filter(|r| !r.is_empty())
 }
 
-/// # Safety
-/// See `PackedGemmFn`; natural layout.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usize>, out: OutPtr) {
-    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
-        for half in halves(rows) {
-            // SAFETY: the walk stays inside the matrix's groups and `0..m`; the caller's
-            // contract.
-            unsafe { dispatch_cols!(tile_q4_1x16, nc, w.group(g), a.nb, a, c0, half, out, pf) }
-        }
-    });
-}
-
-/// # Safety
-/// See `PackedGemmFn`; natural layout; activation codes in -127..=127.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q8_0x16(w: &PackedQ8_0, a: &Prepared, rows: Range<usize>, out: OutPtr) {
-    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {
-        for half in halves(rows) {
-            // SAFETY: as above.
-            unsafe { dispatch_cols!(tile_q8_0x16, nc, w.group(g), a.nb, a, c0, half, out, pf) }
-        }
-    });
-}
-
-/// [`tile_q4_1x16`] with AVX-VNNI: `vpdpbusd` accumulates each 4-code group into i32 directly.
-///
-/// # Safety
-/// As [`tile_q4_1x16`], and the CPU has AVX-VNNI.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn tile_q4_1x16_vnni<const C: usize>(
-    rec: *const Line,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    rows: Range<usize>,
-    out: OutPtr,
-    pf: usize,
-) {
-    let nibble = _mm256_set1_epi8(0x0F);
-    let half = (rows.start % GROUP) / HALF;
-    let mut acc = [_mm256_setzero_ps(); C];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
-    for b in 0..nb {
-        // SAFETY: as in `tile_q4_1x16`.
-        let r = unsafe { rec.add(b * Q4_1_RECORD_LINES).cast::<u8>() };
-        prefetch_record(r, pf, Q4_1_RECORD_LINES);
-        let (dw, mw) = unsafe {
-            (
-                _mm256_cvtph_ps(_mm_load_si128(r.add(256 + 16 * half).cast())),
-                _mm256_cvtph_ps(_mm_load_si128(r.add(288 + 16 * half).cast())),
-            )
-        };
-        let mut isum = [_mm256_setzero_si256(); C];
-        for j in 0..4 {
-            // SAFETY: as above.
-            let l = unsafe { _mm256_load_si256(r.add(64 * j + 32 * half).cast()) };
-            let lo = _mm256_and_si256(l, nibble);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble);
-            for c in 0..C {
-                // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
-                let (x, y) = unsafe {
-                    let q = qa[c].add(b * QK + 4 * j);
-                    (
-                        _mm256_set1_epi32(q.cast::<i32>().read_unaligned()),
-                        _mm256_set1_epi32(q.add(16).cast::<i32>().read_unaligned()),
-                    )
-                };
-                isum[c] = _mm256_dpbusd_avx_epi32(isum[c], lo, x);
-                isum[c] = _mm256_dpbusd_avx_epi32(isum[c], hi, y);
-            }
-        }
-        for c in 0..C {
-            let sumi = _mm256_cvtepi32_ps(isum[c]);
-            // SAFETY: a prepared row holds `nbp >= nb` scales `d` and `2 * nbp` values `s`.
-            let (d, s) = unsafe { (*da[c].add(b), *sa[c].add(2 * b + 1)) };
-            let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
-            acc[c] = _mm256_fmadd_ps(sumi, scale, acc[c]);
-            acc[c] = _mm256_fmadd_ps(mw, _mm256_set1_ps(s), acc[c]);
-        }
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_half(&acc, c0, rows, out) };
-}
-
 /// [`tile_q8_0x16`] with AVX-VNNI: the codes stay biased (+128, the unsigned operand) and each
 /// dot starts from `-128 * sum(activation codes)`, as in the AVX-512 kernel.
 ///
 /// # Safety
-/// As [`tile_q8_0x16`], and the CPU has AVX-VNNI.
+/// As for [`q4_1_half_tile`]'s tiles, and the CPU has AVX-VNNI.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 unsafe fn tile_q8_0x16_vnni<const C: usize>(
@@ -495,9 +432,11 @@ unsafe fn tile_q8_0x16_vnni<const C: usize>(
                 rec.add(line).cast::<u8>().add(at + 16 * half).cast(),
             ))
         };
-        // SAFETY: a prepared row holds `nbp >= nb` bias corrections.
-        let mut isum: [__m256i; C] =
-            std::array::from_fn(|c| _mm256_set1_epi32(unsafe { *fix[c].add(b) }));
+        let mut isum = [_mm256_setzero_si256(); C];
+        for c in 0..C {
+            // SAFETY: a prepared row holds `nbp >= nb` bias corrections.
+            isum[c] = _mm256_set1_epi32(unsafe { *fix[c].add(b) });
+        }
         for j in 0..Q8_0_RECORD_LINES {
             // SAFETY: as above.
             let w = unsafe { _mm256_load_si256(r.add(64 * j + 32 * half).cast()) };
@@ -520,60 +459,51 @@ unsafe fn tile_q8_0x16_vnni<const C: usize>(
     unsafe { store_half(&acc, c0, rows, out) };
 }
 
-/// # Safety
-/// As [`gemm_q4_1x16`], and the CPU has AVX-VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-pub(crate) unsafe fn gemm_q4_1x16_vnni(
-    w: &PackedQ4_1,
-    a: &Prepared,
-    rows: Range<usize>,
-    out: OutPtr,
-) {
-    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
-        for half in halves(rows) {
-            // SAFETY: as in `gemm_q4_1x16`.
-            unsafe {
-                dispatch_cols!(
-                    tile_q4_1x16_vnni,
-                    nc,
-                    w.group(g),
-                    a.nb,
-                    a,
-                    c0,
-                    half,
-                    out,
-                    pf
-                )
-            }
+/// Defines a 16-row gemm entry point (see `PackedGemmFn`) that walks `$tile` over the groups of
+/// a `$matrix`; the CPU must have `$features`, the activations the natural layout (and for
+/// Q8_0 codes in -127..=127).
+macro_rules! packed_gemm {
+    ($name:ident, $features:literal, $matrix:ty, $record_lines:expr, $tile:ident) => {
+        /// # Safety
+        /// See [`packed_gemm`].
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(w: &$matrix, a: &Prepared, rows: Range<usize>, out: OutPtr) {
+            for_each_group_tile::<PACKED_COLS>(rows, a.m, $record_lines, |g, c0, nc, rows, pf| {
+                for half in halves(rows) {
+                    // SAFETY: the walk stays inside the matrix's groups and `0..m`; the
+                    // caller's contract.
+                    unsafe { dispatch_cols!($tile, nc, w.group(g), a.nb, a, c0, half, out, pf) }
+                }
+            });
         }
-    });
+    };
 }
 
-/// # Safety
-/// As [`gemm_q8_0x16`], and the CPU has AVX-VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-pub(crate) unsafe fn gemm_q8_0x16_vnni(
-    w: &PackedQ8_0,
-    a: &Prepared,
-    rows: Range<usize>,
-    out: OutPtr,
-) {
-    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {
-        for half in halves(rows) {
-            // SAFETY: as in `gemm_q8_0x16`.
-            unsafe {
-                dispatch_cols!(
-                    tile_q8_0x16_vnni,
-                    nc,
-                    w.group(g),
-                    a.nb,
-                    a,
-                    c0,
-                    half,
-                    out,
-                    pf
-                )
-            }
-        }
-    });
-}
+packed_gemm!(
+    gemm_q4_1x16,
+    "avx2,fma,f16c",
+    PackedQ4_1,
+    Q4_1_RECORD_LINES,
+    tile_q4_1x16
+);
+packed_gemm!(
+    gemm_q8_0x16,
+    "avx2,fma,f16c",
+    PackedQ8_0,
+    Q8_0_RECORD_LINES,
+    tile_q8_0x16
+);
+packed_gemm!(
+    gemm_q4_1x16_vnni,
+    "avx2,fma,f16c,avxvnni",
+    PackedQ4_1,
+    Q4_1_RECORD_LINES,
+    tile_q4_1x16_vnni
+);
+packed_gemm!(
+    gemm_q8_0x16_vnni,
+    "avx2,fma,f16c,avxvnni",
+    PackedQ8_0,
+    Q8_0_RECORD_LINES,
+    tile_q8_0x16_vnni
+);

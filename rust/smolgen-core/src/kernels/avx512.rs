@@ -276,14 +276,14 @@ unsafe fn tile_q4_1x16<const C: usize>(
         let (w, dw, mw) = unsafe {
             let r = rec.add(b * Q4_1_RECORD_LINES).cast::<u8>();
             prefetch_record(r, pf, Q4_1_RECORD_LINES);
-            let l: [__m512i; 4] = std::array::from_fn(|j| _mm512_load_si512(r.add(64 * j).cast()));
-            let w: [__m512i; 8] = std::array::from_fn(|j| {
-                if j < 4 {
-                    _mm512_and_si512(l[j], nibble)
-                } else {
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(l[j - 4]), nibble)
-                }
-            });
+            // Loops, not `array::from_fn`: a closure with intrinsics handed to a generic helper
+            // may not inline in a portable build.
+            let mut w = [_mm512_setzero_si512(); 8];
+            for j in 0..4 {
+                let l = _mm512_load_si512(r.add(64 * j).cast());
+                w[j] = _mm512_and_si512(l, nibble);
+                w[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble);
+            }
             let dm = _mm512_load_si512(r.add(256).cast());
             let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dm));
             let mw = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dm));
@@ -341,7 +341,10 @@ unsafe fn tile_q8_0x16<const C: usize>(
         let (w, dw) = unsafe {
             let r = rec.add(b * Q8_0_RECORD_LINES).cast::<u8>();
             prefetch_record(r, pf, Q8_0_RECORD_LINES);
-            let w: [__m512i; 8] = std::array::from_fn(|j| _mm512_load_si512(r.add(64 * j).cast()));
+            let mut w = [_mm512_setzero_si512(); 8];
+            for (j, wj) in w.iter_mut().enumerate() {
+                *wj = _mm512_load_si512(r.add(64 * j).cast());
+            }
             let (line, at) = q8_0_scales_at(nb, b);
             let dw = _mm512_cvtph_ps(_mm256_load_si256(rec.add(line).cast::<u8>().add(at).cast()));
             (w, dw)
