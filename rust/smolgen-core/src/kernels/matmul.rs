@@ -558,16 +558,6 @@ fn run_packed_gemm<P: Sync>(
     });
 }
 
-fn check_packed(rows: usize, cols: usize, a_len: usize, out_len: usize) -> Result<()> {
-    let nb = cols / QK;
-    if a_len == 0 || !a_len.is_multiple_of(nb) || out_len != a_len / nb * rows {
-        return Err(Error::invalid(format!(
-            "matmul: {a_len} activation blocks and {out_len} outputs do not fit a {rows} x {cols} matrix"
-        )));
-    }
-    Ok(())
-}
-
 fn check_quantize(x_len: usize, blocks: usize) -> Result<()> {
     if x_len != blocks * QK {
         return Err(Error::invalid(format!(
@@ -577,18 +567,22 @@ fn check_quantize(x_len: usize, blocks: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_matmul<W: Block>(w: &QMatrix<'_, W>, a_len: usize, out_len: usize) -> Result<usize> {
-    let nb = w.row_blocks();
+/// Activation rows in `a_len` blocks of rows of `nb` blocks (at least one whole row).
+pub(crate) fn activation_rows(nb: usize, a_len: usize) -> Result<usize> {
     if a_len == 0 || !a_len.is_multiple_of(nb) {
         return Err(Error::invalid(format!(
             "matmul: {a_len} activation blocks are not whole rows of {nb}"
         )));
     }
-    let m = a_len / nb;
-    if out_len != m * w.rows() {
+    Ok(a_len / nb)
+}
+
+/// Checks a product's shapes for a `rows x cols` matrix; returns the activation rows.
+fn check_matmul(rows: usize, cols: usize, a_len: usize, out_len: usize) -> Result<usize> {
+    let m = activation_rows(cols / QK, a_len)?;
+    if out_len != m * rows {
         return Err(Error::invalid(format!(
-            "matmul: output has {out_len} values, expected {m} x {}",
-            w.rows()
+            "matmul: output has {out_len} values, expected {m} x {rows}"
         )));
     }
     Ok(m)
@@ -658,7 +652,7 @@ impl Kernels {
         a: &[BlockQ8_1],
         out: &mut [f32],
     ) -> Result<()> {
-        let _m = check_matmul(w, a.len(), out.len())?;
+        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
         let prepared = Prepared::q8_1(a, w.row_blocks(), self.table.layout_q4_1);
         run_gemm(pool, self.table.gemm_q4_1, w, &prepared, out);
         Ok(())
@@ -689,7 +683,7 @@ impl Kernels {
         out: &mut [f32],
     ) -> Result<()> {
         let gemm = self.packed_kernels()?.q4_1;
-        check_packed(w.rows(), w.cols(), a.len(), out.len())?;
+        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
         let prepared = Prepared::q8_1(a, w.row_blocks(), self.table.layout_q4_1);
         run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
         Ok(())
@@ -705,7 +699,7 @@ impl Kernels {
         out: &mut [f32],
     ) -> Result<()> {
         let gemm = self.packed_kernels()?.q8_0;
-        check_packed(w.rows(), w.cols(), a.len(), out.len())?;
+        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
         let prepared = Prepared::q8_0(a, w.row_blocks(), self.table.layout_q8_0);
         run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
         Ok(())
@@ -719,7 +713,7 @@ impl Kernels {
         a: &[BlockQ8_0],
         out: &mut [f32],
     ) -> Result<()> {
-        let _m = check_matmul(w, a.len(), out.len())?;
+        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
         let prepared = Prepared::q8_0(a, w.row_blocks(), self.table.layout_q8_0);
         run_gemm(pool, self.table.gemm_q8_0, w, &prepared, out);
         Ok(())

@@ -28,7 +28,7 @@
 //! in scalar code.
 
 use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-use super::matmul::{f16_to_f32, Line, QWeight, ZERO_LINE};
+use super::matmul::{activation_rows, f16_to_f32, Line, QWeight, ZERO_LINE};
 use crate::error::{Error, Result};
 
 /// Rows per group.
@@ -238,20 +238,11 @@ impl PackedMatrix {
     }
 }
 
-fn check_rows(nb: usize, blocks: usize) -> Result<usize> {
-    if blocks == 0 || !blocks.is_multiple_of(nb) {
-        return Err(Error::invalid(format!(
-            "matmul: {blocks} activation blocks are not whole rows of {nb}"
-        )));
-    }
-    Ok(blocks / nb)
-}
-
 /// The scalar statement of the Q4_1 kernel's arithmetic: `out[c * rows + r]` for `a`, `m` rows
 /// of `w.row_blocks()` Q8_1 blocks. The SIMD kernel must equal it bit for bit.
 pub fn reference_matmul_q4_1(w: &PackedQ4_1, a: &[BlockQ8_1]) -> Result<Vec<f32>> {
     let nb = w.row_blocks();
-    let m = check_rows(nb, a.len())?;
+    let m = activation_rows(nb, a.len())?;
     let mut out = vec![0f32; m * w.rows()];
     for (c, act) in a.chunks_exact(nb).enumerate() {
         for r in 0..w.rows() {
@@ -272,7 +263,7 @@ pub fn reference_matmul_q4_1(w: &PackedQ4_1, a: &[BlockQ8_1]) -> Result<Vec<f32>
 /// The scalar statement of the Q8_0 kernel's arithmetic, as [`reference_matmul_q4_1`].
 pub fn reference_matmul_q8_0(w: &PackedQ8_0, a: &[BlockQ8_0]) -> Result<Vec<f32>> {
     let nb = w.row_blocks();
-    let m = check_rows(nb, a.len())?;
+    let m = activation_rows(nb, a.len())?;
     let mut out = vec![0f32; m * w.rows()];
     for (c, act) in a.chunks_exact(nb).enumerate() {
         for r in 0..w.rows() {
