@@ -459,9 +459,7 @@ impl CpuLlama {
         reads: &[QWeight<'_>],
         act: &mut Activation,
     ) -> Result<()> {
-        let q4 = reads.iter().any(|w| w.reads_q8_1());
-        let q8 = reads.iter().any(|w| !w.reads_q8_1());
-        self.kernels.quantize_activation(x, cols, q4, q8, act)
+        self.kernels.quantize_activation(x, cols, reads, act)
     }
 
     /// cos and sin for every row's position, `[m, head_dim / 2]`, as ggml computes them:

@@ -251,8 +251,9 @@ unsafe fn store_group<const C: usize>(
 /// 16 weight rows (one group) x `C` activation rows, all blocks; Q4_1.
 ///
 /// # Safety
-/// As [`tile_q4_1`]; `rec` is the first record of the group that starts at `rows.start`;
-/// `rows` (1 to 16 of them) are written.
+/// AVX-512 F/BW/VL + VNNI present; `rec` is the first record of the group that starts at
+/// `rows.start`; `rows` (1 to 16 of them) are written; activation rows `c0..c0 + C` exist in
+/// the natural layout; `out` as in `PackedGemmFn`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_q4_1x16<const C: usize>(
@@ -289,19 +290,16 @@ unsafe fn tile_q4_1x16<const C: usize>(
             let mw = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dm));
             (w, dw, mw)
         };
-        // Block b's codes in the `PairsQ4` line of its pair: elements 0..16 at 16 * (b % 2),
-        // elements 16..32 at 32 + 16 * (b % 2).
-        let at = (b / 2) * 64 + (b % 2) * 16;
         for c in 0..C {
-            // SAFETY: prepared rows hold `nbp / 2` lines of codes, `at + 48 <= nbp * 32`.
+            // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
             let bcast = |o: usize| unsafe {
-                _mm512_set1_epi32(qa[c].add(at + o).cast::<i32>().read_unaligned())
+                _mm512_set1_epi32(qa[c].add(b * QK + o).cast::<i32>().read_unaligned())
             };
             let mut lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], bcast(0));
-            let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(32));
+            let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(16));
             for j in 1..4 {
                 lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
-                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(32 + 4 * j));
+                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
             }
             let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
             // SAFETY: a prepared row holds `nbp >= nb` scales `d` and `2 * nbp` values `s`.
@@ -318,7 +316,7 @@ unsafe fn tile_q4_1x16<const C: usize>(
 /// 16 weight rows (one group) x `C` activation rows, all blocks; Q8_0 (codes stored +128).
 ///
 /// # Safety
-/// As [`tile_q4_1x16`], with the `PairsQ8` layout.
+/// As [`tile_q4_1x16`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_q8_0x16<const C: usize>(
@@ -372,7 +370,7 @@ unsafe fn tile_q8_0x16<const C: usize>(
 }
 
 /// # Safety
-/// See `PackedGemmFn`; `PairsQ4` layout.
+/// See `PackedGemmFn`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usize>, out: OutPtr) {
     for_each_group_tile::<PACKED_COLS>(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
@@ -382,7 +380,7 @@ pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usiz
 }
 
 /// # Safety
-/// See `PackedGemmFn`; `PairsQ8` layout.
+/// See `PackedGemmFn`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(crate) unsafe fn gemm_q8_0x16(w: &PackedQ8_0, a: &Prepared, rows: Range<usize>, out: OutPtr) {
     for_each_group_tile::<PACKED_COLS>(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {

@@ -281,7 +281,7 @@ impl OutPtr {
 pub(crate) type GemmFn<W> = unsafe fn(&QMatrix<'_, W>, &Prepared, Range<usize>, OutPtr);
 
 /// As [`GemmFn`] for a packed matrix ([`PackedQ4_1`], [`PackedQ8_0`]); `rows.start` is a
-/// multiple of its group.
+/// multiple of its group, `a` has the natural layout.
 pub(crate) type PackedGemmFn<P> = unsafe fn(&P, &Prepared, Range<usize>, OutPtr);
 
 /// One instruction set's function set.
@@ -296,7 +296,7 @@ pub(crate) struct Table {
     pub gemm_q4_1: GemmFn<BlockQ4_1>,
     pub gemm_q8_0: GemmFn<BlockQ8_0>,
     /// Q4_1 and Q8_0 weights in the 16-row layout, where this path has kernels for it (they
-    /// read the `layout_q4_1` / `layout_q8_0` activations).
+    /// read the natural activation layout).
     pub packed: Option<PackedKernels>,
 }
 
@@ -684,7 +684,7 @@ impl Kernels {
     ) -> Result<()> {
         let gemm = self.packed_kernels()?.q4_1;
         check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
-        let prepared = Prepared::q8_1(a, w.row_blocks(), self.table.layout_q4_1);
+        let prepared = Prepared::q8_1(a, w.row_blocks(), Layout::Natural);
         run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
         Ok(())
     }
@@ -700,7 +700,7 @@ impl Kernels {
     ) -> Result<()> {
         let gemm = self.packed_kernels()?.q8_0;
         check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
-        let prepared = Prepared::q8_0(a, w.row_blocks(), self.table.layout_q8_0);
+        let prepared = Prepared::q8_0(a, w.row_blocks(), Layout::Natural);
         run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
         Ok(())
     }
@@ -807,8 +807,9 @@ pub struct Activation {
     q8_0: Vec<BlockQ8_0>,
     for_q4_1: Option<Prepared>,
     for_q8_0: Option<Prepared>,
-    ready_q4_1: bool,
-    ready_q8_0: bool,
+    /// The layouts the last quantization prepared (`None`: that type was not prepared).
+    ready_q4_1: Option<Layout>,
+    ready_q8_0: Option<Layout>,
 }
 
 impl Activation {
@@ -822,13 +823,41 @@ impl Activation {
 pub const MAX_SHARED_MATMULS: usize = 4;
 
 impl Kernels {
-    /// Quantizes `x` (`rows x cols` f32, row-major) for Q4_1 weights, Q8_0 weights or both.
+    /// The activation layout the kernel for `w` reads: the table's for row-major matrices, the
+    /// natural one for packed matrices (every 16-row kernel reads it, needing only codes and
+    /// per-block scales).
+    pub(super) fn layout_for(&self, w: &QWeight<'_>) -> Layout {
+        match w {
+            QWeight::Q4_1(_) => self.table.layout_q4_1,
+            QWeight::Q8_0(_) => self.table.layout_q8_0,
+            QWeight::Q4_1x16(_) | QWeight::Q8_0x16(_) => Layout::Natural,
+        }
+    }
+
+    /// The one layout of the `reads` of one activation type (`q8_1`: the Q4_1 weights, else the
+    /// Q8_0 ones), or `None` when none reads it.
+    fn layout_of(&self, reads: &[QWeight<'_>], q8_1: bool) -> Result<Option<Layout>> {
+        let mut layouts = reads
+            .iter()
+            .filter(|w| w.reads_q8_1() == q8_1)
+            .map(|w| self.layout_for(w));
+        let first = layouts.next();
+        if layouts.any(|l| Some(l) != first) {
+            return Err(Error::invalid(
+                "activation: its readers want different layouts (packed and row-major matrices)",
+            ));
+        }
+        Ok(first)
+    }
+
+    /// Quantizes `x` (`rows x cols` f32, row-major) for the matrices in `reads`: once per
+    /// activation type (Q8_1 for Q4_1 weights, Q8_0 for Q8_0 weights), laid out as their
+    /// kernels read it.
     pub fn quantize_activation(
         &self,
         x: &[f32],
         cols: usize,
-        for_q4_1: bool,
-        for_q8_0: bool,
+        reads: &[QWeight<'_>],
         act: &mut Activation,
     ) -> Result<()> {
         if cols == 0 || !cols.is_multiple_of(QK) || !x.len().is_multiple_of(cols) || x.is_empty() {
@@ -837,28 +866,25 @@ impl Kernels {
                 x.len()
             )));
         }
+        let (for_q4_1, for_q8_0) = (self.layout_of(reads, true)?, self.layout_of(reads, false)?);
         let (m, nb) = (x.len() / cols, cols / QK);
         (act.m, act.cols) = (m, cols);
-        act.ready_q4_1 = for_q4_1;
-        act.ready_q8_0 = for_q8_0;
-        if for_q4_1 {
+        (act.ready_q4_1, act.ready_q8_0) = (None, None);
+        if let Some(layout) = for_q4_1 {
             act.q8_1.resize(m * nb, BlockQ8_1::default());
             self.quantize_q8_1(x, &mut act.q8_1)?;
-            act.for_q4_1.get_or_insert_with(Prepared::empty).fill_q8_1(
-                &act.q8_1,
-                nb,
-                self.table.layout_q4_1,
-            );
+            act.for_q4_1
+                .get_or_insert_with(Prepared::empty)
+                .fill_q8_1(&act.q8_1, nb, layout);
         }
-        if for_q8_0 {
+        if let Some(layout) = for_q8_0 {
             act.q8_0.resize(m * nb, BlockQ8_0::default());
             self.quantize_q8_0(x, &mut act.q8_0)?;
-            act.for_q8_0.get_or_insert_with(Prepared::empty).fill_q8_0(
-                &act.q8_0,
-                nb,
-                self.table.layout_q8_0,
-            );
+            act.for_q8_0
+                .get_or_insert_with(Prepared::empty)
+                .fill_q8_0(&act.q8_0, nb, layout);
         }
+        (act.ready_q4_1, act.ready_q8_0) = (for_q4_1, for_q8_0);
         Ok(())
     }
 
@@ -911,9 +937,9 @@ impl Kernels {
             } else {
                 act.ready_q8_0
             };
-            if !ready {
+            if ready != Some(self.layout_for(w)) {
                 return Err(Error::invalid(
-                    "matmul_many: the activation was not quantized for this weight type",
+                    "matmul_many: the activation was not quantized for this matrix",
                 ));
             }
             if w.is_packed() {

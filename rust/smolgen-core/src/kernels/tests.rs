@@ -8,6 +8,7 @@ use half::f16;
 use super::blocks::{blocks_as_bytes, cast_blocks, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
 use super::dispatch::{available_isas, cpu_features, Isa, Kernels};
 use super::dot;
+use super::matmul::{Activation, QWeight};
 use super::packed::{reference_matmul_q4_1, reference_matmul_q8_0, PackedQ4_1, PackedQ8_0};
 use super::pool::Pool;
 
@@ -650,6 +651,95 @@ fn packed_matmul_rejects_bad_shapes() {
         assert!(kern
             .matmul_q8_0_packed(&pool, &packed8, &a8, &mut out)
             .is_err());
+    }
+}
+
+/// One quantized activation feeds several matrices in one pool pass, laid out for the kernels
+/// that read it: the same bits as the single products, and a typed error when it was prepared
+/// for other readers.
+#[test]
+fn shared_activation_feeds_row_major_and_packed_matrices() {
+    let mut rng = Rng(14);
+    let (k, rows, m) = (96usize, 40usize, 3usize);
+    let nb = k / QK;
+    let w = q4_1_blocks(&mut rng, rows * nb, false);
+    let wm = QMatrix::new(&w, rows, k).expect("shape");
+    let w8 = q8_0_blocks(&mut rng, rows * nb, false);
+    let wm8 = QMatrix::new(&w8, rows, k).expect("shape");
+    let (packed, packed8) = (PackedQ4_1::pack(&wm), PackedQ8_0::pack(&wm8));
+    let x = activations(&mut rng, m * k, false);
+    let pool = Pool::new(2).expect("threads");
+    for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
+        let mut want = vec![0f32; m * rows];
+        let mut want8 = vec![0f32; m * rows];
+        kern.matmul_q4_1_f32(&pool, &wm, &x, &mut want)
+            .expect("product");
+        kern.matmul_q8_0_f32(&pool, &wm8, &x, &mut want8)
+            .expect("product");
+        let mut readers = vec![
+            (QWeight::Q4_1(wm), want.clone()),
+            (QWeight::Q8_0(wm8), want8),
+        ];
+        if kern.packs_weights() {
+            let mut a = vec![BlockQ8_1::default(); m * nb];
+            kern.quantize_q8_1(&x, &mut a).expect("quantize");
+            let mut want_packed = vec![0f32; m * rows];
+            kern.matmul_q4_1_packed(&pool, &packed, &a, &mut want_packed)
+                .expect("product");
+            readers.push((QWeight::Q4_1x16(&packed), want_packed));
+            let mut a8 = vec![BlockQ8_0::default(); m * nb];
+            kern.quantize_q8_0(&x, &mut a8).expect("quantize");
+            let mut want_packed8 = vec![0f32; m * rows];
+            kern.matmul_q8_0_packed(&pool, &packed8, &a8, &mut want_packed8)
+                .expect("product");
+            readers.push((QWeight::Q8_0x16(&packed8), want_packed8));
+        }
+        let mut act = Activation::default();
+        for (w, want) in &readers {
+            kern.quantize_activation(&x, k, &[*w], &mut act)
+                .expect("quantize");
+            let mut got = vec![f32::NAN; m * rows];
+            kern.matmul_many(&pool, &act, &mut [(*w, &mut got[..])])
+                .expect("product");
+            assert!(
+                got.iter()
+                    .zip(want)
+                    .all(|(g, e)| g.to_bits() == e.to_bits()),
+                "{}",
+                kern.name()
+            );
+        }
+        // Prepared for Q4_1 weights only: a Q8_0 matrix cannot use it.
+        kern.quantize_activation(&x, k, &[QWeight::Q4_1(wm)], &mut act)
+            .expect("quantize");
+        let mut out = vec![0f32; m * rows];
+        assert!(kern
+            .matmul_many(&pool, &act, &mut [(QWeight::Q8_0(wm8), &mut out[..])])
+            .is_err());
+        if kern.packs_weights() {
+            let (row_major, packed) = (QWeight::Q4_1(wm), QWeight::Q4_1x16(&packed));
+            let same = kern.layout_for(&row_major) == kern.layout_for(&packed);
+            let both = kern.quantize_activation(&x, k, &[row_major, packed], &mut act);
+            assert_eq!(both.is_ok(), same, "{}", kern.name());
+            if !same {
+                kern.quantize_activation(&x, k, &[row_major], &mut act)
+                    .expect("quantize");
+                assert!(kern
+                    .matmul_many(&pool, &act, &mut [(packed, &mut out[..])])
+                    .is_err());
+            }
+        } else {
+            let mut out = vec![0f32; m * rows];
+            kern.quantize_activation(&x, k, &[QWeight::Q4_1x16(&packed)], &mut act)
+                .expect("a layout, whoever multiplies it");
+            assert!(kern
+                .matmul_many(
+                    &pool,
+                    &act,
+                    &mut [(QWeight::Q4_1x16(&packed), &mut out[..])]
+                )
+                .is_err());
+        }
     }
 }
 
