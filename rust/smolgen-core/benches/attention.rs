@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use smolgen_core::attention::{attend_head, Heads};
-use smolgen_core::kv_cache::HostKv;
+use smolgen_core::cache::kv::HostKv;
+use smolgen_core::engine::attention::{attend_head, Heads};
 
 fn bench_attention(c: &mut Criterion) {
     let heads = Heads {

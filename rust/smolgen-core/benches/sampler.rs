@@ -6,7 +6,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use smolgen_core::sampler::{Sampler, SamplingParams};
+use smolgen_core::{Sampler, SamplingParams};
 
 const VOCAB_SIZE: usize = 49_152;
 

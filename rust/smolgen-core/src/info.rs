@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 
 use candle_core::Device;
 
-use crate::config::RopeLayout;
-use crate::model::Llama;
-use crate::weights::Weights;
+use crate::engine::Engine;
+use crate::load::config::RopeLayout;
+use crate::load::weights::Weights;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
@@ -40,8 +40,8 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    pub fn new(llama: &Llama, weights: &Weights, device: &Device, load_seconds: f64) -> Self {
-        let cfg = &llama.cfg;
+    pub fn new(engine: &Engine, weights: &Weights, device: &Device, load_seconds: f64) -> Self {
+        let cfg = &engine.cfg;
         let mut kinds: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, t) in &weights.loaded {
             let kind = tensor_kind(name);
@@ -69,14 +69,14 @@ impl ModelInfo {
                 RopeLayout::HalfSplit => "half-split",
             }
             .to_string(),
-            tied_embeddings: llama.tied_embeddings,
+            tied_embeddings: engine.tied_embeddings,
             weight_types: kinds.into_iter().map(|(k, v)| (k, v.join("/"))).collect(),
             weight_bytes: weights.loaded.values().map(|t| t.bytes).sum(),
             kv_bytes_per_token: cfg.kv_bytes_per_token(),
             device: device_name(device),
             load_seconds,
-            engine: llama.engine_name().to_string(),
-            threads: llama.threads(),
+            engine: engine.engine_name().to_string(),
+            threads: engine.threads(),
         }
     }
 }

@@ -1,251 +1,36 @@
-//! smolgen-core: SmolLM2 (Llama-architecture) inference on candle, with the lid off.
+//! smolgen-core: SmolLM2 (Engine-architecture) inference with the lid off.
 //!
-//! text -> [`tokenizer`] -> ids -> [`model`] (prefill once, then one token at a time against the
-//! KV cache) -> last-position logits -> [`sampler`] -> id -> [`text`] (UTF-8 safe, stop strings)
-//! -> text piece. [`generation`] drives that loop; [`Model`] holds what a loaded model is.
+//! The modules follow a token's path:
+//!
+//! text -> [`tokenizer`] -> ids -> [`engine`] (prefill once, then one token at a time against
+//! the [`cache`]'s keys and values; the CPU engine runs on our own [`kernels`], candle runs the
+//! rest) -> last-position logits -> [`generate`] (the fused sampler, log-probs, UTF-8 streaming
+//! and stop strings, driven by the [`Generation`] step machine) -> text piece.
+//!
+//! [`load`] reads GGUF files and Hugging Face directories; [`Model`] is what a loaded model is;
+//! [`settings`] parses the environment once.
 
-pub mod attention;
 pub mod bandwidth;
-pub mod candle_llama;
-pub mod config;
-pub mod cpu_llama;
+pub mod cache;
+pub mod engine;
 pub mod error;
 pub mod fastmath;
-pub mod generation;
-pub mod gguf;
+pub mod generate;
 pub mod info;
 pub mod kernels;
-pub mod kv_cache;
-pub mod logprobs;
+pub mod load;
 pub mod model;
-pub mod prefix_cache;
-pub mod sampler;
-pub mod text;
 pub mod tokenizer;
-pub mod weights;
 
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
-
-use candle_core::{DType, Device, Tensor};
-
-pub use config::Config;
+pub use cache::prefix::{PrefixCache, PrefixCacheStats};
+pub use engine::{BatchItem, Engine, LogitsFor};
 pub use error::{Error, Result};
-pub use generation::{Chunk, Completion, FinishReason, GenerateOptions, Generation, Timings};
+pub use generate::generation::{
+    Chunk, Completion, FinishReason, GenerateOptions, Generation, Timings,
+};
+pub use generate::logprobs::TokenLogprob;
+pub use generate::sampler::{Sampler, SamplingParams};
 pub use info::ModelInfo;
-pub use logprobs::TokenLogprob;
-pub use model::{BatchItem, Llama, LogitsFor};
-pub use prefix_cache::{PrefixCache, PrefixCacheStats};
-pub use sampler::{Sampler, SamplingParams};
+pub use load::config::Config;
+pub use model::{parse_device, parse_dtype, Model, DEFAULT_PREFIX_CACHE_BYTES};
 pub use tokenizer::{TokenPiece, Tokenizer};
-
-/// Bytes of finished requests' keys and values kept for reuse unless the caller says otherwise.
-pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 256 << 20;
-
-/// A loaded model: weights, tokenizer and what is known about them.
-pub struct Model {
-    pub llama: Llama,
-    pub tokenizer: Arc<Tokenizer>,
-    pub info: ModelInfo,
-    /// Shared by every request on this model; see [`prefix_cache`].
-    prefix_cache: Mutex<PrefixCache>,
-}
-
-impl std::fmt::Debug for Model {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("info", &self.info).finish()
-    }
-}
-
-impl Model {
-    /// Loads a `.gguf` file or a Hugging Face directory (`config.json`, `*.safetensors`,
-    /// `tokenizer.json`). `dtype` converts safetensors weights (f32, f16, bf16); a GGUF keeps
-    /// its own quantization. `threads` sizes the CPU kernels' thread pool (0: one per core).
-    pub fn load(
-        path: impl AsRef<Path>,
-        device: &Device,
-        dtype: Option<DType>,
-        threads: usize,
-    ) -> Result<Self> {
-        let path = path.as_ref();
-        let t0 = Instant::now();
-        if threads > kernels::pool::MAX_THREADS {
-            return Err(Error::invalid(format!(
-                "threads must be between 1 and {}, got {threads}",
-                kernels::pool::MAX_THREADS
-            )));
-        }
-        if path.is_dir() {
-            Self::load_hf_dir(path, device, dtype, t0, threads)
-        } else if path.exists() {
-            if dtype.is_some() {
-                return Err(Error::invalid(
-                    "dtype applies to safetensors weights; a GGUF file keeps its own quantization",
-                ));
-            }
-            Self::load_gguf(path, device, t0, threads)
-        } else {
-            Err(Error::ModelNotFound(path.to_path_buf()))
-        }
-    }
-
-    /// The store of reusable prompt prefixes (resize it with `set_capacity_bytes`; 0 disables).
-    pub fn prefix_cache(&self) -> MutexGuard<'_, PrefixCache> {
-        // A panic while the lock was held leaves nothing half-written that matters here:
-        // the worst case is a missing entry.
-        self.prefix_cache
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Next-token logits after `tokens`, in one fresh forward pass: `[vocab]` for the last
-    /// position, or `[tokens, vocab]` for every position.
-    pub fn logits(&self, tokens: &[u32], which: LogitsFor) -> Result<(Vec<f32>, usize)> {
-        let mut cache = self.llama.new_cache();
-        let logits = self.llama.forward(tokens, &mut cache, which)?;
-        let rows = match which {
-            LogitsFor::Last => 1,
-            LogitsFor::All => tokens.len(),
-        };
-        Ok((logits, rows))
-    }
-
-    /// The attention weights of one fresh forward pass over `tokens`:
-    /// `[layers.len(), heads, tokens, tokens]` (row: query position, column: key position;
-    /// each row sums to 1). `layers` default to all; out-of-range layers are an error.
-    pub fn attention(&self, tokens: &[u32], layers: Option<&[usize]>) -> Result<Tensor> {
-        let all: Vec<usize> = (0..self.llama.cfg.num_layers).collect();
-        let layers = layers.unwrap_or(&all);
-        if layers.is_empty() {
-            return Err(Error::invalid("layers must name at least one layer"));
-        }
-        if let Some(&bad) = layers.iter().find(|&&l| l >= self.llama.cfg.num_layers) {
-            return Err(Error::invalid(format!(
-                "layer {bad} does not exist (the model has {} layers)",
-                self.llama.cfg.num_layers
-            )));
-        }
-        let mut distinct = layers.to_vec();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let mut kept = Vec::with_capacity(distinct.len());
-        let mut cache = self.llama.new_cache();
-        self.llama.forward_inspect(
-            tokens,
-            &mut cache,
-            LogitsFor::Last,
-            Some((&distinct, &mut kept)),
-        )?;
-        // The pass keeps them in layer order; hand them back in the order asked for.
-        let by_layer: std::collections::HashMap<usize, Tensor> =
-            distinct.into_iter().zip(kept).collect();
-        let picked: Vec<Tensor> = layers
-            .iter()
-            .filter_map(|l| by_layer.get(l).cloned())
-            .collect();
-        Ok(Tensor::stack(&picked, 0)?)
-    }
-
-    fn load_gguf(path: &Path, device: &Device, t0: Instant, threads: usize) -> Result<Self> {
-        let mut file = gguf::GgufFile::open(path)?;
-        let cfg = Config::from_gguf(&file)?;
-        let tokenizer = Tokenizer::from_gguf(&file)?;
-        file.shed_header();
-        let mut weights = weights::Weights::gguf(file, device);
-        let llama = Llama::load(cfg, &mut weights, device, threads)?;
-        Self::finish(llama, tokenizer, &weights, device, t0)
-    }
-
-    fn load_hf_dir(
-        dir: &Path,
-        device: &Device,
-        dtype: Option<DType>,
-        t0: Instant,
-        threads: usize,
-    ) -> Result<Self> {
-        let read = |name: &str| -> Result<Option<String>> {
-            let p = dir.join(name);
-            match std::fs::read_to_string(&p) {
-                Ok(s) => Ok(Some(s)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::Io { path: p, source: e }),
-            }
-        };
-        let config_path = dir.join("config.json");
-        let config_json =
-            read("config.json")?.ok_or_else(|| Error::ModelNotFound(config_path.clone()))?;
-        let cfg = Config::from_hf_json(&config_json, &config_path)?;
-        let tokenizer = Tokenizer::load(dir)?;
-        if tokenizer.vocab_size() > cfg.vocab_size {
-            return Err(Error::malformed(
-                dir,
-                format!(
-                    "tokenizer has {} tokens, the model's vocabulary only {}",
-                    tokenizer.vocab_size(),
-                    cfg.vocab_size
-                ),
-            ));
-        }
-        let dir_weights = weights::SafetensorsDir::open(dir, dtype)?;
-        let mut weights = weights::Weights::safetensors(dir_weights, device);
-        let llama = Llama::load(cfg, &mut weights, device, threads)?;
-        Self::finish(llama, tokenizer, &weights, device, t0)
-    }
-
-    fn finish(
-        llama: Llama,
-        tokenizer: Tokenizer,
-        weights: &weights::Weights,
-        device: &Device,
-        t0: Instant,
-    ) -> Result<Self> {
-        let info = ModelInfo::new(&llama, weights, device, t0.elapsed().as_secs_f64());
-        Ok(Model {
-            llama,
-            tokenizer: Arc::new(tokenizer),
-            info,
-            prefix_cache: Mutex::new(PrefixCache::new(DEFAULT_PREFIX_CACHE_BYTES)),
-        })
-    }
-}
-
-/// `"cpu"`, `"cuda"`, `"cuda:N"` or `"metal"`.
-pub fn parse_device(spec: &str) -> Result<Device> {
-    let unavailable = |e: candle_core::Error| {
-        Error::Unsupported(format!(
-            "device `{spec}` is not available in this build: {e}"
-        ))
-    };
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        "metal" => Device::new_metal(0).map_err(unavailable),
-        _ => {
-            let ordinal = match spec.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| Error::invalid(format!("unknown device `{spec}`")))?,
-                None => {
-                    return Err(Error::invalid(format!(
-                        "unknown device `{spec}` (expected cpu, cuda, cuda:N or metal)"
-                    )))
-                }
-            };
-            Device::new_cuda(ordinal).map_err(unavailable)
-        }
-    }
-}
-
-/// `"f32"`, `"f16"` or `"bf16"` (also the long names `float32`, ...).
-pub fn parse_dtype(spec: &str) -> Result<DType> {
-    match spec {
-        "f32" | "float32" => Ok(DType::F32),
-        "f16" | "float16" => Ok(DType::F16),
-        "bf16" | "bfloat16" => Ok(DType::BF16),
-        _ => Err(Error::invalid(format!(
-            "unknown dtype `{spec}` (expected f32, f16 or bf16)"
-        ))),
-    }
-}

@@ -1,227 +1,228 @@
-//! The Llama decoder, as SmolLM2 uses it, behind one interface for two engines.
-//!
-//! Paper: Touvron et al., "LLaMA: Open and Efficient Foundation Language Models" (2023), with
-//! grouped-query attention (Ainslie et al., 2023). Reference implementation: Hugging Face
-//! `transformers/models/llama/modeling_llama.py`; llama.cpp's `llm_build_llama` for GGUF.
-//!
-//! * [`CpuLlama`]: our own kernels on the memory-mapped GGUF, for a GGUF on the CPU whose
-//!   matrices are all Q4_1 / Q8_0 (SmolLM2's published quantizations among them).
-//! * [`CandleLlama`]: candle, for everything else (safetensors, other quantizations, CUDA, Metal).
+//! A loaded model: what [`Model::load`] reads from a GGUF file or a Hugging Face directory
+//! (the engine with its weights, the tokenizer, what is known about them) and the one-pass
+//! inspections (logits, attention) that need no generation.
 
-use candle_core::{Device, Tensor};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
-use crate::candle_llama::CandleLlama;
-use crate::config::Config;
-use crate::cpu_llama::{CpuLlama, SeqStep};
+use candle_core::{DType, Device, Tensor};
+
+use crate::cache::prefix::PrefixCache;
+use crate::engine::{Engine, LogitsFor};
 use crate::error::{Error, Result};
-use crate::kv_cache::KvCache;
-use crate::weights::Weights;
+use crate::info::ModelInfo;
+use crate::kernels;
+use crate::load::config::Config;
+use crate::load::{gguf, weights};
+use crate::tokenizer::Tokenizer;
 
-/// Which positions of a forward pass get next-token logits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogitsFor {
-    /// Only the last position (generation): skips the 49K-wide LM head for the others.
-    Last,
-    All,
+/// Bytes of finished requests' keys and values kept for reuse unless the caller says otherwise.
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 256 << 20;
+
+/// A loaded model: weights, tokenizer and what is known about them.
+pub struct Model {
+    pub engine: Engine,
+    pub tokenizer: Arc<Tokenizer>,
+    pub info: ModelInfo,
+    /// Shared by every request on this model; see [`prefix_cache`].
+    prefix_cache: Mutex<PrefixCache>,
 }
 
-enum Engine {
-    Cpu(Box<CpuLlama>),
-    Candle(CandleLlama),
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("info", &self.info).finish()
+    }
 }
 
-pub struct Llama {
-    pub cfg: Config,
-    pub tied_embeddings: bool,
-    engine: Engine,
-    device: Device,
-}
-
-/// The most prompt tokens one pass of our CPU kernels takes; longer prompts run in slices.
-pub const PREFILL_CHUNK: usize = 512;
-
-/// One sequence of a batched [`Llama::forward_batch`].
-pub struct BatchItem<'a> {
-    pub tokens: &'a [u32],
-    pub cache: &'a mut KvCache,
-    pub which: LogitsFor,
-}
-
-impl Llama {
-    /// Our kernels when the weights are a GGUF of types they cover and the device is the CPU;
-    /// candle otherwise. `threads` sizes our kernels' pool (0: one per core).
+impl Model {
+    /// Loads a `.gguf` file or a Hugging Face directory (`config.json`, `*.safetensors`,
+    /// `tokenizer.json`). `dtype` converts safetensors weights (f32, f16, bf16); a GGUF keeps
+    /// its own quantization. `threads` sizes the CPU kernels' thread pool (0: one per core).
     pub fn load(
-        cfg: Config,
-        weights: &mut Weights,
+        path: impl AsRef<Path>,
         device: &Device,
+        dtype: Option<DType>,
         threads: usize,
     ) -> Result<Self> {
-        // `SMOLGEN_ENGINE=candle` keeps candle even where our kernels apply (to compare them).
-        let candle_forced = std::env::var("SMOLGEN_ENGINE").is_ok_and(|v| v.trim() == "candle");
-        let ours = device.is_cpu()
-            && !candle_forced
-            && weights
-                .gguf_file()
-                .is_some_and(|file| CpuLlama::supports(file, &cfg));
-        let engine = if ours {
-            Engine::Cpu(Box::new(CpuLlama::load(cfg.clone(), weights, threads)?))
-        } else {
-            Engine::Candle(CandleLlama::load(cfg.clone(), weights, device)?)
-        };
-        let tied_embeddings = match &engine {
-            Engine::Cpu(m) => m.tied_embeddings,
-            Engine::Candle(m) => m.tied_embeddings,
-        };
-        Ok(Llama {
-            cfg,
-            tied_embeddings,
-            engine,
-            device: device.clone(),
-        })
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
-    /// `"avx512vnni"`, `"avx2+vnni"`, `"avx2+fma"`, `"neon"` or `"scalar"` for our kernels; `"candle"`.
-    pub fn engine_name(&self) -> &'static str {
-        match &self.engine {
-            Engine::Cpu(m) => m.kernels().name(),
-            Engine::Candle(_) => "candle",
-        }
-    }
-
-    /// Threads our kernels run on; `None` under candle (its own pool).
-    pub fn threads(&self) -> Option<usize> {
-        match &self.engine {
-            Engine::Cpu(m) => Some(m.threads()),
-            Engine::Candle(_) => None,
-        }
-    }
-
-    pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.num_layers, self.cfg.context_length)
-    }
-
-    /// Runs `tokens` through the model after what `cache` already holds, appending their keys
-    /// and values. Returns logits `[vocab]` (`LogitsFor::Last`) or `[tokens, vocab]` row-major.
-    pub fn forward(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        which: LogitsFor,
-    ) -> Result<Vec<f32>> {
-        self.forward_inspect(tokens, cache, which, None)
-    }
-
-    /// [`Llama::forward`], also keeping the attention weights of the listed layers: each
-    /// `[heads, tokens, cached + tokens]`, pushed to `attention` in layer order. The same pass:
-    /// nothing is recomputed, and nothing is kept when no layer is listed.
-    pub fn forward_inspect(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        which: LogitsFor,
-        attention: Option<(&[usize], &mut Vec<Tensor>)>,
-    ) -> Result<Vec<f32>> {
-        self.check_step(tokens, cache)?;
-        match &self.engine {
-            Engine::Cpu(m) if attention.is_none() && tokens.len() > PREFILL_CHUNK => {
-                // Long prompts in slices: the pass's buffers stay the size of one slice, and the
-                // row-wise arithmetic gives the same bits as one pass over everything.
-                let mut logits = Vec::new();
-                let chunks = tokens.len().div_ceil(PREFILL_CHUNK);
-                for (i, chunk) in tokens.chunks(PREFILL_CHUNK).enumerate() {
-                    let mut seqs = [SeqStep {
-                        tokens: chunk,
-                        cache: &mut *cache,
-                        which,
-                    }];
-                    let mut out = m.forward(&mut seqs, None)?;
-                    if which == LogitsFor::All || i + 1 == chunks {
-                        logits.append(&mut out.pop().unwrap_or_default());
-                    }
-                }
-                Ok(logits)
-            }
-            Engine::Cpu(m) => {
-                let mut seqs = [SeqStep {
-                    tokens,
-                    cache,
-                    which,
-                }];
-                let mut out = m.forward(&mut seqs, attention)?;
-                Ok(out.pop().unwrap_or_default())
-            }
-            Engine::Candle(m) => Ok(m
-                .forward(tokens, cache, which, attention)?
-                .flatten_all()?
-                .to_vec1::<f32>()?),
-        }
-    }
-
-    /// Several sequences' next tokens in one pass over the weights (each with its own cache):
-    /// the decode steps of concurrent requests cost about one step's weight traffic. Returns
-    /// each sequence's logits as [`Llama::forward`] would. Under candle the sequences run one
-    /// after another.
-    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
-        for item in items.iter() {
-            self.check_step(item.tokens, item.cache)?;
-        }
-        match &self.engine {
-            Engine::Cpu(m) => {
-                let mut seqs: Vec<SeqStep<'_>> = items
-                    .iter_mut()
-                    .map(|it| SeqStep {
-                        tokens: it.tokens,
-                        cache: &mut *it.cache,
-                        which: it.which,
-                    })
-                    .collect();
-                m.forward(&mut seqs, None)
-            }
-            Engine::Candle(_) => items
-                .iter_mut()
-                .map(|it| self.forward(it.tokens, it.cache, it.which))
-                .collect(),
-        }
-    }
-
-    fn check_step(&self, tokens: &[u32], cache: &KvCache) -> Result<()> {
-        let t = tokens.len();
-        let pos = cache.len();
-        if t == 0 {
-            return Err(Error::invalid("forward needs at least one token"));
-        }
-        if pos + t > self.cfg.context_length {
-            return Err(Error::ContextLengthExceeded {
-                max_context: self.cfg.context_length,
-                requested: pos + t,
-                prompt_tokens: pos + t,
-                max_new_tokens: 0,
-            });
-        }
-        if cache.num_layers() != self.cfg.num_layers {
+        let path = path.as_ref();
+        let t0 = Instant::now();
+        if threads > kernels::pool::MAX_THREADS {
             return Err(Error::invalid(format!(
-                "a KV cache for {} layers, the model has {}",
-                cache.num_layers(),
-                self.cfg.num_layers
+                "threads must be between 1 and {}, got {threads}",
+                kernels::pool::MAX_THREADS
             )));
         }
-        self.check_token_ids(tokens)
+        if path.is_dir() {
+            Self::load_hf_dir(path, device, dtype, t0, threads)
+        } else if path.exists() {
+            if dtype.is_some() {
+                return Err(Error::invalid(
+                    "dtype applies to safetensors weights; a GGUF file keeps its own quantization",
+                ));
+            }
+            Self::load_gguf(path, device, t0, threads)
+        } else {
+            Err(Error::ModelNotFound(path.to_path_buf()))
+        }
     }
 
-    pub fn check_token_ids(&self, tokens: &[u32]) -> Result<()> {
-        match tokens
-            .iter()
-            .find(|&&id| id as usize >= self.cfg.vocab_size)
-        {
-            Some(bad) => Err(Error::invalid(format!(
-                "token id {bad} is outside the vocabulary (size {})",
-                self.cfg.vocab_size
-            ))),
-            None => Ok(()),
+    /// The store of reusable prompt prefixes (resize it with `set_capacity_bytes`; 0 disables).
+    pub fn prefix_cache(&self) -> MutexGuard<'_, PrefixCache> {
+        // A panic while the lock was held leaves nothing half-written that matters here:
+        // the worst case is a missing entry.
+        self.prefix_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Next-token logits after `tokens`, in one fresh forward pass: `[vocab]` for the last
+    /// position, or `[tokens, vocab]` for every position.
+    pub fn logits(&self, tokens: &[u32], which: LogitsFor) -> Result<(Vec<f32>, usize)> {
+        let mut cache = self.engine.new_cache();
+        let logits = self.engine.forward(tokens, &mut cache, which)?;
+        let rows = match which {
+            LogitsFor::Last => 1,
+            LogitsFor::All => tokens.len(),
+        };
+        Ok((logits, rows))
+    }
+
+    /// The attention weights of one fresh forward pass over `tokens`:
+    /// `[layers.len(), heads, tokens, tokens]` (row: query position, column: key position;
+    /// each row sums to 1). `layers` default to all; out-of-range layers are an error.
+    pub fn attention(&self, tokens: &[u32], layers: Option<&[usize]>) -> Result<Tensor> {
+        let all: Vec<usize> = (0..self.engine.cfg.num_layers).collect();
+        let layers = layers.unwrap_or(&all);
+        if layers.is_empty() {
+            return Err(Error::invalid("layers must name at least one layer"));
         }
+        if let Some(&bad) = layers.iter().find(|&&l| l >= self.engine.cfg.num_layers) {
+            return Err(Error::invalid(format!(
+                "layer {bad} does not exist (the model has {} layers)",
+                self.engine.cfg.num_layers
+            )));
+        }
+        let mut distinct = layers.to_vec();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut kept = Vec::with_capacity(distinct.len());
+        let mut cache = self.engine.new_cache();
+        self.engine.forward_inspect(
+            tokens,
+            &mut cache,
+            LogitsFor::Last,
+            Some((&distinct, &mut kept)),
+        )?;
+        // The pass keeps them in layer order; hand them back in the order asked for.
+        let by_layer: std::collections::HashMap<usize, Tensor> =
+            distinct.into_iter().zip(kept).collect();
+        let picked: Vec<Tensor> = layers
+            .iter()
+            .filter_map(|l| by_layer.get(l).cloned())
+            .collect();
+        Ok(Tensor::stack(&picked, 0)?)
+    }
+
+    fn load_gguf(path: &Path, device: &Device, t0: Instant, threads: usize) -> Result<Self> {
+        let mut file = gguf::GgufFile::open(path)?;
+        let cfg = Config::from_gguf(&file)?;
+        let tokenizer = Tokenizer::from_gguf(&file)?;
+        file.shed_header();
+        let mut weights = weights::Weights::gguf(file, device);
+        let engine = Engine::load(cfg, &mut weights, device, threads)?;
+        Self::finish(engine, tokenizer, &weights, device, t0)
+    }
+
+    fn load_hf_dir(
+        dir: &Path,
+        device: &Device,
+        dtype: Option<DType>,
+        t0: Instant,
+        threads: usize,
+    ) -> Result<Self> {
+        let read = |name: &str| -> Result<Option<String>> {
+            let p = dir.join(name);
+            match std::fs::read_to_string(&p) {
+                Ok(s) => Ok(Some(s)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::Io { path: p, source: e }),
+            }
+        };
+        let config_path = dir.join("config.json");
+        let config_json =
+            read("config.json")?.ok_or_else(|| Error::ModelNotFound(config_path.clone()))?;
+        let cfg = Config::from_hf_json(&config_json, &config_path)?;
+        let tokenizer = Tokenizer::load(dir)?;
+        if tokenizer.vocab_size() > cfg.vocab_size {
+            return Err(Error::malformed(
+                dir,
+                format!(
+                    "tokenizer has {} tokens, the model's vocabulary only {}",
+                    tokenizer.vocab_size(),
+                    cfg.vocab_size
+                ),
+            ));
+        }
+        let dir_weights = weights::SafetensorsDir::open(dir, dtype)?;
+        let mut weights = weights::Weights::safetensors(dir_weights, device);
+        let engine = Engine::load(cfg, &mut weights, device, threads)?;
+        Self::finish(engine, tokenizer, &weights, device, t0)
+    }
+
+    fn finish(
+        engine: Engine,
+        tokenizer: Tokenizer,
+        weights: &weights::Weights,
+        device: &Device,
+        t0: Instant,
+    ) -> Result<Self> {
+        let info = ModelInfo::new(&engine, weights, device, t0.elapsed().as_secs_f64());
+        Ok(Model {
+            engine,
+            tokenizer: Arc::new(tokenizer),
+            info,
+            prefix_cache: Mutex::new(PrefixCache::new(DEFAULT_PREFIX_CACHE_BYTES)),
+        })
+    }
+}
+
+/// `"cpu"`, `"cuda"`, `"cuda:N"` or `"metal"`.
+pub fn parse_device(spec: &str) -> Result<Device> {
+    let unavailable = |e: candle_core::Error| {
+        Error::Unsupported(format!(
+            "device `{spec}` is not available in this build: {e}"
+        ))
+    };
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        "metal" => Device::new_metal(0).map_err(unavailable),
+        _ => {
+            let ordinal = match spec.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| Error::invalid(format!("unknown device `{spec}`")))?,
+                None => {
+                    return Err(Error::invalid(format!(
+                        "unknown device `{spec}` (expected cpu, cuda, cuda:N or metal)"
+                    )))
+                }
+            };
+            Device::new_cuda(ordinal).map_err(unavailable)
+        }
+    }
+}
+
+/// `"f32"`, `"f16"` or `"bf16"` (also the long names `float32`, ...).
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec {
+        "f32" | "float32" => Ok(DType::F32),
+        "f16" | "float16" => Ok(DType::F16),
+        "bf16" | "bfloat16" => Ok(DType::BF16),
+        _ => Err(Error::invalid(format!(
+            "unknown dtype `{spec}` (expected f32, f16 or bf16)"
+        ))),
     }
 }

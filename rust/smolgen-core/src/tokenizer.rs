@@ -7,7 +7,7 @@
 //! `tokenizers`' `Digits(individual)` + `ByteLevel` is the same pipeline.
 //!
 //! Detokenizing works on raw bytes: every token maps to the bytes it stands for, so a caller can
-//! stream text without ever splitting a UTF-8 character (see [`crate::text::Utf8Stream`]).
+//! stream text without ever splitting a UTF-8 character (see [`crate::generate::text::Utf8Stream`]).
 
 use std::path::Path;
 
@@ -19,7 +19,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::load::gguf::GgufFile;
 
 /// llama.cpp's `llama_token_type`.
 const TOKEN_TYPE_CONTROL: i64 = 3;

@@ -3,7 +3,7 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 use smolgen_core::tokenizer::Tokenizer as CoreTokenizer;
-use smolgen_core::{generation, Generation};
+use smolgen_core::{generate::generation, Generation};
 
 use std::sync::Arc;
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
-use smolgen_core::sampler::{Sampler, SamplingParams};
+use smolgen_core::{Sampler, SamplingParams};
 
 use crate::errors::to_py;
 use crate::tokenizer::checked_ids;

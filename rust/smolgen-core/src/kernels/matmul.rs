@@ -324,11 +324,11 @@ static AVX2_TABLE: Table = Table {
     layout_q8_0: Layout::Natural,
     quantize_q8_1: quantize::x86::quantize_q8_1_avx2,
     quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
-    gemm_q4_1: super::avx2::gemm_q4_1,
-    gemm_q8_0: super::avx2::gemm_q8_0,
+    gemm_q4_1: super::x86::avx2::gemm_q4_1,
+    gemm_q8_0: super::x86::avx2::gemm_q8_0,
     packed: Some(PackedKernels {
-        q4_1: super::avx2::gemm_q4_1x16,
-        q8_0: super::avx2::gemm_q8_0x16,
+        q4_1: super::x86::avx2::gemm_q4_1x16,
+        q8_0: super::x86::avx2::gemm_q8_0x16,
     }),
 };
 
@@ -339,11 +339,11 @@ static AVXVNNI_TABLE: Table = Table {
     layout_q8_0: Layout::Natural,
     quantize_q8_1: quantize::x86::quantize_q8_1_avx2,
     quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
-    gemm_q4_1: super::avx2::gemm_q4_1,
-    gemm_q8_0: super::avx2::gemm_q8_0,
+    gemm_q4_1: super::x86::avx2::gemm_q4_1,
+    gemm_q8_0: super::x86::avx2::gemm_q8_0,
     packed: Some(PackedKernels {
-        q4_1: super::avx2::gemm_q4_1x16_vnni,
-        q8_0: super::avx2::gemm_q8_0x16_vnni,
+        q4_1: super::x86::avx2::gemm_q4_1x16_vnni,
+        q8_0: super::x86::avx2::gemm_q8_0x16_vnni,
     }),
 };
 
@@ -354,11 +354,11 @@ static AVX512_TABLE: Table = Table {
     layout_q8_0: Layout::PairsQ8,
     quantize_q8_1: quantize::x86::quantize_q8_1_avx2,
     quantize_q8_0: quantize::x86::quantize_q8_0_avx2,
-    gemm_q4_1: super::avx512::gemm_q4_1,
-    gemm_q8_0: super::avx512::gemm_q8_0,
+    gemm_q4_1: super::x86::avx512::gemm_q4_1,
+    gemm_q8_0: super::x86::avx512::gemm_q8_0,
     packed: Some(PackedKernels {
-        q4_1: super::avx512::gemm_q4_1x16,
-        q8_0: super::avx512::gemm_q8_0x16,
+        q4_1: super::x86::avx512::gemm_q4_1x16,
+        q8_0: super::x86::avx512::gemm_q8_0x16,
     }),
 };
 
@@ -369,8 +369,8 @@ static NEON_TABLE: Table = Table {
     layout_q8_0: Layout::Natural,
     quantize_q8_1: quantize::quantize_q8_1_scalar,
     quantize_q8_0: quantize::quantize_q8_0_scalar,
-    gemm_q4_1: super::neon::gemm_q4_1,
-    gemm_q8_0: super::neon::gemm_q8_0,
+    gemm_q4_1: super::arm::neon::gemm_q4_1,
+    gemm_q8_0: super::arm::neon::gemm_q8_0,
     packed: None,
 };
 

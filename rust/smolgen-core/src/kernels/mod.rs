@@ -53,13 +53,10 @@ pub mod packed;
 pub mod pool;
 pub mod quantize;
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-// AVX-512 intrinsics and target features are stable since Rust 1.89, the workspace's minimum.
-#[cfg(target_arch = "x86_64")]
-mod avx512;
 #[cfg(target_arch = "aarch64")]
-mod neon;
+mod arm;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 #[cfg(test)]
 mod tests;

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::cache::kv::KvCache;
+use crate::engine::{BatchItem, LogitsFor, PREFILL_CHUNK};
 use crate::error::{Error, Result};
-use crate::kv_cache::KvCache;
-use crate::logprobs::{token_logprob, TokenLogprob, MAX_TOP_LOGPROBS};
-use crate::model::{BatchItem, LogitsFor, PREFILL_CHUNK};
-use crate::sampler::{Sampler, SamplingParams};
-use crate::text::{StopMatcher, StopScan, Utf8Stream};
+use crate::generate::logprobs::{token_logprob, TokenLogprob, MAX_TOP_LOGPROBS};
+use crate::generate::sampler::{Sampler, SamplingParams};
+use crate::generate::text::{StopMatcher, StopScan, Utf8Stream};
 use crate::Model;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -133,8 +133,8 @@ impl Generation {
             )));
         }
         // Checked here too, so a bad prompt fails when the request is made, not at its first step.
-        model.llama.check_token_ids(&prompt)?;
-        let cfg = &model.llama.cfg;
+        model.engine.check_token_ids(&prompt)?;
+        let cfg = &model.engine.cfg;
         let requested = prompt.len().saturating_add(options.max_tokens);
         if requested > cfg.context_length {
             return Err(Error::ContextLengthExceeded {
@@ -150,10 +150,10 @@ impl Generation {
             let found = model.prefix_cache().lookup(&prompt, prompt.len() - 1);
             match found {
                 Some((shared, n)) => (shared.copy_prefix(n)?, n),
-                None => (model.llama.new_cache(), 0),
+                None => (model.engine.new_cache(), 0),
             }
         } else {
-            (model.llama.new_cache(), 0)
+            (model.engine.new_cache(), 0)
         };
         Ok(Generation {
             cache,
@@ -183,7 +183,7 @@ impl Generation {
         let input = next_input(&self.prompt, self.cached_tokens, &self.generated);
         let logits = self
             .model
-            .llama
+            .engine
             .forward(input, &mut self.cache, LogitsFor::Last)?;
         self.take_step(&logits, t0).map(Some)
     }
@@ -216,7 +216,7 @@ impl Generation {
                 }
                 // A failed batch leaves every cache as it was (nothing is advanced before the
                 // end of a pass): step each one alone then, so each gets its own error.
-                if let Ok(logits) = model.llama.forward_batch(&mut items) {
+                if let Ok(logits) = model.engine.forward_batch(&mut items) {
                     drop(items);
                     let mut logits = logits.into_iter();
                     return gens
@@ -237,11 +237,11 @@ impl Generation {
 
     /// Samples from a step's logits and turns the token into text; `t0` is the step's start.
     fn take_step(&mut self, logits: &[f32], t0: Instant) -> Result<Chunk> {
-        if logits.len() != self.model.llama.cfg.vocab_size {
+        if logits.len() != self.model.engine.cfg.vocab_size {
             return Err(Error::invalid(format!(
                 "a step produced {} logits, expected {}",
                 logits.len(),
-                self.model.llama.cfg.vocab_size
+                self.model.engine.cfg.vocab_size
             )));
         }
         let first = self.generated.is_empty();

@@ -1,9 +1,9 @@
-//! The Llama hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
+//! The Engine hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
 
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::load::gguf::GgufFile;
 
 /// How the rotary embedding pairs up the dimensions of a head.
 ///
@@ -91,7 +91,7 @@ impl Config {
             .to_string();
         if arch != "llama" {
             return Err(Error::Unsupported(format!(
-                "architecture `{arch}` in {} (smolgen runs Llama-architecture models)",
+                "architecture `{arch}` in {} (smolgen runs Engine-architecture models)",
                 gguf.path.display()
             )));
         }
@@ -159,7 +159,7 @@ impl Config {
             || archs.iter().any(|a| a == "LlamaForCausalLM");
         if !is_llama {
             return Err(Error::Unsupported(format!(
-                "model_type {:?} / architectures {archs:?} in {} (smolgen runs Llama-architecture \
+                "model_type {:?} / architectures {archs:?} in {} (smolgen runs Engine-architecture \
                  models)",
                 hf.model_type,
                 path.display()

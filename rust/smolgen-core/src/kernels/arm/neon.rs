@@ -5,8 +5,8 @@
 use std::arch::aarch64::*;
 use std::ops::Range;
 
-use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
-use super::matmul::{f16_to_f32, OutPtr, Prepared};
+use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
+use crate::kernels::matmul::{f16_to_f32, OutPtr, Prepared};
 
 /// # Safety
 /// NEON present; `qa` points at 32 readable bytes.

@@ -14,11 +14,11 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
-use super::matmul::{
+use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
+use crate::kernels::matmul::{
     for_each_group_tile, for_each_weight_tile, prefetch_record, Line, OutPtr, Prepared,
 };
-use super::packed::{
+use crate::kernels::packed::{
     q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
 };
 

@@ -1,18 +1,18 @@
-//! The Llama decoder on candle: any device, any weight type candle reads.
+//! The Engine decoder on candle: any device, any weight type candle reads.
 //!
 //! Each block: `x += o(attn(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))`, then
 //! `x += down(silu(gate(norm(x))) * up(norm(x)))`. Every matrix is a [`Linear`] over a candle
 //! `QMatMul`, quantized (GGUF) or plain (safetensors). On the CPU, attention is our own
-//! row-wise loop over the KV cache ([`crate::attention`]).
+//! row-wise loop over the KV cache ([`crate::engine::attention`]).
 
 use candle_core::{Device, Tensor};
 
-use crate::attention::{causal_attention, Heads};
-use crate::config::{Config, RopeLayout};
+use crate::cache::kv::KvCache;
+use crate::engine::attention::{causal_attention, Heads};
+use crate::engine::LogitsFor;
 use crate::error::{Error, Result};
-use crate::kv_cache::KvCache;
-use crate::model::LogitsFor;
-use crate::weights::{Embedding, Linear, Weights};
+use crate::load::config::{Config, RopeLayout};
+use crate::load::weights::{Embedding, Linear, Weights};
 
 struct Attention {
     q: Linear,
@@ -34,7 +34,7 @@ struct Block {
     mlp: Mlp,
 }
 
-pub struct CandleLlama {
+pub struct CandleEngine {
     cfg: Config,
     embedding: Embedding,
     blocks: Vec<Block>,
@@ -46,7 +46,7 @@ pub struct CandleLlama {
     device: Device,
 }
 
-impl CandleLlama {
+impl CandleEngine {
     pub fn load(cfg: Config, weights: &mut Weights, device: &Device) -> Result<Self> {
         let (h, kv, hd) = (cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim);
         let q_out = cfg.num_heads * hd;
@@ -77,7 +77,7 @@ impl CandleLlama {
         let inv_freq = (0..half)
             .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)
             .collect();
-        Ok(CandleLlama {
+        Ok(CandleEngine {
             cfg,
             embedding,
             blocks,

@@ -6,8 +6,8 @@
 //! the longest matching prefix. The store is bounded by bytes and drops the least recently used
 //! entry first.
 
+use crate::cache::kv::KvCache;
 use crate::error::Result;
-use crate::kv_cache::KvCache;
 
 struct Entry {
     /// The tokens whose keys and values `kv` holds (exactly `kv.len()` of them).

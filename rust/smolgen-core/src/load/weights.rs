@@ -11,7 +11,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::{Error, Result};
-use crate::gguf::{GgufFile, TensorInfo};
+use crate::load::gguf::{GgufFile, TensorInfo};
 
 /// A linear layer without bias: `y = x W^T`, whatever W is stored as.
 #[derive(Debug, Clone)]
@@ -301,7 +301,7 @@ impl SafetensorsDir {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for (i, path) in paths.into_iter().enumerate() {
-            let mmap = crate::gguf::map_file(&path)?;
+            let mmap = crate::load::gguf::map_file(&path)?;
             // Parses and validates the header: byte ranges inside the file, sizes matching shapes.
             let (header_len, header) = safetensors::SafeTensors::read_metadata(&mmap)
                 .map_err(|e| Error::malformed(&path, format!("{e}")))?;
@@ -362,7 +362,7 @@ impl SafetensorsDir {
     }
 }
 
-/// Hugging Face Llama tensor name -> llama.cpp's.
+/// Hugging Face Engine tensor name -> llama.cpp's.
 fn gguf_name(hf: &str) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),

@@ -1,4 +1,4 @@
-//! The Llama forward pass on our own CPU kernels, on the GGUF file's quantized weights.
+//! The Engine forward pass on our own CPU kernels, on the GGUF file's quantized weights.
 //!
 //! Nothing is expanded at load. Where the kernels have a 16-row layout (x86-64), every
 //! Q4_1 / Q8_0 matrix is repacked into it once ([`crate::kernels::PackedMatrix`], as many
@@ -9,7 +9,7 @@
 //! 1. RMSNorm, then the activation is quantized once and shared by Q, K and V, which run as one
 //!    job of the thread pool (each thread takes its share of all three matrices' rows);
 //! 2. RoPE in place, keys and values written straight into each sequence's cache;
-//! 3. attention row by row over the cache ([`crate::attention`]), threads split by (sequence, head);
+//! 3. attention row by row over the cache ([`crate::engine::attention`]), threads split by (sequence, head);
 //! 4. the output projection and the residual;
 //! 5. RMSNorm, one quantization shared by gate and up (one job), SiLU(gate) * up, down, residual.
 //!
@@ -22,15 +22,15 @@ use std::sync::{Arc, Mutex};
 use candle_core::quantized::GgmlDType;
 use candle_core::Tensor;
 
-use crate::attention::{attend_head, causal_attention, Heads};
-use crate::config::{Config, RopeLayout};
+use crate::cache::kv::{HostKv, KvCache};
+use crate::engine::attention::{attend_head, causal_attention, Heads};
+use crate::engine::LogitsFor;
 use crate::error::{Error, Result};
 use crate::fastmath::silu_mul;
-use crate::gguf::{GgufFile, TensorInfo};
 use crate::kernels::{Activation, Kernels, PackedMatrix, Pool, QMatrix, QWeight, QK};
-use crate::kv_cache::{HostKv, KvCache};
-use crate::model::LogitsFor;
-use crate::weights::Weights;
+use crate::load::config::{Config, RopeLayout};
+use crate::load::gguf::{GgufFile, TensorInfo};
+use crate::load::weights::Weights;
 
 /// A matrix in the mapped file.
 #[derive(Debug, Clone)]
@@ -96,7 +96,7 @@ fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-pub struct CpuLlama {
+pub struct CpuEngine {
     cfg: Config,
     file: Arc<GgufFile>,
     /// Looked up row by row, from the file unless tied to a packed `output`.
@@ -112,9 +112,9 @@ pub struct CpuLlama {
     scratch: Mutex<Scratch>,
 }
 
-impl std::fmt::Debug for CpuLlama {
+impl std::fmt::Debug for CpuEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CpuLlama")
+        f.debug_struct("CpuEngine")
             .field("kernels", &self.kernels)
             .field("threads", &self.pool.threads())
             .finish()
@@ -126,7 +126,7 @@ fn kernel_type(dtype: GgmlDType) -> bool {
     matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
 }
 
-impl CpuLlama {
+impl CpuEngine {
     /// Whether every matrix of this GGUF is of a type the kernels cover (else candle runs it).
     pub fn supports(file: &GgufFile, cfg: &Config) -> bool {
         let mut names = vec!["token_embd.weight".to_string()];
@@ -228,7 +228,7 @@ impl CpuLlama {
         }
         let pool = Pool::new(threads)?;
         let rope_theta_scale = (cfg.rope_theta as f32).powf(-2.0 / hd as f32);
-        Ok(CpuLlama {
+        Ok(CpuEngine {
             cfg,
             file,
             embedding,

@@ -6,7 +6,7 @@
 //! Q8_0 x Q8_0: the usual sign trick (`|w|` times `a` with `w`'s sign), which needs activation
 //! codes in -127..=127.
 //!
-//! The same products on weights in the 16-row layout ([`super::packed`]) take each group as
+//! The same products on weights in the 16-row layout ([`crate::kernels::packed`]) take each group as
 //! two halves of 8 rows, one 256-bit register per 4 codes of 8 rows.
 
 // Register tiles are indexed in lockstep (acc[r][c], wq[r], qa[c]); index loops read best.
@@ -14,11 +14,11 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
-use super::matmul::{
+use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
+use crate::kernels::matmul::{
     for_each_group_tile, for_each_weight_tile, prefetch_record, Line, OutPtr, Prepared,
 };
-use super::packed::{
+use crate::kernels::packed::{
     q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
 };
 
