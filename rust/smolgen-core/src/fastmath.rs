@@ -70,6 +70,56 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// e^x for x <= 0 (and -inf), accurate to a couple of ulps; 0 below -708, where e^x leaves
+/// the normal f64 range: the sampler's probabilities. Ours rather than the platform's libm so
+/// that the probabilities, and hence the draws, are bit-identical everywhere; branch-free, so the
+/// full-vocabulary loop vectorises.
+///
+/// Cody and Waite's reduction: x = n ln 2 + r with |r| <= ln(2) / 2, so e^x = 2^n e^r, with
+/// e^r from its Taylor series to degree 13 (truncation error below 1e-17).
+#[inline(always)]
+pub fn exp_nonpositive(x: f64) -> f64 {
+    const LOWEST: f64 = -708.0;
+    // ln 2 split in two (fdlibm's constants) so that n * LN2_HI is exact.
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
+    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
+    // Adding 1.5 * 2^52 rounds to the nearest integer and leaves it in the low mantissa bits.
+    const SHIFTER: f64 = 6_755_399_441_055_744.0;
+    const INV_FACTORIAL: [f64; 14] = [
+        1.0,
+        1.0,
+        1.0 / 2.0,
+        1.0 / 6.0,
+        1.0 / 24.0,
+        1.0 / 120.0,
+        1.0 / 720.0,
+        1.0 / 5_040.0,
+        1.0 / 40_320.0,
+        1.0 / 362_880.0,
+        1.0 / 3_628_800.0,
+        1.0 / 39_916_800.0,
+        1.0 / 479_001_600.0,
+        1.0 / 6_227_020_800.0,
+    ];
+
+    let clamped = if x < LOWEST { LOWEST } else { x };
+    let shifted = clamped * std::f64::consts::LOG2_E + SHIFTER;
+    let n = shifted - SHIFTER;
+    let r = (clamped - n * LN2_HI) - n * LN2_LO;
+    let mut poly = INV_FACTORIAL[13];
+    for &c in INV_FACTORIAL[..13].iter().rev() {
+        poly = poly * r + c;
+    }
+    // The low 12 bits of `shifted` hold n mod 4096; n + 1023 is 2^n's biased exponent.
+    let two_to_n = f64::from_bits(shifted.to_bits().wrapping_add(1023) << 52);
+    let y = poly * two_to_n;
+    if x < LOWEST {
+        0.0
+    } else {
+        y
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 fn avx2() -> bool {
     static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -222,5 +272,21 @@ mod tests {
                 "silu({x}) * {u}"
             );
         }
+    }
+
+    #[test]
+    fn exp_nonpositive_is_within_a_few_ulps_of_exp() {
+        let mut x = 0.0f64;
+        while x > -708.0 {
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            assert!(
+                ((got - want) / want).abs() < 5e-16,
+                "exp({x}) = {got}, want {want}"
+            );
+            x -= 0.0137;
+        }
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert_eq!(exp_nonpositive(-800.0), 0.0);
+        assert_eq!(exp_nonpositive(f64::NEG_INFINITY), 0.0);
     }
 }

@@ -7,7 +7,7 @@
 //! `tokenizers`' `Digits(individual)` + `ByteLevel` is the same pipeline.
 //!
 //! Detokenizing works on raw bytes: every token maps to the bytes it stands for, so a caller can
-//! stream text without ever splitting a UTF-8 character (see [`crate::generate::text::Utf8Stream`]).
+//! stream text without ever splitting a UTF-8 character (see [`crate::generate::utf8::Utf8Stream`]).
 
 use std::path::Path;
 

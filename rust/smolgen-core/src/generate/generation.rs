@@ -12,7 +12,8 @@ use crate::engine::{BatchItem, LogitsFor, PREFILL_CHUNK};
 use crate::error::{Error, Result};
 use crate::generate::logprobs::{token_logprob, TokenLogprob, MAX_TOP_LOGPROBS};
 use crate::generate::sampler::{Sampler, SamplingParams};
-use crate::generate::text::{StopMatcher, StopScan, Utf8Stream};
+use crate::generate::stop::{StopMatcher, StopScan};
+use crate::generate::utf8::Utf8Stream;
 use crate::Model;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,11 @@
 //! From logits to text: the [`generation`] step machine drives the engine, the fused
-//! [`sampler`] picks each token, [`logprobs`] reports what it chose between, and [`text`] turns
-//! token bytes into text without splitting a UTF-8 character or showing a stop string.
+//! [`sampler`] picks each token with its own seeded [`rng`], [`logprobs`] reports what it chose
+//! between, [`utf8`] turns token bytes into text without splitting a character, and [`stop`]
+//! ends generation before a stop string, never showing it.
 
 pub mod generation;
 pub mod logprobs;
+pub mod rng;
 pub mod sampler;
-pub mod text;
+pub mod stop;
+pub mod utf8;
