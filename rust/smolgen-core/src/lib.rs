@@ -1,4 +1,4 @@
-//! smolgen-core: SmolLM2 (Engine-architecture) inference with the lid off.
+//! smolgen-core: SmolLM2 (Llama-architecture) inference with the lid off.
 //!
 //! The modules follow a token's path:
 //!

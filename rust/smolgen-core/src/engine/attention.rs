@@ -339,7 +339,7 @@ mod x86 {
     }
 }
 
-/// Head sizes up to this are accumulated on the stack (Engine models use 64 or 128).
+/// Head sizes up to this are accumulated on the stack (Llama models use 64 or 128).
 const MAX_STACK_HEAD_DIM: usize = 256;
 
 /// A dot product in a fixed order: eight running sums (so it vectorizes), added up the same

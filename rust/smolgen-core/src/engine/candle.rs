@@ -1,18 +1,89 @@
-//! The Engine decoder on candle: any device, any weight type candle reads.
+//! The Llama decoder on candle: any device, any weight type candle reads.
 //!
 //! Each block: `x += o(attn(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))`, then
 //! `x += down(silu(gate(norm(x))) * up(norm(x)))`. Every matrix is a [`Linear`] over a candle
 //! `QMatMul`, quantized (GGUF) or plain (safetensors). On the CPU, attention is our own
 //! row-wise loop over the KV cache ([`crate::engine::attention`]).
 
-use candle_core::{Device, Tensor};
+use std::sync::Arc;
+
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Tensor};
 
 use crate::cache::kv::KvCache;
 use crate::engine::attention::{causal_attention, Heads};
 use crate::engine::LogitsFor;
 use crate::error::{Error, Result};
 use crate::load::config::{Config, RopeLayout};
-use crate::load::weights::{Embedding, Linear, Weights};
+use crate::load::weights::Weights;
+
+/// A linear layer without bias: `y = x W^T`, whatever W is stored as.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: QMatMul,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match &self.weight {
+            // A plain f16/bf16 matrix: multiply in its own dtype, hand back the caller's.
+            QMatMul::Tensor(w) if w.dtype() != x.dtype() => {
+                let w = match x.rank() {
+                    3 => w.broadcast_left(x.dim(0)?)?.t()?,
+                    _ => w.t()?,
+                };
+                x.to_dtype(w.dtype())?.matmul(&w)?.to_dtype(x.dtype())?
+            }
+            m => m.forward(x)?,
+        })
+    }
+}
+
+/// The token-embedding table. A quantized table is looked up row by row, never expanded to f32.
+#[derive(Debug, Clone)]
+enum Embedding {
+    Quantized(Arc<QTensor>),
+    Dense(Tensor),
+}
+
+impl Embedding {
+    /// ids `[b, t]` -> `[b, t, hidden]` in f32.
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Embedding::Quantized(q) => q.embedding(ids)?,
+            Embedding::Dense(w) => {
+                let (b, t) = ids.dims2()?;
+                w.index_select(&ids.flatten_all()?, 0)?
+                    .reshape((b, t, w.dim(1)?))?
+                    .to_dtype(DType::F32)?
+            }
+        })
+    }
+
+    /// The table as [`Weights::table`] hands it out.
+    fn new(table: QMatMul) -> Self {
+        match table {
+            QMatMul::QTensor(q) => Embedding::Quantized(q),
+            QMatMul::Tensor(t) | QMatMul::TensorF16(t) => Embedding::Dense(t),
+        }
+    }
+
+    /// The same table used as the output projection (tied embeddings).
+    fn as_linear(&self) -> Result<Linear> {
+        Ok(Linear {
+            weight: match self {
+                Embedding::Quantized(q) => QMatMul::from_arc(q.clone())?,
+                Embedding::Dense(w) => QMatMul::Tensor(w.clone()),
+            },
+        })
+    }
+}
+
+fn linear(weights: &mut Weights, name: &str, shape: (usize, usize)) -> Result<Linear> {
+    Ok(Linear {
+        weight: weights.matrix(name, shape)?,
+    })
+}
 
 struct Attention {
     q: Linear,
@@ -50,29 +121,34 @@ impl CandleEngine {
     pub fn load(cfg: Config, weights: &mut Weights, device: &Device) -> Result<Self> {
         let (h, kv, hd) = (cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim);
         let q_out = cfg.num_heads * hd;
-        let embedding = weights.embedding("token_embd.weight", (cfg.vocab_size, h))?;
+        let embedding = Embedding::new(weights.table("token_embd.weight", (cfg.vocab_size, h))?);
         let mut blocks = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
             let name = |part: &str| format!("blk.{i}.{part}.weight");
             blocks.push(Block {
                 attn_norm: weights.vector(&name("attn_norm"), h)?,
                 attn: Attention {
-                    q: weights.linear(&name("attn_q"), (q_out, h))?,
-                    k: weights.linear(&name("attn_k"), (kv * hd, h))?,
-                    v: weights.linear(&name("attn_v"), (kv * hd, h))?,
-                    o: weights.linear(&name("attn_output"), (h, q_out))?,
+                    q: linear(weights, &name("attn_q"), (q_out, h))?,
+                    k: linear(weights, &name("attn_k"), (kv * hd, h))?,
+                    v: linear(weights, &name("attn_v"), (kv * hd, h))?,
+                    o: linear(weights, &name("attn_output"), (h, q_out))?,
                 },
                 ffn_norm: weights.vector(&name("ffn_norm"), h)?,
                 mlp: Mlp {
-                    gate: weights.linear(&name("ffn_gate"), (cfg.intermediate_size, h))?,
-                    up: weights.linear(&name("ffn_up"), (cfg.intermediate_size, h))?,
-                    down: weights.linear(&name("ffn_down"), (h, cfg.intermediate_size))?,
+                    gate: linear(weights, &name("ffn_gate"), (cfg.intermediate_size, h))?,
+                    up: linear(weights, &name("ffn_up"), (cfg.intermediate_size, h))?,
+                    down: linear(weights, &name("ffn_down"), (h, cfg.intermediate_size))?,
                 },
             });
         }
         let norm = weights.vector("output_norm.weight", h)?;
-        let (lm_head, tied_embeddings) =
-            weights.output("output.weight", (cfg.vocab_size, h), &embedding)?;
+        // The output projection: its own tensor, or the embedding table when the two are tied.
+        let tied_embeddings = !weights.contains("output.weight");
+        let lm_head = if tied_embeddings {
+            embedding.as_linear()?
+        } else {
+            linear(weights, "output.weight", (cfg.vocab_size, h))?
+        };
         let half = cfg.head_dim / 2;
         let inv_freq = (0..half)
             .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64) as f32)

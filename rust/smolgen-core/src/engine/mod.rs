@@ -1,4 +1,4 @@
-//! The Engine decoder, as SmolLM2 uses it, behind one interface for two engines.
+//! The Llama decoder, as SmolLM2 uses it, behind one interface for two engines.
 //!
 //! Paper: Touvron et al., "LLaMA: Open and Efficient Foundation Language Models" (2023), with
 //! grouped-query attention (Ainslie et al., 2023). Reference implementation: Hugging Face

@@ -1,4 +1,4 @@
-//! The Engine hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
+//! The Llama hyper-parameters, read from GGUF metadata or a Hugging Face `config.json`.
 
 use serde::Deserialize;
 

@@ -7,65 +7,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::load::gguf::{GgufFile, TensorInfo};
-
-/// A linear layer without bias: `y = x W^T`, whatever W is stored as.
-#[derive(Debug, Clone)]
-pub struct Linear {
-    weight: QMatMul,
-}
-
-impl Linear {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match &self.weight {
-            // A plain f16/bf16 matrix: multiply in its own dtype, hand back the caller's.
-            QMatMul::Tensor(w) if w.dtype() != x.dtype() => {
-                let w = match x.rank() {
-                    3 => w.broadcast_left(x.dim(0)?)?.t()?,
-                    _ => w.t()?,
-                };
-                x.to_dtype(w.dtype())?.matmul(&w)?.to_dtype(x.dtype())?
-            }
-            m => m.forward(x)?,
-        })
-    }
-}
-
-/// The token-embedding table. A quantized table is looked up row by row, never expanded to f32.
-#[derive(Debug, Clone)]
-pub enum Embedding {
-    Quantized(Arc<QTensor>),
-    Dense(Tensor),
-}
-
-impl Embedding {
-    /// ids `[b, t]` -> `[b, t, hidden]` in f32.
-    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        Ok(match self {
-            Embedding::Quantized(q) => q.embedding(ids)?,
-            Embedding::Dense(w) => {
-                let (b, t) = ids.dims2()?;
-                w.index_select(&ids.flatten_all()?, 0)?
-                    .reshape((b, t, w.dim(1)?))?
-                    .to_dtype(DType::F32)?
-            }
-        })
-    }
-
-    /// The same table used as the output projection (tied embeddings).
-    fn as_linear(&self) -> Result<Linear> {
-        Ok(Linear {
-            weight: match self {
-                Embedding::Quantized(q) => QMatMul::from_arc(q.clone())?,
-                Embedding::Dense(w) => QMatMul::Tensor(w.clone()),
-            },
-        })
-    }
-}
 
 /// What a tensor is stored as, for `Model.info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,8 +123,8 @@ impl Weights {
         Ok(info)
     }
 
-    /// A matrix of shape `[out, in]`.
-    pub fn linear(&mut self, name: &str, shape: (usize, usize)) -> Result<Linear> {
+    /// A matrix of shape `[out, in]`, quantized (GGUF) or plain (safetensors).
+    pub fn matrix(&mut self, name: &str, shape: (usize, usize)) -> Result<QMatMul> {
         let want = [shape.0, shape.1];
         let weight = match &self.source {
             Source::Gguf(g) => {
@@ -196,7 +142,7 @@ impl Weights {
                 QMatMul::Tensor(t)
             }
         };
-        Ok(Linear { weight })
+        Ok(weight)
     }
 
     /// A vector (a norm's scale), always f32.
@@ -213,7 +159,9 @@ impl Weights {
         Ok(t.to_dtype(DType::F32)?)
     }
 
-    pub fn embedding(&mut self, name: &str, shape: (usize, usize)) -> Result<Embedding> {
+    /// A `[rows, cols]` table read row by row (the token embedding): quantized blocks stay
+    /// quantized, float tables come back as a plain tensor.
+    pub fn table(&mut self, name: &str, shape: (usize, usize)) -> Result<QMatMul> {
         let want = [shape.0, shape.1];
         let emb = match &self.source {
             Source::Gguf(g) => {
@@ -223,9 +171,9 @@ impl Weights {
                 self.record(name, dtype, want[0] * want[1], bytes);
                 match q.dtype() {
                     GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
-                        Embedding::Dense(q.dequantize(&self.device)?)
+                        QMatMul::Tensor(q.dequantize(&self.device)?)
                     }
-                    _ => Embedding::Quantized(Arc::new(q)),
+                    _ => QMatMul::QTensor(Arc::new(q)),
                 }
             }
             Source::Safetensors(s) => {
@@ -233,24 +181,10 @@ impl Weights {
                 self.check_shape(name, t.dims(), &want)?;
                 let bytes = t.elem_count() * t.dtype().size_in_bytes();
                 self.record(name, dtype_name(t.dtype()), t.elem_count(), bytes);
-                Embedding::Dense(t)
+                QMatMul::Tensor(t)
             }
         };
         Ok(emb)
-    }
-
-    /// The output projection: its own tensor, or the embedding table when the two are tied.
-    pub fn output(
-        &mut self,
-        name: &str,
-        shape: (usize, usize),
-        embedding: &Embedding,
-    ) -> Result<(Linear, bool)> {
-        if self.contains(name) {
-            Ok((self.linear(name, shape)?, false))
-        } else {
-            Ok((embedding.as_linear()?, true))
-        }
     }
 }
 
@@ -362,7 +296,7 @@ impl SafetensorsDir {
     }
 }
 
-/// Hugging Face Engine tensor name -> llama.cpp's.
+/// Hugging Face Llama tensor name -> llama.cpp's.
 fn gguf_name(hf: &str) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),

@@ -1,4 +1,4 @@
-//! The Engine forward pass on our own CPU kernels, on the GGUF file's quantized weights.
+//! The Llama forward pass on our own CPU kernels, on the GGUF file's quantized weights.
 //!
 //! Nothing is expanded at load. Where the kernels have a 16-row layout (x86-64), every
 //! Q4_1 / Q8_0 matrix is repacked into it once ([`crate::kernels::PackedMatrix`], as many
