@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 
 use crate::cache::prefix::PrefixCache;
 use crate::engine::{Engine, LogitsFor};
@@ -88,19 +88,23 @@ impl Model {
         Ok((logits, rows))
     }
 
-    /// The attention weights of one fresh forward pass over `tokens`:
-    /// `[layers.len(), heads, tokens, tokens]` (row: query position, column: key position;
-    /// each row sums to 1). `layers` default to all; out-of-range layers are an error.
-    pub fn attention(&self, tokens: &[u32], layers: Option<&[usize]>) -> Result<Tensor> {
-        let all: Vec<usize> = (0..self.engine.cfg.num_layers).collect();
+    /// The attention weights of one fresh forward pass over `tokens`, row-major with their
+    /// shape `[layers.len(), heads, tokens, tokens]` (row: query position, column: key
+    /// position; each row sums to 1). `layers` default to all; out-of-range layers are an error.
+    pub fn attention(
+        &self,
+        tokens: &[u32],
+        layers: Option<&[usize]>,
+    ) -> Result<(Vec<f32>, [usize; 4])> {
+        let num_layers = self.engine.cfg.num_layers;
+        let all: Vec<usize> = (0..num_layers).collect();
         let layers = layers.unwrap_or(&all);
         if layers.is_empty() {
             return Err(Error::invalid("layers must name at least one layer"));
         }
-        if let Some(&bad) = layers.iter().find(|&&l| l >= self.engine.cfg.num_layers) {
+        if let Some(&bad) = layers.iter().find(|&&l| l >= num_layers) {
             return Err(Error::invalid(format!(
-                "layer {bad} does not exist (the model has {} layers)",
-                self.engine.cfg.num_layers
+                "layer {bad} does not exist (the model has {num_layers} layers)"
             )));
         }
         let mut distinct = layers.to_vec();
@@ -115,13 +119,15 @@ impl Model {
             Some((&distinct, &mut kept)),
         )?;
         // The pass keeps them in layer order; hand them back in the order asked for.
-        let by_layer: std::collections::HashMap<usize, Tensor> =
-            distinct.into_iter().zip(kept).collect();
-        let picked: Vec<Tensor> = layers
-            .iter()
-            .filter_map(|l| by_layer.get(l).cloned())
-            .collect();
-        Ok(Tensor::stack(&picked, 0)?)
+        let t = tokens.len();
+        let shape = [layers.len(), self.engine.cfg.num_heads, t, t];
+        let mut out = Vec::with_capacity(shape.iter().product());
+        for layer in layers {
+            if let Ok(i) = distinct.binary_search(layer) {
+                out.extend_from_slice(&kept[i]);
+            }
+        }
+        Ok((out, shape))
     }
 
     fn load_gguf(path: &Path, device: &Device, t0: Instant, threads: usize) -> Result<Self> {

@@ -211,11 +211,7 @@ impl Model {
             .transpose()?;
         let model = &self.inner;
         let (values, shape) = py
-            .detach(|| -> smolgen_core::Result<(Vec<f32>, Vec<usize>)> {
-                let weights = model.attention(&ids, layers.as_deref())?;
-                let shape = weights.dims().to_vec();
-                Ok((weights.flatten_all()?.to_vec1::<f32>()?, shape))
-            })
+            .detach(|| model.attention(&ids, layers.as_deref()))
             .map_err(to_py)?;
         Ok(PyArray1::from_vec(py, values).reshape(shape)?.into_any())
     }

@@ -173,7 +173,7 @@ impl CandleEngine {
         tokens: &[u32],
         cache: &mut KvCache,
         which: LogitsFor,
-        mut attention: Option<(&[usize], &mut Vec<Tensor>)>,
+        mut attention: Option<(&[usize], &mut Vec<Vec<f32>>)>,
     ) -> Result<Tensor> {
         let t = tokens.len();
         let pos = cache.len();
@@ -241,7 +241,7 @@ impl CandleEngine {
         cache: &mut KvCache,
         (cos, sin): (&Tensor, &Tensor),
         mask: Option<&Tensor>,
-        keep_weights: Option<&mut Vec<Tensor>>,
+        keep_weights: Option<&mut Vec<Vec<f32>>>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (nh, nkv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
@@ -277,7 +277,7 @@ impl CandleEngine {
             };
             let (y, probs) = causal_attention(&q, kv, pos, t, heads, keep_weights.is_some());
             if let (Some(out), Some(probs)) = (keep_weights, probs) {
-                out.push(Tensor::from_vec(probs, (nh, t, pos + t), &self.device)?);
+                out.push(probs); // [nh, t, pos + t]
             }
             Tensor::from_vec(y, (b, t, nh * hd), &self.device)?
         } else {
@@ -300,7 +300,7 @@ impl CandleEngine {
             let probs = candle_nn::ops::softmax_last_dim(&scores)?;
             if let Some(out) = keep_weights {
                 // Rows are (KV head, query head in its group, query); fold back to query heads.
-                out.push(probs.reshape((nh, t, total))?);
+                out.push(probs.flatten_all()?.to_vec1::<f32>()?); // [nh, t, total]
             }
             let y = probs.matmul(&v.contiguous()?)?; // [b, nkv, rep * t, hd]
             y.reshape((b, nh, t, hd))?

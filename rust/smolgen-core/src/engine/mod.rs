@@ -12,7 +12,7 @@ pub mod attention;
 pub mod candle;
 pub mod cpu;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 use crate::cache::kv::KvCache;
 use crate::engine::candle::CandleEngine;
@@ -127,7 +127,7 @@ impl Engine {
         tokens: &[u32],
         cache: &mut KvCache,
         which: LogitsFor,
-        attention: Option<(&[usize], &mut Vec<Tensor>)>,
+        attention: Option<(&[usize], &mut Vec<Vec<f32>>)>,
     ) -> Result<Vec<f32>> {
         self.check_step(tokens, cache)?;
         match &self.backend {
