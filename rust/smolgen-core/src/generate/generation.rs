@@ -343,7 +343,7 @@ impl Generation {
         Ok(self.completion())
     }
 
-    /// What has been generated so far (the final result once [`Self::is_finished`]).
+    /// What has been generated so far (the final result once [`Self::step`] has returned `Ok(None)`).
     pub fn completion(&self) -> Completion {
         Completion {
             text: self.text.clone(),
