@@ -260,9 +260,21 @@ def test_fused_accepts_the_edges_of_every_range(core: Any) -> None:
         "top_k": 10**6,
         "logit_bias": {VOCAB - 1: -1e30},
     }
+    softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    argmax_only = np.eye(VOCAB)[VOCAB - 1]  # the logits rise: the last token is the argmax
+    without_last = np.append(softmax[:-1] / softmax[:-1].sum(), 0.0)
+    expected = {
+        "temperature": argmax_only,  # greedy
+        "top_p": softmax,  # the whole nucleus
+        "min_p": argmax_only,  # only the top token reaches 1.0 x the top probability
+        "top_k": softmax,  # more than the vocabulary: every token
+        "logit_bias": without_last,  # the biased token can never be drawn
+    }
     for name, value in edges.items():
-        core.sampler_distribution(logits, **{name: value})
-        sampling.process(logits, **{name: value})
+        assert_fused_agrees_with_numpy(core, logits, {name: value}, [], [])
+        if name in expected:
+            reference = sampling.process(logits, **{name: value})
+            np.testing.assert_allclose(reference, expected[name], atol=1e-6, err_msg=name)
 
 
 # --- the fused sampler against the reference -----------------------------------------------
