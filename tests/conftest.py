@@ -59,3 +59,13 @@ def tiny_gguf(tmp_path_factory, tiny_weights) -> Path:
 
     path = tmp_path_factory.mktemp("tiny-gguf") / "tiny-f32.gguf"
     return tiny_llama.write_gguf(path, tiny_weights, qtype="F32")
+
+
+REAL_MODEL_FIXTURES = {"smollm2", "smollm2_gguf"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the real model is slow, marked or not, so `-m "not slow"` never loads it."""
+    for item in items:
+        if REAL_MODEL_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
