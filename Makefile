@@ -1,42 +1,72 @@
 # Tasks for developers. `make test` is the README's test command.
 PYTHON ?= python3
 CARGO_PROFILE ?= release
-# Keep in step with the `test` extra in pyproject.toml.
-TEST_DEPS = "pytest>=8" "pytest-timeout>=2.3" "gguf>=0.10" "safetensors>=0.4" \
-	"tiktoken>=0.7" "bpe-openai>=0.1.4" "tokenizers>=0.15" "matplotlib>=3.7" \
-	"fastapi>=0.110" "uvicorn>=0.29" "openai>=1.40" "anthropic>=0.40"
 
-.PHONY: help build dev test test-rust test-python lint fmt bench clean
+# What the installed package is built from. `pip install .` copies the Python sources too, so a
+# change to any of these means the installed package is stale and `make install` runs again.
+SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md \
+	$(shell find rust python -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name '*.py' \
+		-o -name '*.pyi' -o -name 'py.typed' -o -path 'python/smolgen/data/*' \) 2>/dev/null)
+# One stamp per Python environment, so switching virtual environments installs again.
+ENV_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')
+STAMP := build/installed-$(ENV_ID)
+
+.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python lint stubtest fmt bench clean
 
 help:
-	@echo "build        pip install . (release extension for this CPU)"
+	@echo "install      pip install '.[test]' when the sources changed since the last install"
 	@echo "dev          editable install with maturin (release build) and the test extras"
-	@echo "test         Rust unit tests + Python tests (installs the test extras)"
-	@echo "lint         cargo fmt --check, clippy, ruff"
+	@echo "test         Rust unit tests + every Python test (installs first when stale)"
+	@echo "test-fast    Rust unit tests + the Python tests not marked slow (no real model)"
+	@echo "lint         what CI checks: formatting, clippy, rustdoc, the aarch64 build, ruff, mypy, stubtest"
 	@echo "fmt          format Rust and Python"
 	@echo "bench        criterion micro-benchmarks + the end-to-end comparison"
 
-build:
-	$(PYTHON) -m pip install .
+# The release extension for this CPU, with the test extras (the `test` extra in pyproject.toml
+# is the one list of test dependencies).
+$(STAMP): $(SOURCES)
+	$(PYTHON) -m pip install ".[test]"
+	@mkdir -p $(dir $@)
+	@touch $@
+
+install: $(STAMP)
+
+build: install
 
 dev:
 	$(PYTHON) -m pip install -q "maturin>=1.8,<2"
 	maturin develop --release --extras test
+	@mkdir -p $(dir $(STAMP))
+	@touch $(STAMP)
 
 test: test-rust test-python
+
+test-fast: test-rust-fast install
+	$(PYTHON) -m pytest -m "not slow"
 
 test-rust:
 	cargo test --profile $(CARGO_PROFILE) -p smolgen-core
 
-test-python:
-	$(PYTHON) -m pip install -q $(TEST_DEPS)
+# The library's unit tests only (no doc tests, no benches); the real-model tests skip themselves
+# when the model is not in the cache.
+test-rust-fast:
+	cargo test --profile $(CARGO_PROFILE) -p smolgen-core --lib
+
+test-python: install
 	$(PYTHON) -m pytest
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
 	ruff format --check python tests benches
 	ruff check python tests benches
+	$(PYTHON) -m mypy python/smolgen
+	cargo clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+	cargo check --target aarch64-unknown-linux-gnu -p smolgen-core --all-targets
+	$(MAKE) stubtest
+
+# The type stub matches the built extension.
+stubtest: install
 	$(PYTHON) -m mypy.stubtest smolgen._core
 
 fmt:
