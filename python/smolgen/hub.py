@@ -24,6 +24,7 @@ import urllib.parse
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .errors import DownloadError, ModelNotFoundError
 
@@ -136,7 +137,7 @@ def _log(message: str, progress: bool) -> None:
 
 
 def _install_verified(
-    source: Path | zipfile.ZipExtFile, alias: Alias, target: Path, progress: bool, size: int
+    source: Path | IO[bytes], alias: Alias, target: Path, progress: bool, size: int
 ) -> None:
     """Copies ``source`` into the cache through a checksum, atomically; rejects a mismatch."""
     tmp = target.with_name(target.name + ".partial")

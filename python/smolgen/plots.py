@@ -5,13 +5,14 @@ Needs matplotlib (``pip install 'smolgen[plot]'``), imported only when a plot is
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
-def pyplot(path: str | Path | None) -> Any:
+def pyplot(path: str | os.PathLike[str] | None) -> Any:
     """matplotlib.pyplot, headless when the figure goes to a file."""
     try:
         import matplotlib

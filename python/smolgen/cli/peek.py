@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from . import model_argument
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 BAR_WIDTH = 30
 
@@ -52,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(record, ensure_ascii=False))
         return 0
     table = Table(title=f"next token after {args.prompt!r}", title_justify="left")
-    columns = [("#", "right"), ("id", "right"), ("token", "left"), ("p", "right"),
-               ("log p", "right"), ("", "left")]  # fmt: skip
+    columns: list[tuple[str, JustifyMethod]] = [
+        ("#", "right"), ("id", "right"), ("token", "left"), ("p", "right"),
+        ("log p", "right"), ("", "left"),
+    ]  # fmt: skip
     if shaped:
         columns.append((settings_label(args), "right"))
     for name, justify in columns:

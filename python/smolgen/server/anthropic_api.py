@@ -127,7 +127,7 @@ def router(engine: Engine) -> APIRouter:
         if req.stream:
 
             async def body() -> AsyncIterator[str]:
-                start = {
+                start: dict[str, Any] = {
                     **head,
                     "content": [],
                     "stop_reason": None,

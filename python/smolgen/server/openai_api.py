@@ -438,7 +438,10 @@ def prompt_logprobs(engine: Engine, ids: list[int], top: int) -> dict[str, Any]:
     model = engine.model
     tokenizer = model.tokenizer
     logprobs = log_softmax(model.logits(ids, positions="all")) if len(ids) > 1 else None
-    tokens, token_logprobs, tops, offsets = [], [], [], []
+    tokens: list[str] = []
+    token_logprobs: list[float | None] = []
+    tops: list[dict[str, float] | None] = []
+    offsets: list[int] = []
     offset = 0
     for pos, tok in enumerate(ids):
         piece = tokenizer.piece(tok).text
