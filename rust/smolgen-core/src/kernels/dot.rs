@@ -7,8 +7,9 @@
 
 use std::ops::Range;
 
+use super::blocks::f16_to_f32;
 use super::blocks::{BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-use super::matmul::{f16_to_f32, OutPtr, Prepared};
+use super::prepared::{OutPtr, Prepared};
 
 #[inline(always)]
 fn sumi_q4_1(w: &BlockQ4_1, qa: &[i8]) -> i32 {

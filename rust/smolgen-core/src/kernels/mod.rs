@@ -19,38 +19,13 @@
 //! # Ok(()) }
 //! ```
 
-/// Calls `$f::<NR, NC>(args)` for a run-time tile shape `nr x nc`, both in 1..=4.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! dispatch_tile {
-    ($f:ident, $nr:expr, $nc:expr, $($arg:expr),* $(,)?) => {
-        match ($nr, $nc) {
-            (4, 4) => $f::<4, 4>($($arg),*),
-            (4, 3) => $f::<4, 3>($($arg),*),
-            (4, 2) => $f::<4, 2>($($arg),*),
-            (4, _) => $f::<4, 1>($($arg),*),
-            (3, 4) => $f::<3, 4>($($arg),*),
-            (3, 3) => $f::<3, 3>($($arg),*),
-            (3, 2) => $f::<3, 2>($($arg),*),
-            (3, _) => $f::<3, 1>($($arg),*),
-            (2, 4) => $f::<2, 4>($($arg),*),
-            (2, 3) => $f::<2, 3>($($arg),*),
-            (2, 2) => $f::<2, 2>($($arg),*),
-            (2, _) => $f::<2, 1>($($arg),*),
-            (_, 4) => $f::<1, 4>($($arg),*),
-            (_, 3) => $f::<1, 3>($($arg),*),
-            (_, 2) => $f::<1, 2>($($arg),*),
-            (_, _) => $f::<1, 1>($($arg),*),
-        }
-    };
-}
-
 pub mod blocks;
 pub mod dispatch;
 pub mod dot;
 pub mod matmul;
 pub mod packed;
 pub mod pool;
+pub mod prepared;
 pub mod quantize;
 
 #[cfg(target_arch = "aarch64")]

@@ -27,8 +27,10 @@
 //! `acc = fma(m_w, s_a, acc)`. [`reference_matmul_q4_1`] and [`reference_matmul_q8_0`] state it
 //! in scalar code.
 
+use super::blocks::f16_to_f32;
 use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-use super::matmul::{activation_rows, f16_to_f32, Line, QWeight, ZERO_LINE};
+use super::matmul::{activation_rows, QWeight};
+use super::prepared::{Line, ZERO_LINE};
 use crate::error::{Error, Result};
 
 /// Rows per group.

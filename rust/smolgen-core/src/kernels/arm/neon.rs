@@ -5,8 +5,9 @@
 use std::arch::aarch64::*;
 use std::ops::Range;
 
+use crate::kernels::blocks::f16_to_f32;
 use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
-use crate::kernels::matmul::{f16_to_f32, OutPtr, Prepared};
+use crate::kernels::prepared::{OutPtr, Prepared};
 
 /// # Safety
 /// NEON present; `qa` points at 32 readable bytes.
