@@ -10,73 +10,22 @@
 //! rows (prefill) and every activation block against several weight rows (decode).
 //!
 //! Each output element is accumulated in the same order whatever the tile shape or thread
-//! count, so results are bit-identical across 1..N threads and equal [`Kernels::vec_dot_q4_1_q8_1`]
-//! on the same path.
+//! count, so results are bit-identical across 1..N threads and equal a one-row product on the
+//! same path.
 
 use std::ops::Range;
 
-use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-use super::dispatch::{Isa, Kernels, PackedKernels};
-use super::dot;
+use super::blocks::{BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
+use super::dispatch::{Kernels, PackedKernels};
 use super::packed::{PackedQ4_1, PackedQ8_0};
 use super::pool::Pool;
-use super::prepared::{GemmFn, Layout, OutPtr, PackedGemmFn, Prepared};
+use super::prepared::{Layout, OutPtr, Prepared};
+use super::types::ActivationBlock;
 use crate::error::{Error, Result};
 
 /// Weight rows per thread share are a multiple of this (a multiple of every tile height).
-const ROW_GRAIN: usize = 16;
+pub(crate) const ROW_GRAIN: usize = 16;
 const _: () = assert!(ROW_GRAIN.is_multiple_of(super::packed::GROUP));
-
-/// Runs `part(rows)` on the pool for each thread's share of `n` weight rows: contiguous runs
-/// whose starts are multiples of [`ROW_GRAIN`].
-fn for_each_share(pool: &Pool, n: usize, part: impl Fn(Range<usize>) + Sync) {
-    let grains = n.div_ceil(ROW_GRAIN);
-    let parts = pool.threads().min(grains).max(1);
-    let per = grains.div_ceil(parts) * ROW_GRAIN;
-    let parts = n.div_ceil(per).max(1);
-    pool.run(parts, |i| part((i * per).min(n)..((i + 1) * per).min(n)));
-}
-
-fn run_gemm<W: Block>(
-    pool: &Pool,
-    gemm: GemmFn<W>,
-    w: &QMatrix<'_, W>,
-    a: &Prepared,
-    out: &mut [f32],
-) {
-    let n = w.rows();
-    debug_assert_eq!(out.len(), a.m * n);
-    let out = OutPtr {
-        ptr: out.as_mut_ptr(),
-        ld: n,
-    };
-    for_each_share(pool, n, |rows| {
-        // SAFETY: the table exists only on a CPU with its instruction set; shares are disjoint
-        // and inside the matrix; `out` holds `a.m * n` floats (checked by callers) and
-        // outlives the run; `a` was prepared for this table's layout with the matrix's blocks
-        // per row.
-        unsafe { gemm(w, a, rows, out) };
-    });
-}
-
-fn run_packed_gemm<P: Sync>(
-    pool: &Pool,
-    gemm: PackedGemmFn<P>,
-    w: &P,
-    n: usize,
-    a: &Prepared,
-    out: &mut [f32],
-) {
-    debug_assert_eq!(out.len(), a.m * n);
-    let out = OutPtr {
-        ptr: out.as_mut_ptr(),
-        ld: n,
-    };
-    for_each_share(pool, n, |rows| {
-        // SAFETY: as in `run_gemm`; shares start on multiples of 16, so on groups.
-        unsafe { gemm(w, a, rows, out) };
-    });
-}
 
 fn check_quantize(x_len: usize, blocks: usize) -> Result<()> {
     if x_len != blocks * QK {
@@ -97,84 +46,12 @@ pub(crate) fn activation_rows(nb: usize, a_len: usize) -> Result<usize> {
     Ok(a_len / nb)
 }
 
-/// Checks a product's shapes for a `rows x cols` matrix; returns the activation rows.
-fn check_matmul(rows: usize, cols: usize, a_len: usize, out_len: usize) -> Result<usize> {
-    let m = activation_rows(cols / QK, a_len)?;
-    if out_len != m * rows {
-        return Err(Error::invalid(format!(
-            "matmul: output has {out_len} values, expected {m} x {rows}"
-        )));
-    }
-    Ok(m)
-}
-
 impl Kernels {
-    /// Quantizes `x` (`32 * out.len()` values, any number of rows back to back) to Q8_1.
-    pub fn quantize_q8_1(&self, x: &[f32], out: &mut [BlockQ8_1]) -> Result<()> {
+    /// Quantizes `x` (`32 * out.len()` values, any number of rows back to back) to `A`.
+    pub fn quantize<A: ActivationBlock>(&self, x: &[f32], out: &mut [A]) -> Result<()> {
         check_quantize(x.len(), out.len())?;
         // SAFETY: the table exists only on a CPU with its instruction set; lengths checked.
-        unsafe { (self.table.quantize_q8_1)(x, out) };
-        Ok(())
-    }
-
-    /// Quantizes `x` (`32 * out.len()` values) to Q8_0.
-    pub fn quantize_q8_0(&self, x: &[f32], out: &mut [BlockQ8_0]) -> Result<()> {
-        check_quantize(x.len(), out.len())?;
-        // SAFETY: as above.
-        unsafe { (self.table.quantize_q8_0)(x, out) };
-        Ok(())
-    }
-
-    /// `sum_b d_w d_a sum_j(q_w q_a) + m_w s_a` over equal-length block runs. One row: prefer
-    /// [`Kernels::matmul_q4_1`] for anything hot.
-    pub fn vec_dot_q4_1_q8_1(&self, w: &[BlockQ4_1], a: &[BlockQ8_1]) -> Result<f32> {
-        if w.len() != a.len() || w.is_empty() {
-            return Err(Error::invalid(format!(
-                "vec_dot: {} weight blocks against {} activation blocks",
-                w.len(),
-                a.len()
-            )));
-        }
-        if self.isa() == Isa::Scalar {
-            return Ok(dot::vec_dot_q4_1_q8_1(w, a));
-        }
-        let mat = QMatrix::new(w, 1, w.len() * QK)?;
-        let mut out = [0f32];
-        self.matmul_q4_1(&Pool::single(), &mat, a, &mut out)?;
-        Ok(out[0])
-    }
-
-    /// `sum_b d_w d_a sum_j(q_w q_a)`. Activation codes must lie in -127..=127 (what the
-    /// quantizer produces; the SIMD paths do not handle -128).
-    pub fn vec_dot_q8_0_q8_0(&self, w: &[BlockQ8_0], a: &[BlockQ8_0]) -> Result<f32> {
-        if w.len() != a.len() || w.is_empty() {
-            return Err(Error::invalid(format!(
-                "vec_dot: {} weight blocks against {} activation blocks",
-                w.len(),
-                a.len()
-            )));
-        }
-        if self.isa() == Isa::Scalar {
-            return Ok(dot::vec_dot_q8_0_q8_0(w, a));
-        }
-        let mat = QMatrix::new(w, 1, w.len() * QK)?;
-        let mut out = [0f32];
-        self.matmul_q8_0(&Pool::single(), &mat, a, &mut out)?;
-        Ok(out[0])
-    }
-
-    /// `out[c][r] = dot(w row r, a row c)`: `a` is `m` rows of `w.row_blocks()` Q8_1 blocks,
-    /// `out` is `m x w.rows()` row-major.
-    pub fn matmul_q4_1(
-        &self,
-        pool: &Pool,
-        w: &QMatrix<'_, BlockQ4_1>,
-        a: &[BlockQ8_1],
-        out: &mut [f32],
-    ) -> Result<()> {
-        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
-        let prepared = Prepared::q8_1(a, w.row_blocks(), self.table.layout_q4_1);
-        run_gemm(pool, self.table.gemm_q4_1, w, &prepared, out);
+        unsafe { <A as super::types::select::Quantize>::quantizer(self.table)(x, out) };
         Ok(())
     }
 
@@ -184,85 +61,13 @@ impl Kernels {
         self.table.packed.is_some()
     }
 
-    fn packed_kernels(&self) -> Result<&'static PackedKernels> {
+    pub(super) fn packed_kernels(&self) -> Result<&'static PackedKernels> {
         self.table.packed.as_ref().ok_or_else(|| {
             Error::invalid(format!(
                 "the {} kernels do not multiply 16-row packed matrices",
                 self.name()
             ))
         })
-    }
-
-    /// [`Kernels::matmul_q4_1`] for a repacked matrix, on a path that
-    /// [`Kernels::packs_weights`].
-    pub fn matmul_q4_1_packed(
-        &self,
-        pool: &Pool,
-        w: &PackedQ4_1,
-        a: &[BlockQ8_1],
-        out: &mut [f32],
-    ) -> Result<()> {
-        let gemm = self.packed_kernels()?.q4_1;
-        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
-        let prepared = Prepared::q8_1(a, w.row_blocks(), Layout::Natural);
-        run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
-        Ok(())
-    }
-
-    /// [`Kernels::matmul_q8_0`] for a repacked matrix, on a path that
-    /// [`Kernels::packs_weights`].
-    pub fn matmul_q8_0_packed(
-        &self,
-        pool: &Pool,
-        w: &PackedQ8_0,
-        a: &[BlockQ8_0],
-        out: &mut [f32],
-    ) -> Result<()> {
-        let gemm = self.packed_kernels()?.q8_0;
-        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
-        let prepared = Prepared::q8_0(a, w.row_blocks(), Layout::Natural);
-        run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
-        Ok(())
-    }
-
-    /// As [`Kernels::matmul_q4_1`] for Q8_0 weights and Q8_0 activations (codes in -127..=127).
-    pub fn matmul_q8_0(
-        &self,
-        pool: &Pool,
-        w: &QMatrix<'_, BlockQ8_0>,
-        a: &[BlockQ8_0],
-        out: &mut [f32],
-    ) -> Result<()> {
-        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
-        let prepared = Prepared::q8_0(a, w.row_blocks(), self.table.layout_q8_0);
-        run_gemm(pool, self.table.gemm_q8_0, w, &prepared, out);
-        Ok(())
-    }
-
-    /// Quantizes `x` (`m x w.cols()` f32, row-major) to Q8_1 and runs [`Kernels::matmul_q4_1`].
-    pub fn matmul_q4_1_f32(
-        &self,
-        pool: &Pool,
-        w: &QMatrix<'_, BlockQ4_1>,
-        x: &[f32],
-        out: &mut [f32],
-    ) -> Result<()> {
-        let mut a = vec![BlockQ8_1::default(); x.len() / QK];
-        self.quantize_q8_1(x, &mut a)?;
-        self.matmul_q4_1(pool, w, &a, out)
-    }
-
-    /// Quantizes `x` (`m x w.cols()` f32) to Q8_0 and runs [`Kernels::matmul_q8_0`].
-    pub fn matmul_q8_0_f32(
-        &self,
-        pool: &Pool,
-        w: &QMatrix<'_, BlockQ8_0>,
-        x: &[f32],
-        out: &mut [f32],
-    ) -> Result<()> {
-        let mut a = vec![BlockQ8_0::default(); x.len() / QK];
-        self.quantize_q8_0(x, &mut a)?;
-        self.matmul_q8_0(pool, w, &a, out)
     }
 }
 
@@ -386,14 +191,14 @@ impl Kernels {
         (act.ready_q4_1, act.ready_q8_0) = (None, None);
         if let Some(layout) = for_q4_1 {
             act.q8_1.resize(m * nb, BlockQ8_1::default());
-            self.quantize_q8_1(x, &mut act.q8_1)?;
+            self.quantize(x, &mut act.q8_1)?;
             act.for_q4_1
                 .get_or_insert_with(Prepared::empty)
                 .fill_q8_1(&act.q8_1, nb, layout);
         }
         if let Some(layout) = for_q8_0 {
             act.q8_0.resize(m * nb, BlockQ8_0::default());
-            self.quantize_q8_0(x, &mut act.q8_0)?;
+            self.quantize(x, &mut act.q8_0)?;
             act.for_q8_0
                 .get_or_insert_with(Prepared::empty)
                 .fill_q8_0(&act.q8_0, nb, layout);

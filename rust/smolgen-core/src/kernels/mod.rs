@@ -11,11 +11,14 @@
 //! * [`dispatch`]: CPU detection; [`Kernels`] is the entry point.
 //!
 //! ```no_run
-//! use smolgen_core::kernels::{Kernels, Pool, QMatrix, BlockQ4_1};
+//! use smolgen_core::kernels::{Activation, BlockQ4_1, Kernels, Pool, QMatrix, QWeight};
 //! # fn f(bytes: &[u8], x: &[f32]) -> smolgen_core::Result<()> {
-//! let w = QMatrix::<BlockQ4_1>::from_bytes(bytes, 1536, 576)?;
-//! let mut y = vec![0f32; x.len() / 576 * 1536];
-//! Kernels::best().matmul_q4_1_f32(Pool::global(), &w, x, &mut y)?;
+//! let w = QWeight::Q4_1(QMatrix::<BlockQ4_1>::from_bytes(bytes, 1536, 576)?);
+//! let kernels = Kernels::best();
+//! let mut act = Activation::default();
+//! kernels.quantize_activation(x, 576, &[w], &mut act)?; // once for every matrix reading x
+//! let mut y = vec![0f32; act.rows() * 1536];
+//! kernels.matmul_many(Pool::global(), &act, &mut [(w, &mut y[..])])?;
 //! # Ok(()) }
 //! ```
 
@@ -27,6 +30,9 @@ pub mod packed;
 pub mod pool;
 pub mod prepared;
 pub mod quantize;
+#[cfg(any(test, feature = "bench"))]
+mod single;
+pub mod types;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -41,3 +47,4 @@ pub use dispatch::{available_isas, cpu_features, Isa, Kernels};
 pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
 pub use packed::{PackedMatrix, PackedQ4_1, PackedQ8_0};
 pub use pool::Pool;
+pub use types::{ActivationBlock, PackedWeight, WeightBlock};

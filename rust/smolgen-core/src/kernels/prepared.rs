@@ -139,12 +139,6 @@ impl Prepared {
         lines[line].0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
     }
 
-    pub(crate) fn q8_1(a: &[BlockQ8_1], nb: usize, layout: Layout) -> Prepared {
-        let mut p = Prepared::empty();
-        p.fill_q8_1(a, nb, layout);
-        p
-    }
-
     /// Lays out `a` (whole rows of `nb` blocks) for a Q4_1 kernel, reusing this buffer.
     pub(crate) fn fill_q8_1(&mut self, a: &[BlockQ8_1], nb: usize, layout: Layout) {
         let m = a.len() / nb;
@@ -187,12 +181,6 @@ impl Prepared {
                 }
             }
         }
-    }
-
-    pub(crate) fn q8_0(a: &[BlockQ8_0], nb: usize, layout: Layout) -> Prepared {
-        let mut p = Prepared::empty();
-        p.fill_q8_0(a, nb, layout);
-        p
     }
 
     /// Lays out `a` (whole rows of `nb` blocks) for a Q8_0 kernel, reusing this buffer.

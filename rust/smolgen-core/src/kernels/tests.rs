@@ -227,8 +227,8 @@ fn quantize_known_answers() {
     let mut b1 = [BlockQ8_1::default()];
     let mut b0 = [BlockQ8_0::default()];
     for k in available_isas().into_iter().filter_map(Kernels::for_isa) {
-        k.quantize_q8_1(&x, &mut b1).expect("lengths");
-        k.quantize_q8_0(&x, &mut b0).expect("lengths");
+        k.quantize(&x, &mut b1).expect("lengths");
+        k.quantize(&x, &mut b0).expect("lengths");
         assert_eq!(&b1[0].qs[..6], &[127, 2, -2, 4, 0, 1], "{}", k.name());
         assert_eq!(b1[0].d(), f16::ONE);
         assert_eq!(b1[0].s(), f16::from_f32(132.0));
@@ -236,13 +236,11 @@ fn quantize_known_answers() {
         assert_eq!(b0[0].d, b1[0].d);
     }
     // All zero: d = 0, codes 0, s = 0.
-    scalar()
-        .quantize_q8_1(&[0.0; QK], &mut b1)
-        .expect("lengths");
+    scalar().quantize(&[0.0; QK], &mut b1).expect("lengths");
     assert_eq!(b1[0], BlockQ8_1::default());
     // Length mismatches are errors, not panics.
-    assert!(scalar().quantize_q8_1(&x[..31], &mut b1).is_err());
-    assert!(scalar().quantize_q8_0(&[0.0; 64], &mut b0).is_err());
+    assert!(scalar().quantize(&x[..31], &mut b1).is_err());
+    assert!(scalar().quantize(&[0.0; 64], &mut b0).is_err());
 }
 
 #[test]
@@ -252,22 +250,22 @@ fn quantize_simd_is_bit_exact_with_scalar() {
     let n = x.len() / QK;
     let mut r1 = vec![BlockQ8_1::default(); n];
     let mut r0 = vec![BlockQ8_0::default(); n];
-    scalar().quantize_q8_1(&x, &mut r1).expect("lengths");
-    scalar().quantize_q8_0(&x, &mut r0).expect("lengths");
+    scalar().quantize(&x, &mut r1).expect("lengths");
+    scalar().quantize(&x, &mut r0).expect("lengths");
     // Ties after scaling: 0.5 steps at d = 1.
     let mut ties: Vec<f32> = (0..QK).map(|j| j as f32 - 15.5).collect();
     ties[0] = 127.0;
     let mut t1 = [BlockQ8_1::default()];
-    scalar().quantize_q8_1(&ties, &mut t1).expect("lengths");
+    scalar().quantize(&ties, &mut t1).expect("lengths");
     for k in simd_isas() {
         let mut s1 = vec![BlockQ8_1::default(); n];
         let mut s0 = vec![BlockQ8_0::default(); n];
-        k.quantize_q8_1(&x, &mut s1).expect("lengths");
-        k.quantize_q8_0(&x, &mut s0).expect("lengths");
+        k.quantize(&x, &mut s1).expect("lengths");
+        k.quantize(&x, &mut s0).expect("lengths");
         assert!(s1 == r1, "{}: q8_1 differs from scalar", k.name());
         assert!(s0 == r0, "{}: q8_0 differs from scalar", k.name());
         let mut u1 = [BlockQ8_1::default()];
-        k.quantize_q8_1(&ties, &mut u1).expect("lengths");
+        k.quantize(&ties, &mut u1).expect("lengths");
         assert_eq!(u1, t1, "{}", k.name());
     }
 }
@@ -278,7 +276,7 @@ fn quantize_error_is_bounded() {
     let mut rng = Rng(3);
     let x = activations(&mut rng, 512 * QK, false);
     let mut b = vec![BlockQ8_1::default(); x.len() / QK];
-    Kernels::best().quantize_q8_1(&x, &mut b).expect("lengths");
+    Kernels::best().quantize(&x, &mut b).expect("lengths");
     for (blk, xs) in b.iter().zip(x.chunks(QK)) {
         let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
         let d32 = amax / 127.0;
@@ -296,14 +294,14 @@ fn quantize_error_is_bounded() {
 fn quantized_acts_q8_1(rng: &mut Rng, n_blocks: usize, extreme: bool) -> Vec<BlockQ8_1> {
     let x = activations(rng, n_blocks * QK, extreme);
     let mut a = vec![BlockQ8_1::default(); n_blocks];
-    scalar().quantize_q8_1(&x, &mut a).expect("lengths");
+    scalar().quantize(&x, &mut a).expect("lengths");
     a
 }
 
 fn quantized_acts_q8_0(rng: &mut Rng, n_blocks: usize, extreme: bool) -> Vec<BlockQ8_0> {
     let x = activations(rng, n_blocks * QK, extreme);
     let mut a = vec![BlockQ8_0::default(); n_blocks];
-    scalar().quantize_q8_0(&x, &mut a).expect("lengths");
+    scalar().quantize(&x, &mut a).expect("lengths");
     a
 }
 
@@ -323,13 +321,13 @@ fn vec_dot_paths_match_scalar() {
             let want8 = dot::vec_dot_q8_0_q8_0(&w8, &a8);
             let t8 = tol(nb, abs_sum_q8_0(&w8, &a8));
             for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
-                let got = kern.vec_dot_q4_1_q8_1(&w, &a).expect("lengths");
+                let got = kern.vec_dot(&w, &a).expect("lengths");
                 assert!(
                     ((got - want) as f64).abs() <= t,
                     "{} q4_1 k={k}: {got} vs {want} (tol {t})",
                     kern.name()
                 );
-                let got8 = kern.vec_dot_q8_0_q8_0(&w8, &a8).expect("lengths");
+                let got8 = kern.vec_dot(&w8, &a8).expect("lengths");
                 assert!(
                     ((got8 - want8) as f64).abs() <= t8,
                     "{} q8_0 k={k}: {got8} vs {want8} (tol {t8})",
@@ -340,8 +338,8 @@ fn vec_dot_paths_match_scalar() {
     }
     let w = q4_1_blocks(&mut rng, 2, false);
     let a = quantized_acts_q8_1(&mut rng, 3, false);
-    assert!(Kernels::best().vec_dot_q4_1_q8_1(&w, &a).is_err());
-    assert!(Kernels::best().vec_dot_q4_1_q8_1(&[], &[]).is_err());
+    assert!(Kernels::best().vec_dot(&w, &a).is_err());
+    assert!(Kernels::best().vec_dot::<BlockQ4_1>(&[], &[]).is_err());
 }
 
 #[test]
@@ -439,19 +437,18 @@ fn matmul_paths_match_scalar() {
                 let mut want = vec![0f32; m * rows];
                 let mut want8 = vec![0f32; m * rows];
                 scalar()
-                    .matmul_q4_1(&Pool::single(), &wm, &a, &mut want)
+                    .matmul(&Pool::single(), &wm, &a, &mut want)
                     .expect("shapes");
                 scalar()
-                    .matmul_q8_0(&Pool::single(), &wm8, &a8, &mut want8)
+                    .matmul(&Pool::single(), &wm8, &a8, &mut want8)
                     .expect("shapes");
                 for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
                     let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
                     for pool in &pools {
                         let mut got = vec![f32::NAN; m * rows];
                         let mut got8 = vec![f32::NAN; m * rows];
-                        kern.matmul_q4_1(pool, &wm, &a, &mut got).expect("shapes");
-                        kern.matmul_q8_0(pool, &wm8, &a8, &mut got8)
-                            .expect("shapes");
+                        kern.matmul(pool, &wm, &a, &mut got).expect("shapes");
+                        kern.matmul(pool, &wm8, &a8, &mut got8).expect("shapes");
                         for c in 0..m {
                             let ac = &a[c * nb..(c + 1) * nb];
                             let ac8 = &a8[c * nb..(c + 1) * nb];
@@ -463,7 +460,7 @@ fn matmul_paths_match_scalar() {
                                     "{} q4_1 rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}",
                                     kern.name()
                                 );
-                                let vd = kern.vec_dot_q4_1_q8_1(wm.row(r), ac).expect("len");
+                                let vd = kern.vec_dot(wm.row(r), ac).expect("len");
                                 assert_eq!(g.to_bits(), vd.to_bits(), "{}", kern.name());
                                 let (g8, e8) = (got8[c * rows + r], want8[c * rows + r]);
                                 let t8 = tol(nb, abs_sum_q8_0(wm8.row(r), ac8));
@@ -472,7 +469,7 @@ fn matmul_paths_match_scalar() {
                                     "{} q8_0 rows={rows} k={k} m={m} ({c},{r}): {g8} vs {e8}",
                                     kern.name()
                                 );
-                                let vd8 = kern.vec_dot_q8_0_q8_0(wm8.row(r), ac8).expect("len");
+                                let vd8 = kern.vec_dot(wm8.row(r), ac8).expect("len");
                                 assert_eq!(g8.to_bits(), vd8.to_bits(), "{}", kern.name());
                             }
                         }
@@ -588,10 +585,10 @@ fn packed_matmul_matches_its_reference() {
                 for kern in &packers {
                     for pool in &pools {
                         let mut got = vec![f32::NAN; m * rows];
-                        kern.matmul_q4_1_packed(pool, &packed, &a, &mut got)
+                        kern.matmul_packed(pool, &packed, &a, &mut got)
                             .expect("shapes");
                         let mut got8 = vec![f32::NAN; m * rows];
-                        kern.matmul_q8_0_packed(pool, &packed8, &a8, &mut got8)
+                        kern.matmul_packed(pool, &packed8, &a8, &mut got8)
                             .expect("shapes");
                         for (kind, got, want) in [("q4_1", &got, &want), ("q8_0", &got8, &want8)] {
                             for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
@@ -622,21 +619,17 @@ fn packed_matmul_rejects_bad_shapes() {
         let pool = Pool::single();
         if !kern.packs_weights() {
             assert!(kern
-                .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out[..20])
+                .matmul_packed(&pool, &packed, &a[..2], &mut out[..20])
                 .is_err());
             continue;
         }
+        assert!(kern.matmul_packed(&pool, &packed, &a, &mut out).is_err());
+        assert!(kern.matmul_packed(&pool, &packed, &[], &mut []).is_err());
         assert!(kern
-            .matmul_q4_1_packed(&pool, &packed, &a, &mut out)
+            .matmul_packed(&pool, &packed, &a[..2], &mut out)
             .is_err());
         assert!(kern
-            .matmul_q4_1_packed(&pool, &packed, &[], &mut [])
-            .is_err());
-        assert!(kern
-            .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out)
-            .is_err());
-        assert!(kern
-            .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out[..20])
+            .matmul_packed(&pool, &packed, &a[..2], &mut out[..20])
             .is_ok());
     }
     let w8 = q8_0_blocks(&mut rng, 20 * 2, false);
@@ -645,12 +638,10 @@ fn packed_matmul_rejects_bad_shapes() {
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let pool = Pool::single();
         let ok = kern
-            .matmul_q8_0_packed(&pool, &packed8, &a8[..2], &mut out[..20])
+            .matmul_packed(&pool, &packed8, &a8[..2], &mut out[..20])
             .is_ok();
         assert_eq!(ok, kern.packs_weights(), "{}", kern.name());
-        assert!(kern
-            .matmul_q8_0_packed(&pool, &packed8, &a8, &mut out)
-            .is_err());
+        assert!(kern.matmul_packed(&pool, &packed8, &a8, &mut out).is_err());
     }
 }
 
@@ -672,9 +663,8 @@ fn shared_activation_feeds_row_major_and_packed_matrices() {
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let mut want = vec![0f32; m * rows];
         let mut want8 = vec![0f32; m * rows];
-        kern.matmul_q4_1_f32(&pool, &wm, &x, &mut want)
-            .expect("product");
-        kern.matmul_q8_0_f32(&pool, &wm8, &x, &mut want8)
+        kern.matmul_f32(&pool, &wm, &x, &mut want).expect("product");
+        kern.matmul_f32(&pool, &wm8, &x, &mut want8)
             .expect("product");
         let mut readers = vec![
             (QWeight::Q4_1(wm), want.clone()),
@@ -682,15 +672,15 @@ fn shared_activation_feeds_row_major_and_packed_matrices() {
         ];
         if kern.packs_weights() {
             let mut a = vec![BlockQ8_1::default(); m * nb];
-            kern.quantize_q8_1(&x, &mut a).expect("quantize");
+            kern.quantize(&x, &mut a).expect("quantize");
             let mut want_packed = vec![0f32; m * rows];
-            kern.matmul_q4_1_packed(&pool, &packed, &a, &mut want_packed)
+            kern.matmul_packed(&pool, &packed, &a, &mut want_packed)
                 .expect("product");
             readers.push((QWeight::Q4_1x16(&packed), want_packed));
             let mut a8 = vec![BlockQ8_0::default(); m * nb];
-            kern.quantize_q8_0(&x, &mut a8).expect("quantize");
+            kern.quantize(&x, &mut a8).expect("quantize");
             let mut want_packed8 = vec![0f32; m * rows];
-            kern.matmul_q8_0_packed(&pool, &packed8, &a8, &mut want_packed8)
+            kern.matmul_packed(&pool, &packed8, &a8, &mut want_packed8)
                 .expect("product");
             readers.push((QWeight::Q8_0x16(&packed8), want_packed8));
         }
@@ -751,16 +741,14 @@ fn matmul_rejects_bad_shapes() {
     let a = quantized_acts_q8_1(&mut rng, 3, false);
     let mut out = vec![0f32; 8];
     let k = Kernels::best();
-    assert!(k.matmul_q4_1(&Pool::single(), &wm, &a, &mut out).is_err());
+    assert!(k.matmul(&Pool::single(), &wm, &a, &mut out).is_err());
+    assert!(k.matmul(&Pool::single(), &wm, &a[..2], &mut out).is_err());
     assert!(k
-        .matmul_q4_1(&Pool::single(), &wm, &a[..2], &mut out)
-        .is_err());
-    assert!(k
-        .matmul_q4_1(&Pool::single(), &wm, &a[..2], &mut out[..4])
+        .matmul(&Pool::single(), &wm, &a[..2], &mut out[..4])
         .is_ok());
-    assert!(k.matmul_q4_1(&Pool::single(), &wm, &[], &mut []).is_err());
+    assert!(k.matmul(&Pool::single(), &wm, &[], &mut []).is_err());
     assert!(k
-        .matmul_q4_1_f32(&Pool::single(), &wm, &[0.0; 65], &mut out[..4])
+        .matmul_f32(&Pool::single(), &wm, &[0.0; 65], &mut out[..4])
         .is_err());
 }
 
@@ -774,12 +762,12 @@ fn matmul_f32_quantizes_like_ggml() {
     let x = activations(&mut rng, m * k, false);
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let mut a = vec![BlockQ8_1::default(); m * k / QK];
-        kern.quantize_q8_1(&x, &mut a).expect("lengths");
+        kern.quantize(&x, &mut a).expect("lengths");
         let mut y1 = vec![0f32; m * rows];
         let mut y2 = vec![0f32; m * rows];
-        kern.matmul_q4_1(Pool::global(), &wm, &a, &mut y1)
+        kern.matmul(Pool::global(), &wm, &a, &mut y1)
             .expect("shapes");
-        kern.matmul_q4_1_f32(Pool::global(), &wm, &x, &mut y2)
+        kern.matmul_f32(Pool::global(), &wm, &x, &mut y2)
             .expect("shapes");
         assert_eq!(y1, y2);
     }
@@ -864,7 +852,7 @@ fn matmul_agrees_with_candle_qmatmul() {
     // The f32 truth for scale: dequantized weights times unquantized x.
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let mut ours = vec![0f32; m * rows];
-        kern.matmul_q4_1_f32(&Pool::single(), &wm, &x, &mut ours)
+        kern.matmul_f32(&Pool::single(), &wm, &x, &mut ours)
             .expect("shapes");
         for c in 0..m {
             let xc = &x[c * k..(c + 1) * k];
