@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from smolgen.errors import InvalidArgumentError, SmolgenError
+from smolgen.errors import InvalidArgumentError, ThroughputUnavailableError
 
 __all__ = [
     "DEFAULT_DAYS_PER_MONTH",
@@ -62,10 +62,6 @@ _MILLION = Decimal(1_000_000)
 _SECONDS_PER_HOUR = Decimal(3600)
 
 Number = int | float | str | Decimal
-
-
-class ThroughputUnavailableError(SmolgenError, RuntimeError):
-    """A measured throughput was asked for, but this build cannot measure one."""
 
 
 def _dec(value: Number | None, what: str, *, positive: bool = False) -> Decimal:
