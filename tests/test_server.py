@@ -228,6 +228,21 @@ def test_the_prefix_cache_shows_in_usage(client):
 # --- OpenAI: completions ----------------------------------------------------------------------
 
 
+def test_streamed_and_whole_completions_report_the_same_usage(client):
+    """The streamed and the whole answer are built from the same events: the usage of one is
+    the usage of the other, cached prompt tokens included."""
+    prompt = "The lighthouse keeper wrote in his log every night. " * 20
+    ask = {"model": MODEL, "prompt": prompt, "max_tokens": 4, "temperature": 0}
+    client.completions.create(**ask)  # leaves the prompt in the prefix cache
+    whole = client.completions.create(**ask).usage
+    chunks = list(
+        client.completions.create(**ask, stream=True, stream_options={"include_usage": True})
+    )
+    streamed = chunks[-1].usage
+    assert whole.prompt_tokens_details.cached_tokens > 100
+    assert streamed.model_dump() == whole.model_dump()
+
+
 def test_completions_take_strings_lists_and_token_ids(client, smollm2):
     one = client.completions.create(
         model=MODEL, prompt="Once upon a time", max_tokens=8, temperature=0
@@ -389,6 +404,43 @@ def test_a_bug_is_a_logged_500_that_leaks_nothing(smollm2, caplog):
     body = error_body(error)
     assert body["type"] == "server_error" and "secret" not in json.dumps(body)
     assert "secret internal detail" in caplog.text
+
+
+def test_a_refused_request_creates_no_generation(smollm2):
+    """Admission comes first: a request the full server refuses never creates its generation
+    (no prefix-cache copy for a 503)."""
+    import asyncio
+
+    from smolgen.server import create_app
+
+    created = []
+
+    class Counting(type(smollm2)):
+        def generate(self, *args, **kwargs):
+            created.append(kwargs.get("max_tokens"))
+            return super().generate(*args, **kwargs)
+
+    app = create_app(Counting(smollm2._inner), MODEL, max_concurrent=1, max_queue=0)
+    requests = [
+        ("/v1/chat/completions", {"model": MODEL, "messages": HELLO, "max_tokens": 2}),
+        ("/v1/completions", {"model": MODEL, "prompt": "Once", "max_tokens": 2}),
+        ("/v1/messages", {"model": MODEL, "messages": HELLO, "max_tokens": 2}),
+    ]
+
+    async def call():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            held = app.state.scheduler.admit()  # the only place is taken
+            refused = [(await http.post(path, json=body)).status_code for path, body in requests]
+            held.release()
+            served = (await http.post(*requests[0][:1], json=requests[0][1])).status_code
+        return refused, served
+
+    refused, served = asyncio.run(call())
+    assert refused == [503, 503, 529]
+    assert created == [2]  # only the request served once the place was free
+    assert served == 200
+    assert app.state.scheduler.counters.refused == 3
 
 
 # --- several clients --------------------------------------------------------------------------
