@@ -378,6 +378,30 @@ def test_a_full_queue_is_503_and_529(smollm2_gguf):
         server.stop()
 
 
+def test_statuses_come_from_exception_classes_not_their_text(caplog):
+    from smolgen import errors
+    from smolgen.server.errors import api_error
+
+    same = "retry later: prompt is too long, invalid value"
+    context = errors.ContextLengthExceededError(
+        same, max_context=8, prompt_tokens=6, max_tokens=4, requested=10
+    )
+    assert (api_error(context).status, api_error(context).code) == (
+        400,
+        "context_length_exceeded",
+    )
+    assert api_error(context).anthropic_body()["error"]["message"] == (
+        "prompt is too long: 6 tokens + 4 max_tokens > 8 maximum"
+    )
+    bad = api_error(errors.InvalidArgumentError(same, param="top_p"))
+    assert (bad.status, bad.param) == (400, "top_p")
+    busy = api_error(errors.OverloadedError(same))
+    assert (busy.status, busy.anthropic_status(), busy.retry_after) == (503, 529, 1)
+    with caplog.at_level(logging.ERROR, logger="smolgen.server"):
+        bug = api_error(errors.InternalError(same))
+    assert bug.status == 500 and same not in bug.message
+
+
 def test_a_bug_is_a_logged_500_that_leaks_nothing(smollm2, caplog):
     """In process, with a model that fails: the client sees a generic 500 in OpenAI's shape;
     the traceback goes to the server's log."""

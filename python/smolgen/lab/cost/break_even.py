@@ -262,7 +262,7 @@ def plot_cost_curve(
     """
     from ...plots import pyplot
 
-    plt = pyplot(path)
+    plt = pyplot(None if path is None else os.fspath(path))
     if per_request is None:
         per_request = be.requests_per_day is not None
     points = cost_curve(be, volumes, per_request=per_request)
