@@ -26,7 +26,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, chat, cost, decide, generate, info, peek, pull, serve, sweep, tokens
+    from ..lab.cli import cost, decide, tokens
+    from . import bench, chat, generate, info, peek, pull, serve, sweep
 
     parser = argparse.ArgumentParser(
         prog="smolgen",
