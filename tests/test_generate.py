@@ -30,7 +30,7 @@ def test_greedy_matches_llama_cpp_until_a_near_tie(smollm2, greedy_vectors):
         if k is None:
             full_matches += 1
             continue
-        logits = smollm2._inner.logits(case["ids"] + ref[:k])
+        logits = smollm2.logits(case["ids"] + ref[:k])
         gap = float(logits[ours[k]] - logits[ref[k]])
         assert 0 <= gap < NEAR_TIE, (case["prompt"], k, gap)
     assert full_matches >= 2
@@ -44,7 +44,7 @@ def test_teacher_forced_greedy_agrees_with_llama_cpp(smollm2, greedy_vectors):
     agree = total = 0
     for case in greedy_vectors:
         ids = case["ids"] + case["greedy"]
-        logits = smollm2._inner.logits(ids, positions="all")
+        logits = smollm2.logits(ids, positions="all")
         start = len(case["ids"]) - 1  # the row that predicts the first generated token
         predicted = logits[start : start + len(case["greedy"])].argmax(-1)
         agree += int((predicted == np.array(case["greedy"])).sum())
@@ -59,7 +59,7 @@ def test_first_step_top5_matches_llama_cpp(smollm2, greedy_vectors):
     llama.cpp, and llama.cpp's own flash-attention switch moves them by 0.36. The top token
     agrees, the fifth may not."""
     for case in greedy_vectors:
-        logits = smollm2._inner.logits(case["ids"]).astype(np.float64)
+        logits = smollm2.logits(case["ids"]).astype(np.float64)
         logprobs = log_softmax(logits)
         ours = [int(i) for i in np.argsort(-logprobs)[:5]]
         ref_ids = [i for i, _ in case["top5"]]
@@ -200,7 +200,7 @@ def test_bad_prompts_raise_typed_errors(tiny_gguf):
     with pytest.raises(smolgen.InvalidArgumentError):
         model.generate([-1])
     with pytest.raises(smolgen.InvalidArgumentError):
-        model._inner.logits([1, 2], positions="some")
+        model.logits([1, 2], positions="some")
 
 
 def test_generation_releases_the_gil(smollm2):
