@@ -262,3 +262,27 @@ def test_chunk_repr_reads_like_python(smollm2):
     chunks = list(smollm2.generate("Hi", max_tokens=2, temperature=0, stream=True))
     assert repr(chunks[0]).endswith("finish_reason=None)")
     assert repr(chunks[-1]).endswith('finish_reason="length")')
+
+
+def test_settings_are_read_in_one_place(tiny_gguf):
+    """generate and the sampler hooks read the same keywords: an unknown one is a TypeError,
+    a wrong type names its argument, and one left out or None keeps the core's default."""
+    from types import MappingProxyType
+
+    from smolgen import _core
+
+    model = smolgen.load(tiny_gguf)  # context 96
+    with pytest.raises(TypeError, match="temprature"):
+        model.generate("hello", temprature=0)
+    with pytest.raises(TypeError, match="argument 'top_k'"):
+        model.generate("hello", top_k="many")
+    with pytest.raises(TypeError, match="max_tokens"):
+        _core.sampler_distribution(np.zeros(8, dtype=np.float32), max_tokens=3)
+    default = model.generate([5] * 90, temperature=0, max_tokens=None, prefix_cache=False)
+    assert default.token_ids == model.generate([5] * 90, temperature=0).token_ids
+    assert _core.check_context(96, 90) == 6 and _core.check_context(96, 10) == 86
+    assert _core.check_context(8192, 10) == 256
+    biased = model.generate(
+        np.array([5, 6, 7]), max_tokens=3, temperature=0, logit_bias=MappingProxyType({9: 100.0})
+    )
+    assert biased.token_ids == [9, 9, 9]

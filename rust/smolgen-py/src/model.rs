@@ -247,16 +247,24 @@ impl Model {
         Ok(PyArray1::from_vec(py, values).reshape(shape)?.into_any())
     }
 
-    /// Generates a completion of `prompt` (text, or token ids used as they are).
+    /// Continues `prompt`: text (read as the model's raw input: special-token text parsed, BOS
+    /// first when the model asks), or token ids used as they are.
     ///
-    /// `**options`, each optional (`GenerateOptions` in the core holds the defaults):
-    /// `max_tokens` (default 256, or what is left of the context window if that is less),
-    /// `temperature` (0 is greedy), `top_k`, `top_p`, `min_p`, `repetition_penalty`,
-    /// `frequency_penalty`, `presence_penalty`, `logit_bias`, `seed`; `stop` ends generation
-    /// before the first occurrence of any of the strings (never emitted); `logprobs=N` (0..20)
-    /// reports every generated token's log-probability and the N likeliest alternatives;
-    /// `prefix_cache=False` neither reuses nor leaves keys and values in the model's prefix
-    /// cache. With `stream=True` returns a `CompletionStream` of chunks.
+    /// Every setting is an optional keyword whose default is the core's (`GenerateOptions`):
+    /// `max_tokens` (256, or what is left of the context window if that is less),
+    /// `temperature` (1; 0 is greedy), `top_k` (0), `top_p` (1) and `min_p` (0) (those values
+    /// switch the filters off), `repetition_penalty` (1), `frequency_penalty` and
+    /// `presence_penalty` (0), `logit_bias`, `seed` (the same seed and settings give the same
+    /// tokens on every run), `stop` (a string or several: generation ends before the first
+    /// one, which is never emitted), `logprobs=N` (0..20: every generated token's
+    /// log-probability under the model and the N likeliest alternatives), `prefix_cache`
+    /// (True: the prompt's beginning is taken from the prefix cache when an earlier request
+    /// left it there, `usage.cached_tokens` says how much; the output is the same either way).
+    ///
+    /// Generation ends at an end-of-generation token or a stop string (`finish_reason="stop"`)
+    /// or after `max_tokens` (`"length"`). Returns a `Completion`, or with `stream=True` a
+    /// `CompletionStream` of chunks `(text, token_id)` that never splits a UTF-8 character (its
+    /// `completion` is set once it is exhausted).
     #[pyo3(signature = (prompt, *, stream = false, **options))]
     fn generate(
         &self,
