@@ -286,3 +286,14 @@ def test_settings_are_read_in_one_place(tiny_gguf):
         np.array([5, 6, 7]), max_tokens=3, temperature=0, logit_bias=MappingProxyType({9: 100.0})
     )
     assert biased.token_ids == [9, 9, 9]
+
+
+def test_none_keeps_every_default(tiny_gguf):
+    """A caller can pass each setting as it came (the server's request fields): None is the
+    core's default, whatever the setting."""
+    model = smolgen.load(tiny_gguf)
+    names = ["temperature", "top_k", "top_p", "min_p", "repetition_penalty", "frequency_penalty"]
+    names += ["presence_penalty", "logit_bias", "stop", "logprobs", "prefix_cache"]
+    unset = model.generate([5, 6, 7], max_tokens=None, seed=3, **dict.fromkeys(names))
+    assert unset.token_ids == model.generate([5, 6, 7], seed=3).token_ids
+    assert len(unset.token_ids) == 96 - 3 or unset.finish_reason == "stop"

@@ -31,24 +31,24 @@ __all__ = [
 __version__: str
 
 # The settings' keywords, typed once (static only: nothing of that name exists at run time).
-# The core's `SamplingParams` and `GenerateOptions` hold their defaults and domains; the binding
-# reads the keywords in `options.rs`. Each may be left out; `None` is accepted where shown.
+# The core's `SamplingParams` and `GenerateOptions` hold their defaults (shown) and domains; the
+# binding reads the keywords in `options.rs`. Each may be left out or None: the default.
 class _SamplingOptions(TypedDict, total=False):
-    temperature: float  # 1.0; 0 is greedy
-    top_k: int  # 0: off
-    top_p: float  # 1.0: off
-    min_p: float  # 0.0: off
-    repetition_penalty: float  # 1.0: off
-    frequency_penalty: float  # 0.0, in [-2, 2]
-    presence_penalty: float  # 0.0, in [-2, 2]
-    logit_bias: Mapping[int, float] | None
+    temperature: float | None  # 1.0; 0 is greedy
+    top_k: int | None  # 0: off
+    top_p: float | None  # 1.0: off
+    min_p: float | None  # 0.0: off
+    repetition_penalty: float | None  # 1.0: off
+    frequency_penalty: float | None  # 0.0, in [-2, 2]
+    presence_penalty: float | None  # 0.0, in [-2, 2]
+    logit_bias: Mapping[int, float] | None  # {token id: bias}
 
 class _GenerateOptions(_SamplingOptions, total=False):
-    seed: int | None  # None: seeded from the system's entropy (the sampler hooks take their own)
-    max_tokens: int | None  # None: 256, or what is left of the context window
-    stop: str | Sequence[str] | None
-    logprobs: int | None  # 0..20 alternatives per token; None: off
-    prefix_cache: bool  # True
+    seed: int | None  # from the system's entropy (the sampler hooks take their own)
+    max_tokens: int | None  # 256, or what is left of the context window
+    stop: str | Sequence[str] | None  # none
+    logprobs: int | None  # off; N: each token's log-prob and N alternatives (0..20)
+    prefix_cache: bool | None  # True
 
 @final
 class TokenPiece:

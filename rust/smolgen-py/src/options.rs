@@ -39,8 +39,9 @@ pub fn sampling_params(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SamplingP
 }
 
 /// Sets each keyword's setting, converting Python's values and checking what only the binding
-/// can (integers that do not fit); the core checks every domain. An unknown keyword is a
-/// `TypeError`, as for any Python function.
+/// can (integers that do not fit); the core checks every domain. `None` keeps the default, so a
+/// caller (the server's request models) can pass every field as it came. An unknown keyword is
+/// a `TypeError`, as for any Python function.
 fn fill(
     options: &mut GenerateOptions,
     kwargs: Option<&Bound<'_, PyDict>>,
@@ -52,31 +53,35 @@ fn fill(
     let request = scope == Scope::Generation;
     for (key, value) in kwargs.iter() {
         let key = key.cast::<PyString>()?.to_cow()?;
+        let given = !value.is_none();
+        // `field <- value`: converted only when given.
+        macro_rules! set {
+            ($field:expr, $value:expr) => {
+                if given {
+                    $field = $value;
+                }
+            };
+        }
         let s = &mut options.sampling;
         match &*key {
-            "temperature" => s.temperature = arg::<f64>(&key, &value)? as f32,
-            "top_k" => s.top_k = non_negative(&key, arg(&key, &value)?)?,
-            "top_p" => s.top_p = arg::<f64>(&key, &value)? as f32,
-            "min_p" => s.min_p = arg::<f64>(&key, &value)? as f32,
-            "repetition_penalty" => s.repetition_penalty = arg::<f64>(&key, &value)? as f32,
-            "frequency_penalty" => s.frequency_penalty = arg::<f64>(&key, &value)? as f32,
-            "presence_penalty" => s.presence_penalty = arg::<f64>(&key, &value)? as f32,
-            "logit_bias" => s.logit_bias = logit_bias(&value)?,
-            "seed" if request => s.seed = arg(&key, &value)?,
-            "max_tokens" if request => options.max_tokens = positive(arg(&key, &value)?)?,
-            "stop" if request => {
-                options.stop = match arg::<Option<Stop>>(&key, &value)? {
-                    None => Vec::new(),
-                    Some(Stop::One(s)) => vec![s],
-                    Some(Stop::Many(v)) => v,
-                }
+            "temperature" => set!(s.temperature, float(&key, &value)?),
+            "top_k" => set!(s.top_k, non_negative(&key, arg(&key, &value)?)?),
+            "top_p" => set!(s.top_p, float(&key, &value)?),
+            "min_p" => set!(s.min_p, float(&key, &value)?),
+            "repetition_penalty" => set!(s.repetition_penalty, float(&key, &value)?),
+            "frequency_penalty" => set!(s.frequency_penalty, float(&key, &value)?),
+            "presence_penalty" => set!(s.presence_penalty, float(&key, &value)?),
+            "logit_bias" => set!(s.logit_bias, logit_bias(&value)?),
+            "seed" if request => set!(s.seed, Some(arg(&key, &value)?)),
+            "max_tokens" if request => {
+                set!(options.max_tokens, Some(positive(arg(&key, &value)?)?))
             }
-            "logprobs" if request => {
-                options.logprobs = arg::<Option<i64>>(&key, &value)?
-                    .map(|n| non_negative(&key, n))
-                    .transpose()?
-            }
-            "prefix_cache" if request => options.prefix_cache = arg(&key, &value)?,
+            "stop" if request => set!(options.stop, arg::<Stop>(&key, &value)?.into()),
+            "logprobs" if request => set!(
+                options.logprobs,
+                Some(non_negative(&key, arg(&key, &value)?)?)
+            ),
+            "prefix_cache" if request => set!(options.prefix_cache, arg(&key, &value)?),
             _ => {
                 return Err(PyTypeError::new_err(format!(
                     "unexpected keyword argument '{key}'"
@@ -94,6 +99,20 @@ enum Stop {
     Many(Vec<String>),
 }
 
+impl From<Stop> for Vec<String> {
+    fn from(stop: Stop) -> Self {
+        match stop {
+            Stop::One(s) => vec![s],
+            Stop::Many(v) => v,
+        }
+    }
+}
+
+/// A float setting; the core keeps them in `f32`.
+fn float(key: &str, value: &Bound<'_, PyAny>) -> PyResult<f32> {
+    Ok(arg::<f64>(key, value)? as f32)
+}
+
 /// `value` as a `T`; a value of the wrong type is a `TypeError` that names the argument.
 fn arg<'py, T: FromPyObjectOwned<'py>>(key: &str, value: &Bound<'py, PyAny>) -> PyResult<T> {
     value.extract::<T>().map_err(|e| {
@@ -106,24 +125,18 @@ fn arg<'py, T: FromPyObjectOwned<'py>>(key: &str, value: &Bound<'py, PyAny>) -> 
     })
 }
 
-/// `max_tokens` as given (`None`: the core's default); 0 is refused by the core.
-fn positive(n: Option<i64>) -> PyResult<Option<usize>> {
-    n.map(|n| {
-        usize::try_from(n).map_err(|_| invalid(format!("max_tokens must be positive, got {n}")))
-    })
-    .transpose()
+/// `max_tokens` as given; 0 is refused by the core.
+fn positive(n: i64) -> PyResult<usize> {
+    usize::try_from(n).map_err(|_| invalid(format!("max_tokens must be positive, got {n}")))
 }
 
 fn non_negative(key: &str, n: i64) -> PyResult<usize> {
     usize::try_from(n).map_err(|_| invalid(format!("{key} must be >= 0, got {n}")))
 }
 
-/// `{token id: bias}` from any mapping (or `None`), sorted by id so that a run does not depend
+/// `{token id: bias}` from any mapping, sorted by id so that a run does not depend
 /// on the mapping's order.
 fn logit_bias(value: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, f32)>> {
-    if value.is_none() {
-        return Ok(Vec::new());
-    }
     let items = value.call_method0("items").map_err(|_| {
         PyTypeError::new_err("argument 'logit_bias': must be a mapping of token id to bias")
     })?;
@@ -166,7 +179,7 @@ pub fn check_context(
     smolgen_core::check_context(
         context_length,
         prompt_tokens,
-        positive(max_tokens)?,
+        max_tokens.map(positive).transpose()?,
         subject,
     )
     .map_err(to_py)
