@@ -175,7 +175,7 @@ class Model:
         self, prompt: str | Iterable[int], positions: Literal["last", "all"] = "last"
     ) -> npt.NDArray[np.float32]: ...
     def attention(
-        self, prompt: str | Iterable[int], layers: Sequence[int] | None = None
+        self, prompt: str | Iterable[int], layers: Iterable[int] | None = None
     ) -> npt.NDArray[np.float32]: ...
     @overload
     def generate(

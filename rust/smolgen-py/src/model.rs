@@ -27,20 +27,23 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Prompt {
         if let Ok(text) = obj.cast::<PyString>() {
             return Ok(Prompt::Text(text.to_cow()?.into_owned()));
         }
-        Ok(Prompt::Ids(token_ids(&obj)?))
+        Ok(Prompt::Ids(ints(
+            &obj,
+            "a prompt must be a string or token ids",
+        )?))
     }
 }
 
-/// Token ids from any iterable of ints (a list, a tuple, a NumPy array...).
-pub fn token_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+/// Ints from any iterable of them (a list, a tuple, a NumPy array...); `what` says what was
+/// expected when `obj` is not iterable.
+pub fn ints(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
     let items = obj.try_iter().map_err(|_| {
-        pyo3::exceptions::PyTypeError::new_err(format!(
-            "a prompt must be a string or token ids, got {}",
-            obj.get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default()
-        ))
+        let kind = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        pyo3::exceptions::PyTypeError::new_err(format!("{what}, got {kind}"))
     })?;
     items.map(|id| id?.extract::<i64>()).collect()
 }
@@ -124,7 +127,9 @@ impl Model {
         Ok(())
     }
 
-    /// Architecture, sizes, storage types per tensor kind, memory needs, device.
+    /// Architecture, parameter count, layers, heads, context length, vocabulary size, storage
+    /// type per tensor kind, weight bytes, KV-cache bytes per token, device, load time, engine
+    /// and threads.
     #[getter]
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let i = &self.inner.info;
@@ -179,7 +184,7 @@ impl Model {
     fn detokenize(&self, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         self.inner
             .tokenizer
-            .decode(&checked_ids(&token_ids(ids)?)?)
+            .decode(&checked_ids(&ints(ids, "ids must be token ids")?)?)
             .map_err(to_py)
     }
 
@@ -191,7 +196,8 @@ impl Model {
     }
 
     /// Next-token logits after `prompt`: float32 `[vocab]` for the last position
-    /// (`positions="last"`) or `[tokens, vocab]` for every position (`positions="all"`).
+    /// (`positions="last"`) or `[tokens, vocab]` for every position (`positions="all"`: row i
+    /// predicts token i + 1).
     #[pyo3(signature = (prompt, positions = "last"))]
     fn logits<'py>(
         &self,
@@ -221,19 +227,21 @@ impl Model {
     }
 
     /// Softmax attention weights of one forward pass over `prompt`: float32
-    /// `[layers, heads, tokens, tokens]` (row: query position, column: key position). `layers`
-    /// picks layers by index (default: all).
+    /// `[layers, heads, tokens, tokens]` (row: query position, column: key position; each row
+    /// sums to 1 over the positions it may see). `layers` picks layers by index (default: all).
     #[pyo3(signature = (prompt, layers = None))]
     fn attention<'py>(
         &self,
         py: Python<'py>,
         prompt: Prompt,
-        layers: Option<Vec<i64>>,
+        layers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let ids = self.prompt_ids(py, prompt)?;
         let layers = layers
+            .filter(|ls| !ls.is_none())
             .map(|ls| {
-                ls.into_iter()
+                ints(ls, "layers must be layer indices")?
+                    .into_iter()
                     .map(|l| {
                         usize::try_from(l).map_err(|_| invalid(format!("layer {l} does not exist")))
                     })

@@ -8,7 +8,7 @@ use pyo3::types::PyBytes;
 use smolgen_core::tokenizer;
 
 use crate::errors::to_py;
-use crate::model::token_ids;
+use crate::model::ints;
 
 /// One token: its id, the bytes it stands for, and those bytes as readable text.
 #[pyclass(module = "smolgen._core", frozen)]
@@ -93,7 +93,7 @@ impl Tokenizer {
     /// The text of `ids`; special tokens appear as their text, invalid UTF-8 as U+FFFD.
     fn decode(&self, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         self.inner
-            .decode(&checked_ids(&token_ids(ids)?)?)
+            .decode(&checked_ids(&ints(ids, "ids must be token ids")?)?)
             .map_err(to_py)
     }
 
