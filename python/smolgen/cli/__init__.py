@@ -107,14 +107,18 @@ SAMPLING_ARGUMENTS: tuple[tuple[tuple[str, ...], type, str], ...] = (
 
 
 def add_sampling_arguments(
-    parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = (), **presets: object
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    only: tuple[str, ...] | None = None,
+    skip: tuple[str, ...] = (),
+    **presets: object,
 ) -> None:
-    """The generation settings a command takes (all of :data:`SAMPLING_ARGUMENTS` but those
-    named in ``skip``). ``presets`` are the command's own defaults (``chat`` answers at
-    temperature 0.7); any other setting left out keeps the core's default."""
+    """The generation settings a command takes: :data:`SAMPLING_ARGUMENTS`, ``only`` those
+    named or all but those in ``skip``. ``presets`` are the command's own defaults (``chat``
+    answers at temperature 0.7); any other setting left out keeps the core's default."""
     for flags, kind, help_text in SAMPLING_ARGUMENTS:
-        name = flags[-1].removeprefix("--").replace("-", "_")
-        if name in skip:
+        name = _name(flags)
+        if name in skip or (only is not None and name not in only):
             continue
         if name in presets:
             help_text = f"{help_text.split(' (default')[0]} (default: {presets[name]})"
@@ -127,8 +131,13 @@ def add_sampling_arguments(
 
 def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line (or preset), as ``generate``'s keywords."""
-    names = (flags[-1].removeprefix("--").replace("-", "_") for flags, _, _ in SAMPLING_ARGUMENTS)
+    names = (_name(flags) for flags, _, _ in SAMPLING_ARGUMENTS)
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _name(flags: tuple[str, ...]) -> str:
+    """``("-t", "--temperature")`` -> ``"temperature"``: the keyword of ``generate``."""
+    return flags[-1].removeprefix("--").replace("-", "_")
 
 
 if __name__ == "__main__":
