@@ -33,7 +33,7 @@ def _logits_in_a_process(model, text: str, env: dict[str, str], out) -> tuple[np
     code = (
         "import sys, numpy as np, smolgen\n"
         "m = smolgen.load(sys.argv[1], threads=2)\n"
-        "np.save(sys.argv[2], m._inner.logits(m.tokenize(sys.argv[3]), 'all'))\n"
+        "np.save(sys.argv[2], m.logits(m.tokenize(sys.argv[3]), 'all'))\n"
         "print(m.info['engine'])\n"
     )
     run = subprocess.run(
@@ -90,9 +90,9 @@ def test_every_x86_kernel_path_gives_the_same_logits(smollm2_gguf, tmp_path):
 
 def test_logits_do_not_depend_on_the_thread_count(smollm2_gguf):
     ids = smolgen.load(smollm2_gguf).tokenize("Thread counts change nothing")
-    one = smolgen.load(smollm2_gguf, threads=1)._inner.logits(ids, "all")
-    two = smolgen.load(smollm2_gguf, threads=2)._inner.logits(ids, "all")
-    three = smolgen.load(smollm2_gguf, threads=3)._inner.logits(ids, "all")
+    one = smolgen.load(smollm2_gguf, threads=1).logits(ids, "all")
+    two = smolgen.load(smollm2_gguf, threads=2).logits(ids, "all")
+    three = smolgen.load(smollm2_gguf, threads=3).logits(ids, "all")
     assert np.array_equal(one, two) and np.array_equal(two, three)
 
 
@@ -167,10 +167,10 @@ def test_long_prompts_run_in_slices_with_the_same_bits(smollm2):
     """Prompts over 512 tokens are prefilled 512 at a time; every position's logits are the
     bits a one-position-at-a-time reading would give, whatever the slicing."""
     ids = prompt_ids(smollm2, 1100)
-    all_rows = smollm2._inner.logits(ids, "all")
+    all_rows = smollm2.logits(ids, "all")
     assert all_rows.shape == (1100, smollm2.info["vocab_size"])
     for n in (300, 512, 513, 1024, 1100):
-        assert np.array_equal(smollm2._inner.logits(ids[:n], "last"), all_rows[n - 1]), n
+        assert np.array_equal(smollm2.logits(ids[:n], "last"), all_rows[n - 1]), n
 
 
 def test_a_long_prompt_steps_alongside_short_ones(smollm2):
@@ -200,6 +200,6 @@ def test_an_untied_output_matrix_is_read_by_our_kernels(tmp_path, tiny_weights, 
     ids = [1, 40, 72, 75, 78, 259, 34, 200]
     file_weights, _ = load_gguf_weights(str(path))
     ref = forward(file_weights, cfg, ids, interleaved=True)
-    ours = model._inner.logits(ids, "all")
+    ours = model.logits(ids, "all")
     assert np.abs(ours - ref).max() / np.abs(ref).max() < 0.03
     assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.9

@@ -199,12 +199,12 @@ impl Engine {
             return Err(Error::invalid("forward needs at least one token"));
         }
         if pos + t > self.cfg.context_length {
-            return Err(Error::ContextLengthExceeded {
-                max_context: self.cfg.context_length,
-                requested: pos + t,
-                prompt_tokens: pos + t,
-                max_new_tokens: 0,
-            });
+            return Err(Error::context_exceeded(
+                self.cfg.context_length,
+                pos + t,
+                0,
+                "prompt",
+            ));
         }
         if cache.num_layers() != self.cfg.num_layers {
             return Err(Error::invalid(format!(
