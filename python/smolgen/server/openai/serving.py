@@ -166,13 +166,14 @@ class ChatServing:
 
 def prompt_id_lists(scheduler: Scheduler, prompt: Any) -> list[list[int]]:
     """``prompt`` of ``/v1/completions`` as token id lists: a string, strings, ids, id lists."""
-    model = scheduler.model
+    # Read as `generate` reads a text prompt: special-token text parsed, BOS when asked for.
+    encode = scheduler.model.tokenizer.encode_prompt
     if isinstance(prompt, str):
-        return [model.tokenize(prompt)]
+        return [encode(prompt)]
     if not prompt:
         raise InvalidArgumentError("prompt must not be empty", param="prompt")
     if all(isinstance(p, str) for p in prompt):
-        return [model.tokenize(p) for p in prompt]
+        return [encode(p) for p in prompt]
     if all(isinstance(p, int) for p in prompt):
         return [list(prompt)]
     return [list(p) for p in prompt]
