@@ -18,13 +18,44 @@ PROMPTS = ["The theory of relativity", "Once upon a time", "def fib(n):", "Water
 
 
 def test_quantized_gguf_runs_on_our_kernels_and_the_rest_on_candle(tmp_path, tiny_weights):
-    kernels = _core.cpu_features()
+    kernels = _core.kernel_path()
     assert kernels in _core.kernel_paths()
     for qtype, engine in [("Q4_1", kernels), ("Q8_0", kernels), ("F32", "candle")]:
         path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
         info = smolgen.load(path, threads=2).info
         assert info["engine"] == engine, qtype
         assert info["threads"] == (2 if engine != "candle" else None)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("SMOLGEN_ENGINE", "ours"), ("SMOLGEN_KERNELS", "avx9"), ("SMOLGEN_THREADS", "0")],
+)
+def test_an_unknown_setting_is_an_invalid_argument_error(tiny_gguf, variable, value):
+    """The environment is parsed strictly, once per process: a value it does not know fails the
+    load with a typed error naming the variable, instead of silently choosing something else."""
+    code = (
+        "import sys, smolgen\n"
+        "try:\n"
+        "    smolgen.load(sys.argv[1])\n"
+        "except smolgen.InvalidArgumentError as e:\n"
+        "    print(e)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_gguf)],
+        env={**os.environ, variable: value},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert variable in run.stdout
+
+
+def test_info_reports_the_settings(tiny_gguf):
+    settings = smolgen.load(tiny_gguf).info["settings"]
+    assert set(settings) == {"SMOLGEN_KERNELS", "SMOLGEN_ENGINE", "SMOLGEN_THREADS"}
+    expected = os.environ.get("SMOLGEN_ENGINE", "").strip().lower() or "auto"
+    assert settings["SMOLGEN_ENGINE"] == expected
 
 
 def _logits_in_a_process(model, text: str, env: dict[str, str], out) -> tuple[np.ndarray, str]:
@@ -50,7 +81,7 @@ def test_our_kernels_agree_with_candle_on_the_real_model(smollm2_gguf, tmp_path)
     """The same file through candle (forced) and through our kernels: the same greedy start and
     top-5, log-probabilities within this model's 8-bit-activation noise."""
     rows = {}
-    for engine in ["candle", "ours"]:
+    for engine in ["candle", "auto"]:
         logits, name = _logits_in_a_process(
             smollm2_gguf,
             "The theory of relativity",

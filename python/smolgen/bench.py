@@ -378,7 +378,7 @@ def run_bench(
     bandwidth with the same thread count (after the peak, since it allocates its own buffer).
 
     Keys: ``smolgen_version``, ``model`` (path, format, sizes, load time), ``system`` (engine,
-    threads, CPU features, kernels), ``config``, ``memory``, ``ttft``, ``prefill``, ``decode``,
+    threads, kernel path, kernel paths), ``config``, ``memory``, ``ttft``, ``prefill``, ``decode``,
     ``batched_decode`` (one entry per batch size), ``bandwidth`` (GB/s of weights read while
     decoding next to the measured GB/s and their ratio; ``None`` for what was not measured).
     """
@@ -475,7 +475,7 @@ def run_bench(
             "device": info.get("device"),
             "cpu": cpu_name(),
             "cpus_available": available_cpus(),
-            "cpu_features": _core.cpu_features(),
+            "kernel_path": _core.kernel_path(),
             "kernel_paths": list(_core.kernel_paths()),
             "python": platform.python_version(),
             "platform": platform.platform(),

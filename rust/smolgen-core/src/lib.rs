@@ -20,6 +20,7 @@ pub mod info;
 pub mod kernels;
 pub mod load;
 pub mod model;
+pub mod settings;
 pub mod tokenizer;
 
 pub use cache::prefix::{PrefixCache, PrefixCacheStats};

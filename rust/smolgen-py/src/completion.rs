@@ -41,8 +41,8 @@ impl Usage {
     }
 }
 
-/// Where the time went. Prefill is the one batched pass over the prompt; decode is every later
-/// token, one forward pass each.
+/// Where the time went. Prefill is the forward pass over the prompt (in 512-token slices);
+/// decode is every later token, one forward pass each.
 #[pyclass(module = "smolgen._core", frozen)]
 #[derive(Clone)]
 pub struct Timings {

@@ -128,8 +128,8 @@ impl Model {
     }
 
     /// Architecture, parameter count, layers, heads, context length, vocabulary size, storage
-    /// type per tensor kind, weight bytes, KV-cache bytes per token, device, load time, engine
-    /// and threads.
+    /// type per tensor kind, weight bytes, KV-cache bytes per token, device, load time, engine,
+    /// threads, and the `SMOLGEN_*` settings as parsed.
     #[getter]
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let i = &self.inner.info;
@@ -156,6 +156,7 @@ impl Model {
         d.set_item("load_seconds", i.load_seconds)?;
         d.set_item("engine", &i.engine)?;
         d.set_item("threads", i.threads)?;
+        d.set_item("settings", i.settings.clone())?;
         Ok(d)
     }
 

@@ -1,7 +1,7 @@
 //! The Llama decoder on candle: any device, any weight type candle reads.
 //!
 //! Each block: `x += o(attn(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))`, then
-//! `x += down(silu(gate(norm(x))) * up(norm(x)))`. Every matrix is a [`Linear`] over a candle
+//! `x += down(silu(gate(norm(x))) * up(norm(x)))`. Every matrix is a `Linear` over a candle
 //! `QMatMul`, quantized (GGUF) or plain (safetensors). On the CPU, attention is our own
 //! row-wise loop over the KV cache ([`crate::engine::attention`]).
 

@@ -1,5 +1,6 @@
-//! One request's generation: prefill the prompt in one batched pass, then decode one token at a
-//! time against the KV cache, sampling each from the last position's logits.
+//! One request's generation: prefill the prompt (what the prefix cache does not already hold, in
+//! slices of at most 512 tokens), then decode one token at a time against the KV cache, sampling
+//! each from the last position's logits.
 //!
 //! A [`Generation`] is a step machine so that callers can stream: each [`Generation::step`]
 //! produces one token and the text it completes, with stop strings held back and UTF-8 kept whole.
@@ -103,7 +104,7 @@ pub struct Chunk {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timings {
-    /// The batched pass over the prompt.
+    /// The forward pass over the prompt (the part the prefix cache did not hold).
     pub prefill_s: f64,
     /// From the start of the request to the first sampled token.
     pub ttft_s: f64,
@@ -392,7 +393,7 @@ impl Generation {
         Ok(self.completion())
     }
 
-    /// What has been generated so far (the final result once [`Self::is_finished`]).
+    /// What has been generated so far (the final result once [`Self::step`] has returned `None`).
     pub fn completion(&self) -> Completion {
         Completion {
             text: self.text.clone(),
@@ -428,6 +429,7 @@ impl Drop for Generation {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::{check_context, percentile, Timings, DEFAULT_MAX_TOKENS};
     use crate::Error;

@@ -4,8 +4,8 @@
 //! through a [`Kernels`] handle, and a handle for an instruction set exists only when the CPU
 //! has it, so a portable build (no `-C target-cpu`) runs the same code as a native one.
 //!
-//! `SMOLGEN_KERNELS=scalar|avx2|avxvnni|avx512|neon` forces a path for [`Kernels::best`] (tests and
-//! benchmarks); a path this CPU lacks, or an unknown name, falls back to the best available.
+//! `SMOLGEN_KERNELS` forces a path for the engine (see [`crate::settings`]): an unknown name, or a
+//! path this CPU lacks, is an error, not a silent fallback.
 
 use std::sync::OnceLock;
 
@@ -78,7 +78,8 @@ impl Isa {
         }
     }
 
-    fn parse(s: &str) -> Option<Isa> {
+    /// A path by name: its short name (`avx2`, `avxvnni`, `avx512`) or [`Isa::name`].
+    pub fn parse(s: &str) -> Option<Isa> {
         match s.trim().to_ascii_lowercase().as_str() {
             "scalar" => Some(Isa::Scalar),
             "avx2" | "avx2+fma" => Some(Isa::Avx2),
@@ -228,19 +229,14 @@ impl Kernels {
         table_for(isa).map(|table| Kernels { table })
     }
 
-    /// The best path for this CPU, honouring `SMOLGEN_KERNELS`; probed once per process.
+    /// The best path this CPU has; probed once per process. (The engine runs the one
+    /// [`crate::settings::Settings::kernels`] chooses, which honours `SMOLGEN_KERNELS`.)
     pub fn best() -> Kernels {
         static BEST: OnceLock<Kernels> = OnceLock::new();
         *BEST.get_or_init(|| {
-            let forced = std::env::var("SMOLGEN_KERNELS")
-                .ok()
-                .and_then(|s| Isa::parse(&s))
-                .and_then(Kernels::for_isa);
-            forced
-                .or_else(|| Kernels::for_isa(detect_best()))
-                .unwrap_or(Kernels {
-                    table: &SCALAR_TABLE,
-                })
+            Kernels::for_isa(detect_best()).unwrap_or(Kernels {
+                table: &SCALAR_TABLE,
+            })
         })
     }
 
@@ -253,8 +249,8 @@ impl Kernels {
     }
 }
 
-/// What [`Kernels::best`] runs on this CPU: `"avx512vnni"`, `"avx2+vnni"`, `"avx2+fma"`,
-/// `"neon"` or `"scalar"`.
-pub fn cpu_features() -> &'static str {
-    Kernels::best().name()
+/// The kernel path the engine runs on this CPU, `SMOLGEN_KERNELS` honoured: `"avx512vnni"`,
+/// `"avx2+vnni"`, `"avx2+fma"`, `"neon"` or `"scalar"`.
+pub fn kernel_path() -> crate::error::Result<&'static str> {
+    Ok(crate::settings::Settings::get()?.kernels()?.name())
 }

@@ -2,7 +2,7 @@
 //!
 //! Weights are in ggml's layout, straight from the file, or repacked 16 rows at a time for the
 //! kernels that have that layout ([`super::packed`]). Activations arrive as ggml Q8_1/Q8_0
-//! blocks and are first copied into a [`Prepared`] layout: codes in 64-byte-aligned lines,
+//! blocks and are first copied into a `Prepared` layout: codes in 64-byte-aligned lines,
 //! scales as f32, plus whatever per-block constants the instruction set's micro-kernel wants
 //! (that copy is `m * k` bytes, small next to the `n * m * k` multiply-adds). Each thread gets a
 //! contiguous run of weight rows; inside it, a micro-kernel computes a tile of up to 4 weight

@@ -28,7 +28,7 @@ pub mod dot;
 pub mod matmul;
 pub mod packed;
 pub mod pool;
-pub mod prepared;
+mod prepared;
 pub mod quantize;
 #[cfg(any(test, feature = "bench"))]
 mod single;
@@ -43,7 +43,7 @@ mod x86;
 mod tests;
 
 pub use blocks::{cast_blocks, Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-pub use dispatch::{available_isas, cpu_features, Isa, Kernels};
+pub use dispatch::{available_isas, kernel_path, Isa, Kernels};
 pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
 pub use packed::{PackedMatrix, PackedQ4_1, PackedQ8_0};
 pub use pool::Pool;

@@ -125,7 +125,7 @@ macro_rules! packed_accessors {
                 self.0.size_in_bytes()
             }
             /// The first record of group `g`; records of a group follow block by block.
-            #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+            #[cfg(target_arch = "x86_64")]
             #[inline(always)]
             pub(crate) fn group(&self, g: usize) -> *const Line {
                 self.0.group(g)

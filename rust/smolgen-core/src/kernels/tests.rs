@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use half::f16;
 
 use super::blocks::{blocks_as_bytes, cast_blocks, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-use super::dispatch::{available_isas, cpu_features, Isa, Kernels};
+use super::dispatch::{available_isas, kernel_path, Isa, Kernels};
 use super::dot;
 use super::matmul::{Activation, QWeight};
 use super::packed::{reference_matmul_q4_1, reference_matmul_q8_0, PackedQ4_1, PackedQ8_0};
@@ -148,10 +148,13 @@ fn tol(nb: usize, abs_sum: f64) -> f64 {
 
 #[test]
 fn cpu_is_described() {
-    let name = cpu_features();
+    let name = Kernels::best().name();
     assert!(["scalar", "avx2+fma", "avx2+vnni", "avx512vnni", "neon"].contains(&name));
     assert!(Kernels::for_isa(Isa::Scalar).is_some());
-    assert_eq!(Kernels::best().name(), name);
+    assert_eq!(available_isas().last().map(|i| i.name()), Some(name));
+    // The engine's path is the best one unless SMOLGEN_KERNELS forces another this CPU has.
+    let engine_path = kernel_path().expect("the environment's settings parse");
+    assert!(available_isas().iter().any(|i| i.name() == engine_path));
     #[cfg(target_arch = "x86_64")]
     {
         assert!(Kernels::for_isa(Isa::Neon).is_none());

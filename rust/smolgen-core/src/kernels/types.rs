@@ -1,11 +1,10 @@
 //! What the kernels know of each block type, stated once per type: the activation type a weight
-//! type's products read, where an instruction set's [`Table`] keeps its kernels, and its scalar
-//! reference dot product. The generic drivers ([`Kernels::quantize`], [`Kernels::matmul`], ...)
+//! type's products read, where an instruction set's `Table` keeps its kernels, and its scalar
+//! reference dot product. The generic drivers ([`Kernels::quantize`], `Kernels::matmul`, ...)
 //! read it, so a new type costs its block, its kernels and one impl here, not another copy of
 //! every driver (candle's `GgmlType` trait plays the same part).
 //!
 //! [`Kernels::quantize`]: super::Kernels::quantize
-//! [`Kernels::matmul`]: super::Kernels::matmul
 
 // The `select` traits are sealed (public in a module the crate does not export), so the
 // crate-private tables and layouts their methods name are unreachable from outside all the same.
