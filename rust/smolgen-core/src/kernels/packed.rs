@@ -84,6 +84,7 @@ impl Groups {
         self.cols / QK
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn group(&self, g: usize) -> *const Line {
         self.lines[g * self.group_lines..].as_ptr()
     }

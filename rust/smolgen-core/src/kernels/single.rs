@@ -4,11 +4,11 @@
 
 use std::ops::Range;
 
-use super::blocks::{Block, QMatrix, QK};
+use super::blocks::{QMatrix, QK};
 use super::dispatch::{Isa, Kernels};
 use super::matmul::{activation_rows, ROW_GRAIN};
 use super::pool::Pool;
-use super::prepared::{GemmFn, Layout, OutPtr, PackedGemmFn, Prepared};
+use super::prepared::{Layout, OutPtr, Prepared};
 use super::types::select::Quantize;
 use super::types::{PackedWeight, WeightBlock};
 use crate::error::{Error, Result};
@@ -23,32 +23,12 @@ fn for_each_share(pool: &Pool, n: usize, part: impl Fn(Range<usize>) + Sync) {
     pool.run(parts, |i| part((i * per).min(n)..((i + 1) * per).min(n)));
 }
 
-fn run_gemm<W: Block>(
+/// Runs `gemm` over `w` (`n` rows; a row-major or a packed matrix) on the pool, each thread on
+/// its share of the rows.
+fn run_gemm<M: Sync>(
     pool: &Pool,
-    gemm: GemmFn<W>,
-    w: &QMatrix<'_, W>,
-    a: &Prepared,
-    out: &mut [f32],
-) {
-    let n = w.rows();
-    debug_assert_eq!(out.len(), a.m * n);
-    let out = OutPtr {
-        ptr: out.as_mut_ptr(),
-        ld: n,
-    };
-    for_each_share(pool, n, |rows| {
-        // SAFETY: the table exists only on a CPU with its instruction set; shares are disjoint
-        // and inside the matrix; `out` holds `a.m * n` floats (checked by callers) and
-        // outlives the run; `a` was prepared for this table's layout with the matrix's blocks
-        // per row.
-        unsafe { gemm(w, a, rows, out) };
-    });
-}
-
-fn run_packed_gemm<P: Sync>(
-    pool: &Pool,
-    gemm: PackedGemmFn<P>,
-    w: &P,
+    gemm: unsafe fn(&M, &Prepared, Range<usize>, OutPtr),
+    w: &M,
     n: usize,
     a: &Prepared,
     out: &mut [f32],
@@ -59,7 +39,10 @@ fn run_packed_gemm<P: Sync>(
         ld: n,
     };
     for_each_share(pool, n, |rows| {
-        // SAFETY: as in `run_gemm`; shares start on multiples of 16, so on groups.
+        // SAFETY: the table exists only on a CPU with its instruction set; shares are disjoint,
+        // inside the matrix and start on multiples of 16 (so on packed groups); `out` holds
+        // `a.m * n` floats (checked by callers) and outlives the run; `a` was prepared for the
+        // kernel's layout with the matrix's blocks per row.
         unsafe { gemm(w, a, rows, out) };
     });
 }
@@ -109,7 +92,7 @@ impl Kernels {
         check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
         let mut prepared = Prepared::empty();
         W::Activation::prepare(&mut prepared, a, w.row_blocks(), W::layout(self.table));
-        run_gemm(pool, W::gemm(self.table), w, &prepared, out);
+        run_gemm(pool, W::gemm(self.table), w, w.rows(), &prepared, out);
         Ok(())
     }
 
@@ -130,7 +113,7 @@ impl Kernels {
             w.row_blocks(),
             Layout::Natural,
         );
-        run_packed_gemm(pool, gemm, w, w.rows(), &prepared, out);
+        run_gemm(pool, gemm, w, w.rows(), &prepared, out);
         Ok(())
     }
 
