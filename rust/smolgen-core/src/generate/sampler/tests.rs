@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::cmp::Ordering;
+
+use super::truncate::*;
 use super::*;
 
 fn params() -> SamplingParams {
