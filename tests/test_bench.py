@@ -43,7 +43,7 @@ def check_report(r: dict, *, gen_tokens: int, repeats: int, batches: list[int]) 
         assert positive(m[key]), key
     assert isinstance(s["engine"], str) and s["engine"]
     assert isinstance(s["threads"], int) and s["threads"] >= 1
-    assert isinstance(s["cpu_features"], str)
+    assert s["kernel_path"] in s["kernel_paths"]
     assert isinstance(s["kernel_paths"], list) and all(
         isinstance(k, str) for k in s["kernel_paths"]
     )
@@ -205,7 +205,7 @@ def test_run_bench_on_a_loaded_model(tiny):
 def test_percentile_and_batch_parsing():
     assert bench.percentile([3.0], 95) == 3.0
     assert bench.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
-    assert bench.percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    assert bench.percentile([0.0, 10.0], 95) == 10.0  # nearest rank: one of the values
     assert bench.parse_batch_sizes("1, 2,4,8") == [1, 2, 4, 8]
     for bad in ("", "0", "-1", "a", "1,,2"):
         with pytest.raises(smolgen.InvalidArgumentError):

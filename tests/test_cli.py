@@ -111,3 +111,25 @@ def test_generate_show_probs_marks_unlikely_tokens(smollm2_gguf):
     assert [lp["id"] for lp in record["logprobs"]] == record["token_ids"]
     assert all(lp["logprob"] <= 0 for lp in record["logprobs"])
     assert record["kv_cache_bytes"] > 0
+
+
+def test_commands_pass_on_only_the_settings_given_or_preset():
+    """Every generating command reads the same sampling options; what is not given is not
+    passed, so the core's defaults apply (max_tokens: 256 or what the context has left)."""
+    from smolgen.cli import build_parser, sampling_options
+
+    parser = build_parser()
+    assert sampling_options(parser.parse_args(["generate", "hi"])) == {}
+    given = parser.parse_args(["generate", "hi", "-t", "0", "--top-k", "5", "--stop", "a"])
+    assert sampling_options(given) == {"temperature": 0.0, "top_k": 5, "stop": ["a"]}
+    chat = sampling_options(parser.parse_args(["chat", "--presence-penalty", "0.5"]))
+    assert chat == {
+        "max_tokens": 512,
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "repetition_penalty": 1.1,
+        "presence_penalty": 0.5,
+    }
+    sweep = parser.parse_args(["sweep", "hi", "--min-p", "0.1"])
+    assert sampling_options(sweep) == {"max_tokens": 20, "seed": 0, "min_p": 0.1}
+    assert not hasattr(sweep, "temperature")

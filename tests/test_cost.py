@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from smolgen.cost import (
+from smolgen.lab.cost import (
     ModelPrice,
     ThroughputUnavailableError,
     break_even,

@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import pytest
 
-from smolgen.cost import break_even, self_host_cost
-from smolgen.decide import DecisionInputs, decide, gather_inputs, load_tree
+from smolgen.lab.cost import break_even, self_host_cost
+from smolgen.lab.decide import DecisionInputs, decide, gather_inputs, load_tree
 
 PRICED = {
     "api_model": "gpt-4o",
@@ -162,7 +162,7 @@ def test_rule_of_thumb_disagreeing_with_the_tree_is_noted():
 
 
 # ----------------------------------------------------------------------------------------------
-# The arithmetic: the same numbers as smolgen.cost
+# The arithmetic: the same numbers as smolgen.lab.cost
 # ----------------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ PROMPTS = ["The theory of relativity", "Once upon a time", "def fib(n):", "Water
 
 
 def test_quantized_gguf_runs_on_our_kernels_and_the_rest_on_candle(tmp_path, tiny_weights):
-    kernels = _core.cpu_features()
+    kernels = _core.kernel_path()
     assert kernels in _core.kernel_paths()
     for qtype, engine in [("Q4_1", kernels), ("Q8_0", kernels), ("F32", "candle")]:
         path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
@@ -27,13 +27,44 @@ def test_quantized_gguf_runs_on_our_kernels_and_the_rest_on_candle(tmp_path, tin
         assert info["threads"] == (2 if engine != "candle" else None)
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("SMOLGEN_ENGINE", "ours"), ("SMOLGEN_KERNELS", "avx9"), ("SMOLGEN_THREADS", "0")],
+)
+def test_an_unknown_setting_is_an_invalid_argument_error(tiny_gguf, variable, value):
+    """The environment is parsed strictly, once per process: a value it does not know fails the
+    load with a typed error naming the variable, instead of silently choosing something else."""
+    code = (
+        "import sys, smolgen\n"
+        "try:\n"
+        "    smolgen.load(sys.argv[1])\n"
+        "except smolgen.InvalidArgumentError as e:\n"
+        "    print(e)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_gguf)],
+        env={**os.environ, variable: value},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert variable in run.stdout
+
+
+def test_info_reports_the_settings(tiny_gguf):
+    settings = smolgen.load(tiny_gguf).info["settings"]
+    assert set(settings) == {"SMOLGEN_KERNELS", "SMOLGEN_ENGINE", "SMOLGEN_THREADS"}
+    expected = os.environ.get("SMOLGEN_ENGINE", "").strip().lower() or "auto"
+    assert settings["SMOLGEN_ENGINE"] == expected
+
+
 def _logits_in_a_process(model, text: str, env: dict[str, str], out) -> tuple[np.ndarray, str]:
     """All positions' logits of `text` and the engine name, from a fresh process with `env` set
     (`SMOLGEN_ENGINE` and `SMOLGEN_KERNELS` are read once per process)."""
     code = (
         "import sys, numpy as np, smolgen\n"
         "m = smolgen.load(sys.argv[1], threads=2)\n"
-        "np.save(sys.argv[2], m._inner.logits(m.tokenize(sys.argv[3]), 'all'))\n"
+        "np.save(sys.argv[2], m.logits(m.tokenize(sys.argv[3]), 'all'))\n"
         "print(m.info['engine'])\n"
     )
     run = subprocess.run(
@@ -50,7 +81,7 @@ def test_our_kernels_agree_with_candle_on_the_real_model(smollm2_gguf, tmp_path)
     """The same file through candle (forced) and through our kernels: the same greedy start and
     top-5, log-probabilities within this model's 8-bit-activation noise."""
     rows = {}
-    for engine in ["candle", "ours"]:
+    for engine in ["candle", "auto"]:
         logits, name = _logits_in_a_process(
             smollm2_gguf,
             "The theory of relativity",
@@ -90,9 +121,9 @@ def test_every_x86_kernel_path_gives_the_same_logits(smollm2_gguf, tmp_path):
 
 def test_logits_do_not_depend_on_the_thread_count(smollm2_gguf):
     ids = smolgen.load(smollm2_gguf).tokenize("Thread counts change nothing")
-    one = smolgen.load(smollm2_gguf, threads=1)._inner.logits(ids, "all")
-    two = smolgen.load(smollm2_gguf, threads=2)._inner.logits(ids, "all")
-    three = smolgen.load(smollm2_gguf, threads=3)._inner.logits(ids, "all")
+    one = smolgen.load(smollm2_gguf, threads=1).logits(ids, "all")
+    two = smolgen.load(smollm2_gguf, threads=2).logits(ids, "all")
+    three = smolgen.load(smollm2_gguf, threads=3).logits(ids, "all")
     assert np.array_equal(one, two) and np.array_equal(two, three)
 
 
@@ -167,10 +198,10 @@ def test_long_prompts_run_in_slices_with_the_same_bits(smollm2):
     """Prompts over 512 tokens are prefilled 512 at a time; every position's logits are the
     bits a one-position-at-a-time reading would give, whatever the slicing."""
     ids = prompt_ids(smollm2, 1100)
-    all_rows = smollm2._inner.logits(ids, "all")
+    all_rows = smollm2.logits(ids, "all")
     assert all_rows.shape == (1100, smollm2.info["vocab_size"])
     for n in (300, 512, 513, 1024, 1100):
-        assert np.array_equal(smollm2._inner.logits(ids[:n], "last"), all_rows[n - 1]), n
+        assert np.array_equal(smollm2.logits(ids[:n], "last"), all_rows[n - 1]), n
 
 
 def test_a_long_prompt_steps_alongside_short_ones(smollm2):
@@ -200,6 +231,6 @@ def test_an_untied_output_matrix_is_read_by_our_kernels(tmp_path, tiny_weights, 
     ids = [1, 40, 72, 75, 78, 259, 34, 200]
     file_weights, _ = load_gguf_weights(str(path))
     ref = forward(file_weights, cfg, ids, interleaved=True)
-    ours = model._inner.logits(ids, "all")
+    ours = model.logits(ids, "all")
     assert np.abs(ours - ref).max() / np.abs(ref).max() < 0.03
     assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.9

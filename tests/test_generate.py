@@ -30,7 +30,7 @@ def test_greedy_matches_llama_cpp_until_a_near_tie(smollm2, greedy_vectors):
         if k is None:
             full_matches += 1
             continue
-        logits = smollm2._inner.logits(case["ids"] + ref[:k])
+        logits = smollm2.logits(case["ids"] + ref[:k])
         gap = float(logits[ours[k]] - logits[ref[k]])
         assert 0 <= gap < NEAR_TIE, (case["prompt"], k, gap)
     assert full_matches >= 2
@@ -44,7 +44,7 @@ def test_teacher_forced_greedy_agrees_with_llama_cpp(smollm2, greedy_vectors):
     agree = total = 0
     for case in greedy_vectors:
         ids = case["ids"] + case["greedy"]
-        logits = smollm2._inner.logits(ids, positions="all")
+        logits = smollm2.logits(ids, positions="all")
         start = len(case["ids"]) - 1  # the row that predicts the first generated token
         predicted = logits[start : start + len(case["greedy"])].argmax(-1)
         agree += int((predicted == np.array(case["greedy"])).sum())
@@ -59,7 +59,7 @@ def test_first_step_top5_matches_llama_cpp(smollm2, greedy_vectors):
     llama.cpp, and llama.cpp's own flash-attention switch moves them by 0.36. The top token
     agrees, the fifth may not."""
     for case in greedy_vectors:
-        logits = smollm2._inner.logits(case["ids"]).astype(np.float64)
+        logits = smollm2.logits(case["ids"]).astype(np.float64)
         logprobs = log_softmax(logits)
         ours = [int(i) for i in np.argsort(-logprobs)[:5]]
         ref_ids = [i for i, _ in case["top5"]]
@@ -203,7 +203,7 @@ def test_bad_prompts_raise_typed_errors(tiny_gguf):
     with pytest.raises(smolgen.InvalidArgumentError):
         model.generate([-1])
     with pytest.raises(smolgen.InvalidArgumentError):
-        model._inner.logits([1, 2], positions="some")
+        model.logits([1, 2], positions="some")
 
 
 def test_generation_releases_the_gil(smollm2):
@@ -271,3 +271,38 @@ def test_chunk_repr_reads_like_python(smollm2):
     chunks = list(smollm2.generate("Hi", max_tokens=2, temperature=0, stream=True))
     assert repr(chunks[0]).endswith("finish_reason=None)")
     assert repr(chunks[-1]).endswith('finish_reason="length")')
+
+
+def test_settings_are_read_in_one_place(tiny_gguf):
+    """generate and the sampler hooks read the same keywords: an unknown one is a TypeError,
+    a wrong type names its argument, and one left out or None keeps the core's default."""
+    from types import MappingProxyType
+
+    from smolgen import _core
+
+    model = smolgen.load(tiny_gguf)  # context 96
+    with pytest.raises(TypeError, match="temprature"):
+        model.generate("hello", temprature=0)
+    with pytest.raises(TypeError, match="argument 'top_k'"):
+        model.generate("hello", top_k="many")
+    with pytest.raises(TypeError, match="max_tokens"):
+        _core.sampler_distribution(np.zeros(8, dtype=np.float32), max_tokens=3)
+    default = model.generate([5] * 90, temperature=0, max_tokens=None, prefix_cache=False)
+    assert default.token_ids == model.generate([5] * 90, temperature=0).token_ids
+    assert _core.check_context(96, 90) == 6 and _core.check_context(96, 10) == 86
+    assert _core.check_context(8192, 10) == 256
+    biased = model.generate(
+        np.array([5, 6, 7]), max_tokens=3, temperature=0, logit_bias=MappingProxyType({9: 100.0})
+    )
+    assert biased.token_ids == [9, 9, 9]
+
+
+def test_none_keeps_every_default(tiny_gguf):
+    """A caller can pass each setting as it came (the server's request fields): None is the
+    core's default, whatever the setting."""
+    model = smolgen.load(tiny_gguf)
+    names = ["temperature", "top_k", "top_p", "min_p", "repetition_penalty", "frequency_penalty"]
+    names += ["presence_penalty", "logit_bias", "stop", "logprobs", "prefix_cache"]
+    unset = model.generate([5, 6, 7], max_tokens=None, seed=3, **dict.fromkeys(names))
+    assert unset.token_ids == model.generate([5, 6, 7], seed=3).token_ids
+    assert len(unset.token_ids) == 96 - 3 or unset.finish_reason == "stop"

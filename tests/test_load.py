@@ -15,7 +15,7 @@ IDS = [1, 40, 72, 75, 75, 78, 259, 34, 200, 5, 17, 263, 2, 101]
 
 def test_tiny_safetensors_matches_numpy_reference(tiny_dir, tiny_weights):
     model = smolgen.load(tiny_dir)
-    ours = model._inner.logits(IDS, positions="all")
+    ours = model.logits(IDS, positions="all")
     ref = forward(tiny_weights, tiny_llama.CONFIG, IDS, interleaved=False)
     assert ours.shape == (len(IDS), tiny_llama.CONFIG.vocab_size)
     assert ours.dtype == np.float32
@@ -24,15 +24,15 @@ def test_tiny_safetensors_matches_numpy_reference(tiny_dir, tiny_weights):
 
 def test_gguf_and_safetensors_of_the_same_weights_agree(tiny_dir, tiny_gguf):
     """GGUF stores Q/K rows permuted for interleaved RoPE; the result must not change."""
-    from_st = smolgen.load(tiny_dir)._inner.logits(IDS, positions="all")
-    from_gguf = smolgen.load(tiny_gguf)._inner.logits(IDS, positions="all")
+    from_st = smolgen.load(tiny_dir).logits(IDS, positions="all")
+    from_gguf = smolgen.load(tiny_gguf).logits(IDS, positions="all")
     np.testing.assert_allclose(from_gguf, from_st, atol=2e-4, rtol=1e-4)
 
 
 def test_last_position_logits_equal_the_last_row(tiny_gguf):
     model = smolgen.load(tiny_gguf)
-    all_rows = model._inner.logits(IDS, positions="all")
-    last = model._inner.logits(IDS)
+    all_rows = model.logits(IDS, positions="all")
+    last = model.logits(IDS)
     assert last.shape == (tiny_llama.CONFIG.vocab_size,)
     np.testing.assert_allclose(last, all_rows[-1], atol=1e-5)
 
@@ -43,7 +43,7 @@ def test_quantized_gguf_matches_reference_on_its_own_weights(tmp_path, tiny_weig
     path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
     weights, _ = load_gguf_weights(str(path))
     ref = forward(weights, tiny_llama.CONFIG, IDS, interleaved=True)
-    ours = smolgen.load(path)._inner.logits(IDS, positions="all")
+    ours = smolgen.load(path).logits(IDS, positions="all")
     relative = np.abs(ours - ref).max() / np.abs(ref).max()
     assert relative < {"F16": 1e-4, "BF16": 1e-4}.get(qtype, 0.03)
     assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
@@ -52,12 +52,12 @@ def test_quantized_gguf_matches_reference_on_its_own_weights(tmp_path, tiny_weig
 @pytest.mark.parametrize(("dtype", "tolerance"), [("f32", 1e-7), ("f16", 2e-3), ("bf16", 2e-2)])
 def test_safetensors_dtype_conversion(tiny_dir, dtype, tolerance):
     """Weights are converted; activations stay f32, so the error is the weights' rounding."""
-    base = smolgen.load(tiny_dir)._inner.logits(IDS, positions="all")
+    base = smolgen.load(tiny_dir).logits(IDS, positions="all")
     converted = smolgen.load(tiny_dir, dtype=dtype)
     kinds = converted.info["weight_types"]
     assert kinds["attn_q"] == kinds["token_embd"] == dtype.upper()
     assert kinds["attn_norm"] == dtype.upper()
-    logits = converted._inner.logits(IDS, positions="all")
+    logits = converted.logits(IDS, positions="all")
     assert np.abs(logits - base).max() / np.abs(base).max() < tolerance
     assert (logits.argmax(-1) == base.argmax(-1)).all()
 
@@ -106,7 +106,7 @@ def test_real_model_first_positions_match_numpy_reference(smollm2, smollm2_gguf)
     weights, cfg = load_gguf_weights(str(smollm2_gguf))
     ids = smollm2.tokenize("The theory of relativity")
     ref = log_softmax(forward(weights, cfg, ids, interleaved=True))
-    ours = log_softmax(smollm2._inner.logits(ids, positions="all").astype(np.float64))
+    ours = log_softmax(smollm2.logits(ids, positions="all").astype(np.float64))
     for row_ref, row_ours in zip(ref, ours, strict=True):
         top_ref = np.argsort(-row_ref)[:5]
         assert row_ours.argmax() == row_ref.argmax()

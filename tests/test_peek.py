@@ -175,3 +175,25 @@ def test_peek_with_sampling_settings_and_plots(smollm2_gguf, capsys, tmp_path):
     assert main(["generate", "Once upon a time", *model, "-n", "8", "-q",
                  "--plot", str(timeline)]) == 0  # fmt: skip
     assert timeline.stat().st_size > 10_000
+
+
+def test_peek_and_score_read_a_text_as_generate_does(tiny_dir, tmp_path):
+    """With a model that asks for BOS, a text prompt starts with it in generate, peek and score
+    alike; BOS itself is never scored."""
+    import shutil
+
+    bos_dir = tmp_path / "tiny-bos"
+    shutil.copytree(tiny_dir, bos_dir)
+    config = bos_dir / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "add_bos_token": True}))
+    model = smolgen.load(bos_dir)
+    tok = model.tokenizer
+    text = "hello world"
+    ids = tok.encode_prompt(text)
+    assert ids == [tok.bos_id, *tok.encode(text)] and tok.bos_id is not None
+    used = model.generate(text, max_tokens=1, temperature=0, prefix_cache=False)
+    assert used.usage.prompt_tokens == len(ids)
+    assert model.peek(text, top_k=3) == model.peek(ids, top_k=3)
+    scored = model.score(text)
+    assert [t.id for t in scored.tokens] == ids[1:]
+    assert scored == model.score(ids)

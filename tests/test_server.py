@@ -174,10 +174,14 @@ def test_chat_logprobs_have_openais_shape(client):
 
 
 def test_stop_ends_before_the_stop_string(client):
-    reply = client.chat.completions.create(
-        model=MODEL, messages=HELLO, max_tokens=60, temperature=0, stop=[" the", "."]
-    )
+    ask = {"model": MODEL, "messages": HELLO, "max_tokens": 60, "temperature": 0}
+    free = client.chat.completions.create(**ask).choices[0].message.content
+    # Without the stops the same greedy answer runs past one of them, so the cut is real.
+    cuts = [free.find(s) for s in (" the", ".") if s in free]
+    assert cuts, free
+    reply = client.chat.completions.create(**ask, stop=[" the", "."])
     text = reply.choices[0].message.content
+    assert text == free[: min(cuts)]
     assert " the" not in text and "." not in text
     assert reply.choices[0].finish_reason == "stop"
 
@@ -226,6 +230,21 @@ def test_the_prefix_cache_shows_in_usage(client):
 
 
 # --- OpenAI: completions ----------------------------------------------------------------------
+
+
+def test_streamed_and_whole_completions_report_the_same_usage(client):
+    """The streamed and the whole answer are built from the same events: the usage of one is
+    the usage of the other, cached prompt tokens included."""
+    prompt = "The lighthouse keeper wrote in his log every night. " * 20
+    ask = {"model": MODEL, "prompt": prompt, "max_tokens": 4, "temperature": 0}
+    client.completions.create(**ask)  # leaves the prompt in the prefix cache
+    whole = client.completions.create(**ask).usage
+    chunks = list(
+        client.completions.create(**ask, stream=True, stream_options={"include_usage": True})
+    )
+    streamed = chunks[-1].usage
+    assert whole.prompt_tokens_details.cached_tokens > 100
+    assert streamed.model_dump() == whole.model_dump()
 
 
 def test_completions_take_strings_lists_and_token_ids(client, smollm2):
@@ -359,18 +378,42 @@ def test_a_full_queue_is_503_and_529(smollm2_gguf):
         server.stop()
 
 
-def test_a_bug_is_a_logged_500_that_leaks_nothing(smollm2, caplog):
+def test_statuses_come_from_exception_classes_not_their_text(caplog):
+    from smolgen import errors
+    from smolgen.server.errors import api_error
+
+    same = "retry later: prompt is too long, invalid value"
+    context = errors.ContextLengthExceededError(
+        same, max_context=8, prompt_tokens=6, max_tokens=4, requested=10
+    )
+    assert (api_error(context).status, api_error(context).code) == (
+        400,
+        "context_length_exceeded",
+    )
+    assert api_error(context).anthropic_body()["error"]["message"] == (
+        "prompt is too long: 6 tokens + 4 max_tokens > 8 maximum"
+    )
+    bad = api_error(errors.InvalidArgumentError(same, param="top_p"))
+    assert (bad.status, bad.param) == (400, "top_p")
+    busy = api_error(errors.OverloadedError(same))
+    assert (busy.status, busy.anthropic_status(), busy.retry_after) == (503, 529, 1)
+    with caplog.at_level(logging.ERROR, logger="smolgen.server"):
+        bug = api_error(errors.InternalError(same))
+    assert bug.status == 500 and same not in bug.message
+
+
+def test_a_bug_is_a_logged_500_that_leaks_nothing(smollm2, caplog, monkeypatch):
     """In process, with a model that fails: the client sees a generic 500 in OpenAI's shape;
     the traceback goes to the server's log."""
     import asyncio
 
     from smolgen.server import create_app
 
-    class Broken(type(smollm2)):
-        def generate(self, *args, **kwargs):
-            raise RuntimeError("secret internal detail")
+    def broken(*args, **kwargs):
+        raise RuntimeError("secret internal detail")
 
-    app = create_app(Broken(smollm2._inner), MODEL)
+    monkeypatch.setattr(smollm2, "generate", broken)
+    app = create_app(smollm2, MODEL)
 
     async def call():
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -389,6 +432,48 @@ def test_a_bug_is_a_logged_500_that_leaks_nothing(smollm2, caplog):
     body = error_body(error)
     assert body["type"] == "server_error" and "secret" not in json.dumps(body)
     assert "secret internal detail" in caplog.text
+
+
+def test_a_refused_request_creates_no_generation(smollm2):
+    """Admission comes first: a request the full server refuses never creates its generation
+    (no prefix-cache copy for a 503)."""
+    import asyncio
+
+    from smolgen.server import create_app
+
+    created = []
+
+    class Counting:
+        """The model, counting the generations created."""
+
+        def __getattr__(self, name):
+            return getattr(smollm2, name)
+
+        def generate(self, *args, **kwargs):
+            created.append(kwargs.get("max_tokens"))
+            return smollm2.generate(*args, **kwargs)
+
+    app = create_app(Counting(), MODEL, max_concurrent=1, max_queue=0)
+    requests = [
+        ("/v1/chat/completions", {"model": MODEL, "messages": HELLO, "max_tokens": 2}),
+        ("/v1/completions", {"model": MODEL, "prompt": "Once", "max_tokens": 2}),
+        ("/v1/messages", {"model": MODEL, "messages": HELLO, "max_tokens": 2}),
+    ]
+
+    async def call():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            held = app.state.scheduler.admit()  # the only place is taken
+            refused = [(await http.post(path, json=body)).status_code for path, body in requests]
+            held.release()
+            served = (await http.post(*requests[0][:1], json=requests[0][1])).status_code
+        return refused, served
+
+    refused, served = asyncio.run(call())
+    assert refused == [503, 503, 529]
+    assert created == [2]  # only the request served once the place was free
+    assert served == 200
+    assert app.state.scheduler.counters.refused == 3
 
 
 # --- several clients --------------------------------------------------------------------------

@@ -9,14 +9,15 @@ import tiny_llama
 
 
 def test_matches_llama_cpp_on_every_fixture(smollm2, tokenize_vectors):
+    """The fixtures were made with llama.cpp parsing special tokens."""
     for case in tokenize_vectors:
-        assert smollm2.tokenize(case["text"]) == case["ids"], case["text"]
+        assert smollm2.tokenize(case["text"], special=True) == case["ids"], case["text"]
 
 
 def test_pieces_match_llama_cpp(smollm2, tokenize_vectors):
     """llama.cpp prints control tokens as empty pieces; smolgen shows their text."""
     for case in tokenize_vectors:
-        pieces = smollm2.tokens(case["text"])
+        pieces = smollm2.tokens(case["text"], special=True)
         assert [p.id for p in pieces] == case["ids"]
         pairs = zip(case["ids"], case["pieces"], strict=True)
         expected = [text or smollm2.tokenizer.piece(i).text for i, text in pairs]
@@ -34,13 +35,17 @@ def test_digits_are_split_before_the_byte_level_regex(smollm2):
     assert pieces == ["line", "\n\n", "8", " items"]
 
 
-def test_special_tokens_parse_only_when_asked(smollm2):
+def test_special_tokens_parse_only_when_asked(smollm2, smollm2_gguf):
     text = "<|im_start|>user\nhi<|im_end|>"
-    assert smollm2.tokenize(text)[0] == 1
-    assert smollm2.tokenize(text)[-1] == 2
+    assert smollm2.tokenize(text, special=True)[0] == 1
+    assert smollm2.tokenize(text, special=True)[-1] == 2
     plain = smollm2.tokenize(text, special=False)
     assert 1 not in plain and 2 not in plain
     assert smollm2.detokenize(plain) == text
+    # By default user text never turns into control tokens, whichever way it is tokenized.
+    tok = smolgen.Tokenizer.load(smollm2_gguf)
+    assert smollm2.tokenize(text) == tok.encode(text) == smollm2.tokenizer.encode(text) == plain
+    assert [p.id for p in smollm2.tokens(text)] == [p.id for p in tok.tokens(text)] == plain
 
 
 def test_no_bos_is_added(smollm2):

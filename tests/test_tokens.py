@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from smolgen import _openai_bpe
-from smolgen.tokens import (
+from smolgen.lab import _openai_bpe
+from smolgen.lab.tokens import (
     LanguageSamples,
     Piece,
     compare,

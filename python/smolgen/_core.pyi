@@ -1,10 +1,11 @@
 # Type stubs for the Rust extension module `smolgen._core`.
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from os import PathLike
-from typing import Any, Literal, final
+from typing import Any, Literal, TypedDict, final, overload
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import Self, Unpack, disjoint_base
 
 __all__ = [
     "Chunk",
@@ -17,15 +18,37 @@ __all__ = [
     "Tokenizer",
     "Usage",
     "__version__",
-    "cpu_features",
+    "check_context",
+    "kernel_path",
     "kernel_paths",
     "measure_read_bandwidth",
+    "percentile",
     "sampler_distribution",
     "sampler_draws",
     "step_streams",
 ]
 
 __version__: str
+
+# The settings' keywords, typed once (static only: nothing of that name exists at run time).
+# The core's `SamplingParams` and `GenerateOptions` hold their defaults (shown) and domains; the
+# binding reads the keywords in `options.rs`. Each may be left out or None: the default.
+class _SamplingOptions(TypedDict, total=False):
+    temperature: float | None  # 1.0; 0 is greedy
+    top_k: int | None  # 0: off
+    top_p: float | None  # 1.0: off
+    min_p: float | None  # 0.0: off
+    repetition_penalty: float | None  # 1.0: off
+    frequency_penalty: float | None  # 0.0, in [-2, 2]
+    presence_penalty: float | None  # 0.0, in [-2, 2]
+    logit_bias: Mapping[int, float] | None  # {token id: bias}
+
+class _GenerateOptions(_SamplingOptions, total=False):
+    seed: int | None  # from the system's entropy (the sampler hooks take their own)
+    max_tokens: int | None  # 256, or what is left of the context window
+    stop: str | Sequence[str] | None  # none
+    logprobs: int | None  # off; N: each token's log-prob and N alternatives (0..20)
+    prefix_cache: bool | None  # True
 
 @final
 class TokenPiece:
@@ -36,12 +59,12 @@ class TokenPiece:
     @property
     def bytes(self) -> bytes: ...
 
-@final
+@disjoint_base
 class Tokenizer:
-    @staticmethod
-    def from_file(path: str | PathLike[str]) -> Tokenizer: ...
+    def __new__(cls, source: str | PathLike[str] | Tokenizer) -> Self: ...
     def encode(self, text: str, special: bool = False) -> list[int]: ...
-    def decode(self, ids: Sequence[int]) -> str: ...
+    def encode_prompt(self, text: str) -> list[int]: ...
+    def decode(self, ids: Iterable[int]) -> str: ...
     def tokens(self, text: str, special: bool = False) -> list[TokenPiece]: ...
     def piece(self, id: int) -> TokenPiece: ...
     @property
@@ -54,6 +77,7 @@ class Tokenizer:
     def end_of_generation_ids(self) -> list[int]: ...
     @property
     def chat_template(self) -> str | None: ...
+    def __len__(self) -> int: ...
 
 @final
 class Usage:
@@ -124,16 +148,16 @@ class CompletionStream:
     @property
     def completion(self) -> Completion | None: ...
 
-@final
+@disjoint_base
 class Model:
-    @staticmethod
-    def load(
+    def __new__(
+        cls,
         path: str | PathLike[str],
         device: str = "cpu",
         dtype: str | None = None,
         prefix_cache_bytes: int | None = None,
         threads: int | None = None,
-    ) -> Model: ...
+    ) -> Self: ...
     def prefix_cache_stats(self) -> dict[str, int]: ...
     def configure_prefix_cache(
         self, capacity_bytes: int | None = None, clear: bool = False
@@ -141,34 +165,37 @@ class Model:
     @property
     def info(self) -> dict[str, Any]: ...
     @property
+    def context_length(self) -> int: ...
+    @property
     def tokenizer(self) -> Tokenizer: ...
-    def tokenize(self, text: str, special: bool = True) -> list[int]: ...
-    def detokenize(self, ids: Sequence[int]) -> str: ...
-    def tokens(self, text: str, special: bool = True) -> list[TokenPiece]: ...
+    def tokenize(self, text: str, special: bool = False) -> list[int]: ...
+    def detokenize(self, ids: Iterable[int]) -> str: ...
+    def tokens(self, text: str, special: bool = False) -> list[TokenPiece]: ...
     def logits(
-        self, prompt: str | Sequence[int], positions: Literal["last", "all"] = "last"
+        self, prompt: str | Iterable[int], positions: Literal["last", "all"] = "last"
     ) -> npt.NDArray[np.float32]: ...
     def attention(
-        self, prompt: str | Sequence[int], layers: Sequence[int] | None = None
+        self, prompt: str | Iterable[int], layers: Iterable[int] | None = None
     ) -> npt.NDArray[np.float32]: ...
+    @overload
     def generate(
         self,
-        prompt: str | Sequence[int],
+        prompt: str | Iterable[int],
         *,
-        max_tokens: int | None = None,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        top_k: int = 0,
-        min_p: float = 0.0,
-        repetition_penalty: float = 1.0,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        logit_bias: Mapping[int, float] | None = None,
-        seed: int | None = None,
-        stop: str | Sequence[str] | None = None,
-        logprobs: int | None = None,
-        stream: bool = False,
-        prefix_cache: bool = True,
+        stream: Literal[False] = False,
+        **options: Unpack[_GenerateOptions],
+    ) -> Completion: ...
+    @overload
+    def generate(
+        self,
+        prompt: str | Iterable[int],
+        *,
+        stream: Literal[True],
+        **options: Unpack[_GenerateOptions],
+    ) -> CompletionStream: ...
+    @overload
+    def generate(
+        self, prompt: str | Iterable[int], *, stream: bool, **options: Unpack[_GenerateOptions]
     ) -> Completion | CompletionStream: ...
 
 def sampler_distribution(
@@ -176,14 +203,7 @@ def sampler_distribution(
     *,
     prompt_tokens: Sequence[int] = ...,
     generated: Sequence[int] = ...,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    repetition_penalty: float = 1.0,
-    frequency_penalty: float = 0.0,
-    presence_penalty: float = 0.0,
-    logit_bias: Mapping[int, float] | None = None,
+    **sampling: Unpack[_SamplingOptions],
 ) -> list[tuple[int, float]]: ...
 def sampler_draws(
     logits: npt.NDArray[np.float32],
@@ -192,16 +212,16 @@ def sampler_draws(
     seed: int,
     prompt_tokens: Sequence[int] = ...,
     generated: Sequence[int] = ...,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    repetition_penalty: float = 1.0,
-    frequency_penalty: float = 0.0,
-    presence_penalty: float = 0.0,
-    logit_bias: Mapping[int, float] | None = None,
+    **sampling: Unpack[_SamplingOptions],
 ) -> list[int]: ...
-def cpu_features() -> str: ...
+def check_context(
+    context_length: int,
+    prompt_tokens: int,
+    max_tokens: int | None = None,
+    subject: Literal["prompt", "messages"] = "prompt",
+) -> int: ...
+def percentile(values: Sequence[float], q: float) -> float | None: ...
+def kernel_path() -> str: ...
 def kernel_paths() -> list[str]: ...
 def measure_read_bandwidth(threads: int, megabytes: int = 256, repeats: int = 5) -> float: ...
 def step_streams(streams: Sequence[CompletionStream]) -> list[Chunk | Exception | None]: ...

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _core
-from .errors import ContextLengthExceededError, InternalError, InvalidArgumentError
+from .errors import InternalError, InvalidArgumentError
 from .model import Completion, Model, load, peak_rss_bytes, step_streams
 
 _PARAGRAPH = (
@@ -135,14 +135,12 @@ def _runs(n: int) -> str:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile (0..100) of ``values``, linearly interpolated between the two
-    nearest ranks (NumPy's default)."""
-    if not values:
-        raise InvalidArgumentError("percentile of no values")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    """The ``q``-th percentile (0..100) of ``values`` by nearest rank: one of the values, the
+    definition ``Timings.decode_p95_s`` uses too."""
+    result = _core.percentile(list(values), q)
+    if result is None:
+        raise InvalidArgumentError(f"no {q}th percentile of {len(values)} values")
+    return result
 
 
 def measure_ttft(
@@ -352,18 +350,8 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 def _check_context(model: Model, prompt_tokens: int, gen_tokens: int) -> None:
-    window = model.context_length
     for prompt, new in ((prompt_tokens, 1), (SHORT_PROMPT_TOKENS, gen_tokens)):
-        if prompt + new > window:
-            raise ContextLengthExceededError(
-                f"This model's maximum context length is {window} tokens. However, a "
-                f"{prompt}-token prompt plus {new} generated token{'s' if new > 1 else ''} "
-                f"needs {prompt + new} tokens.",
-                max_context=window,
-                prompt_tokens=prompt,
-                max_tokens=new,
-                requested=prompt + new,
-            )
+        _core.check_context(model.context_length, prompt, new)
 
 
 def run_bench(
@@ -390,7 +378,7 @@ def run_bench(
     bandwidth with the same thread count (after the peak, since it allocates its own buffer).
 
     Keys: ``smolgen_version``, ``model`` (path, format, sizes, load time), ``system`` (engine,
-    threads, CPU features, kernels), ``config``, ``memory``, ``ttft``, ``prefill``, ``decode``,
+    threads, kernel path, kernel paths), ``config``, ``memory``, ``ttft``, ``prefill``, ``decode``,
     ``batched_decode`` (one entry per batch size), ``bandwidth`` (GB/s of weights read while
     decoding next to the measured GB/s and their ratio; ``None`` for what was not measured).
     """
@@ -487,7 +475,7 @@ def run_bench(
             "device": info.get("device"),
             "cpu": cpu_name(),
             "cpus_available": available_cpus(),
-            "cpu_features": _core.cpu_features(),
+            "kernel_path": _core.kernel_path(),
             "kernel_paths": list(_core.kernel_paths()),
             "python": platform.python_version(),
             "platform": platform.platform(),

@@ -16,7 +16,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from .errors import ChatTemplateError, ContextLengthExceededError, InvalidArgumentError
+from . import _core
+from .errors import ChatTemplateError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from .model import Model
@@ -224,31 +225,10 @@ def check_context(
     model: Model, prompt_tokens: int, max_tokens: int | None, context_length: int | None = None
 ) -> None:
     """Raises :class:`ContextLengthExceededError` in the words API users know when the messages,
-    with ``max_tokens`` of answer (at least one token when unset), do not fit."""
+    with ``max_tokens`` of answer (at least one token when unset), do not fit. The check and its
+    wording are the core's, the same as ``generate``'s."""
     window = model.context_length if context_length is None else context_length
-    if max_tokens is None:
-        if prompt_tokens + 1 > window:
-            raise ContextLengthExceededError(
-                f"This model's maximum context length is {window} tokens. However, your "
-                f"messages resulted in {prompt_tokens} tokens. Please reduce the length of the "
-                "messages.",
-                max_context=window,
-                prompt_tokens=prompt_tokens,
-                max_tokens=0,
-                requested=prompt_tokens,
-            )
-        return
-    requested = prompt_tokens + max_tokens
-    if requested > window:
-        raise ContextLengthExceededError(
-            f"This model's maximum context length is {window} tokens. However, you requested "
-            f"{requested} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-            "completion). Please reduce the length of the messages or completion.",
-            max_context=window,
-            prompt_tokens=prompt_tokens,
-            max_tokens=max_tokens,
-            requested=requested,
-        )
+    _core.check_context(window, prompt_tokens, max_tokens, "messages")
 
 
 @dataclass(frozen=True)
@@ -301,17 +281,8 @@ def trim_messages(
 
     # Fewer turns never make a longer prompt: find the smallest start that fits by bisection.
     last = max(len(turns) - 1, 0)
-    if size(last) > budget:
-        tokens = size(last)
-        raise ContextLengthExceededError(
-            f"This model's maximum context length is {window} tokens. However, the system "
-            f"message and the newest message alone resulted in {tokens} tokens, and "
-            f"{max_tokens} are kept for the completion. Please reduce the length of the messages.",
-            max_context=window,
-            prompt_tokens=tokens,
-            max_tokens=max_tokens,
-            requested=tokens + max_tokens,
-        )
+    # Even the system message and the newest message must leave max_tokens (or one) free.
+    check_context(model, size(last), max_tokens or None, context_length=window)
     lo, hi = 0, last
     while lo < hi:
         mid = (lo + hi) // 2

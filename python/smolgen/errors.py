@@ -62,8 +62,26 @@ class InternalError(SmolgenError, RuntimeError):
     """A bug in smolgen rather than bad input: please report it."""
 
 
+class OverloadedError(SmolgenError):
+    """The server's every slot is busy and its queue is full: try again later."""
+
+
+class ClientDisconnectedError(SmolgenError, ConnectionError):
+    """The client of a server request went away before its generation finished."""
+
+
+class ThroughputUnavailableError(SmolgenError, RuntimeError):
+    """A measured throughput was asked for, but this build cannot measure one."""
+
+
+class BpeDataError(SmolgenError, RuntimeError):
+    """A BPE rank file is missing, unreadable or does not match tiktoken's pinned hash."""
+
+
 __all__ = [
+    "BpeDataError",
     "ChatTemplateError",
+    "ClientDisconnectedError",
     "ContextLengthExceededError",
     "DownloadError",
     "InternalError",
@@ -71,6 +89,8 @@ __all__ = [
     "MalformedModelError",
     "ModelIOError",
     "ModelNotFoundError",
+    "OverloadedError",
     "SmolgenError",
+    "ThroughputUnavailableError",
     "UnsupportedModelError",
 ]

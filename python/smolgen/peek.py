@@ -2,7 +2,8 @@
 
 ``peek`` ranks the candidates for the next token and measures how sure the model is; ``score``
 gives the log-probability of every token of a text given what precedes it. Both read the logits
-of one forward pass (``Model.logits``); nothing is sampled.
+of one forward pass (``Model.logits``); nothing is sampled. A text is tokenized as ``generate``
+tokenizes a prompt (BOS first when the model asks for it).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def peek(model: Model, prompt: str | Sequence[int], top_k: int = 5) -> Peek:
 
 
 def score(model: Model, text: str | Sequence[int]) -> Score:
-    ids = model.tokenize(text) if isinstance(text, str) else list(text)
+    # A text reads as generate reads a prompt: BOS first when the model asks for it.
+    ids = model.tokenizer.encode_prompt(text) if isinstance(text, str) else list(text)
     if len(ids) < 2:
         return Score([])
     logprobs = log_softmax(model.logits(ids, positions="all"))

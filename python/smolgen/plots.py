@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from . import _core
+
 
 def pyplot(path: str | os.PathLike[str] | None) -> Any:
     """matplotlib.pyplot, headless when the figure goes to a file."""
@@ -76,8 +78,8 @@ def plot_timeline(
     steps.plot(np.arange(1, len(ms) + 1), ms, marker=".", linewidth=0.8)
     if len(ms):
         for q, style in ((50, "--"), (95, ":")):
-            # Nearest rank, as Timings.decode_p50_s / decode_p95_s define it.
-            value = np.percentile(ms, q, method="inverted_cdf")
+            # The one definition (nearest rank) that Timings.decode_p95_s and bench use.
+            value = _core.percentile(ms.tolist(), q)
             steps.axhline(value, linestyle=style, color="grey", label=f"p{q} {value:.1f} ms")
         steps.legend()
     steps.set_xlabel("decode step")

@@ -34,13 +34,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .errors import InvalidArgumentError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._core import _SamplingOptions
+
 __all__ = [
+    "Settings",
     "apply_frequency_presence_penalties",
     "apply_logit_bias",
     "apply_repetition_penalty",
@@ -150,25 +158,78 @@ def min_p_filter(probs: FloatArray, min_p: float) -> FloatArray:
     return np.where(probs < min_p * probs.max(), 0.0, probs)
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The sampling settings, each at the value that switches its step off (temperature 1
+    leaves the logits as they are). The reference's own statement of them; the fused sampler
+    states them once in ``smolgen-core`` (``SamplingParams``), and the tests hold the two to the
+    same distributions."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> Settings:
+        """The settings given as keywords (``generate``'s sampling keywords); one left out or
+        ``None`` keeps its default, an unknown one is a ``TypeError``."""
+        return cls(**{name: value for name, value in settings.items() if value is not None})
+
+    def validate(self, vocab_size: int) -> None:
+        """Raise ``InvalidArgumentError`` naming the first setting outside its domain.
+
+        temperature: finite, >= 0 (0 is greedy). top_k: an int >= 0 (0, or any k >= the
+        vocabulary size, keeps everything). top_p: in (0, 1]. min_p: in [0, 1].
+        repetition_penalty: finite, > 0. frequency_penalty, presence_penalty: in [-2, 2].
+        logit_bias: token ids in the vocabulary, finite biases.
+        """
+        t, top_k = self.temperature, self.top_k
+        if not (math.isfinite(t) and t >= 0):
+            raise InvalidArgumentError(f"temperature must be a finite number >= 0, got {t}")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+            raise InvalidArgumentError(f"top_k must be an integer >= 0, got {top_k!r}")
+        if not 0 < self.top_p <= 1:
+            raise InvalidArgumentError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0 <= self.min_p <= 1:
+            raise InvalidArgumentError(f"min_p must be in [0, 1], got {self.min_p}")
+        penalty = self.repetition_penalty
+        if not (math.isfinite(penalty) and penalty > 0):
+            raise InvalidArgumentError(
+                f"repetition_penalty must be a finite number > 0, got {penalty}"
+            )
+        low, high = PENALTY_RANGE
+        for name, value in (
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ):
+            if not low <= value <= high:
+                raise InvalidArgumentError(f"{name} must be in [{low:g}, {high:g}], got {value}")
+        for token, bias in self.logit_bias.items():
+            _check_tokens("logit_bias", [token], vocab_size)
+            if not math.isfinite(bias):
+                raise InvalidArgumentError(
+                    f"logit_bias for token {token} must be finite, got {bias}"
+                )
+
+
 def process(
     logits: npt.ArrayLike,
     *,
     history: Sequence[int] = (),
     generated: Sequence[int] = (),
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    repetition_penalty: float = 1.0,
-    frequency_penalty: float = 0.0,
-    presence_penalty: float = 0.0,
-    logit_bias: Mapping[int, float] | None = None,
+    **settings: Unpack[_SamplingOptions],
 ) -> FloatArray:
     """Steps 1-10: the distribution the next token is drawn from.
 
     ``logits`` has one entry per vocabulary token (NaN and +inf are rejected; -inf masks a
     token). ``history`` is the prompt's token ids, ``generated`` the ids sampled so far; see
-    the module docstring for which penalty reads which. Returns float64 probabilities over
+    the module docstring for which penalty reads which. ``settings``: the fields of
+    :class:`Settings` (``generate``'s sampling keywords). Returns float64 probabilities over
     the whole vocabulary, zero for every dropped token, summing to 1. Raises
     ``InvalidArgumentError`` (a ``ValueError``) for a setting outside its domain.
     """
@@ -176,38 +237,28 @@ def process(
     if logits.ndim != 1 or logits.size == 0 or not np.issubdtype(logits.dtype, np.floating):
         raise InvalidArgumentError("logits must be a non-empty 1-D array of floats")
     vocab_size = logits.size
-    logit_bias = dict(logit_bias or {})
-    validate_settings(
-        vocab_size,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=repetition_penalty,
-        frequency_penalty=frequency_penalty,
-        presence_penalty=presence_penalty,
-        logit_bias=logit_bias,
-    )
+    s = Settings.of(settings)
+    s.validate(vocab_size)
     _check_tokens("history", history, vocab_size)
     _check_tokens("generated", generated, vocab_size)
     if np.isnan(logits).any() or np.isposinf(logits).any():
         raise InvalidArgumentError("logits must not contain NaN or +inf")
 
-    x = apply_logit_bias(logits, logit_bias)
-    x = apply_repetition_penalty(x, [*history, *generated], repetition_penalty)
-    x = apply_frequency_presence_penalties(x, generated, frequency_penalty, presence_penalty)
+    x = apply_logit_bias(logits, s.logit_bias)
+    x = apply_repetition_penalty(x, [*history, *generated], s.repetition_penalty)
+    x = apply_frequency_presence_penalties(x, generated, s.frequency_penalty, s.presence_penalty)
     if np.isposinf(x).any():
         raise InvalidArgumentError("a logit overflowed to +inf after the logit bias and penalties")
     if np.isneginf(x).all():
         raise InvalidArgumentError("every logit is -inf: no token can be sampled")
-    if temperature == 0.0:
+    if s.temperature == 0.0:
         return greedy(x)
 
-    z = apply_temperature(x, temperature)
-    z = top_k_filter(z, top_k)
+    z = apply_temperature(x, s.temperature)
+    z = top_k_filter(z, s.top_k)
     probs = softmax(z)
-    probs = top_p_filter(probs, top_p)
-    probs = min_p_filter(probs, min_p)
+    probs = top_p_filter(probs, s.top_p)
+    probs = min_p_filter(probs, s.min_p)
     return probs / probs.sum()
 
 
@@ -216,48 +267,10 @@ def sample(probs: FloatArray, rng: np.random.Generator) -> int:
     return int(rng.choice(probs.size, p=probs))
 
 
-def validate_settings(
-    vocab_size: int,
-    *,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    repetition_penalty: float = 1.0,
-    frequency_penalty: float = 0.0,
-    presence_penalty: float = 0.0,
-    logit_bias: Mapping[int, float] | None = None,
-) -> None:
-    """Raise ``InvalidArgumentError`` naming the first setting outside its domain.
-
-    temperature: finite, >= 0 (0 is greedy). top_k: an int >= 0 (0, or any k >= the vocabulary
-    size, keeps everything). top_p: in (0, 1]. min_p: in [0, 1]. repetition_penalty: finite,
-    > 0. frequency_penalty, presence_penalty: in [-2, 2]. logit_bias: token ids in the
-    vocabulary, finite biases.
-    """
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise InvalidArgumentError(f"temperature must be a finite number >= 0, got {temperature}")
-    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
-        raise InvalidArgumentError(f"top_k must be an integer >= 0, got {top_k!r}")
-    if not 0 < top_p <= 1:
-        raise InvalidArgumentError(f"top_p must be in (0, 1], got {top_p}")
-    if not 0 <= min_p <= 1:
-        raise InvalidArgumentError(f"min_p must be in [0, 1], got {min_p}")
-    if not (math.isfinite(repetition_penalty) and repetition_penalty > 0):
-        raise InvalidArgumentError(
-            f"repetition_penalty must be a finite number > 0, got {repetition_penalty}"
-        )
-    low, high = PENALTY_RANGE
-    for name, value in (
-        ("frequency_penalty", frequency_penalty),
-        ("presence_penalty", presence_penalty),
-    ):
-        if not low <= value <= high:
-            raise InvalidArgumentError(f"{name} must be in [{low:g}, {high:g}], got {value}")
-    for token, bias in (logit_bias or {}).items():
-        _check_tokens("logit_bias", [token], vocab_size)
-        if not math.isfinite(bias):
-            raise InvalidArgumentError(f"logit_bias for token {token} must be finite, got {bias}")
+def validate_settings(vocab_size: int, **settings: Unpack[_SamplingOptions]) -> None:
+    """Raise ``InvalidArgumentError`` naming the first setting outside its domain (see
+    :meth:`Settings.validate`)."""
+    Settings.of(settings).validate(vocab_size)
 
 
 def _check_tokens(what: str, tokens: Iterable[int], vocab_size: int) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .. import errors
 
@@ -26,7 +27,8 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import bench, chat, cost, decide, generate, info, peek, pull, serve, sweep, tokens
+    from ..lab.cli import cost, decide, tokens
+    from . import bench, chat, generate, info, peek, pull, serve, sweep
 
     parser = argparse.ArgumentParser(
         prog="smolgen",
@@ -83,6 +85,60 @@ def model_argument(parser: argparse.ArgumentParser, *, positional: bool = False)
     parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: one per core)"
     )
+
+
+# The settings of a generation, one entry each: (flags, type, help). The defaults are the core's
+# (`GenerateOptions`): an option left out is not passed on, so the core's default applies.
+SAMPLING_ARGUMENTS: tuple[tuple[tuple[str, ...], type, str], ...] = (
+    (
+        ("-n", "--max-tokens"),
+        int,
+        "tokens to generate (default: 256, or what the context has left)",
+    ),
+    (("-t", "--temperature"), float, "0 is greedy (default: 1)"),
+    (("--top-p",), float, "nucleus sampling: the likeliest tokens up to this mass (default: off)"),
+    (("--top-k",), int, "keep the k likeliest tokens (default: off)"),
+    (("--min-p",), float, "drop tokens under this fraction of the top one's probability"),
+    (("--repetition-penalty",), float, "on every token seen; 1 is off (default: off)"),
+    (("--frequency-penalty",), float, "per occurrence of a generated token, in [-2, 2]"),
+    (("--presence-penalty",), float, "once per generated token, in [-2, 2]"),
+    (("-s", "--seed"), int, "for reproducible sampling"),
+    (("--stop",), str, "stop before this text (repeatable)"),
+)
+
+
+def add_sampling_arguments(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    only: tuple[str, ...] | None = None,
+    skip: tuple[str, ...] = (),
+    **presets: object,
+) -> None:
+    """The generation settings a command takes: :data:`SAMPLING_ARGUMENTS`, ``only`` those
+    named or all but those in ``skip``. ``presets`` are the command's own defaults (``chat``
+    answers at temperature 0.7); any other setting left out keeps the core's default."""
+    for flags, kind, help_text in SAMPLING_ARGUMENTS:
+        name = _name(flags)
+        if name in skip or (only is not None and name not in only):
+            continue
+        if name in presets:
+            help_text = f"{help_text.split(' (default')[0]} (default: {presets[name]})"
+        if name == "stop":
+            parser.add_argument(*flags, action="append", metavar="TEXT", help=help_text)
+        else:
+            parser.add_argument(*flags, type=kind, default=None, help=help_text)
+    parser.set_defaults(**presets)
+
+
+def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line (or preset), as ``generate``'s keywords."""
+    names = (_name(flags) for flags, _, _ in SAMPLING_ARGUMENTS)
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _name(flags: tuple[str, ...]) -> str:
+    """``("-t", "--temperature")`` -> ``"temperature"``: the keyword of ``generate``."""
+    return flags[-1].removeprefix("--").replace("-", "_")
 
 
 if __name__ == "__main__":

@@ -150,7 +150,7 @@ def _print_table(r: dict[str, Any]) -> None:
         "engine",
         str(system["engine"]),
         f"{system['threads']} threads on {system['cpu']} ({system['cpus_available']} CPUs); "
-        f"CPU features {system['cpu_features']}; kernels {', '.join(system['kernel_paths'])}",
+        f"kernel path {system['kernel_path']} of {', '.join(system['kernel_paths'])}",
     )
     table.add_row("load", f"{model['load_s'] * 1e3:.0f} ms", "cold load, as the model reports it")
     mem = r["memory"]

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TextIO
 
-from . import model_argument
+from . import add_sampling_arguments, model_argument, sampling_options
 
 COMMANDS = "/reset forgets the conversation, /exit (or Ctrl-D) leaves"
 
@@ -22,13 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     model_argument(p)
     p.add_argument("--system", default=None, help="a system message to start with")
-    p.add_argument("-n", "--max-tokens", type=int, default=512, help="per reply (default: 512)")
-    p.add_argument("-t", "--temperature", type=float, default=0.7, help="default: 0.7")
-    p.add_argument("--top-p", type=float, default=0.9, help="default: 0.9")
-    p.add_argument("--top-k", type=int, default=0, help="default: off")
-    p.add_argument("--min-p", type=float, default=0.0, help="default: off")
-    p.add_argument("--repetition-penalty", type=float, default=1.1, help="default: 1.1 (1 is off)")
-    p.add_argument("-s", "--seed", type=int, default=None, help="for reproducible replies")
+    # A chat answers with some variety and little repetition, up to 512 tokens per reply.
+    add_sampling_arguments(p, max_tokens=512, temperature=0.7, top_p=0.9, repetition_penalty=1.1)
     p.add_argument("-q", "--quiet", action="store_true", help="no status line after replies")
     p.set_defaults(func=run)
 
@@ -85,17 +80,7 @@ class ChatSession:
                 file=sys.stderr,
             )
             self.messages = trimmed.messages
-        stream = self.model.chat(
-            self.messages,
-            stream=True,
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            top_k=args.top_k,
-            min_p=args.min_p,
-            repetition_penalty=args.repetition_penalty,
-            seed=args.seed,
-        )
+        stream = self.model.chat(self.messages, stream=True, **sampling_options(args))
         for chunk in stream:
             out.write(chunk.text)
             out.flush()

@@ -8,7 +8,7 @@ import math
 import sys
 
 from ..errors import InternalError
-from . import model_argument
+from . import add_sampling_arguments, model_argument, sampling_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,24 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("prompt", help="the text to continue ('-' reads standard input)")
     model_argument(p)
-    p.add_argument("-n", "--max-tokens", type=int, default=256, help="default: 256")
-    p.add_argument(
-        "-t", "--temperature", type=float, default=1.0, help="0 is greedy (default: 1.0)"
-    )
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (default: off)")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k likeliest (default: off)")
-    p.add_argument("--min-p", type=float, default=0.0, help="default: off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="default: off")
-    p.add_argument("--frequency-penalty", type=float, default=0.0)
-    p.add_argument("--presence-penalty", type=float, default=0.0)
-    p.add_argument("-s", "--seed", type=int, default=None, help="for reproducible sampling")
-    p.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="stop before this text (repeatable)",
-    )
+    add_sampling_arguments(p)
     p.add_argument(
         "--show-probs",
         action="store_true",
@@ -64,16 +47,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     stream = model.generate(
         prompt,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        top_k=args.top_k,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
-        frequency_penalty=args.frequency_penalty,
-        presence_penalty=args.presence_penalty,
-        seed=args.seed,
-        stop=args.stop or None,
+        **sampling_options(args),
         logprobs=0 if args.show_probs or args.json else None,
         stream=True,
     )

@@ -6,12 +6,14 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from . import model_argument
+from . import add_sampling_arguments, model_argument, sampling_options
 
 if TYPE_CHECKING:
     from rich.console import JustifyMethod
 
 BAR_WIDTH = 30
+# The settings that reshape the distribution (top-k is taken: -k is how many candidates to show).
+SHAPING = ("temperature", "top_p", "min_p")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,11 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", help="the text to continue")
     model_argument(p)
     p.add_argument("-k", "--top-k", type=int, default=5, help="candidates to show (default: 5)")
-    p.add_argument("-t", "--temperature", type=float, default=1.0,
-                   help="also show the distribution the sampler would draw from at this "
-                   "temperature (default: 1, unchanged)")  # fmt: skip
-    p.add_argument("--top-p", type=float, default=1.0, help="... and after this top-p cut")
-    p.add_argument("--min-p", type=float, default=0.0, help="... and after this min-p cut")
+    sampling = p.add_argument_group(
+        "sampling", "also show the distribution the sampler would draw from with these settings"
+    )
+    add_sampling_arguments(sampling, only=SHAPING)
     p.add_argument("--plot", metavar="FILE.png",
                    help="save a chart of the distribution before and after the sampling "
                    "settings (needs matplotlib)")  # fmt: skip
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     result = model.peek(args.prompt, args.top_k)
-    shaped = (args.temperature, args.top_p, args.min_p) != (1.0, 1.0, 0.0)
+    shaped = bool(sampling_options(args))
     after = sampled_distribution(model, args) if shaped or args.plot else {}
     if args.plot:
         save_plot(model, args, after)
@@ -85,11 +86,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def settings_label(args: argparse.Namespace) -> str:
-    parts = [f"T={args.temperature:g}"]
-    if args.top_p < 1:
-        parts.append(f"top-p {args.top_p:g}")
-    if args.min_p > 0:
-        parts.append(f"min-p {args.min_p:g}")
+    options = sampling_options(args)
+    parts = [f"T={options.get('temperature', 1):g}"]
+    parts += [
+        f"{name.replace('_', '-')} {options[name]:g}" for name in SHAPING[1:] if name in options
+    ]
     return ", ".join(parts)
 
 
@@ -98,9 +99,7 @@ def sampled_distribution(model, args: argparse.Namespace) -> dict[int, float]:
     from .. import _core
 
     logits = model.logits(args.prompt)
-    pairs = _core.sampler_distribution(
-        logits, temperature=args.temperature, top_p=args.top_p, min_p=args.min_p
-    )
+    pairs = _core.sampler_distribution(logits, **sampling_options(args))
     return dict(pairs)
 
 

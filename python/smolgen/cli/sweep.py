@@ -9,7 +9,7 @@ import argparse
 import json
 
 from ..errors import InvalidArgumentError
-from . import model_argument
+from . import add_sampling_arguments, model_argument, sampling_options
 
 
 def _temperatures(text: str) -> list[float]:
@@ -51,9 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--temperatures", type=_temperatures, default=[0.3, 0.7, 1.2],
                    help="comma-separated (default: 0.3,0.7,1.2)")  # fmt: skip
     p.add_argument("--runs", type=int, default=3, help="runs per temperature (default: 3)")
-    p.add_argument("-n", "--max-tokens", type=int, default=20, help="default: 20")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("-s", "--seed", type=int, default=0, help="seed of the first run (default: 0)")
+    # Short runs, so the table stays readable; seeds SEED, SEED+1, ... per temperature.
+    add_sampling_arguments(p, skip=("temperature",), max_tokens=20, seed=0)
     p.add_argument("--json", action="store_true", help="print the runs as JSON")
     p.set_defaults(func=run)
 
@@ -68,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("--runs must be at least 1")
     model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     results = []
+    options = sampling_options(args)
     for t in args.temperatures:
         runs = [
-            model.generate(args.prompt, max_tokens=args.max_tokens, temperature=t,
-                           top_p=args.top_p, seed=args.seed + i)
+            model.generate(args.prompt, **{**options, "temperature": t, "seed": args.seed + i})
             for i in range(args.runs)
-        ]  # fmt: skip
+        ]
         results.append({
             "temperature": t,
             "texts": [c.text for c in runs],

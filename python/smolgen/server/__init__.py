@@ -26,12 +26,12 @@ def create_app(
 ) -> FastAPI:
     """The ASGI app serving ``model`` as ``model_id``; run it with any ASGI server."""
     from .app import create_app as build
-    from .engine import Engine
+    from .scheduler import Scheduler
 
-    engine = Engine(
+    scheduler = Scheduler(
         model, model_id, aliases=aliases, max_concurrent=max_concurrent, max_queue=max_queue
     )
-    return build(engine, api_key=api_key)
+    return build(scheduler, api_key=api_key)
 
 
 __all__ = ["create_app"]

@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import SmolgenError
-from . import anthropic_api, openai_api
-from .engine import Engine, Overloaded
+from . import anthropic, openai
 from .errors import ApiError, api_error, validation_error
+from .scheduler import Scheduler
 
 
 class JsonBodies:
@@ -33,8 +33,8 @@ class JsonBodies:
         await self.app(scope, receive, send)
 
 
-def create_app(engine: Engine, *, api_key: str | None = None) -> FastAPI:
-    """The server for ``engine``'s model. With ``api_key`` every ``/v1`` route asks for it, as
+def create_app(scheduler: Scheduler, *, api_key: str | None = None) -> FastAPI:
+    """The server for ``scheduler``'s model. With ``api_key`` every ``/v1`` route asks for it, as
     ``Authorization: Bearer KEY`` (OpenAI's clients) or ``x-api-key: KEY`` (Anthropic's)."""
 
     async def require_key(request: Request) -> None:
@@ -57,11 +57,11 @@ def create_app(engine: Engine, *, api_key: str | None = None) -> FastAPI:
         version=__version__,
         summary="OpenAI- and Anthropic-compatible endpoints for a local SmolLM2",
     )
-    app.state.engine = engine
+    app.state.scheduler = scheduler
     app.add_middleware(JsonBodies)
     guarded = [Depends(require_key)]
-    app.include_router(openai_api.router(engine), dependencies=guarded)
-    app.include_router(anthropic_api.router(engine), dependencies=guarded)
+    app.include_router(openai.router(scheduler), dependencies=guarded)
+    app.include_router(anthropic.router(scheduler), dependencies=guarded)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -70,12 +70,15 @@ def create_app(engine: Engine, *, api_key: str | None = None) -> FastAPI:
         batch size); the prefix cache's state."""
         return {
             "status": "ok",
-            "model": engine.model_id,
-            "requests": engine.counters.as_dict(),
-            "max_concurrent": engine.max_concurrent,
-            "max_queue": engine.max_queue,
-            "batching": {"steps": engine.batcher.steps, "tokens": engine.batcher.stepped_tokens},
-            "prefix_cache": engine.model.prefix_cache_stats(),
+            "model": scheduler.model_id,
+            "requests": scheduler.counters.as_dict(),
+            "max_concurrent": scheduler.max_concurrent,
+            "max_queue": scheduler.max_queue,
+            "batching": {
+                "steps": scheduler.batcher.steps,
+                "tokens": scheduler.batcher.stepped_tokens,
+            },
+            "prefix_cache": scheduler.model.prefix_cache_stats(),
         }
 
     def respond(request: Request, error: ApiError) -> JSONResponse:
@@ -102,8 +105,9 @@ def create_app(engine: Engine, *, api_key: str | None = None) -> FastAPI:
     async def on_expected(request: Request, exc: Exception) -> JSONResponse:
         return respond(request, api_error(exc))
 
-    # Bad requests and a full queue: answered here, nothing to log.
-    for expected in (ApiError, SmolgenError, Overloaded):
+    # Bad requests and a full queue: answered here, nothing to log (a SmolgenError that is a
+    # bug, such as InternalError, is logged by `api_error`).
+    for expected in (ApiError, SmolgenError):
         app.add_exception_handler(expected, on_expected)
 
     @app.exception_handler(Exception)

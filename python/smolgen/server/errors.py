@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import errors
-from .engine import Overloaded
 
 log = logging.getLogger("smolgen.server")
 
@@ -40,6 +39,8 @@ class ApiError(Exception):
     param: str | None = None
     code: str | None = None
     retry_after: int | None = None
+    # Anthropic's wording where it differs from OpenAI's.
+    anthropic_message: str | None = None
 
     def openai_body(self) -> dict[str, Any]:
         return {
@@ -56,7 +57,8 @@ class ApiError(Exception):
 
     def anthropic_body(self) -> dict[str, Any]:
         kind = ANTHROPIC_TYPES.get(self.anthropic_status(), "api_error")
-        return {"type": "error", "error": {"type": kind, "message": self.message}}
+        message = self.anthropic_message or self.message
+        return {"type": "error", "error": {"type": kind, "message": message}}
 
     def headers(self) -> dict[str, str] | None:
         return None if self.retry_after is None else {"retry-after": str(self.retry_after)}
@@ -67,10 +69,19 @@ def api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, errors.ContextLengthExceededError):
-        return ApiError(400, exc.message, param="messages", code="context_length_exceeded")
+        return ApiError(
+            400,
+            exc.message,
+            param="messages",
+            code="context_length_exceeded",
+            anthropic_message=(
+                f"prompt is too long: {exc.prompt_tokens} tokens + {exc.max_tokens} max_tokens "
+                f"> {exc.max_context} maximum"
+            ),
+        )
     if isinstance(exc, (errors.InvalidArgumentError, errors.ChatTemplateError)):
         return ApiError(400, str(exc), param=getattr(exc, "param", None), code="invalid_value")
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, errors.OverloadedError):
         return ApiError(503, str(exc), type="server_error", code="overloaded", retry_after=1)
     log.error("internal error while serving a request", exc_info=exc)
     return ApiError(

@@ -162,7 +162,7 @@ fn bench_kernels(c: &mut Criterion) {
                             .expect("shape");
                         group.bench_function(&id, |b| {
                             b.iter(|| {
-                                kern.matmul_q4_1_f32(pool, &w, black_box(&x), &mut out)
+                                kern.matmul_f32(pool, &w, black_box(&x), &mut out)
                                     .expect("matmul")
                             })
                         });
@@ -172,8 +172,8 @@ fn bench_kernels(c: &mut Criterion) {
                             let id = format!("ours/{}-x16/t{}", isa.name(), pool.threads());
                             group.bench_function(&id, |b| {
                                 b.iter(|| {
-                                    kern.quantize_q8_1(black_box(&x), &mut a).expect("quantize");
-                                    kern.matmul_q4_1_packed(pool, &packed, &a, &mut out)
+                                    kern.quantize(black_box(&x), &mut a).expect("quantize");
+                                    kern.matmul_packed(pool, &packed, &a, &mut out)
                                         .expect("matmul")
                                 })
                             });
@@ -184,7 +184,7 @@ fn bench_kernels(c: &mut Criterion) {
                             .expect("shape");
                         group.bench_function(&id, |b| {
                             b.iter(|| {
-                                kern.matmul_q8_0_f32(pool, &w, black_box(&x), &mut out)
+                                kern.matmul_f32(pool, &w, black_box(&x), &mut out)
                                     .expect("matmul")
                             })
                         });
@@ -194,8 +194,8 @@ fn bench_kernels(c: &mut Criterion) {
                             let id = format!("ours/{}-x16/t{}", isa.name(), pool.threads());
                             group.bench_function(&id, |b| {
                                 b.iter(|| {
-                                    kern.quantize_q8_0(black_box(&x), &mut a).expect("quantize");
-                                    kern.matmul_q8_0_packed(pool, &packed, &a, &mut out)
+                                    kern.quantize(black_box(&x), &mut a).expect("quantize");
+                                    kern.matmul_packed(pool, &packed, &a, &mut out)
                                         .expect("matmul")
                                 })
                             });

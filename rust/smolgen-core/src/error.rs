@@ -19,17 +19,16 @@ pub enum Error {
     #[error("unsupported model: {0}")]
     Unsupported(String),
 
-    /// The prompt plus the requested completion do not fit the model's context window.
-    #[error(
-        "This model's maximum context length is {max_context} tokens. However, you requested \
-         {requested} tokens ({prompt_tokens} in the prompt, {max_new_tokens} for the completion). \
-         Please reduce the length of the prompt or max_tokens."
-    )]
+    /// The prompt plus the requested completion do not fit the model's context window. Built
+    /// by [`Error::context_exceeded`]; `max_new_tokens == 0` when the prompt alone does not fit.
+    #[error("{}", context_message(*.max_context, *.prompt_tokens, *.max_new_tokens, .subject))]
     ContextLengthExceeded {
         max_context: usize,
         requested: usize,
         prompt_tokens: usize,
         max_new_tokens: usize,
+        /// What the prompt was made from, as the caller knows it: `"prompt"` or `"messages"`.
+        subject: &'static str,
     },
 
     /// A caller passed a value outside its domain (negative temperature, unknown token id...).
@@ -51,11 +50,45 @@ pub enum Error {
     Tokenizer(String),
 }
 
+/// The context-window error in the words API users know (OpenAI's).
+fn context_message(window: usize, prompt: usize, new: usize, subject: &str) -> String {
+    if new == 0 {
+        format!(
+            "This model's maximum context length is {window} tokens. However, your {subject} \
+             resulted in {prompt} tokens. Please reduce the length of the {subject}."
+        )
+    } else {
+        format!(
+            "This model's maximum context length is {window} tokens. However, you requested {} \
+             tokens ({prompt} in the {subject}, {new} for the completion). Please reduce the \
+             length of the {subject} or max_tokens.",
+            prompt + new
+        )
+    }
+}
+
 impl Error {
     pub fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         Error::MalformedModel {
             path: path.into(),
             reason: reason.into(),
+        }
+    }
+
+    /// `prompt_tokens` plus `max_new_tokens` (0: the prompt alone) exceed `max_context`.
+    /// `subject` names what the prompt was made from: `"prompt"` or `"messages"`.
+    pub fn context_exceeded(
+        max_context: usize,
+        prompt_tokens: usize,
+        max_new_tokens: usize,
+        subject: &'static str,
+    ) -> Self {
+        Error::ContextLengthExceeded {
+            max_context,
+            requested: prompt_tokens.saturating_add(max_new_tokens),
+            prompt_tokens,
+            max_new_tokens,
+            subject,
         }
     }
 

@@ -7,6 +7,7 @@ use candle_core::Device;
 use crate::engine::Engine;
 use crate::load::config::RopeLayout;
 use crate::load::weights::Weights;
+use crate::settings::Settings;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelInfo {
@@ -37,6 +38,9 @@ pub struct ModelInfo {
     pub engine: String,
     /// Threads of our CPU kernels (`None` under candle).
     pub threads: Option<usize>,
+    /// The environment's settings as parsed ([`crate::settings`]): each variable's value or
+    /// `"auto"`.
+    pub settings: BTreeMap<String, String>,
 }
 
 impl ModelInfo {
@@ -77,6 +81,14 @@ impl ModelInfo {
             load_seconds,
             engine: engine.engine_name().to_string(),
             threads: engine.threads(),
+            settings: Settings::get()
+                .map(|s| {
+                    s.describe()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

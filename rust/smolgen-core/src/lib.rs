@@ -20,13 +20,15 @@ pub mod info;
 pub mod kernels;
 pub mod load;
 pub mod model;
+pub mod settings;
 pub mod tokenizer;
 
 pub use cache::prefix::{PrefixCache, PrefixCacheStats};
 pub use engine::{BatchItem, Engine, LogitsFor};
 pub use error::{Error, Result};
 pub use generate::generation::{
-    Chunk, Completion, FinishReason, GenerateOptions, Generation, Timings,
+    check_context, percentile, Chunk, Completion, FinishReason, GenerateOptions, Generation,
+    Timings, DEFAULT_MAX_TOKENS,
 };
 pub use generate::logprobs::TokenLogprob;
 pub use generate::sampler::{Sampler, SamplingParams};

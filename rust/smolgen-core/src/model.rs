@@ -15,6 +15,7 @@ use crate::info::ModelInfo;
 use crate::kernels;
 use crate::load::config::Config;
 use crate::load::{gguf, weights};
+use crate::settings::Settings;
 use crate::tokenizer::Tokenizer;
 
 /// Bytes of finished requests' keys and values kept for reuse unless the caller says otherwise.
@@ -38,7 +39,8 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Loads a `.gguf` file or a Hugging Face directory (`config.json`, `*.safetensors`,
     /// `tokenizer.json`). `dtype` converts safetensors weights (f32, f16, bf16); a GGUF keeps
-    /// its own quantization. `threads` sizes the CPU kernels' thread pool (0: one per core).
+    /// its own quantization. `threads` sizes the CPU kernels' thread pool (0: `SMOLGEN_THREADS`,
+    /// else one per core).
     pub fn load(
         path: impl AsRef<Path>,
         device: &Device,
@@ -53,6 +55,7 @@ impl Model {
                 kernels::pool::MAX_THREADS
             )));
         }
+        let threads = Settings::get()?.threads(threads);
         if path.is_dir() {
             Self::load_hf_dir(path, device, dtype, t0, threads)
         } else if path.exists() {

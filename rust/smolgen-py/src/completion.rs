@@ -41,8 +41,8 @@ impl Usage {
     }
 }
 
-/// Where the time went. Prefill is the one batched pass over the prompt; decode is every later
-/// token, one forward pass each.
+/// Where the time went. Prefill is the forward pass over the prompt (in 512-token slices);
+/// decode is every later token, one forward pass each.
 #[pyclass(module = "smolgen._core", frozen)]
 #[derive(Clone)]
 pub struct Timings {
@@ -76,13 +76,14 @@ impl Timings {
         self.inner.decode_steps_s.clone()
     }
 
-    /// Median seconds of one decode step (`None` without decode steps).
+    /// Median seconds of one decode step, by nearest rank (`None` without decode steps).
     #[getter]
     fn decode_p50_s(&self) -> Option<f64> {
         self.inner.decode_percentile_s(50.0)
     }
 
-    /// 95th-percentile seconds of one decode step: the stalls a user notices.
+    /// 95th-percentile seconds of one decode step, by nearest rank (see `percentile`): the
+    /// stalls a user notices.
     #[getter]
     fn decode_p95_s(&self) -> Option<f64> {
         self.inner.decode_percentile_s(95.0)
@@ -131,6 +132,13 @@ impl Timings {
         d.set_item("decode_steps_s", self.decode_steps_s())?;
         Ok(d)
     }
+}
+
+/// The `q`-th percentile (0..100) of `values` by nearest rank: one of the values, the same
+/// definition as `Timings.decode_p95_s`. `None` for no values or `q` out of range.
+#[pyfunction]
+pub fn percentile(values: Vec<f64>, q: f64) -> Option<f64> {
+    smolgen_core::percentile(&values, q)
 }
 
 fn rate(n: usize, seconds: f64) -> f64 {

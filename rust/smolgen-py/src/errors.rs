@@ -36,6 +36,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             requested,
             prompt_tokens,
             max_new_tokens,
+            ..
         } => {
             kwargs.set_item("max_context", max_context)?;
             kwargs.set_item("requested", requested)?;

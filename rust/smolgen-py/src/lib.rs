@@ -6,6 +6,7 @@ mod completion;
 mod errors;
 mod machine;
 mod model;
+mod options;
 mod sampler;
 mod tokenizer;
 
@@ -24,5 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     sampler::register(m)?;
     machine::register(m)?;
     m.add_function(wrap_pyfunction!(completion::step_streams, m)?)?;
+    m.add_function(wrap_pyfunction!(completion::percentile, m)?)?;
+    m.add_function(wrap_pyfunction!(options::check_context, m)?)?;
     Ok(())
 }

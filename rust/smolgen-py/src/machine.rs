@@ -5,19 +5,19 @@ use pyo3::prelude::*;
 
 use crate::errors::to_py;
 
-/// Adds `cpu_features`, `kernel_paths` and `measure_read_bandwidth` to the module.
+/// Adds `kernel_path`, `kernel_paths` and `measure_read_bandwidth` to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(cpu_features, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel_path, m)?)?;
     m.add_function(wrap_pyfunction!(kernel_paths, m)?)?;
     m.add_function(wrap_pyfunction!(measure_read_bandwidth, m)?)?;
     Ok(())
 }
 
-/// The instruction set the CPU kernels run here: `avx512vnni`, `avx2+vnni`, `avx2+fma`, `neon` or `scalar`
-/// (`SMOLGEN_KERNELS` forces one this CPU has).
+/// The kernel path the CPU engine runs here: `avx512vnni`, `avx2+vnni`, `avx2+fma`, `neon` or
+/// `scalar` (`SMOLGEN_KERNELS` forces one this CPU has; an unknown or missing one is an error).
 #[pyfunction]
-fn cpu_features() -> &'static str {
-    smolgen_core::kernels::cpu_features()
+fn kernel_path() -> PyResult<&'static str> {
+    smolgen_core::kernels::kernel_path().map_err(to_py)
 }
 
 /// Every kernel path this CPU can run, scalar first.

@@ -1,38 +1,56 @@
 //! `Model`: a loaded model shared between Python threads. Every call extracts its arguments,
 //! releases the GIL for the computation, and converts the result back.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use smolgen_core::{GenerateOptions, Generation, LogitsFor};
+use pyo3::types::{PyBool, PyDict, PyInt, PyString};
+use smolgen_core::{Generation, LogitsFor};
 
 use crate::completion::{Completion, CompletionStream};
 use crate::errors::to_py;
-use crate::sampler::sampling_params;
+use crate::options::generate_options;
 use crate::tokenizer::{checked_ids, pieces, TokenPiece, Tokenizer};
 
-/// Tokens generated when the caller gives no `max_tokens` (fewer if the context window is full).
-const DEFAULT_MAX_TOKENS: usize = 256;
-
-/// A prompt: text, or token ids taken as they are.
-#[derive(FromPyObject)]
+/// A prompt: text, or token ids (any iterable of ints) taken as they are.
 pub enum Prompt {
     Text(String),
     Ids(Vec<i64>),
 }
 
-/// One stop string or several.
-#[derive(FromPyObject)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
+impl<'a, 'py> FromPyObject<'a, 'py> for Prompt {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(text) = obj.cast::<PyString>() {
+            return Ok(Prompt::Text(text.to_cow()?.into_owned()));
+        }
+        Ok(Prompt::Ids(ints(
+            &obj,
+            "a prompt must be a string or token ids",
+        )?))
+    }
 }
 
-#[pyclass(module = "smolgen._core", frozen)]
+/// Ints from any iterable of them (a list, a tuple, a NumPy array...); `what` says what was
+/// expected when `obj` is not iterable.
+pub fn ints(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
+    let items = obj.try_iter().map_err(|_| {
+        let kind = obj
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        pyo3::exceptions::PyTypeError::new_err(format!("{what}, got {kind}"))
+    })?;
+    items.map(|id| id?.extract::<i64>()).collect()
+}
+
+/// A loaded model, shared between Python threads (`smolgen.Model` subclasses it with what only
+/// Python does: `chat`, `peek`, `score`, `memory`).
+#[pyclass(module = "smolgen._core", frozen, subclass)]
 pub struct Model {
     inner: Arc<smolgen_core::Model>,
 }
@@ -47,19 +65,20 @@ impl Model {
     /// `dtype` (`f32`, `f16`, `bf16`) converts safetensors weights. `prefix_cache_bytes` bounds
     /// the keys and values kept from finished requests for reuse (0 disables the prefix cache).
     /// `threads` sizes the CPU kernels' thread pool (default: one per core).
-    #[staticmethod]
+    #[new]
     #[pyo3(signature = (path, device = "cpu", dtype = None, prefix_cache_bytes = None, threads = None))]
-    fn load(
+    fn new(
         py: Python<'_>,
         path: PathBuf,
         device: &str,
         dtype: Option<&str>,
-        prefix_cache_bytes: Option<usize>,
+        prefix_cache_bytes: Option<&Bound<'_, PyAny>>,
         threads: Option<usize>,
     ) -> PyResult<Self> {
         if threads == Some(0) {
             return Err(invalid("threads must be at least 1"));
         }
+        let prefix_cache_bytes = cache_bytes(prefix_cache_bytes)?;
         let device = smolgen_core::parse_device(device).map_err(to_py)?;
         let dtype = dtype
             .map(smolgen_core::parse_dtype)
@@ -92,7 +111,12 @@ impl Model {
 
     /// Resizes the prefix cache (0 disables it) and, with `clear=True`, empties it.
     #[pyo3(signature = (capacity_bytes = None, clear = false))]
-    fn configure_prefix_cache(&self, capacity_bytes: Option<usize>, clear: bool) {
+    fn configure_prefix_cache(
+        &self,
+        capacity_bytes: Option<&Bound<'_, PyAny>>,
+        clear: bool,
+    ) -> PyResult<()> {
+        let capacity_bytes = cache_bytes(capacity_bytes)?;
         let mut cache = self.inner.prefix_cache();
         if clear {
             cache.clear();
@@ -100,9 +124,12 @@ impl Model {
         if let Some(bytes) = capacity_bytes {
             cache.set_capacity_bytes(bytes);
         }
+        Ok(())
     }
 
-    /// Architecture, sizes, storage types per tensor kind, memory needs, device.
+    /// Architecture, parameter count, layers, heads, context length, vocabulary size, storage
+    /// type per tensor kind, weight bytes, KV-cache bytes per token, device, load time, engine,
+    /// threads, and the `SMOLGEN_*` settings as parsed.
     #[getter]
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let i = &self.inner.info;
@@ -129,7 +156,14 @@ impl Model {
         d.set_item("load_seconds", i.load_seconds)?;
         d.set_item("engine", &i.engine)?;
         d.set_item("threads", i.threads)?;
+        d.set_item("settings", i.settings.clone())?;
         Ok(d)
+    }
+
+    /// The most tokens a request may hold: prompt and completion together.
+    #[getter]
+    fn context_length(&self) -> usize {
+        self.inner.info.context_length
     }
 
     #[getter]
@@ -139,28 +173,32 @@ impl Model {
         }
     }
 
-    /// Token ids of `text`; `special=True` parses special-token text such as `<|im_end|>`.
-    #[pyo3(signature = (text, special = true))]
+    /// Token ids of `text`, without BOS. Special-token text such as `<|im_end|>` stays plain
+    /// text unless `special=True`, so user text never turns into control tokens.
+    #[pyo3(signature = (text, special = false))]
     fn tokenize(&self, py: Python<'_>, text: &str, special: bool) -> PyResult<Vec<u32>> {
         let tk = &self.inner.tokenizer;
         py.detach(|| tk.encode(text, special)).map_err(to_py)
     }
 
-    fn detokenize(&self, ids: Vec<i64>) -> PyResult<String> {
+    /// The text of `ids` (any iterable of ints).
+    fn detokenize(&self, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         self.inner
             .tokenizer
-            .decode(&checked_ids(&ids)?)
+            .decode(&checked_ids(&ints(ids, "ids must be token ids")?)?)
             .map_err(to_py)
     }
 
-    /// `text` as the model sees it: id, raw bytes and readable text of every token.
-    #[pyo3(signature = (text, special = true))]
+    /// `text` as the model sees it: id, raw bytes and readable text of every token (special-token
+    /// text parsed only with `special=True`, as in `tokenize`).
+    #[pyo3(signature = (text, special = false))]
     fn tokens(&self, text: &str, special: bool) -> PyResult<Vec<TokenPiece>> {
         pieces(&self.inner.tokenizer, text, special)
     }
 
     /// Next-token logits after `prompt`: float32 `[vocab]` for the last position
-    /// (`positions="last"`) or `[tokens, vocab]` for every position (`positions="all"`).
+    /// (`positions="last"`) or `[tokens, vocab]` for every position (`positions="all"`: row i
+    /// predicts token i + 1).
     #[pyo3(signature = (prompt, positions = "last"))]
     fn logits<'py>(
         &self,
@@ -190,19 +228,21 @@ impl Model {
     }
 
     /// Softmax attention weights of one forward pass over `prompt`: float32
-    /// `[layers, heads, tokens, tokens]` (row: query position, column: key position). `layers`
-    /// picks layers by index (default: all).
+    /// `[layers, heads, tokens, tokens]` (row: query position, column: key position; each row
+    /// sums to 1 over the positions it may see). `layers` picks layers by index (default: all).
     #[pyo3(signature = (prompt, layers = None))]
     fn attention<'py>(
         &self,
         py: Python<'py>,
         prompt: Prompt,
-        layers: Option<Vec<i64>>,
+        layers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let ids = self.prompt_ids(py, prompt)?;
         let layers = layers
+            .filter(|ls| !ls.is_none())
             .map(|ls| {
-                ls.into_iter()
+                ints(ls, "layers must be layer indices")?
+                    .into_iter()
                     .map(|l| {
                         usize::try_from(l).map_err(|_| invalid(format!("layer {l} does not exist")))
                     })
@@ -216,75 +256,34 @@ impl Model {
         Ok(PyArray1::from_vec(py, values).reshape(shape)?.into_any())
     }
 
-    /// Generates a completion of `prompt` (text, or token ids used as they are).
+    /// Continues `prompt`: text (read as the model's raw input: special-token text parsed, BOS
+    /// first when the model asks), or token ids used as they are.
     ///
-    /// `max_tokens` defaults to 256, or what is left of the context window if that is less.
-    /// `temperature=0` is greedy. `stop` ends generation before the first occurrence of any of
-    /// the strings (never emitted). `logprobs=N` (0..20) reports every generated token's
-    /// log-probability and the N likeliest alternatives. With `stream=True` returns a
-    /// `CompletionStream` of chunks. `prefix_cache=False` neither reuses nor leaves keys and
-    /// values in the model's prefix cache.
-    #[pyo3(signature = (
-        prompt, *, max_tokens = None, temperature = 1.0, top_p = 1.0, top_k = 0, min_p = 0.0,
-        repetition_penalty = 1.0, frequency_penalty = 0.0, presence_penalty = 0.0,
-        logit_bias = None, seed = None, stop = None, logprobs = None, stream = false,
-        prefix_cache = true
-    ))]
-    #[allow(clippy::too_many_arguments)]
+    /// Every setting is an optional keyword whose default is the core's (`GenerateOptions`):
+    /// `max_tokens` (256, or what is left of the context window if that is less),
+    /// `temperature` (1; 0 is greedy), `top_k` (0), `top_p` (1) and `min_p` (0) (those values
+    /// switch the filters off), `repetition_penalty` (1), `frequency_penalty` and
+    /// `presence_penalty` (0), `logit_bias`, `seed` (the same seed and settings give the same
+    /// tokens on every run), `stop` (a string or several: generation ends before the first
+    /// one, which is never emitted), `logprobs=N` (0..20: every generated token's
+    /// log-probability under the model and the N likeliest alternatives), `prefix_cache`
+    /// (True: the prompt's beginning is taken from the prefix cache when an earlier request
+    /// left it there, `usage.cached_tokens` says how much; the output is the same either way).
+    ///
+    /// Generation ends at an end-of-generation token or a stop string (`finish_reason="stop"`)
+    /// or after `max_tokens` (`"length"`). Returns a `Completion`, or with `stream=True` a
+    /// `CompletionStream` of chunks `(text, token_id)` that never splits a UTF-8 character (its
+    /// `completion` is set once it is exhausted).
+    #[pyo3(signature = (prompt, *, stream = false, **options))]
     fn generate(
         &self,
         py: Python<'_>,
         prompt: Prompt,
-        max_tokens: Option<i64>,
-        temperature: f64,
-        top_p: f64,
-        top_k: i64,
-        min_p: f64,
-        repetition_penalty: f64,
-        frequency_penalty: f64,
-        presence_penalty: f64,
-        logit_bias: Option<HashMap<i64, f64>>,
-        seed: Option<u64>,
-        stop: Option<Stop>,
-        logprobs: Option<i64>,
         stream: bool,
-        prefix_cache: bool,
+        options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
+        let options = generate_options(options)?;
         let ids = self.prompt_ids(py, prompt)?;
-        let max_tokens = match max_tokens {
-            // Unset: a sensible default that never runs past the context window.
-            None => DEFAULT_MAX_TOKENS
-                .min(self.inner.info.context_length.saturating_sub(ids.len()))
-                .max(1),
-            Some(n) => usize::try_from(n)
-                .map_err(|_| invalid(format!("max_tokens must be positive, got {n}")))?,
-        };
-        let options = GenerateOptions {
-            max_tokens,
-            sampling: sampling_params(
-                temperature,
-                top_k,
-                top_p,
-                min_p,
-                repetition_penalty,
-                frequency_penalty,
-                presence_penalty,
-                logit_bias,
-                seed,
-            )?,
-            stop: match stop {
-                None => Vec::new(),
-                Some(Stop::One(s)) => vec![s],
-                Some(Stop::Many(v)) => v,
-            },
-            logprobs: logprobs
-                .map(|n| {
-                    usize::try_from(n)
-                        .map_err(|_| invalid(format!("logprobs must be >= 0, got {n}")))
-                })
-                .transpose()?,
-            prefix_cache,
-        };
         let generation = Generation::new(self.inner.clone(), ids, options).map_err(to_py)?;
         if stream {
             let tokenizer = self.inner.tokenizer.clone();
@@ -301,6 +300,25 @@ impl Model {
             "Model(path={:?}, format={:?}, parameters={}, device={:?})",
             i.path, i.format, i.parameters, i.device
         )
+    }
+}
+
+/// A byte count for the prefix cache: an int >= 0 (not a bool), or `None`.
+fn cache_bytes(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let bytes = value
+        .cast::<PyInt>()
+        .ok()
+        .filter(|_| !value.is_instance_of::<PyBool>())
+        .and_then(|n| n.extract::<usize>().ok());
+    match bytes {
+        Some(bytes) => Ok(Some(bytes)),
+        None => Err(invalid(format!(
+            "prefix cache bytes must be an integer >= 0, got {}",
+            value.repr()?
+        ))),
     }
 }
 

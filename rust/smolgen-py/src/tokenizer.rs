@@ -8,6 +8,7 @@ use pyo3::types::PyBytes;
 use smolgen_core::tokenizer;
 
 use crate::errors::to_py;
+use crate::model::ints;
 
 /// One token: its id, the bytes it stands for, and those bytes as readable text.
 #[pyclass(module = "smolgen._core", frozen)]
@@ -46,36 +47,54 @@ impl TokenPiece {
 }
 
 /// A model's tokenizer. Shared with the `Model` it came from; loading one from a GGUF reads the
-/// file's metadata only.
-#[pyclass(module = "smolgen._core", frozen)]
+/// file's metadata only. (`smolgen.Tokenizer` subclasses it to load by model name.)
+#[pyclass(module = "smolgen._core", frozen, subclass)]
 pub struct Tokenizer {
     pub inner: Arc<tokenizer::Tokenizer>,
 }
 
+/// Where a tokenizer comes from: a file to load, or a tokenizer to share.
+#[derive(FromPyObject)]
+pub enum TokenizerSource<'py> {
+    Shared(Bound<'py, Tokenizer>),
+    Path(PathBuf),
+}
+
 #[pymethods]
 impl Tokenizer {
-    /// Loads the tokenizer of a `.gguf` file, a `tokenizer.json`, or a Hugging Face directory.
-    #[staticmethod]
-    fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let tk = py
-            .detach(|| tokenizer::Tokenizer::load(&path))
-            .map_err(to_py)?;
-        Ok(Tokenizer {
-            inner: Arc::new(tk),
-        })
+    /// The tokenizer of a `.gguf` file, a `tokenizer.json`, or a Hugging Face directory; given
+    /// another `Tokenizer`, the same tokenizer, shared.
+    #[new]
+    fn new(py: Python<'_>, source: TokenizerSource<'_>) -> PyResult<Self> {
+        let inner = match source {
+            TokenizerSource::Shared(tk) => tk.get().inner.clone(),
+            TokenizerSource::Path(path) => Arc::new(
+                py.detach(|| tokenizer::Tokenizer::load(&path))
+                    .map_err(to_py)?,
+            ),
+        };
+        Ok(Tokenizer { inner })
     }
 
-    /// Token ids of `text`. With `special=True`, text such as `<|im_start|>` becomes its special
-    /// token; with `special=False` it is tokenized as plain text. Never adds BOS.
+    /// Token ids of `text`, without BOS. Special-token text such as `<|im_start|>` stays plain
+    /// text unless `special=True`, so user text never turns into control tokens.
     #[pyo3(signature = (text, special = false))]
     fn encode(&self, py: Python<'_>, text: &str, special: bool) -> PyResult<Vec<u32>> {
         py.detach(|| self.inner.encode(text, special))
             .map_err(to_py)
     }
 
+    /// What a text prompt becomes for `generate`, `logits`, `peek` and `score`: special-token
+    /// text parsed, and BOS first when the model asks for it.
+    fn encode_prompt(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
+        py.detach(|| self.inner.encode_prompt(text)).map_err(to_py)
+    }
+
     /// The text of `ids`; special tokens appear as their text, invalid UTF-8 as U+FFFD.
-    fn decode(&self, ids: Vec<i64>) -> PyResult<String> {
-        self.inner.decode(&checked_ids(&ids)?).map_err(to_py)
+    fn decode(&self, ids: &Bound<'_, PyAny>) -> PyResult<String> {
+        self.inner
+            .decode(&checked_ids(&ints(ids, "ids must be token ids")?)?)
+            .map_err(to_py)
     }
 
     /// `text` as the model sees it: a `TokenPiece` per token.
@@ -116,6 +135,10 @@ impl Tokenizer {
     #[getter]
     fn chat_template(&self) -> Option<String> {
         self.inner.chat_template.clone()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.vocab_size()
     }
 
     fn __repr__(&self) -> String {

@@ -20,6 +20,7 @@ use crate::engine::cpu::{CpuEngine, SeqStep};
 use crate::error::{Error, Result};
 use crate::load::config::Config;
 use crate::load::weights::Weights;
+use crate::settings::{EngineChoice, Settings};
 
 /// Which positions of a forward pass get next-token logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +62,7 @@ impl Engine {
         threads: usize,
     ) -> Result<Self> {
         // `SMOLGEN_ENGINE=candle` keeps candle even where our kernels apply (to compare them).
-        let candle_forced = std::env::var("SMOLGEN_ENGINE").is_ok_and(|v| v.trim() == "candle");
+        let candle_forced = Settings::get()?.engine == EngineChoice::Candle;
         let ours = device.is_cpu()
             && !candle_forced
             && weights
@@ -199,12 +200,12 @@ impl Engine {
             return Err(Error::invalid("forward needs at least one token"));
         }
         if pos + t > self.cfg.context_length {
-            return Err(Error::ContextLengthExceeded {
-                max_context: self.cfg.context_length,
-                requested: pos + t,
-                prompt_tokens: pos + t,
-                max_new_tokens: 0,
-            });
+            return Err(Error::context_exceeded(
+                self.cfg.context_length,
+                pos + t,
+                0,
+                "prompt",
+            ));
         }
         if cache.num_layers() != self.cfg.num_layers {
             return Err(Error::invalid(format!(

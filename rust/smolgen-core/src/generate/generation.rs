@@ -1,5 +1,6 @@
-//! One request's generation: prefill the prompt in one batched pass, then decode one token at a
-//! time against the KV cache, sampling each from the last position's logits.
+//! One request's generation: prefill the prompt (what the prefix cache does not already hold, in
+//! slices of at most 512 tokens), then decode one token at a time against the KV cache, sampling
+//! each from the last position's logits.
 //!
 //! A [`Generation`] is a step machine so that callers can stream: each [`Generation::step`]
 //! produces one token and the text it completes, with stop strings held back and UTF-8 kept whole.
@@ -16,10 +17,16 @@ use crate::generate::stop::{StopMatcher, StopScan};
 use crate::generate::utf8::Utf8Stream;
 use crate::Model;
 
+/// Tokens generated when the caller gives no `max_tokens` (fewer if the context window is full).
+pub const DEFAULT_MAX_TOKENS: usize = 256;
+
+/// Every setting of one request: the one definition that the Python binding fills from keyword
+/// arguments, and whose defaults every caller gets by leaving a setting out.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GenerateOptions {
-    /// Upper bound on generated tokens.
-    pub max_tokens: usize,
+    /// Upper bound on generated tokens; `None`: [`DEFAULT_MAX_TOKENS`], or what is left of the
+    /// context window if that is less (see [`check_context`]).
+    pub max_tokens: Option<usize>,
     pub sampling: SamplingParams,
     /// Generation ends before the first occurrence of any of these; their text is never emitted.
     pub stop: Vec<String>,
@@ -28,6 +35,45 @@ pub struct GenerateOptions {
     /// Start from the model's prefix cache where the prompt's beginning is stored there, and
     /// leave this request's keys and values to it at the end.
     pub prefix_cache: bool,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: None,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            logprobs: None,
+            prefix_cache: true,
+        }
+    }
+}
+
+/// The number of tokens a request may generate, after checking that `prompt_tokens` and
+/// `max_tokens` fit a context window of `context_length`: `max_tokens` itself, or unset, the
+/// default ([`DEFAULT_MAX_TOKENS`] or what the window has left, at least 1). `subject` names what
+/// the prompt was made from in the error (`"prompt"` or `"messages"`).
+pub fn check_context(
+    context_length: usize,
+    prompt_tokens: usize,
+    max_tokens: Option<usize>,
+    subject: &'static str,
+) -> Result<usize> {
+    match max_tokens {
+        Some(0) => Err(Error::invalid("max_tokens must be at least 1")),
+        Some(n) if prompt_tokens.saturating_add(n) > context_length => Err(
+            Error::context_exceeded(context_length, prompt_tokens, n, subject),
+        ),
+        Some(n) => Ok(n),
+        // Not even one token fits: the prompt alone is too long.
+        None if prompt_tokens >= context_length => Err(Error::context_exceeded(
+            context_length,
+            prompt_tokens,
+            0,
+            subject,
+        )),
+        None => Ok(DEFAULT_MAX_TOKENS.min(context_length - prompt_tokens)),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +104,7 @@ pub struct Chunk {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timings {
-    /// The batched pass over the prompt.
+    /// The forward pass over the prompt (the part the prefix cache did not hold).
     pub prefill_s: f64,
     /// From the start of the request to the first sampled token.
     pub ttft_s: f64,
@@ -73,14 +119,21 @@ impl Timings {
 
     /// The `q`-th percentile (0..=100, nearest rank) of the decode steps' durations.
     pub fn decode_percentile_s(&self, q: f64) -> Option<f64> {
-        let mut steps = self.decode_steps_s.clone();
-        if steps.is_empty() || !(0.0..=100.0).contains(&q) {
-            return None;
-        }
-        steps.sort_by(f64::total_cmp);
-        let rank = ((q / 100.0) * steps.len() as f64).ceil() as usize;
-        Some(steps[rank.clamp(1, steps.len()) - 1])
+        percentile(&self.decode_steps_s, q)
     }
+}
+
+/// The `q`-th percentile (0..=100) of `values` by the nearest-rank method: the smallest value
+/// that at least `q`% of the values do not exceed, always one of the values. The one definition
+/// of p50/p95 that timings and benchmarks report. `None` for no values or `q` out of range.
+pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
+    if values.is_empty() || !(0.0..=100.0).contains(&q) {
+        return None;
+    }
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,6 +157,8 @@ pub struct Generation {
     model: Arc<Model>,
     prompt: Vec<u32>,
     options: GenerateOptions,
+    /// `options.max_tokens`, or its default for this prompt.
+    max_tokens: usize,
     cache: KvCache,
     sampler: Sampler,
     generated: Vec<u32>,
@@ -125,9 +180,6 @@ impl Generation {
                 "the prompt is empty: it must have at least one token",
             ));
         }
-        if options.max_tokens == 0 {
-            return Err(Error::invalid("max_tokens must be at least 1"));
-        }
         if let Some(n) = options.logprobs.filter(|&n| n > MAX_TOP_LOGPROBS) {
             return Err(Error::invalid(format!(
                 "logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {n}"
@@ -136,15 +188,12 @@ impl Generation {
         // Checked here too, so a bad prompt fails when the request is made, not at its first step.
         model.engine.check_token_ids(&prompt)?;
         let cfg = &model.engine.cfg;
-        let requested = prompt.len().saturating_add(options.max_tokens);
-        if requested > cfg.context_length {
-            return Err(Error::ContextLengthExceeded {
-                max_context: cfg.context_length,
-                requested,
-                prompt_tokens: prompt.len(),
-                max_new_tokens: options.max_tokens,
-            });
-        }
+        let max_tokens = check_context(
+            cfg.context_length,
+            prompt.len(),
+            options.max_tokens,
+            "prompt",
+        )?;
         let sampler = Sampler::new(options.sampling.clone(), cfg.vocab_size, &prompt)?;
         let (cache, cached_tokens) = if options.prefix_cache {
             // At most all but one prompt token: the last one's logits are the first answer.
@@ -157,6 +206,7 @@ impl Generation {
             (model.engine.new_cache(), 0)
         };
         Ok(Generation {
+            max_tokens,
             cache,
             cached_tokens,
             kv_cache_bytes: 0,
@@ -279,7 +329,7 @@ impl Generation {
                     }
                 }
             }
-            if finish.is_none() && self.generated.len() >= self.options.max_tokens {
+            if finish.is_none() && self.generated.len() >= self.max_tokens {
                 let (tail, stopped) = self.flush();
                 text.push_str(&tail);
                 finish = Some(if stopped {
@@ -343,7 +393,7 @@ impl Generation {
         Ok(self.completion())
     }
 
-    /// What has been generated so far (the final result once [`Self::step`] has returned `Ok(None)`).
+    /// What has been generated so far (the final result once [`Self::step`] has returned `None`).
     pub fn completion(&self) -> Completion {
         Completion {
             text: self.text.clone(),
@@ -379,8 +429,69 @@ impl Drop for Generation {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::Timings;
+    use super::{check_context, percentile, Timings, DEFAULT_MAX_TOKENS};
+    use crate::Error;
+
+    #[test]
+    fn max_tokens_defaults_to_what_the_window_has_left() {
+        assert_eq!(
+            check_context(8192, 10, None, "prompt").unwrap(),
+            DEFAULT_MAX_TOKENS
+        );
+        assert_eq!(check_context(96, 90, None, "prompt").unwrap(), 6);
+        assert_eq!(check_context(96, 95, None, "prompt").unwrap(), 1);
+        assert_eq!(check_context(96, 90, Some(6), "prompt").unwrap(), 6);
+        assert!(matches!(
+            check_context(96, 10, Some(0), "prompt"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn the_context_error_says_what_did_not_fit() {
+        let err = check_context(96, 90, Some(10), "prompt").unwrap_err();
+        assert!(matches!(
+            err,
+            Error::ContextLengthExceeded {
+                max_context: 96,
+                requested: 100,
+                prompt_tokens: 90,
+                max_new_tokens: 10,
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "This model's maximum context length is 96 tokens. However, you requested 100 tokens \
+             (90 in the prompt, 10 for the completion). Please reduce the length of the prompt \
+             or max_tokens."
+        );
+        let err = check_context(96, 96, None, "messages").unwrap_err();
+        assert!(matches!(
+            err,
+            Error::ContextLengthExceeded {
+                requested: 96,
+                max_new_tokens: 0,
+                ..
+            }
+        ));
+        assert_eq!(
+            err.to_string(),
+            "This model's maximum context length is 96 tokens. However, your messages resulted \
+             in 96 tokens. Please reduce the length of the messages."
+        );
+    }
+
+    #[test]
+    fn percentiles_are_one_of_the_values() {
+        assert_eq!(percentile(&[0.0, 10.0], 95.0), Some(10.0));
+        assert_eq!(percentile(&[3.0], 95.0), Some(3.0));
+        assert_eq!(percentile(&[5.0, 1.0, 3.0, 2.0, 4.0], 50.0), Some(3.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[1.0], 101.0), None);
+    }
 
     #[test]
     fn decode_percentiles_use_the_nearest_rank() {

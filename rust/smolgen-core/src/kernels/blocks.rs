@@ -253,3 +253,9 @@ impl<'a, B: Block> QMatrix<'a, B> {
         self.blocks.len() * B::SIZE
     }
 }
+
+/// f16 bits to f32 for the scalar paths (the SIMD paths convert with F16C).
+#[inline(always)]
+pub(crate) fn f16_to_f32(b: [u8; 2]) -> f32 {
+    f16::from_bits(u16::from_le_bytes(b)).to_f32()
+}

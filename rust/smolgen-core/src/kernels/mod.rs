@@ -11,39 +11,16 @@
 //! * [`dispatch`]: CPU detection; [`Kernels`] is the entry point.
 //!
 //! ```no_run
-//! use smolgen_core::kernels::{Kernels, Pool, QMatrix, BlockQ4_1};
+//! use smolgen_core::kernels::{Activation, BlockQ4_1, Kernels, Pool, QMatrix, QWeight};
 //! # fn f(bytes: &[u8], x: &[f32]) -> smolgen_core::Result<()> {
-//! let w = QMatrix::<BlockQ4_1>::from_bytes(bytes, 1536, 576)?;
-//! let mut y = vec![0f32; x.len() / 576 * 1536];
-//! Kernels::best().matmul_q4_1_f32(Pool::global(), &w, x, &mut y)?;
+//! let w = QWeight::Q4_1(QMatrix::<BlockQ4_1>::from_bytes(bytes, 1536, 576)?);
+//! let kernels = Kernels::best();
+//! let mut act = Activation::default();
+//! kernels.quantize_activation(x, 576, &[w], &mut act)?; // once for every matrix reading x
+//! let mut y = vec![0f32; act.rows() * 1536];
+//! kernels.matmul_many(Pool::global(), &act, &mut [(w, &mut y[..])])?;
 //! # Ok(()) }
 //! ```
-
-/// Calls `$f::<NR, NC>(args)` for a run-time tile shape `nr x nc`, both in 1..=4.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! dispatch_tile {
-    ($f:ident, $nr:expr, $nc:expr, $($arg:expr),* $(,)?) => {
-        match ($nr, $nc) {
-            (4, 4) => $f::<4, 4>($($arg),*),
-            (4, 3) => $f::<4, 3>($($arg),*),
-            (4, 2) => $f::<4, 2>($($arg),*),
-            (4, _) => $f::<4, 1>($($arg),*),
-            (3, 4) => $f::<3, 4>($($arg),*),
-            (3, 3) => $f::<3, 3>($($arg),*),
-            (3, 2) => $f::<3, 2>($($arg),*),
-            (3, _) => $f::<3, 1>($($arg),*),
-            (2, 4) => $f::<2, 4>($($arg),*),
-            (2, 3) => $f::<2, 3>($($arg),*),
-            (2, 2) => $f::<2, 2>($($arg),*),
-            (2, _) => $f::<2, 1>($($arg),*),
-            (_, 4) => $f::<1, 4>($($arg),*),
-            (_, 3) => $f::<1, 3>($($arg),*),
-            (_, 2) => $f::<1, 2>($($arg),*),
-            (_, _) => $f::<1, 1>($($arg),*),
-        }
-    };
-}
 
 pub mod blocks;
 pub mod dispatch;
@@ -51,7 +28,11 @@ pub mod dot;
 pub mod matmul;
 pub mod packed;
 pub mod pool;
+mod prepared;
 pub mod quantize;
+#[cfg(any(test, feature = "bench"))]
+mod single;
+pub mod types;
 
 #[cfg(target_arch = "aarch64")]
 mod arm;
@@ -62,7 +43,8 @@ mod x86;
 mod tests;
 
 pub use blocks::{cast_blocks, Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-pub use dispatch::{available_isas, cpu_features, Isa, Kernels};
+pub use dispatch::{available_isas, kernel_path, Isa, Kernels};
 pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
 pub use packed::{PackedMatrix, PackedQ4_1, PackedQ8_0};
 pub use pool::Pool;
+pub use types::{ActivationBlock, PackedWeight, WeightBlock};

@@ -27,8 +27,10 @@
 //! `acc = fma(m_w, s_a, acc)`. [`reference_matmul_q4_1`] and [`reference_matmul_q8_0`] state it
 //! in scalar code.
 
+use super::blocks::f16_to_f32;
 use super::blocks::{Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-use super::matmul::{activation_rows, f16_to_f32, Line, QWeight, ZERO_LINE};
+use super::matmul::{activation_rows, QWeight};
+use super::prepared::{Line, ZERO_LINE};
 use crate::error::{Error, Result};
 
 /// Rows per group.
@@ -82,6 +84,7 @@ impl Groups {
         self.cols / QK
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn group(&self, g: usize) -> *const Line {
         self.lines[g * self.group_lines..].as_ptr()
     }
@@ -123,7 +126,7 @@ macro_rules! packed_accessors {
                 self.0.size_in_bytes()
             }
             /// The first record of group `g`; records of a group follow block by block.
-            #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+            #[cfg(target_arch = "x86_64")]
             #[inline(always)]
             pub(crate) fn group(&self, g: usize) -> *const Line {
                 self.0.group(g)

@@ -8,7 +8,7 @@ use candle_core::quantized::GgmlDType;
 use super::scratch::Scratch;
 use super::CpuEngine;
 use crate::error::{Error, Result};
-use crate::kernels::{Kernels, PackedMatrix, Pool, QMatrix, QWeight, QK};
+use crate::kernels::{PackedMatrix, Pool, QMatrix, QWeight, QK};
 use crate::load::config::Config;
 use crate::load::gguf::{GgufFile, TensorInfo};
 use crate::load::weights::Weights;
@@ -87,7 +87,7 @@ impl CpuEngine {
             cfg.intermediate_size,
         );
         let q_out = cfg.num_heads * hd;
-        let kernels = Kernels::best();
+        let kernels = crate::settings::Settings::get()?.kernels()?;
         let locate = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
             let info: TensorInfo = weights.gguf_tensor(name, &[rows, cols])?;
             let m = MatrixRef {

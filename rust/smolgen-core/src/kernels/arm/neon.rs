@@ -3,10 +3,10 @@
 //! bit-identical to it. One weight row x one activation row at a time; no `sdot` yet.
 
 use std::arch::aarch64::*;
-use std::ops::Range;
 
-use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
-use crate::kernels::matmul::{f16_to_f32, OutPtr, Prepared};
+use crate::kernels::blocks::f16_to_f32;
+use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QK};
+use crate::kernels::dot::row_by_row_gemm;
 
 /// # Safety
 /// NEON present; `qa` points at 32 readable bytes.
@@ -47,52 +47,21 @@ unsafe fn sumi_q8_0(w: &BlockQ8_0, qa: *const i8) -> i32 {
     }
 }
 
-/// # Safety
-/// See `GemmFn`; natural layout.
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn gemm_q4_1(
-    w: &QMatrix<'_, BlockQ4_1>,
-    a: &Prepared,
-    rows: Range<usize>,
-    out: OutPtr,
-) {
-    for c in 0..a.m {
-        let qa = a.qs(c);
-        let (d, s) = (a.d(c), a.s(c));
-        for r in rows.clone() {
-            let mut sumf = 0f32;
-            for (b, x) in w.row(r).iter().enumerate() {
-                // SAFETY: prepared rows hold `nbp >= nb` blocks of codes.
-                let sumi = unsafe { sumi_q4_1(x, qa.add(b * QK)) };
-                sumf += sumi as f32 * (f16_to_f32(x.d) * d[b]) + f16_to_f32(x.m) * s[2 * b + 1];
-            }
-            // SAFETY: the caller's contract.
-            unsafe { out.write(c, r, sumf) };
-        }
-    }
-}
+row_by_row_gemm!(
+    #[target_feature(enable = "neon")]
+    gemm_q4_1,
+    BlockQ4_1,
+    |a, c| (qa, d, s) = (a.qs(c), a.d(c), a.s(c)),
+    // SAFETY: prepared rows hold `nbp >= nb` blocks of codes.
+    |x, b| unsafe { sumi_q4_1(x, qa.add(b * QK)) } as f32 * (f16_to_f32(x.d) * d[b])
+        + f16_to_f32(x.m) * s[2 * b + 1]
+);
 
-/// # Safety
-/// See `GemmFn`; natural layout.
-#[target_feature(enable = "neon")]
-pub(crate) unsafe fn gemm_q8_0(
-    w: &QMatrix<'_, BlockQ8_0>,
-    a: &Prepared,
-    rows: Range<usize>,
-    out: OutPtr,
-) {
-    for c in 0..a.m {
-        let qa = a.qs(c);
-        let d = a.d(c);
-        for r in rows.clone() {
-            let mut sumf = 0f32;
-            for (b, x) in w.row(r).iter().enumerate() {
-                // SAFETY: as above.
-                let sumi = unsafe { sumi_q8_0(x, qa.add(b * QK)) };
-                sumf += sumi as f32 * (f16_to_f32(x.d) * d[b]);
-            }
-            // SAFETY: the caller's contract.
-            unsafe { out.write(c, r, sumf) };
-        }
-    }
-}
+row_by_row_gemm!(
+    #[target_feature(enable = "neon")]
+    gemm_q8_0,
+    BlockQ8_0,
+    |a, c| (qa, d) = (a.qs(c), a.d(c)),
+    // SAFETY: as above.
+    |x, b| unsafe { sumi_q8_0(x, qa.add(b * QK)) } as f32 * (f16_to_f32(x.d) * d[b])
+);

@@ -14,13 +14,12 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
-use crate::kernels::matmul::{
-    for_each_group_tile, for_each_weight_tile, prefetch_record, Line, OutPtr, Prepared,
-};
+use super::walk::{packed_gemm, prefetch_record, row_major_gemm};
+use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QK};
 use crate::kernels::packed::{
     q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
 };
+use crate::kernels::prepared::{Line, OutPtr, Prepared};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -156,48 +155,10 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
     }
 }
 
-/// # Safety
-/// See `GemmFn`; natural layout.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q4_1(
-    w: &QMatrix<'_, BlockQ4_1>,
-    a: &Prepared,
-    rows: Range<usize>,
-    out: OutPtr,
-) {
-    let nb = a.nb;
-    let base = w.blocks().as_ptr();
-    let row_bytes = nb * std::mem::size_of::<BlockQ4_1>();
-    for_each_weight_tile::<4, 2>(rows, a.m, row_bytes, |r0, nr, c0, nc, pf| {
-        // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
-        unsafe {
-            crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-        }
-    });
-}
+row_major_gemm!(gemm_q4_1, "avx2,fma,f16c", BlockQ4_1, tile_q4_1, 4 x 2);
+// Activation codes in -127..=127.
+row_major_gemm!(gemm_q8_0, "avx2,fma,f16c", BlockQ8_0, tile_q8_0, 4 x 2);
 
-/// # Safety
-/// See `GemmFn`; natural layout; activation codes in -127..=127.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q8_0(
-    w: &QMatrix<'_, BlockQ8_0>,
-    a: &Prepared,
-    rows: Range<usize>,
-    out: OutPtr,
-) {
-    let nb = a.nb;
-    let base = w.blocks().as_ptr();
-    let row_bytes = nb * std::mem::size_of::<BlockQ8_0>();
-    for_each_weight_tile::<4, 2>(rows, a.m, row_bytes, |r0, nr, c0, nc, pf| {
-        // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
-        unsafe {
-            crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-        }
-    });
-}
-
-/// Activation rows per tile of the 16-row kernels (AVX2 has 16 vector registers).
-const PACKED_COLS: usize = 4;
 /// Rows per 256-bit register in the 16-row layout: a group is two halves.
 const HALF: usize = 8;
 
@@ -380,18 +341,6 @@ unsafe fn tile_q8_0x16<const C: usize>(
     unsafe { store_half(&acc, c0, rows, out) };
 }
 
-/// Calls `$f::<NC>(args)` for a run-time tile width `nc` in 1..=4.
-macro_rules! dispatch_cols {
-    ($f:ident, $nc:expr, $($arg:expr),* $(,)?) => {
-        match $nc {
-            4 => $f::<4>($($arg),*),
-            3 => $f::<3>($($arg),*),
-            2 => $f::<2>($($arg),*),
-            _ => $f::<1>($($arg),*),
-        }
-    };
-}
-
 /// Splits a group's `rows` into its 8-row halves.
 #[inline(always)]
 fn halves(rows: Range<usize>) -> impl Iterator<Item = Range<usize>> {
@@ -459,51 +408,40 @@ unsafe fn tile_q8_0x16_vnni<const C: usize>(
     unsafe { store_half(&acc, c0, rows, out) };
 }
 
-/// Defines a 16-row gemm entry point (see `PackedGemmFn`) that walks `$tile` over the groups of
-/// a `$matrix`; the CPU must have `$features`, the activations the natural layout (and for
-/// Q8_0 codes in -127..=127).
-macro_rules! packed_gemm {
-    ($name:ident, $features:literal, $matrix:ty, $record_lines:expr, $tile:ident) => {
-        /// # Safety
-        /// See [`packed_gemm`].
-        #[target_feature(enable = $features)]
-        pub(crate) unsafe fn $name(w: &$matrix, a: &Prepared, rows: Range<usize>, out: OutPtr) {
-            for_each_group_tile::<PACKED_COLS>(rows, a.m, $record_lines, |g, c0, nc, rows, pf| {
-                for half in halves(rows) {
-                    // SAFETY: the walk stays inside the matrix's groups and `0..m`; the
-                    // caller's contract.
-                    unsafe { dispatch_cols!($tile, nc, w.group(g), a.nb, a, c0, half, out, pf) }
-                }
-            });
-        }
-    };
-}
-
+// The 16-row kernels take 4 activation rows per tile (AVX2 has 16 vector registers).
 packed_gemm!(
     gemm_q4_1x16,
     "avx2,fma,f16c",
     PackedQ4_1,
     Q4_1_RECORD_LINES,
-    tile_q4_1x16
+    tile_q4_1x16,
+    4,
+    halves
 );
 packed_gemm!(
     gemm_q8_0x16,
     "avx2,fma,f16c",
     PackedQ8_0,
     Q8_0_RECORD_LINES,
-    tile_q8_0x16
+    tile_q8_0x16,
+    4,
+    halves
 );
 packed_gemm!(
     gemm_q4_1x16_vnni,
     "avx2,fma,f16c,avxvnni",
     PackedQ4_1,
     Q4_1_RECORD_LINES,
-    tile_q4_1x16_vnni
+    tile_q4_1x16_vnni,
+    4,
+    halves
 );
 packed_gemm!(
     gemm_q8_0x16_vnni,
     "avx2,fma,f16c,avxvnni",
     PackedQ8_0,
     Q8_0_RECORD_LINES,
-    tile_q8_0x16_vnni
+    tile_q8_0x16_vnni,
+    4,
+    halves
 );

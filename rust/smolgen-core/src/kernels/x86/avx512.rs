@@ -14,13 +14,12 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QMatrix, QK};
-use crate::kernels::matmul::{
-    for_each_group_tile, for_each_weight_tile, prefetch_record, Line, OutPtr, Prepared,
-};
+use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
+use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QK};
 use crate::kernels::packed::{
     q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
 };
+use crate::kernels::prepared::{Line, OutPtr, Prepared};
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
@@ -165,64 +164,8 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
     }
 }
 
-/// # Safety
-/// See `GemmFn`; `PairsQ4` layout.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q4_1(
-    w: &QMatrix<'_, BlockQ4_1>,
-    a: &Prepared,
-    rows: Range<usize>,
-    out: OutPtr,
-) {
-    let nb = a.nb;
-    let base = w.blocks().as_ptr();
-    let row_bytes = nb * std::mem::size_of::<BlockQ4_1>();
-    for_each_weight_tile::<4, 4>(rows, a.m, row_bytes, |r0, nr, c0, nc, pf| {
-        // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
-        unsafe {
-            crate::dispatch_tile!(tile_q4_1, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-        }
-    });
-}
-
-/// # Safety
-/// See `GemmFn`; `PairsQ8` layout.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q8_0(
-    w: &QMatrix<'_, BlockQ8_0>,
-    a: &Prepared,
-    rows: Range<usize>,
-    out: OutPtr,
-) {
-    let nb = a.nb;
-    let base = w.blocks().as_ptr();
-    let row_bytes = nb * std::mem::size_of::<BlockQ8_0>();
-    for_each_weight_tile::<4, 4>(rows, a.m, row_bytes, |r0, nr, c0, nc, pf| {
-        // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
-        unsafe {
-            crate::dispatch_tile!(tile_q8_0, nr, nc, base.add(r0 * nb), nb, a, c0, r0, out, pf)
-        }
-    });
-}
-
-/// Activation rows per tile of the 16-row kernels.
-const PACKED_COLS: usize = 8;
-
-/// Calls `$f::<NC>(args)` for a run-time tile width `nc` in 1..=8.
-macro_rules! dispatch_cols {
-    ($f:ident, $nc:expr, $($arg:expr),* $(,)?) => {
-        match $nc {
-            8 => $f::<8>($($arg),*),
-            7 => $f::<7>($($arg),*),
-            6 => $f::<6>($($arg),*),
-            5 => $f::<5>($($arg),*),
-            4 => $f::<4>($($arg),*),
-            3 => $f::<3>($($arg),*),
-            2 => $f::<2>($($arg),*),
-            _ => $f::<1>($($arg),*),
-        }
-    };
-}
+row_major_gemm!(gemm_q4_1, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", BlockQ4_1, tile_q4_1, 4 x 4);
+row_major_gemm!(gemm_q8_0, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", BlockQ8_0, tile_q8_0, 4 x 4);
 
 /// Writes 16-row accumulators: activation row `c0 + c` gets `acc[c]`'s first `rows.len()`
 /// lanes at weight rows `rows`.
@@ -369,22 +312,22 @@ unsafe fn tile_q8_0x16<const C: usize>(
     unsafe { store_group(&acc, c0, rows, out) };
 }
 
-/// # Safety
-/// See `PackedGemmFn`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q4_1x16(w: &PackedQ4_1, a: &Prepared, rows: Range<usize>, out: OutPtr) {
-    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q4_1_RECORD_LINES, |g, c0, nc, rows, pf| {
-        // SAFETY: the walk stays inside the matrix's groups and `0..m`; the caller's contract.
-        unsafe { dispatch_cols!(tile_q4_1x16, nc, w.group(g), a.nb, a, c0, rows, out, pf) }
-    });
-}
-
-/// # Safety
-/// See `PackedGemmFn`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(crate) unsafe fn gemm_q8_0x16(w: &PackedQ8_0, a: &Prepared, rows: Range<usize>, out: OutPtr) {
-    for_each_group_tile::<PACKED_COLS>(rows, a.m, Q8_0_RECORD_LINES, |g, c0, nc, rows, pf| {
-        // SAFETY: as above.
-        unsafe { dispatch_cols!(tile_q8_0x16, nc, w.group(g), a.nb, a, c0, rows, out, pf) }
-    });
-}
+// The 16-row kernels take 8 activation rows per tile (16 spill).
+packed_gemm!(
+    gemm_q4_1x16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    PackedQ4_1,
+    Q4_1_RECORD_LINES,
+    tile_q4_1x16,
+    8,
+    whole_group
+);
+packed_gemm!(
+    gemm_q8_0x16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    PackedQ8_0,
+    Q8_0_RECORD_LINES,
+    tile_q8_0x16,
+    8,
+    whole_group
+);

@@ -3,5 +3,6 @@
 //! [`super::Kernels`] handle that exists when the CPU has it.
 
 pub(crate) mod avx2;
+pub(crate) mod walk;
 // AVX-512 intrinsics and target features are stable since Rust 1.89, the workspace's minimum.
 pub(crate) mod avx512;

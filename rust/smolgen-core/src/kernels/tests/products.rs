@@ -1,422 +1,8 @@
-//! Every path against the scalar reference, the scalar reference against f64 arithmetic, and
-//! our block decoding against candle's.
+//! Matrix products on every path against the scalar reference, the packed layout, candle's
+//! QMatMul and the thread pool.
 
-use std::borrow::Cow;
+use super::*;
 
-use half::f16;
-
-use super::blocks::{blocks_as_bytes, cast_blocks, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-use super::dispatch::{available_isas, cpu_features, Isa, Kernels};
-use super::dot;
-use super::matmul::{Activation, QWeight};
-use super::packed::{reference_matmul_q4_1, reference_matmul_q8_0, PackedQ4_1, PackedQ8_0};
-use super::pool::Pool;
-
-/// splitmix64: deterministic test data.
-struct Rng(u64);
-
-impl Rng {
-    fn u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.u64() % n
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        ((self.u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn byte(&mut self) -> u8 {
-        self.u64() as u8
-    }
-}
-
-/// The scale regimes the brief asks for, one picked per block.
-fn scale(rng: &mut Rng, kind: u64) -> f16 {
-    match kind {
-        0 => f16::ZERO,
-        1 => f16::from_bits(1 + rng.below(0x3FF) as u16), // subnormal
-        2 => f16::MAX,                                    // 65504
-        3 => f16::from_f32(1e-7),                         // tiny (subnormal f16)
-        _ => f16::from_f32(rng.unit() * 0.05),
-    }
-}
-
-fn q4_1_blocks(rng: &mut Rng, n: usize, extreme: bool) -> Vec<BlockQ4_1> {
-    (0..n)
-        .map(|_| {
-            let kind = if extreme { rng.below(8) } else { 7 };
-            match kind {
-                5 => BlockQ4_1::default(),                                     // all zero
-                6 => BlockQ4_1::new(scale(rng, 7), scale(rng, 7), [0xFF; 16]), // all 15
-                _ => {
-                    let mut qs = [0u8; 16];
-                    qs.iter_mut().for_each(|q| *q = rng.byte());
-                    let mk = rng.below(8);
-                    BlockQ4_1::new(scale(rng, kind), scale(rng, mk), qs)
-                }
-            }
-        })
-        .collect()
-}
-
-fn q8_0_blocks(rng: &mut Rng, n: usize, extreme: bool) -> Vec<BlockQ8_0> {
-    (0..n)
-        .map(|_| {
-            let kind = if extreme { rng.below(7) } else { 7 };
-            match kind {
-                5 => BlockQ8_0::default(),
-                6 => BlockQ8_0::new(scale(rng, 7), [i8::MIN; 32]),
-                _ => {
-                    let mut qs = [0i8; 32];
-                    qs.iter_mut().for_each(|q| *q = rng.byte() as i8);
-                    BlockQ8_0::new(scale(rng, kind), qs)
-                }
-            }
-        })
-        .collect()
-}
-
-/// Activation rows: normal-ish values, with some rows carrying one huge outlier, some all zero,
-/// some tiny.
-fn activations(rng: &mut Rng, n: usize, extreme: bool) -> Vec<f32> {
-    let mut x: Vec<f32> = (0..n).map(|_| rng.unit() * 3.0).collect();
-    if extreme {
-        for blk in x.chunks_mut(QK) {
-            match rng.below(6) {
-                0 => blk[rng.below(QK as u64) as usize] = 3.0e4, // larger overflows the f16 s
-                1 => blk.iter_mut().for_each(|v| *v = 0.0),
-                2 => blk.iter_mut().for_each(|v| *v *= 1e-38), // subnormal f32 territory
-                3 => blk.iter_mut().for_each(|v| *v *= 1e2),   // s = d * sum(q) stays a finite f16
-                _ => {}
-            }
-        }
-    }
-    x
-}
-
-fn simd_isas() -> Vec<Kernels> {
-    available_isas()
-        .into_iter()
-        .filter(|&i| i != Isa::Scalar)
-        .filter_map(Kernels::for_isa)
-        .collect()
-}
-
-fn scalar() -> Kernels {
-    Kernels::for_isa(Isa::Scalar).expect("scalar is always available")
-}
-
-fn f(b: f16) -> f64 {
-    b.to_f64()
-}
-
-/// `sum_b |d_w d_a| sum_j |q_w q_a| + |m_w s_a|`: what the f32 rounding error scales with.
-fn abs_sum_q4_1(w: &[BlockQ4_1], a: &[BlockQ8_1]) -> f64 {
-    w.iter()
-        .zip(a)
-        .map(|(x, y)| {
-            let s: f64 = (0..QK)
-                .map(|j| (x.q(j) as f64 * y.qs[j] as f64).abs())
-                .sum();
-            (f(x.d()) * f(y.d())).abs() * s + (f(x.m()) * f(y.s())).abs()
-        })
-        .sum()
-}
-
-fn abs_sum_q8_0(w: &[BlockQ8_0], a: &[BlockQ8_0]) -> f64 {
-    w.iter()
-        .zip(a)
-        .map(|(x, y)| {
-            let s: f64 = (0..QK)
-                .map(|j| (x.qs[j] as f64 * y.qs[j] as f64).abs())
-                .sum();
-            (f(x.d()) * f(y.d())).abs() * s
-        })
-        .sum()
-}
-
-/// Allowed difference between two f32 evaluations of a sum of `nb` block terms in different
-/// orders (and with FMA): a few ulps of the absolute sum per block, plus denormal slack.
-fn tol(nb: usize, abs_sum: f64) -> f64 {
-    (nb as f64 + 16.0) * 2.0 * f32::EPSILON as f64 * abs_sum + 1e-37
-}
-
-#[test]
-fn cpu_is_described() {
-    let name = cpu_features();
-    assert!(["scalar", "avx2+fma", "avx2+vnni", "avx512vnni", "neon"].contains(&name));
-    assert!(Kernels::for_isa(Isa::Scalar).is_some());
-    assert_eq!(Kernels::best().name(), name);
-    #[cfg(target_arch = "x86_64")]
-    {
-        assert!(Kernels::for_isa(Isa::Neon).is_none());
-        let avx2 = is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c");
-        assert_eq!(Kernels::for_isa(Isa::Avx2).is_some(), avx2);
-        let avx_vnni = avx2 && is_x86_feature_detected!("avxvnni");
-        assert_eq!(Kernels::for_isa(Isa::AvxVnni).is_some(), avx_vnni);
-        let vnni = avx2
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512vnni");
-        assert_eq!(Kernels::for_isa(Isa::Avx512Vnni).is_some(), vnni);
-    }
-}
-
-#[test]
-fn blocks_cast_from_any_alignment() {
-    let mut rng = Rng(1);
-    let blocks = q4_1_blocks(&mut rng, 5, true);
-    let bytes = blocks_as_bytes(&blocks).to_vec();
-    for offset in 0..4 {
-        let mut buf = vec![0xAAu8; offset];
-        buf.extend_from_slice(&bytes);
-        let view = cast_blocks::<BlockQ4_1>(&buf[offset..]).expect("whole blocks");
-        assert_eq!(view, &blocks[..]);
-        for (v, b) in view.iter().zip(&blocks) {
-            assert_eq!(v.d().to_bits(), u16::from_le_bytes([b.d[0], b.d[1]]));
-        }
-    }
-    assert!(cast_blocks::<BlockQ4_1>(&bytes[..bytes.len() - 1]).is_err());
-    assert!(cast_blocks::<BlockQ8_0>(&[0u8; 33]).is_err());
-    assert_eq!(
-        cast_blocks::<BlockQ8_0>(&[0u8; 68]).map(|b| b.len()).ok(),
-        Some(2)
-    );
-    assert_eq!(cast_blocks::<BlockQ8_1>(&[]).map(|b| b.len()).ok(), Some(0));
-
-    assert!(QMatrix::new(&blocks, 5, 32).is_ok());
-    assert!(QMatrix::new(&blocks, 5, 64).is_err(), "wrong block count");
-    assert!(QMatrix::new(&blocks, 1, 160).is_ok());
-    assert!(
-        QMatrix::new(&blocks, 1, 150).is_err(),
-        "cols not a multiple of 32"
-    );
-    assert!(QMatrix::new(&blocks, usize::MAX, 64).is_err(), "overflow");
-    assert!(QMatrix::<BlockQ4_1>::from_bytes(&bytes, 5, 32).is_ok());
-
-    // Element order: j < 16 is the low nibble of qs[j], j + 16 its high nibble.
-    let b = BlockQ4_1::new(f16::ONE, f16::from_f32(-8.0), {
-        let mut qs = [0u8; 16];
-        qs[3] = 0x5A;
-        qs
-    });
-    let mut out = [0f32; QK];
-    b.dequantize(&mut out);
-    assert_eq!(out[3], 10.0 - 8.0);
-    assert_eq!(out[19], 5.0 - 8.0);
-    assert_eq!(out[0], -8.0);
-}
-
-#[test]
-fn quantize_known_answers() {
-    // amax = 127 -> d = 1, id = 1: codes are x rounded half to even.
-    let mut x = [0f32; QK];
-    x[0] = 127.0;
-    x[1] = 2.5;
-    x[2] = -2.5;
-    x[3] = 3.5;
-    x[4] = -0.5;
-    x[5] = 1.49;
-    let mut b1 = [BlockQ8_1::default()];
-    let mut b0 = [BlockQ8_0::default()];
-    for k in available_isas().into_iter().filter_map(Kernels::for_isa) {
-        k.quantize_q8_1(&x, &mut b1).expect("lengths");
-        k.quantize_q8_0(&x, &mut b0).expect("lengths");
-        assert_eq!(&b1[0].qs[..6], &[127, 2, -2, 4, 0, 1], "{}", k.name());
-        assert_eq!(b1[0].d(), f16::ONE);
-        assert_eq!(b1[0].s(), f16::from_f32(132.0));
-        assert_eq!(b0[0].qs, b1[0].qs);
-        assert_eq!(b0[0].d, b1[0].d);
-    }
-    // All zero: d = 0, codes 0, s = 0.
-    scalar()
-        .quantize_q8_1(&[0.0; QK], &mut b1)
-        .expect("lengths");
-    assert_eq!(b1[0], BlockQ8_1::default());
-    // Length mismatches are errors, not panics.
-    assert!(scalar().quantize_q8_1(&x[..31], &mut b1).is_err());
-    assert!(scalar().quantize_q8_0(&[0.0; 64], &mut b0).is_err());
-}
-
-#[test]
-fn quantize_simd_is_bit_exact_with_scalar() {
-    let mut rng = Rng(2);
-    let x = activations(&mut rng, 4096 * QK, true);
-    let n = x.len() / QK;
-    let mut r1 = vec![BlockQ8_1::default(); n];
-    let mut r0 = vec![BlockQ8_0::default(); n];
-    scalar().quantize_q8_1(&x, &mut r1).expect("lengths");
-    scalar().quantize_q8_0(&x, &mut r0).expect("lengths");
-    // Ties after scaling: 0.5 steps at d = 1.
-    let mut ties: Vec<f32> = (0..QK).map(|j| j as f32 - 15.5).collect();
-    ties[0] = 127.0;
-    let mut t1 = [BlockQ8_1::default()];
-    scalar().quantize_q8_1(&ties, &mut t1).expect("lengths");
-    for k in simd_isas() {
-        let mut s1 = vec![BlockQ8_1::default(); n];
-        let mut s0 = vec![BlockQ8_0::default(); n];
-        k.quantize_q8_1(&x, &mut s1).expect("lengths");
-        k.quantize_q8_0(&x, &mut s0).expect("lengths");
-        assert!(s1 == r1, "{}: q8_1 differs from scalar", k.name());
-        assert!(s0 == r0, "{}: q8_0 differs from scalar", k.name());
-        let mut u1 = [BlockQ8_1::default()];
-        k.quantize_q8_1(&ties, &mut u1).expect("lengths");
-        assert_eq!(u1, t1, "{}", k.name());
-    }
-}
-
-#[test]
-fn quantize_error_is_bounded() {
-    // |x - q * d| <= d_f32 / 2 + 127 * |d_f16 - d_f32|, and s is d * sum(q) rounded to f16.
-    let mut rng = Rng(3);
-    let x = activations(&mut rng, 512 * QK, false);
-    let mut b = vec![BlockQ8_1::default(); x.len() / QK];
-    Kernels::best().quantize_q8_1(&x, &mut b).expect("lengths");
-    for (blk, xs) in b.iter().zip(x.chunks(QK)) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
-        let d32 = amax / 127.0;
-        let d16 = f(blk.d());
-        let bound = d32 / 2.0 + 127.0 * (d16 - d32).abs() + 1e-12;
-        for (&q, &v) in blk.qs.iter().zip(xs) {
-            assert!((v as f64 - q as f64 * d16).abs() <= bound * 1.0001);
-        }
-        let sum: i32 = blk.qs.iter().map(|&q| q as i32).sum();
-        let s = (d32 * sum as f64) as f32;
-        assert_eq!(blk.s(), f16::from_f32(s));
-    }
-}
-
-fn quantized_acts_q8_1(rng: &mut Rng, n_blocks: usize, extreme: bool) -> Vec<BlockQ8_1> {
-    let x = activations(rng, n_blocks * QK, extreme);
-    let mut a = vec![BlockQ8_1::default(); n_blocks];
-    scalar().quantize_q8_1(&x, &mut a).expect("lengths");
-    a
-}
-
-fn quantized_acts_q8_0(rng: &mut Rng, n_blocks: usize, extreme: bool) -> Vec<BlockQ8_0> {
-    let x = activations(rng, n_blocks * QK, extreme);
-    let mut a = vec![BlockQ8_0::default(); n_blocks];
-    scalar().quantize_q8_0(&x, &mut a).expect("lengths");
-    a
-}
-
-#[test]
-fn vec_dot_paths_match_scalar() {
-    let mut rng = Rng(4);
-    for &k in &[32usize, 64, 96, 576, 1536] {
-        let nb = k / QK;
-        for trial in 0..40 {
-            let extreme = trial % 2 == 1;
-            let w = q4_1_blocks(&mut rng, nb, extreme);
-            let a = quantized_acts_q8_1(&mut rng, nb, extreme);
-            let want = dot::vec_dot_q4_1_q8_1(&w, &a);
-            let t = tol(nb, abs_sum_q4_1(&w, &a));
-            let w8 = q8_0_blocks(&mut rng, nb, extreme);
-            let a8 = quantized_acts_q8_0(&mut rng, nb, extreme);
-            let want8 = dot::vec_dot_q8_0_q8_0(&w8, &a8);
-            let t8 = tol(nb, abs_sum_q8_0(&w8, &a8));
-            for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
-                let got = kern.vec_dot_q4_1_q8_1(&w, &a).expect("lengths");
-                assert!(
-                    ((got - want) as f64).abs() <= t,
-                    "{} q4_1 k={k}: {got} vs {want} (tol {t})",
-                    kern.name()
-                );
-                let got8 = kern.vec_dot_q8_0_q8_0(&w8, &a8).expect("lengths");
-                assert!(
-                    ((got8 - want8) as f64).abs() <= t8,
-                    "{} q8_0 k={k}: {got8} vs {want8} (tol {t8})",
-                    kern.name()
-                );
-            }
-        }
-    }
-    let w = q4_1_blocks(&mut rng, 2, false);
-    let a = quantized_acts_q8_1(&mut rng, 3, false);
-    assert!(Kernels::best().vec_dot_q4_1_q8_1(&w, &a).is_err());
-    assert!(Kernels::best().vec_dot_q4_1_q8_1(&[], &[]).is_err());
-}
-
-#[test]
-fn scalar_matches_f64_reference() {
-    // Two references:
-    // (1) the same formula in f64, sum_b d_w d_a sumi + m_w s_a: only f32 rounding differs;
-    // (2) dequantize both sides and dot in f64. That also differs by m_w * (s_a - d_a sum(q_a)),
-    //     because s is d * sum(q) rounded to f16 from the f32 d: at most 2^-10 relative plus the
-    //     f16 subnormal step 2^-24, times |m_w|.
-    let mut rng = Rng(5);
-    for &k in &[32usize, 576, 1536] {
-        let nb = k / QK;
-        for trial in 0..30 {
-            let w = q4_1_blocks(&mut rng, nb, trial % 2 == 1);
-            let a = quantized_acts_q8_1(&mut rng, nb, trial % 3 == 1);
-            let got = dot::vec_dot_q4_1_q8_1(&w, &a) as f64;
-            let abs = abs_sum_q4_1(&w, &a);
-            let formula: f64 = w
-                .iter()
-                .zip(&a)
-                .map(|(x, y)| {
-                    let sumi: f64 = (0..QK).map(|j| x.q(j) as f64 * y.qs[j] as f64).sum();
-                    f(x.d()) * f(y.d()) * sumi + f(x.m()) * f(y.s())
-                })
-                .sum();
-            assert!(
-                (got - formula).abs() <= tol(nb, abs),
-                "k={k}: {got} vs {formula}"
-            );
-            let mut dq = 0f64;
-            let mut slack = 0f64;
-            for (x, y) in w.iter().zip(&a) {
-                let mut wf = [0f32; QK];
-                x.dequantize(&mut wf);
-                let sum_q: f64 = y.qs.iter().map(|&q| q as f64).sum();
-                for (&wj, &qj) in wf.iter().zip(&y.qs) {
-                    dq += wj as f64 * (qj as f64 * f(y.d()));
-                }
-                let exact_s = f(y.d()) * sum_q;
-                slack += f(x.m()).abs()
-                    * ((f(y.s()).abs() + exact_s.abs()) * 2f64.powi(-10) + 2f64.powi(-24));
-                // The dequantized weight itself is q * d + m rounded to f32.
-                slack += (0..QK)
-                    .map(|j| (wf[j] as f64 * y.qs[j] as f64 * f(y.d())).abs())
-                    .sum::<f64>()
-                    * f32::EPSILON as f64;
-            }
-            assert!(
-                (got - dq).abs() <= tol(nb, abs) + slack,
-                "k={k}: {got} vs dequantized {dq} (slack {slack})"
-            );
-        }
-    }
-    // Q8_0: the formula is exact up to f32 rounding.
-    for &k in &[32usize, 576] {
-        let nb = k / QK;
-        let w = q8_0_blocks(&mut rng, nb, true);
-        let a = quantized_acts_q8_0(&mut rng, nb, true);
-        let got = dot::vec_dot_q8_0_q8_0(&w, &a) as f64;
-        let mut want = 0f64;
-        for (x, y) in w.iter().zip(&a) {
-            let mut wf = [0f32; QK];
-            let mut af = [0f32; QK];
-            x.dequantize(&mut wf);
-            y.dequantize(&mut af);
-            want += (0..QK).map(|j| wf[j] as f64 * af[j] as f64).sum::<f64>();
-        }
-        // Dequantizing rounds q * d to f32 on each side.
-        let abs = abs_sum_q8_0(&w, &a);
-        assert!((got - want).abs() <= tol(nb, abs) + 4.0 * f32::EPSILON as f64 * abs);
-    }
-}
-
-/// All paths, several shapes: SIMD within tolerance of scalar; on each path the matmul is
-/// bit-identical to its own vec_dot and across thread counts.
 #[test]
 fn matmul_paths_match_scalar() {
     let mut rng = Rng(6);
@@ -439,19 +25,18 @@ fn matmul_paths_match_scalar() {
                 let mut want = vec![0f32; m * rows];
                 let mut want8 = vec![0f32; m * rows];
                 scalar()
-                    .matmul_q4_1(&Pool::single(), &wm, &a, &mut want)
+                    .matmul(&Pool::single(), &wm, &a, &mut want)
                     .expect("shapes");
                 scalar()
-                    .matmul_q8_0(&Pool::single(), &wm8, &a8, &mut want8)
+                    .matmul(&Pool::single(), &wm8, &a8, &mut want8)
                     .expect("shapes");
                 for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
                     let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
                     for pool in &pools {
                         let mut got = vec![f32::NAN; m * rows];
                         let mut got8 = vec![f32::NAN; m * rows];
-                        kern.matmul_q4_1(pool, &wm, &a, &mut got).expect("shapes");
-                        kern.matmul_q8_0(pool, &wm8, &a8, &mut got8)
-                            .expect("shapes");
+                        kern.matmul(pool, &wm, &a, &mut got).expect("shapes");
+                        kern.matmul(pool, &wm8, &a8, &mut got8).expect("shapes");
                         for c in 0..m {
                             let ac = &a[c * nb..(c + 1) * nb];
                             let ac8 = &a8[c * nb..(c + 1) * nb];
@@ -463,7 +48,7 @@ fn matmul_paths_match_scalar() {
                                     "{} q4_1 rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}",
                                     kern.name()
                                 );
-                                let vd = kern.vec_dot_q4_1_q8_1(wm.row(r), ac).expect("len");
+                                let vd = kern.vec_dot(wm.row(r), ac).expect("len");
                                 assert_eq!(g.to_bits(), vd.to_bits(), "{}", kern.name());
                                 let (g8, e8) = (got8[c * rows + r], want8[c * rows + r]);
                                 let t8 = tol(nb, abs_sum_q8_0(wm8.row(r), ac8));
@@ -472,7 +57,7 @@ fn matmul_paths_match_scalar() {
                                     "{} q8_0 rows={rows} k={k} m={m} ({c},{r}): {g8} vs {e8}",
                                     kern.name()
                                 );
-                                let vd8 = kern.vec_dot_q8_0_q8_0(wm8.row(r), ac8).expect("len");
+                                let vd8 = kern.vec_dot(wm8.row(r), ac8).expect("len");
                                 assert_eq!(g8.to_bits(), vd8.to_bits(), "{}", kern.name());
                             }
                         }
@@ -588,10 +173,10 @@ fn packed_matmul_matches_its_reference() {
                 for kern in &packers {
                     for pool in &pools {
                         let mut got = vec![f32::NAN; m * rows];
-                        kern.matmul_q4_1_packed(pool, &packed, &a, &mut got)
+                        kern.matmul_packed(pool, &packed, &a, &mut got)
                             .expect("shapes");
                         let mut got8 = vec![f32::NAN; m * rows];
-                        kern.matmul_q8_0_packed(pool, &packed8, &a8, &mut got8)
+                        kern.matmul_packed(pool, &packed8, &a8, &mut got8)
                             .expect("shapes");
                         for (kind, got, want) in [("q4_1", &got, &want), ("q8_0", &got8, &want8)] {
                             for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
@@ -622,21 +207,17 @@ fn packed_matmul_rejects_bad_shapes() {
         let pool = Pool::single();
         if !kern.packs_weights() {
             assert!(kern
-                .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out[..20])
+                .matmul_packed(&pool, &packed, &a[..2], &mut out[..20])
                 .is_err());
             continue;
         }
+        assert!(kern.matmul_packed(&pool, &packed, &a, &mut out).is_err());
+        assert!(kern.matmul_packed(&pool, &packed, &[], &mut []).is_err());
         assert!(kern
-            .matmul_q4_1_packed(&pool, &packed, &a, &mut out)
+            .matmul_packed(&pool, &packed, &a[..2], &mut out)
             .is_err());
         assert!(kern
-            .matmul_q4_1_packed(&pool, &packed, &[], &mut [])
-            .is_err());
-        assert!(kern
-            .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out)
-            .is_err());
-        assert!(kern
-            .matmul_q4_1_packed(&pool, &packed, &a[..2], &mut out[..20])
+            .matmul_packed(&pool, &packed, &a[..2], &mut out[..20])
             .is_ok());
     }
     let w8 = q8_0_blocks(&mut rng, 20 * 2, false);
@@ -645,12 +226,10 @@ fn packed_matmul_rejects_bad_shapes() {
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let pool = Pool::single();
         let ok = kern
-            .matmul_q8_0_packed(&pool, &packed8, &a8[..2], &mut out[..20])
+            .matmul_packed(&pool, &packed8, &a8[..2], &mut out[..20])
             .is_ok();
         assert_eq!(ok, kern.packs_weights(), "{}", kern.name());
-        assert!(kern
-            .matmul_q8_0_packed(&pool, &packed8, &a8, &mut out)
-            .is_err());
+        assert!(kern.matmul_packed(&pool, &packed8, &a8, &mut out).is_err());
     }
 }
 
@@ -672,9 +251,8 @@ fn shared_activation_feeds_row_major_and_packed_matrices() {
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let mut want = vec![0f32; m * rows];
         let mut want8 = vec![0f32; m * rows];
-        kern.matmul_q4_1_f32(&pool, &wm, &x, &mut want)
-            .expect("product");
-        kern.matmul_q8_0_f32(&pool, &wm8, &x, &mut want8)
+        kern.matmul_f32(&pool, &wm, &x, &mut want).expect("product");
+        kern.matmul_f32(&pool, &wm8, &x, &mut want8)
             .expect("product");
         let mut readers = vec![
             (QWeight::Q4_1(wm), want.clone()),
@@ -682,15 +260,15 @@ fn shared_activation_feeds_row_major_and_packed_matrices() {
         ];
         if kern.packs_weights() {
             let mut a = vec![BlockQ8_1::default(); m * nb];
-            kern.quantize_q8_1(&x, &mut a).expect("quantize");
+            kern.quantize(&x, &mut a).expect("quantize");
             let mut want_packed = vec![0f32; m * rows];
-            kern.matmul_q4_1_packed(&pool, &packed, &a, &mut want_packed)
+            kern.matmul_packed(&pool, &packed, &a, &mut want_packed)
                 .expect("product");
             readers.push((QWeight::Q4_1x16(&packed), want_packed));
             let mut a8 = vec![BlockQ8_0::default(); m * nb];
-            kern.quantize_q8_0(&x, &mut a8).expect("quantize");
+            kern.quantize(&x, &mut a8).expect("quantize");
             let mut want_packed8 = vec![0f32; m * rows];
-            kern.matmul_q8_0_packed(&pool, &packed8, &a8, &mut want_packed8)
+            kern.matmul_packed(&pool, &packed8, &a8, &mut want_packed8)
                 .expect("product");
             readers.push((QWeight::Q8_0x16(&packed8), want_packed8));
         }
@@ -751,16 +329,14 @@ fn matmul_rejects_bad_shapes() {
     let a = quantized_acts_q8_1(&mut rng, 3, false);
     let mut out = vec![0f32; 8];
     let k = Kernels::best();
-    assert!(k.matmul_q4_1(&Pool::single(), &wm, &a, &mut out).is_err());
+    assert!(k.matmul(&Pool::single(), &wm, &a, &mut out).is_err());
+    assert!(k.matmul(&Pool::single(), &wm, &a[..2], &mut out).is_err());
     assert!(k
-        .matmul_q4_1(&Pool::single(), &wm, &a[..2], &mut out)
-        .is_err());
-    assert!(k
-        .matmul_q4_1(&Pool::single(), &wm, &a[..2], &mut out[..4])
+        .matmul(&Pool::single(), &wm, &a[..2], &mut out[..4])
         .is_ok());
-    assert!(k.matmul_q4_1(&Pool::single(), &wm, &[], &mut []).is_err());
+    assert!(k.matmul(&Pool::single(), &wm, &[], &mut []).is_err());
     assert!(k
-        .matmul_q4_1_f32(&Pool::single(), &wm, &[0.0; 65], &mut out[..4])
+        .matmul_f32(&Pool::single(), &wm, &[0.0; 65], &mut out[..4])
         .is_err());
 }
 
@@ -774,12 +350,12 @@ fn matmul_f32_quantizes_like_ggml() {
     let x = activations(&mut rng, m * k, false);
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let mut a = vec![BlockQ8_1::default(); m * k / QK];
-        kern.quantize_q8_1(&x, &mut a).expect("lengths");
+        kern.quantize(&x, &mut a).expect("lengths");
         let mut y1 = vec![0f32; m * rows];
         let mut y2 = vec![0f32; m * rows];
-        kern.matmul_q4_1(Pool::global(), &wm, &a, &mut y1)
+        kern.matmul(Pool::global(), &wm, &a, &mut y1)
             .expect("shapes");
-        kern.matmul_q4_1_f32(Pool::global(), &wm, &x, &mut y2)
+        kern.matmul_f32(Pool::global(), &wm, &x, &mut y2)
             .expect("shapes");
         assert_eq!(y1, y2);
     }
@@ -864,7 +440,7 @@ fn matmul_agrees_with_candle_qmatmul() {
     // The f32 truth for scale: dequantized weights times unquantized x.
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let mut ours = vec![0f32; m * rows];
-        kern.matmul_q4_1_f32(&Pool::single(), &wm, &x, &mut ours)
+        kern.matmul_f32(&Pool::single(), &wm, &x, &mut ours)
             .expect("shapes");
         for c in 0..m {
             let xc = &x[c * k..(c + 1) * k];

@@ -436,7 +436,7 @@ def _load_hf_file(path: Path, name: str) -> _HFTokenizer:
 
 def _openai_encoding_name(spec: str) -> str | None:
     """The tiktoken encoding behind ``spec`` (an encoding name or an OpenAI model name)."""
-    from smolgen._openai_bpe import SUPPORTED_ENCODINGS
+    from smolgen.lab._openai_bpe import SUPPORTED_ENCODINGS
 
     if spec in SUPPORTED_ENCODINGS:
         return spec
@@ -488,7 +488,7 @@ def load_tokenizer(spec: TokenizerSpec) -> TextTokenizer:
 
     Raises:
         InvalidArgumentError: the spec names nothing loadable.
-        smolgen._openai_bpe.BpeDataError: an OpenAI rank file is missing or fails its sha256.
+        smolgen.lab._openai_bpe.BpeDataError: an OpenAI rank file is missing or fails its sha256.
     """
     if not isinstance(spec, (str, os.PathLike)):
         wrapped = _wrap_object(spec)
@@ -505,7 +505,7 @@ def load_tokenizer(spec: TokenizerSpec) -> TextTokenizer:
         if key in SMOLLM2_ALIASES:
             named = _load_smolgen(_SMOLLM2_MODEL, "smollm2")
         elif (encoding := _openai_encoding_name(key)) is not None:
-            from smolgen._openai_bpe import load_encoding
+            from smolgen.lab._openai_bpe import load_encoding
 
             named = _TiktokenTokenizer(load_encoding(encoding), encoding)
         if named is not None:
@@ -604,7 +604,7 @@ def load_language_samples(path: str | os.PathLike[str] | None = None) -> Languag
     "texts": [...]}, ...]}``.
     """
     if path is None:
-        raw = (resources.files("smolgen") / "data" / "languages.json").read_text("utf-8")
+        raw = (resources.files("smolgen.lab") / "data" / "languages.json").read_text("utf-8")
     else:
         try:
             raw = Path(path).read_text("utf-8")

@@ -9,8 +9,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from smolgen.cost import DEFAULT_DAYS_PER_MONTH
 from smolgen.errors import InvalidArgumentError
+from smolgen.lab.cost import DEFAULT_DAYS_PER_MONTH
 
 DESCRIPTION = """\
 Work out what a workload costs, computed from numbers you can see and change:
@@ -209,7 +209,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _table(args: argparse.Namespace) -> Any:
-    from smolgen.cost import load_prices
+    from smolgen.lab.cost import load_prices
 
     return load_prices(args.prices)
 
@@ -225,7 +225,7 @@ def _print_json(doc: Any) -> None:
 
 def run_api(args: argparse.Namespace) -> int:
     """Run ``smolgen cost api``."""
-    from smolgen.cost import estimate_monthly_cost
+    from smolgen.lab.cost import estimate_monthly_cost
 
     table = _table(args)
     if (args.input_price is None) != (args.output_price is None):
@@ -253,7 +253,7 @@ def run_api(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from smolgen.cost import format_tokens, format_usd
+    from smolgen.lab.cost import format_tokens, format_usd
 
     console = Console(markup=False)  # names and sources are shown as written
     e0 = estimates[0]
@@ -288,7 +288,7 @@ def run_api(args: argparse.Namespace) -> int:
 
 def run_self_host(args: argparse.Namespace) -> int:
     """Run ``smolgen cost self-host``."""
-    from smolgen.cost import break_even, estimate_monthly_cost, plot_cost_curve, self_host_cost
+    from smolgen.lab.cost import break_even, estimate_monthly_cost, plot_cost_curve, self_host_cost
 
     table = _table(args)
     if args.gpu is None and args.gpu_hourly is None:
@@ -356,7 +356,7 @@ def _print_self_host(hosted: Any, evens: list[Any], at_volume: list[Any], plot: 
     from rich.console import Console
     from rich.table import Table
 
-    from smolgen.cost import format_tokens, format_usd
+    from smolgen.lab.cost import format_tokens, format_usd
 
     console = Console(markup=False)  # names and sources are shown as written
     tps = hosted.tokens_per_second
@@ -439,7 +439,7 @@ def run_prices(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from smolgen.cost import format_usd
+    from smolgen.lab.cost import format_usd
 
     console = Console(markup=False)  # names and sources are shown as written
     t = Table(title=f"API prices, $ per 1M tokens ({table.origin})", title_justify="left")

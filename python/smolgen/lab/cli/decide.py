@@ -54,7 +54,7 @@ def _positive_int(text: str) -> int:
 
 
 def _number(text: str) -> float:
-    """A finite number >= 0, as the float :class:`smolgen.decide.DecisionInputs` holds."""
+    """A finite number >= 0, as the float :class:`smolgen.lab.decide.DecisionInputs` holds."""
     return float(number_argument(text))
 
 
@@ -168,8 +168,8 @@ def _make_asker(stream: Any | None) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``smolgen decide``."""
-    from smolgen.cost import load_prices
-    from smolgen.decide import DecisionInputs, decide, gather_inputs
+    from smolgen.lab.cost import load_prices
+    from smolgen.lab.decide import DecisionInputs, decide, gather_inputs
 
     table = load_prices(args.prices) if args.prices is not None else None
     given = {name: getattr(args, name) for name in _ANSWER_FLAGS if getattr(args, name) is not None}
@@ -194,7 +194,7 @@ def _print_decision(d: Any) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    from smolgen.cost import format_tokens, format_usd
+    from smolgen.lab.cost import format_tokens, format_usd
 
     console = Console()
     style = {"self_host": "green", "consider_self_host": "yellow", "api": "cyan"}[d.verdict]

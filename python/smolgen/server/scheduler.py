@@ -1,7 +1,8 @@
 """Running generations for the HTTP server: admission, a bounded queue, and batched stepping
 off the event loop.
 
-A request is admitted (or refused with :class:`Overloaded` when the queue is full) before any
+A request is admitted (or refused with :class:`OverloadedError` when the queue is full) before
+its generations are created, so a refused request costs no prefix-cache copy, and before any
 response starts, so a full server answers with a proper status code. It then waits for one of
 ``max_concurrent`` slots. The running generations advance together: each step of the
 :class:`Batcher` runs one token of every generation that is waiting for one, in a single forward
@@ -22,17 +23,10 @@ import anyio
 import anyio.lowlevel
 import anyio.to_thread
 
+from ..errors import ClientDisconnectedError, InvalidArgumentError, OverloadedError
 from ..model import CompletionStream, Model, step_streams
 
 log = logging.getLogger("smolgen.server")
-
-
-class Overloaded(Exception):
-    """Every slot is busy and the queue is full: try again later."""
-
-
-class Disconnected(Exception):
-    """The client went away before the generation finished."""
 
 
 @dataclass
@@ -52,13 +46,13 @@ class Counters:
 class Ticket:
     """One admitted request's place in the system; released exactly once."""
 
-    engine: Engine
+    scheduler: Scheduler
     released: bool = field(default=False)
 
     def release(self) -> None:
         if not self.released:
             self.released = True
-            self.engine.counters.waiting -= 1
+            self.scheduler.counters.waiting -= 1
 
     def __del__(self) -> None:
         # A response body that was never iterated (the client left at once) still frees its
@@ -66,8 +60,17 @@ class Ticket:
         self.release()
 
 
-class Engine:
-    """The model behind the server, shared by every request."""
+@dataclass
+class Admitted:
+    """One generation of an admitted request: its place in the queue and its stream."""
+
+    ticket: Ticket
+    stream: CompletionStream
+
+
+class Scheduler:
+    """The model behind the server, shared by every request: who runs, who waits, who is
+    refused."""
 
     def __init__(
         self,
@@ -79,7 +82,7 @@ class Engine:
         max_queue: int = 32,
     ) -> None:
         if max_concurrent < 1 or max_queue < 0:
-            raise ValueError("max_concurrent must be >= 1 and max_queue >= 0")
+            raise InvalidArgumentError("max_concurrent must be >= 1 and max_queue >= 0")
         self.model = model
         self.model_id = model_id
         self.aliases = {model_id, *aliases}
@@ -96,18 +99,39 @@ class Engine:
         return model_id in self.aliases
 
     def admit(self) -> Ticket:
-        """A place for one request, or :class:`Overloaded`. Called on the event loop with no
-        await in between check and count, so two requests cannot both take the last place."""
+        """A place for one generation, or :class:`OverloadedError`. Called on the event loop
+        with no await in between check and count, so two requests cannot both take the last
+        place."""
         admitted = self.counters.running + self.counters.waiting
         if admitted >= self.max_concurrent + self.max_queue:
             self.counters.refused += 1
-            raise Overloaded(
+            raise OverloadedError(
                 f"the server is busy: {self.counters.running} requests running and "
                 f"{self.counters.waiting} waiting (limit {self.max_concurrent} + "
                 f"{self.max_queue}); retry later"
             )
         self.counters.waiting += 1
         return Ticket(self)
+
+    def start(self, count: int, create: Callable[[int], CompletionStream]) -> list[Admitted]:
+        """Admits ``count`` generations of one request, all or none, and only then creates
+        them with ``create(i)`` (which may copy the prompt's keys and values from the prefix
+        cache): a refused request costs nothing. A generation that cannot be created (a bad
+        argument) gives back every place taken."""
+        tickets: list[Ticket] = []
+        streams: list[CompletionStream] = []
+        try:
+            for _ in range(count):
+                tickets.append(self.admit())
+            for i in range(count):
+                streams.append(create(i))
+        except BaseException:
+            for ticket in tickets:
+                ticket.release()
+            for stream in streams:
+                stream.close()
+            raise
+        return [Admitted(t, s) for t, s in zip(tickets, streams, strict=True)]
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Runs blocking model work (tokenizing, a forward pass) in a worker thread."""
@@ -119,11 +143,10 @@ class Engine:
         stream: CompletionStream,
         is_disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> AsyncIterator[Any]:
-        """The chunks of ``stream`` (created, so validated, before admission), once a slot is
-        free.
+        """The chunks of ``stream`` (admitted with ``ticket``), once a slot is free.
 
-        Raises :class:`Disconnected` when ``is_disconnected()`` turns true between steps. The
-        generation is closed however this ends: finished, cancelled or failed.
+        Raises :class:`ClientDisconnectedError` when ``is_disconnected()`` turns true between
+        steps. The generation is closed however this ends: finished, cancelled or failed.
         """
         try:
             await self._slots.acquire()
@@ -138,7 +161,7 @@ class Engine:
         try:
             while True:
                 if is_disconnected is not None and await is_disconnected():
-                    raise Disconnected
+                    raise ClientDisconnectedError("the client went away")
                 # A cancelled request waits for the step in flight (see `Batcher.next_chunk`),
                 # then closes its generation below, never while a thread still uses it.
                 chunk = await self.batcher.next_chunk(stream)
@@ -146,7 +169,7 @@ class Engine:
                     break
                 yield chunk
             outcome = "completed"
-        except (Disconnected, anyio.get_cancelled_exc_class(), GeneratorExit):
+        except (ClientDisconnectedError, anyio.get_cancelled_exc_class(), GeneratorExit):
             outcome = "cancelled"
             raise
         finally:

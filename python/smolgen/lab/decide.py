@@ -8,7 +8,7 @@ and where each answer leads. :func:`decide` walks it and returns a :class:`Decis
 - the follow-up checklist for that outcome,
 - the rule of thumb's count (data must stay on premises; volume high enough that per-call cost
   hurts; a narrow, well-defined domain: two of three make self-hosting right),
-- the break-even from :mod:`smolgen.cost` when the volume, token counts and prices are given, so
+- the break-even from :mod:`smolgen.lab.cost` when the volume, token counts and prices are given, so
   that "is the volume high enough?" is answered by the same arithmetic ``smolgen cost`` shows,
 - the single changes of input that would flip the verdict.
 """
@@ -27,8 +27,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from smolgen import cost as _cost
 from smolgen.errors import InvalidArgumentError
+from smolgen.lab import cost as _cost
 
 __all__ = [
     "Decision",
@@ -223,7 +223,7 @@ def load_tree(path: str | os.PathLike[str] | None = None) -> DecisionTree:
 
 @lru_cache(maxsize=1)
 def _default_tree() -> DecisionTree:
-    text = (resources.files("smolgen") / "data" / "decision_tree.json").read_text("utf-8")
+    text = (resources.files("smolgen.lab") / "data" / "decision_tree.json").read_text("utf-8")
     doc = json.loads(text)
     _validate_tree(doc)
     return DecisionTree(doc)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smolgen.errors import InvalidArgumentError, SmolgenError
+from smolgen.errors import BpeDataError, InvalidArgumentError
 
 if TYPE_CHECKING:
     import tiktoken
@@ -33,10 +33,6 @@ SUPPORTED_ENCODINGS: tuple[str, ...] = ("cl100k_base", "o200k_base")
 
 _lock = threading.Lock()
 _cache: dict[str, tiktoken.Encoding] = {}
-
-
-class BpeDataError(SmolgenError, RuntimeError):
-    """A BPE rank file is missing, unreadable or does not match tiktoken's pinned hash."""
 
 
 def _package_dir(module: str) -> Path | None:

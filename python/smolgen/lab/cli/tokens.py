@@ -70,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _tokenizer_specs(values: list[str] | None) -> list[str]:
-    from smolgen.tokens import DEFAULT_TOKENIZERS
+    from smolgen.lab.tokens import DEFAULT_TOKENIZERS
 
     if not values:
         return list(DEFAULT_TOKENIZERS)
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         if args.text is not None or args.file is not None:
             raise InvalidArgumentError("--languages measures the built-in samples: give no text")
         return _run_languages(args, specs)
-    from smolgen.tokens import compare
+    from smolgen.lab.tokens import compare
 
     text = _read_text(args)
     results = compare(text, specs)
@@ -131,7 +131,7 @@ def _print_comparison(text: str, results: dict[str, Any], *, pieces: bool) -> No
     from rich.table import Table
     from rich.text import Text
 
-    from smolgen.tokens import readable
+    from smolgen.lab.tokens import readable
 
     console = Console(markup=False)  # names and pieces are shown as written
     first = next(iter(results.values()), None)
@@ -178,7 +178,7 @@ def _print_comparison(text: str, results: dict[str, Any], *, pieces: bool) -> No
 
 
 def _run_languages(args: argparse.Namespace, specs: list[str]) -> int:
-    from smolgen.tokens import language_report
+    from smolgen.lab.tokens import language_report
 
     report = language_report(specs, args.samples)
     if args.json:

@@ -1,0 +1,159 @@
+"""Serving a Messages request: admitted, created, then one generator of events
+(:func:`~smolgen.server.common.generate`) rendered either as Anthropic's named SSE events or
+collected into one reply."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ...chat import chat_prompt_ids, message_text
+from ...errors import InvalidArgumentError
+from ..common import (
+    Delta,
+    Finished,
+    Job,
+    Started,
+    Usage,
+    dump,
+    generate,
+    max_tokens_for,
+    sse_event,
+)
+from ..errors import api_error, unknown_model
+from ..scheduler import Scheduler
+from .protocol import MessagesRequest, MessagesResponse, MessagesUsage, TextBlock
+
+if TYPE_CHECKING:
+    from ...model import Completion
+
+STOP_REASONS = {"length": "max_tokens", "stop": "end_turn"}
+
+
+def chat_messages(system: Any, messages: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Anthropic's request as chat messages: ``system`` first; only user/assistant turns."""
+    out = []
+    if system:
+        out.append({"role": "system", "content": message_text(system, "system")})
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role not in ("user", "assistant"):
+            raise InvalidArgumentError(
+                f"messages.{i}.role: must be 'user' or 'assistant' (use the top-level system "
+                f"field for a system prompt), got {role!r}",
+                param=f"messages.{i}.role",
+            )
+        out.append({"role": role, "content": message_text(message.get("content"), f"messages.{i}")})
+    if not out or out[-1]["role"] == "system":
+        raise InvalidArgumentError("messages: at least one message is required", param="messages")
+    return out
+
+
+def prompt_ids(
+    scheduler: Scheduler, model: str, system: Any, messages: list[dict[str, Any]]
+) -> list[int]:
+    """The prompt of a Messages request, as the model reads it."""
+    if not scheduler.serves(model):
+        raise unknown_model(model, scheduler.model_id)
+    return chat_prompt_ids(scheduler.model, chat_messages(system, messages))
+
+
+def outcome(done: Completion) -> dict[str, Any]:
+    """``stop_reason`` and ``stop_sequence`` of a finished reply."""
+    reason: str = done.finish_reason
+    if done.stop_sequence is not None:
+        reason = "stop_sequence"
+    return {
+        "stop_reason": STOP_REASONS.get(reason, reason),
+        "stop_sequence": done.stop_sequence,
+    }
+
+
+class MessagesServing:
+    """One ``/v1/messages`` request, admitted and with its generation created."""
+
+    def __init__(self, scheduler: Scheduler, req: MessagesRequest, ids: list[int]) -> None:
+        self.scheduler, self.ids = scheduler, ids
+        model = scheduler.model
+        max_tokens = max_tokens_for(model, len(ids), req.max_tokens)
+        sampling = req.sampling_kwargs(0)
+        stop = req.stop_sequences or None
+        self.job = Job(0, ids, first_of_prompt=True)
+        self.admitted = scheduler.start(
+            1,
+            lambda _: model.generate(
+                ids, max_tokens=max_tokens, stop=stop, stream=True, **sampling
+            ),
+        )
+        self.id = f"msg_{uuid.uuid4().hex[:24]}"
+
+    def usage(self, output_tokens: int, cached: int) -> MessagesUsage:
+        return MessagesUsage(
+            input_tokens=len(self.ids) - cached,
+            output_tokens=output_tokens,
+            cache_read_input_tokens=cached,
+        )
+
+    def reply(self, content: list[TextBlock], usage: MessagesUsage, **end: Any) -> MessagesResponse:
+        return MessagesResponse(
+            id=self.id,
+            model=self.scheduler.model_id,
+            content=content,
+            usage=usage,
+            **{"stop_reason": None, "stop_sequence": None, **end},
+        )
+
+    async def whole(self, is_disconnected: Callable[[], Awaitable[bool]]) -> MessagesResponse:
+        done: Completion | None = None
+        usage: Usage | None = None
+        async for event in generate(self.scheduler, [self.job], self.admitted, is_disconnected):
+            if isinstance(event, Finished):
+                done = event.completion
+            elif isinstance(event, Usage):
+                usage = event
+        assert done is not None and usage is not None  # the generator's last events
+        return self.reply(
+            [TextBlock(text=done.text)],
+            self.usage(usage.completion_tokens, usage.cached_tokens),
+            **outcome(done),
+        )
+
+    async def stream(self) -> AsyncIterator[str]:
+        done: Completion | None = None
+        try:
+            async for event in generate(self.scheduler, [self.job], self.admitted):
+                if isinstance(event, Started):
+                    start = self.reply([], self.usage(0, event.cached_tokens))
+                    yield sse_event(
+                        "message_start", {"type": "message_start", "message": dump(start)}
+                    )
+                    block = {"type": "text", "text": ""}
+                    yield sse_event(
+                        "content_block_start",
+                        {"type": "content_block_start", "index": 0, "content_block": block},
+                    )
+                    yield sse_event("ping", {"type": "ping"})
+                elif isinstance(event, Delta) and event.text:
+                    delta = {"type": "text_delta", "text": event.text}
+                    yield sse_event(
+                        "content_block_delta",
+                        {"type": "content_block_delta", "index": 0, "delta": delta},
+                    )
+                elif isinstance(event, Finished):
+                    done = event.completion
+                elif isinstance(event, Usage) and done is not None:
+                    yield sse_event(
+                        "content_block_stop", {"type": "content_block_stop", "index": 0}
+                    )
+                    yield sse_event(
+                        "message_delta",
+                        {
+                            "type": "message_delta",
+                            "delta": outcome(done),
+                            "usage": {"output_tokens": event.completion_tokens},
+                        },
+                    )
+                    yield sse_event("message_stop", {"type": "message_stop"})
+        except Exception as e:  # the status is sent: a failure becomes an error event
+            yield sse_event("error", api_error(e).anthropic_body())

@@ -1,0 +1,208 @@
+"""What every endpoint shares: the lenient request base, the sampling fields (declared once for
+every request type), the generation budget, server-sent events, usage, and the one generator of
+a request's events that the streaming and the whole response both consume."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..chat import check_context
+from ..errors import InternalError, InvalidArgumentError
+
+if TYPE_CHECKING:
+    from ..model import Completion, Model
+    from .scheduler import Admitted, Scheduler
+
+
+class Lenient(BaseModel):
+    """Unknown fields are ignored: clients send newer fields than we know."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Response(BaseModel):
+    """A response body or stream event. Every field is sent (``None`` as ``null``) except the
+    ones named in ``optional``, which are left out unless given: the shapes APIs send."""
+
+    optional: ClassVar[frozenset[str]] = frozenset()
+
+    def model_post_init(self, context: Any) -> None:
+        self.__pydantic_fields_set__.update(set(type(self).model_fields) - self.optional)
+
+
+#: ``max_tokens`` as every API takes it; its default is the API's own.
+MaxTokens = Annotated[int, Field(ge=1)]
+
+
+class SamplingParams(Lenient):
+    """The sampling fields, declared once for every request type (chat, completions,
+    messages). OpenAI's clients send the last four in ``extra_body``, as vLLM and llama-server
+    take them."""
+
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    seed: int | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    top_k: Annotated[int, Field(ge=0)] | None = None
+    min_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0)] | None = None
+
+    def sampling_kwargs(self, choice: int) -> dict[str, Any]:
+        """The sampling keywords of ``Model.generate`` for choice ``choice`` of the request."""
+        temperature = 1.0 if self.temperature is None else self.temperature
+        top_p = 1.0 if self.top_p is None else self.top_p
+        if top_p == 0:  # the limit of a shrinking nucleus: the single likeliest token
+            temperature, top_p = 0.0, 1.0
+        bias: dict[int, float] = {}
+        for key, value in (self.logit_bias or {}).items():
+            try:
+                bias[int(key)] = value
+            except ValueError:
+                raise InvalidArgumentError(
+                    f"logit_bias keys must be token ids, got {key!r}", param="logit_bias"
+                ) from None
+        return {
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": self.top_k or 0,
+            "min_p": self.min_p or 0.0,
+            "repetition_penalty": self.repetition_penalty or 1.0,
+            "frequency_penalty": self.frequency_penalty or 0.0,
+            "presence_penalty": self.presence_penalty or 0.0,
+            "logit_bias": bias or None,
+            # Each choice its own stream of randomness, all reproducible from the request's seed.
+            "seed": None if self.seed is None else (self.seed + choice) % 2**64,
+        }
+
+
+def max_tokens_for(model: Model, prompt_tokens: int, asked: int | None) -> int:
+    """The request's ``max_tokens``, checked against the context window: unset, whatever the
+    window has left. The one place the server settles both; they belong to the core."""
+    check_context(model, prompt_tokens, asked)
+    if asked is not None:
+        return asked
+    return max(model.context_length - prompt_tokens, 1)
+
+
+# --- events of a generation --------------------------------------------------------------------
+
+
+@dataclass
+class Started:
+    """A choice is about to generate; ``cached_tokens`` of its prompt came from the cache."""
+
+    index: int
+    prompt_ids: list[int]
+    cached_tokens: int
+
+
+@dataclass
+class Delta:
+    """A piece of a choice's text (possibly empty), with its token's log-probability when
+    asked for, and the finish reason on the last one."""
+
+    index: int
+    text: str
+    logprob: Any | None
+    finish_reason: str | None
+
+
+@dataclass
+class Finished:
+    """A choice is complete."""
+
+    index: int
+    completion: Completion
+
+
+@dataclass
+class Usage:
+    """The request's tokens, sent after its last choice. A prompt shared by ``n`` choices
+    counts once, with the cached tokens of its first choice."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+
+Event = Started | Delta | Finished | Usage
+
+
+@dataclass
+class Job:
+    """One choice to generate: its index in the response, its prompt, and whether it is the
+    first choice of that prompt (which counts the prompt in the usage)."""
+
+    index: int
+    prompt_ids: list[int]
+    first_of_prompt: bool
+
+
+async def generate(
+    scheduler: Scheduler,
+    jobs: list[Job],
+    admitted: list[Admitted],
+    is_disconnected: Callable[[], Awaitable[bool]] | None = None,
+) -> AsyncIterator[Event]:
+    """The events of a request's choices, one choice after the other, then its usage: the one
+    source both the streamed and the whole response are built from."""
+    prompt_tokens = completion_tokens = cached = 0
+    for job, place in zip(jobs, admitted, strict=True):
+        yield Started(job.index, job.prompt_ids, place.stream.cached_tokens)
+        async for chunk in scheduler.stream(place.ticket, place.stream, is_disconnected):
+            yield Delta(job.index, chunk.text, chunk.logprob, chunk.finish_reason)
+        done = place.stream.completion
+        if done is None:
+            raise InternalError("a generation ended without its result")
+        completion_tokens += done.usage.completion_tokens
+        if job.first_of_prompt:
+            prompt_tokens += len(job.prompt_ids)
+            cached += done.usage.cached_tokens
+        yield Finished(job.index, done)
+    yield Usage(prompt_tokens, completion_tokens, cached)
+
+
+# --- server-sent events ------------------------------------------------------------------------
+
+
+def sse_data(payload: BaseModel | dict[str, Any]) -> str:
+    """One unnamed event (OpenAI's streams)."""
+    return f"data: {_json(payload)}\n\n"
+
+
+def sse_event(event: str, payload: BaseModel | dict[str, Any]) -> str:
+    """One named event (Anthropic's streams)."""
+    return f"event: {event}\ndata: {_json(payload)}\n\n"
+
+
+def _json(payload: BaseModel | dict[str, Any]) -> str:
+    if isinstance(payload, BaseModel):
+        payload = dump(payload)
+    return json.dumps(payload, ensure_ascii=False)
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """A response model as JSON data (see :class:`Response` for the fields left out)."""
+    return model.model_dump(mode="json", exclude_unset=True)
+
+
+def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
+    return StreamingResponse(
+        body,
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+#: How a route documents its streamed answer in ``/openapi.json``.
+SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+}

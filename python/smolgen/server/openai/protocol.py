@@ -1,0 +1,185 @@
+"""OpenAI's request and response shapes for ``/v1/models``, ``/v1/chat/completions`` and
+``/v1/completions``: requests take the fields the official client sends (unknown ones are
+ignored); responses and stream chunks have OpenAI's exact shape."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from ..common import Lenient, MaxTokens, Response, SamplingParams
+
+# More alternatives than this per token is a payload, not an answer.
+MAX_N = 16
+MAX_STOP = 16
+
+
+class StreamOptions(Lenient):
+    include_usage: bool = False
+
+
+class OpenAIRequest(SamplingParams):
+    """The fields both OpenAI endpoints take beside the sampling ones."""
+
+    model: str
+    n: Annotated[int, Field(ge=1, le=MAX_N)] = 1
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatCompletionRequest(OpenAIRequest):
+    messages: list[dict[str, Any]]
+    max_tokens: MaxTokens | None = None
+    max_completion_tokens: MaxTokens | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+
+
+class CompletionRequest(OpenAIRequest):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: MaxTokens | None = 16  # the legacy endpoint's default
+    logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    echo: bool = False
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+class PromptTokensDetails(Response):
+    cached_tokens: int
+
+
+class UsageInfo(Response):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> UsageInfo:
+        return cls(
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            total_tokens=prompt_tokens + completion_tokens,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens),
+        )
+
+
+class ModelCard(Response):
+    optional = frozenset({"context_length"})
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    context_length: int | None = None
+
+
+class ModelList(Response):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class TopLogprob(Response):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(Response):
+    content: list[TokenLogprob]
+    refusal: None = None
+
+
+class ChatMessage(Response):
+    role: Literal["assistant"] = "assistant"
+    content: str
+    refusal: None = None
+    annotations: list[Any] = Field(default_factory=list)
+
+
+class ChatChoice(Response):
+    index: int
+    message: ChatMessage
+    logprobs: ChoiceLogprobs | None
+    finish_reason: str | None
+
+
+class ChatCompletionResponse(Response):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChoice]
+    usage: UsageInfo
+
+
+class DeltaMessage(Response):
+    optional = frozenset({"role", "content"})
+
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(Response):
+    index: int
+    delta: DeltaMessage
+    logprobs: ChoiceLogprobs | None
+    finish_reason: str | None
+
+
+class ChatCompletionChunk(Response):
+    """One event of a streamed chat completion. ``usage`` is sent only when asked for
+    (``stream_options.include_usage``): ``null`` on every chunk but the last."""
+
+    optional = frozenset({"usage"})
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[ChatChunkChoice]
+    usage: UsageInfo | None = None
+
+
+class LegacyLogprobs(Response):
+    """The ``/v1/completions`` log-probability shape: parallel lists, one entry per token."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(Response):
+    text: str
+    index: int
+    logprobs: LegacyLogprobs | None
+    finish_reason: str | None
+
+
+class CompletionResponse(Response):
+    """A text completion, and each event of a streamed one (``usage`` as in
+    :class:`ChatCompletionChunk`)."""
+
+    optional = frozenset({"usage"})
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    system_fingerprint: str
+    choices: list[CompletionChoice]
+    usage: UsageInfo | None = None

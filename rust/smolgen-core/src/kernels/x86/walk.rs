@@ -1,0 +1,254 @@
+//! How the x86-64 gemms walk a matrix: tiles of weight rows x activation rows sized for
+//! registers, activation rows taken `MC` at a time so they stay in L1, and software prefetch
+//! where the weights stream from memory once (decode, small batches).
+
+use std::ops::Range;
+
+use crate::kernels::packed::GROUP;
+
+/// Calls `$f::<NR, NC>(args)` for a run-time tile shape `nr x nc`, both in 1..=4.
+macro_rules! dispatch_tile {
+    ($f:ident, $nr:expr, $nc:expr, $($arg:expr),* $(,)?) => {
+        match ($nr, $nc) {
+            (4, 4) => $f::<4, 4>($($arg),*),
+            (4, 3) => $f::<4, 3>($($arg),*),
+            (4, 2) => $f::<4, 2>($($arg),*),
+            (4, _) => $f::<4, 1>($($arg),*),
+            (3, 4) => $f::<3, 4>($($arg),*),
+            (3, 3) => $f::<3, 3>($($arg),*),
+            (3, 2) => $f::<3, 2>($($arg),*),
+            (3, _) => $f::<3, 1>($($arg),*),
+            (2, 4) => $f::<2, 4>($($arg),*),
+            (2, 3) => $f::<2, 3>($($arg),*),
+            (2, 2) => $f::<2, 2>($($arg),*),
+            (2, _) => $f::<2, 1>($($arg),*),
+            (_, 4) => $f::<1, 4>($($arg),*),
+            (_, 3) => $f::<1, 3>($($arg),*),
+            (_, 2) => $f::<1, 2>($($arg),*),
+            (_, _) => $f::<1, 1>($($arg),*),
+        }
+    };
+}
+pub(crate) use dispatch_tile;
+
+/// Activation rows per L1-resident chunk in prefill.
+pub(crate) const MC: usize = 16;
+/// How far ahead (in weight rows) a tile prefetches weights that stream from memory.
+const PREFETCH_ROWS: usize = 8;
+
+/// The tile walk of a SIMD gemm: calls `tile(r0, nr, c0, nc, pf)` over `rows` x `0..m`, with
+/// `pf` the software-prefetch distance in bytes for that tile (0: none). One activation row
+/// (decode) walks `R x 1` tiles; more walk `R x C` tiles `MC` rows at a time. Where the weights
+/// stream from memory once (one row, or a batch of up to `MC`), the first column tile of each
+/// weight tile prefetches `PREFETCH_ROWS` rows ahead; a longer prefill reuses each weight tile
+/// from L1 across column tiles and prefetches nothing.
+#[inline(always)]
+pub(crate) fn for_each_weight_tile<const R: usize, const C: usize>(
+    rows: Range<usize>,
+    m: usize,
+    row_bytes: usize,
+    mut tile: impl FnMut(usize, usize, usize, usize, usize),
+) {
+    let ahead = PREFETCH_ROWS * row_bytes;
+    if m == 1 {
+        for_each_tile::<R, 1>(rows, 1, 1, |r0, nr, c0, nc| tile(r0, nr, c0, nc, ahead));
+    } else {
+        let streaming = m <= MC;
+        for_each_tile::<R, C>(rows, m, MC, |r0, nr, c0, nc| {
+            let pf = if streaming && c0 == 0 { ahead } else { 0 };
+            tile(r0, nr, c0, nc, pf)
+        });
+    }
+}
+
+/// Calls `tile(r0, nr, c0, nc)` over `rows` x `0..m` in tiles of at most `R` x `C`, taking
+/// activation rows `mc` at a time (so that chunk stays in L1 while weight rows stream past).
+#[inline(always)]
+pub(crate) fn for_each_tile<const R: usize, const C: usize>(
+    rows: Range<usize>,
+    m: usize,
+    mc: usize,
+    mut tile: impl FnMut(usize, usize, usize, usize),
+) {
+    let mut c_chunk = 0;
+    while c_chunk < m {
+        let c_end = (c_chunk + mc).min(m);
+        let mut r0 = rows.start;
+        while r0 < rows.end {
+            let nr = R.min(rows.end - r0);
+            let mut c0 = c_chunk;
+            while c0 < c_end {
+                let nc = C.min(c_end - c0);
+                tile(r0, nr, c0, nc);
+                c0 += nc;
+            }
+            r0 += nr;
+        }
+        c_chunk = c_end;
+    }
+}
+
+/// Records ahead that the 16-row kernels prefetch while weights stream from memory.
+const PACKED_PREFETCH_RECORDS: usize = 16;
+
+/// The walk of the 16-row kernels: calls `tile(g, c0, nc, rows, pf)` for every group `g` of
+/// `rows` (which starts on a group) and every tile of up to `COLS` activation rows, `MC`
+/// activation rows at a time; `rows` is the group's rows inside `rows`, `pf` the prefetch
+/// distance in bytes (0: none). Where weights stream from memory (at most `MC` activation
+/// rows), each group's first tile prefetches; otherwise a group is reused from cache.
+#[inline(always)]
+pub(crate) fn for_each_group_tile<const COLS: usize>(
+    rows: Range<usize>,
+    m: usize,
+    record_lines: usize,
+    mut tile: impl FnMut(usize, usize, usize, Range<usize>, usize),
+) {
+    debug_assert!(rows.start.is_multiple_of(GROUP));
+    let ahead = PACKED_PREFETCH_RECORDS * record_lines * 64;
+    let streaming = m <= MC;
+    let mut chunk = 0;
+    while chunk < m {
+        let chunk_end = (chunk + MC).min(m);
+        for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
+            let r0 = g * GROUP;
+            let mut c0 = chunk;
+            while c0 < chunk_end {
+                let nc = COLS.min(chunk_end - c0);
+                let pf = if streaming && c0 == chunk { ahead } else { 0 };
+                tile(g, c0, nc, r0..rows.end.min(r0 + GROUP), pf);
+                c0 += nc;
+            }
+        }
+        chunk = chunk_end;
+    }
+}
+
+/// Prefetches the `record_lines` lines `pf` bytes past `r` (nothing when `pf` is 0).
+#[inline(always)]
+pub(crate) fn prefetch_record(r: *const u8, pf: usize, record_lines: usize) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    if pf != 0 {
+        for line in 0..record_lines {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + 64 * line).cast()) };
+        }
+    }
+}
+
+/// Calls `$f::<NC>(args)` for a run-time tile width `nc` in `1..=$max` (8 or 4).
+macro_rules! dispatch_cols {
+    (8, $f:ident, $nc:expr, $($arg:expr),* $(,)?) => {
+        match $nc {
+            8 => $f::<8>($($arg),*),
+            7 => $f::<7>($($arg),*),
+            6 => $f::<6>($($arg),*),
+            5 => $f::<5>($($arg),*),
+            nc => $crate::kernels::x86::walk::dispatch_cols!(4, $f, nc, $($arg),*),
+        }
+    };
+    (4, $f:ident, $nc:expr, $($arg:expr),* $(,)?) => {
+        match $nc {
+            4 => $f::<4>($($arg),*),
+            3 => $f::<3>($($arg),*),
+            2 => $f::<2>($($arg),*),
+            _ => $f::<1>($($arg),*),
+        }
+    };
+}
+pub(crate) use dispatch_cols;
+
+/// Defines a row-major gemm entry point (see `GemmFn`) for `$block` weights that walks
+/// `$tile::<R, C>` over tiles of at most `$r` weight rows x `$c` activation rows. A new weight
+/// type costs its tile, not another copy of the walk.
+macro_rules! row_major_gemm {
+    ($name:ident, $features:literal, $block:ty, $tile:ident, $r:literal x $c:literal) => {
+        /// # Safety
+        /// See `GemmFn`; the CPU has the instruction set, `a` the layout this path's table
+        /// names for the type.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(
+            w: &$crate::kernels::blocks::QMatrix<'_, $block>,
+            a: &$crate::kernels::prepared::Prepared,
+            rows: std::ops::Range<usize>,
+            out: $crate::kernels::prepared::OutPtr,
+        ) {
+            let nb = a.nb;
+            let base = w.blocks().as_ptr();
+            let row_bytes = nb * std::mem::size_of::<$block>();
+            $crate::kernels::x86::walk::for_each_weight_tile::<$r, $c>(
+                rows,
+                a.m,
+                row_bytes,
+                |r0, nr, c0, nc, pf| {
+                    // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
+                    unsafe {
+                        $crate::kernels::x86::walk::dispatch_tile!(
+                            $tile,
+                            nr,
+                            nc,
+                            base.add(r0 * nb),
+                            nb,
+                            a,
+                            c0,
+                            r0,
+                            out,
+                            pf
+                        )
+                    }
+                },
+            );
+        }
+    };
+}
+pub(crate) use row_major_gemm;
+
+/// Defines a 16-row gemm entry point (see `PackedGemmFn`) that walks `$tile::<C>` over the
+/// groups of a `$matrix`, `$cols` activation rows at a time, each group in the row ranges
+/// `$parts(rows)` yields (the whole group, or halves for 8-lane registers); the activations
+/// have the natural layout.
+macro_rules! packed_gemm {
+    ($name:ident, $features:literal, $matrix:ty, $record_lines:expr, $tile:ident, $cols:tt, $parts:path) => {
+        /// # Safety
+        /// See `PackedGemmFn`; the CPU has the instruction set.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(
+            w: &$matrix,
+            a: &$crate::kernels::prepared::Prepared,
+            rows: std::ops::Range<usize>,
+            out: $crate::kernels::prepared::OutPtr,
+        ) {
+            $crate::kernels::x86::walk::for_each_group_tile::<$cols>(
+                rows,
+                a.m,
+                $record_lines,
+                |g, c0, nc, rows, pf| {
+                    for part in $parts(rows) {
+                        // SAFETY: the walk stays inside the matrix's groups and `0..m`; the
+                        // caller's contract.
+                        unsafe {
+                            $crate::kernels::x86::walk::dispatch_cols!(
+                                $cols,
+                                $tile,
+                                nc,
+                                w.group(g),
+                                a.nb,
+                                a,
+                                c0,
+                                part,
+                                out,
+                                pf
+                            )
+                        }
+                    }
+                },
+            );
+        }
+    };
+}
+pub(crate) use packed_gemm;
+
+/// A group's rows as one range, for kernels whose registers hold all 16 rows.
+#[inline(always)]
+pub(crate) fn whole_group(rows: Range<usize>) -> std::iter::Once<Range<usize>> {
+    std::iter::once(rows)
+}

@@ -1,0 +1,227 @@
+//! The environment variables smolgen reads, parsed in one place, once per process, and strictly:
+//! an unknown value is an [`Error::InvalidArgument`] naming the variable and what it accepts,
+//! never a silent fallback.
+//!
+//! * `SMOLGEN_KERNELS`: the kernel path of our CPU engine, `auto` (the best this CPU has) or one
+//!   of `scalar`, `avx2`, `avxvnni`, `avx512`, `neon` (or their long names, `avx2+fma`, ...). A
+//!   path this CPU lacks is an [`Error::Unsupported`].
+//! * `SMOLGEN_ENGINE`: `auto` (our kernels where they apply, candle elsewhere) or `candle` (candle
+//!   everywhere, to compare).
+//! * `SMOLGEN_THREADS`: the CPU kernels' threads when a load names none, `auto` (one per core)
+//!   or 1..=[`MAX_THREADS`].
+//!
+//! Unset or empty means `auto`.
+
+use std::sync::OnceLock;
+
+use crate::error::{Error, Result};
+use crate::kernels::pool::MAX_THREADS;
+use crate::kernels::{Isa, Kernels};
+
+/// Which engine runs a model that our kernels could run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineChoice {
+    /// Our CPU kernels where they apply, candle elsewhere.
+    Auto,
+    /// candle everywhere.
+    Candle,
+}
+
+/// What the environment asks for; `None`: choose automatically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub kernels: Option<Isa>,
+    pub engine: EngineChoice,
+    pub threads: Option<usize>,
+}
+
+impl Settings {
+    /// The process's settings, read from the environment the first time they are asked for.
+    pub fn get() -> Result<&'static Settings> {
+        // Parse errors are all invalid arguments; their message is what is kept.
+        static SETTINGS: OnceLock<std::result::Result<Settings, String>> = OnceLock::new();
+        SETTINGS
+            .get_or_init(|| {
+                Settings::parse(|name| std::env::var(name).ok()).map_err(|e| match e {
+                    Error::InvalidArgument(message) => message,
+                    other => other.to_string(),
+                })
+            })
+            .as_ref()
+            .map_err(|message| Error::InvalidArgument(message.clone()))
+    }
+
+    /// Parses the variables `lookup` finds (the environment, or a test's map).
+    pub fn parse(lookup: impl Fn(&str) -> Option<String>) -> Result<Settings> {
+        let value = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_ascii_lowercase())
+                .filter(|v| !v.is_empty() && v != "auto")
+        };
+        let kernels = match value("SMOLGEN_KERNELS") {
+            None => None,
+            Some(v) => Some(Isa::parse(&v).ok_or_else(|| {
+                Error::invalid(format!(
+                    "SMOLGEN_KERNELS={v:?} is not a kernel path (expected auto, scalar, avx2, \
+                     avxvnni, avx512 or neon)"
+                ))
+            })?),
+        };
+        let engine = match value("SMOLGEN_ENGINE").as_deref() {
+            None => EngineChoice::Auto,
+            Some("candle") => EngineChoice::Candle,
+            Some(v) => {
+                return Err(Error::invalid(format!(
+                    "SMOLGEN_ENGINE={v:?} is not an engine (expected auto or candle)"
+                )))
+            }
+        };
+        let threads = match value("SMOLGEN_THREADS") {
+            None => None,
+            Some(v) => Some(
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_THREADS).contains(n))
+                    .ok_or_else(|| {
+                        Error::invalid(format!(
+                            "SMOLGEN_THREADS={v:?} is not a thread count (expected auto or \
+                             1..={MAX_THREADS})"
+                        ))
+                    })?,
+            ),
+        };
+        Ok(Settings {
+            kernels,
+            engine,
+            threads,
+        })
+    }
+
+    /// The kernel path to run: the one asked for, or the best this CPU has.
+    pub fn kernels(&self) -> Result<Kernels> {
+        match self.kernels {
+            None => Ok(Kernels::best()),
+            Some(isa) => Kernels::for_isa(isa).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "SMOLGEN_KERNELS asks for the {} kernels, which this CPU (or build) lacks; \
+                     it has {}",
+                    isa.name(),
+                    crate::kernels::available_isas()
+                        .iter()
+                        .map(|i| i.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            }),
+        }
+    }
+
+    /// `threads` as a load gives it (0: not given), resolved against `SMOLGEN_THREADS`
+    /// (0 still means one per core).
+    pub fn threads(&self, threads: usize) -> usize {
+        match threads {
+            0 => self.threads.unwrap_or(0),
+            n => n,
+        }
+    }
+
+    /// What was chosen, for `Model.info`: each variable's parsed value or `"auto"`.
+    pub fn describe(&self) -> [(&'static str, String); 3] {
+        let auto = || "auto".to_string();
+        [
+            (
+                "SMOLGEN_KERNELS",
+                self.kernels.map_or_else(auto, |i| i.name().to_string()),
+            ),
+            (
+                "SMOLGEN_ENGINE",
+                match self.engine {
+                    EngineChoice::Auto => auto(),
+                    EngineChoice::Candle => "candle".to_string(),
+                },
+            ),
+            (
+                "SMOLGEN_THREADS",
+                self.threads.map_or_else(auto, |n| n.to_string()),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<Settings> {
+        Settings::parse(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    #[test]
+    fn unset_empty_and_auto_choose_automatically() {
+        let auto = Settings {
+            kernels: None,
+            engine: EngineChoice::Auto,
+            threads: None,
+        };
+        assert_eq!(parse(&[]).ok(), Some(auto.clone()));
+        let blank = [
+            ("SMOLGEN_KERNELS", " "),
+            ("SMOLGEN_ENGINE", "AUTO"),
+            ("SMOLGEN_THREADS", "auto"),
+        ];
+        assert_eq!(parse(&blank).ok(), Some(auto));
+    }
+
+    #[test]
+    fn known_values_parse() {
+        let s = parse(&[
+            ("SMOLGEN_KERNELS", "Scalar"),
+            ("SMOLGEN_ENGINE", "candle"),
+            ("SMOLGEN_THREADS", "3"),
+        ]);
+        let s = s.ok();
+        assert_eq!(s.as_ref().and_then(|s| s.kernels), Some(Isa::Scalar));
+        assert_eq!(s.as_ref().map(|s| s.engine), Some(EngineChoice::Candle));
+        assert_eq!(s.as_ref().map(|s| s.threads(0)), Some(3));
+        assert_eq!(s.as_ref().map(|s| s.threads(2)), Some(2));
+        assert_eq!(
+            s.and_then(|s| s.kernels().ok()).map(|k| k.isa()),
+            Some(Isa::Scalar)
+        );
+    }
+
+    #[test]
+    fn unknown_values_are_invalid_argument_errors() {
+        for vars in [
+            [("SMOLGEN_KERNELS", "avx9")],
+            [("SMOLGEN_ENGINE", "ours")],
+            [("SMOLGEN_THREADS", "0")],
+            [("SMOLGEN_THREADS", "-1")],
+            [("SMOLGEN_THREADS", "100000")],
+            [("SMOLGEN_THREADS", "two")],
+        ] {
+            let err = parse(&vars).err();
+            assert!(
+                matches!(&err, Some(Error::InvalidArgument(m)) if m.contains(vars[0].0)),
+                "{vars:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_path_this_cpu_lacks_is_unsupported() {
+        let missing = Isa::ALL.into_iter().find(|i| !i.is_available());
+        if let Some(isa) = missing {
+            let s = Settings {
+                kernels: Some(isa),
+                engine: EngineChoice::Auto,
+                threads: None,
+            };
+            assert!(matches!(s.kernels(), Err(Error::Unsupported(_))));
+        }
+    }
+}
