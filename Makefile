@@ -5,8 +5,8 @@ CARGO_PROFILE ?= release
 # What the installed package is built from. `pip install .` copies the Python sources too, so a
 # change to any of these means the installed package is stale and `make install` runs again.
 SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md \
-	$(shell find rust python -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name '*.py' \
-		-o -name '*.pyi' -o -name 'py.typed' -o -path 'python/smolgen/data/*' \) 2>/dev/null)
+	$(shell find rust -type f \( -name '*.rs' -o -name 'Cargo.toml' \) 2>/dev/null) \
+	$(shell find python -type f -not -path '*/__pycache__/*' -not -name '*.so' 2>/dev/null)
 # One stamp per Python environment, so switching virtual environments installs again.
 ENV_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')
 STAMP := build/installed-$(ENV_ID)
@@ -55,6 +55,7 @@ test-rust-fast:
 test-python: install
 	$(PYTHON) -m pytest
 
+# The aarch64 check runs without .cargo/config.toml's `target-cpu=native`: that names this x86 CPU.
 lint:
 	cargo fmt --all -- --check
 	ruff format --check python tests benches
@@ -62,7 +63,7 @@ lint:
 	$(PYTHON) -m mypy python/smolgen
 	cargo clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-	cargo check --target aarch64-unknown-linux-gnu -p smolgen-core --all-targets
+	RUSTFLAGS="" cargo check --target aarch64-unknown-linux-gnu -p smolgen-core --all-targets
 	$(MAKE) stubtest
 
 # The type stub matches the built extension.
