@@ -61,9 +61,9 @@ lint:
 	ruff format --check python tests benches
 	ruff check python tests benches
 	$(PYTHON) -m mypy python/smolgen
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features smolgen-core/bench -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-	RUSTFLAGS="" cargo check --target aarch64-unknown-linux-gnu -p smolgen-core --all-targets
+	RUSTFLAGS="" cargo check --target aarch64-unknown-linux-gnu -p smolgen-core --all-targets --features bench
 	$(MAKE) stubtest
 
 # The type stub matches the built extension.
@@ -76,7 +76,7 @@ fmt:
 	ruff check --fix python tests benches
 
 bench:
-	cargo bench -p smolgen-core
+	cargo bench -p smolgen-core --features bench
 	$(PYTHON) benches/e2e.py
 
 clean:
