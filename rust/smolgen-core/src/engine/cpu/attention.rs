@@ -42,7 +42,8 @@ impl CpuEngine {
             self.weight(&lw.k)?,
             self.weight(&lw.v)?,
         );
-        self.quantize(&s.normed[..m * h], h, &[q, k, v], &mut s.act)?;
+        self.kernels
+            .quantize_activation(&s.normed[..m * h], h, &[q, k, v], &mut s.act)?;
         self.kernels.matmul_many(
             &self.pool,
             &s.act,
@@ -61,7 +62,8 @@ impl CpuEngine {
         }
         self.attend(seqs, s, layer, keep)?;
         let o = self.weight(&lw.o)?;
-        self.quantize(&s.attn[..m * q_width], q_width, &[o], &mut s.act)?;
+        self.kernels
+            .quantize_activation(&s.attn[..m * q_width], q_width, &[o], &mut s.act)?;
         let proj = sized(&mut s.proj, m * h);
         self.kernels
             .matmul_many(&self.pool, &s.act, &mut [(o, &mut *proj)])?;

@@ -24,7 +24,8 @@ impl CpuEngine {
             self.weight(&lw.up)?,
             self.weight(&lw.down)?,
         );
-        self.quantize(&s.normed[..m * h], h, &[gate, up], &mut s.act)?;
+        self.kernels
+            .quantize_activation(&s.normed[..m * h], h, &[gate, up], &mut s.act)?;
         // Each thread applies SiLU(gate) * up to the columns it has just computed.
         let silu_mul_rows = |rows: std::ops::Range<usize>, outs: &[*mut f32]| {
             for c in 0..m {
@@ -52,7 +53,8 @@ impl CpuEngine {
             ],
             silu_mul_rows,
         )?;
-        self.quantize(&s.gate[..m * ff], ff, &[down], &mut s.act)?;
+        self.kernels
+            .quantize_activation(&s.gate[..m * ff], ff, &[down], &mut s.act)?;
         let proj = sized(&mut s.proj, m * h);
         self.kernels
             .matmul_many(&self.pool, &s.act, &mut [(down, &mut *proj)])?;

@@ -30,7 +30,7 @@ use crate::cache::kv::KvCache;
 use crate::engine::attention::Heads;
 use crate::engine::LogitsFor;
 use crate::error::{Error, Result};
-use crate::kernels::{Activation, Kernels, Pool, QWeight};
+use crate::kernels::{Kernels, Pool};
 use crate::load::config::Config;
 use crate::load::gguf::GgufFile;
 use norm::rms_norm;
@@ -159,7 +159,8 @@ impl CpuEngine {
             sized(&mut s.normed, r * h),
         );
         let head = self.weight(&self.output)?;
-        self.quantize(&s.normed[..r * h], h, &[head], &mut s.act)?;
+        self.kernels
+            .quantize_activation(&s.normed[..r * h], h, &[head], &mut s.act)?;
         let mut logits = vec![0f32; r * cfg.vocab_size];
         self.kernels
             .matmul_many(&self.pool, &s.act, &mut [(head, &mut logits[..])])?;
@@ -177,16 +178,5 @@ impl CpuEngine {
             at += n;
         }
         Ok(out)
-    }
-
-    /// Quantizes `x` for whichever weight types `reads` are.
-    fn quantize(
-        &self,
-        x: &[f32],
-        cols: usize,
-        reads: &[QWeight<'_>],
-        act: &mut Activation,
-    ) -> Result<()> {
-        self.kernels.quantize_activation(x, cols, reads, act)
     }
 }
