@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -27,6 +27,14 @@ pub struct Weights {
     device: Device,
     /// Tensor name -> what it is stored as, filled as tensors are loaded.
     pub loaded: BTreeMap<String, TensorSummary>,
+}
+
+/// A tensor as its file stores it.
+enum Stored {
+    /// GGUF: ggml blocks (or floats) as candle reads them.
+    Blocks(QTensor),
+    /// safetensors: a plain tensor.
+    Dense(Tensor),
 }
 
 enum Source {
@@ -123,26 +131,33 @@ impl Weights {
         Ok(info)
     }
 
-    /// A matrix of shape `[out, in]`, quantized (GGUF) or plain (safetensors).
-    pub fn matrix(&mut self, name: &str, shape: (usize, usize)) -> Result<QMatMul> {
+    /// A `[rows, cols]` tensor as it is stored, its shape checked and recorded.
+    fn two_dimensional(&mut self, name: &str, shape: (usize, usize)) -> Result<Stored> {
         let want = [shape.0, shape.1];
-        let weight = match &self.source {
+        Ok(match &self.source {
             Source::Gguf(g) => {
                 let q = g.load_qtensor(name, &self.device)?;
                 self.check_shape(name, q.shape().dims(), &want)?;
                 let (dtype, bytes) = (format!("{:?}", q.dtype()), q.storage_size_in_bytes());
                 self.record(name, dtype, want[0] * want[1], bytes);
-                QMatMul::from_qtensor(q)?
+                Stored::Blocks(q)
             }
             Source::Safetensors(s) => {
                 let t = s.tensor(name, &self.device)?;
                 self.check_shape(name, t.dims(), &want)?;
                 let bytes = t.elem_count() * t.dtype().size_in_bytes();
                 self.record(name, dtype_name(t.dtype()), t.elem_count(), bytes);
-                QMatMul::Tensor(t)
+                Stored::Dense(t)
             }
-        };
-        Ok(weight)
+        })
+    }
+
+    /// A matrix of shape `[out, in]`, quantized (GGUF) or plain (safetensors).
+    pub fn matrix(&mut self, name: &str, shape: (usize, usize)) -> Result<QMatMul> {
+        Ok(match self.two_dimensional(name, shape)? {
+            Stored::Blocks(q) => QMatMul::from_qtensor(q)?,
+            Stored::Dense(t) => QMatMul::Tensor(t),
+        })
     }
 
     /// A vector (a norm's scale), always f32.
@@ -162,29 +177,15 @@ impl Weights {
     /// A `[rows, cols]` table read row by row (the token embedding): quantized blocks stay
     /// quantized, float tables come back as a plain tensor.
     pub fn table(&mut self, name: &str, shape: (usize, usize)) -> Result<QMatMul> {
-        let want = [shape.0, shape.1];
-        let emb = match &self.source {
-            Source::Gguf(g) => {
-                let q = g.load_qtensor(name, &self.device)?;
-                self.check_shape(name, q.shape().dims(), &want)?;
-                let (dtype, bytes) = (format!("{:?}", q.dtype()), q.storage_size_in_bytes());
-                self.record(name, dtype, want[0] * want[1], bytes);
-                match q.dtype() {
-                    GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
-                        QMatMul::Tensor(q.dequantize(&self.device)?)
-                    }
-                    _ => QMatMul::QTensor(Arc::new(q)),
+        Ok(match self.two_dimensional(name, shape)? {
+            Stored::Blocks(q) => match q.dtype() {
+                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => {
+                    QMatMul::Tensor(q.dequantize(&self.device)?)
                 }
-            }
-            Source::Safetensors(s) => {
-                let t = s.tensor(name, &self.device)?;
-                self.check_shape(name, t.dims(), &want)?;
-                let bytes = t.elem_count() * t.dtype().size_in_bytes();
-                self.record(name, dtype_name(t.dtype()), t.elem_count(), bytes);
-                QMatMul::Tensor(t)
-            }
-        };
-        Ok(emb)
+                _ => QMatMul::QTensor(Arc::new(q)),
+            },
+            Stored::Dense(t) => QMatMul::Tensor(t),
+        })
     }
 }
 
