@@ -56,11 +56,11 @@ class SamplingParams(Lenient):
     repetition_penalty: Annotated[float, Field(gt=0)] | None = None
 
     def sampling_kwargs(self, choice: int) -> dict[str, Any]:
-        """The sampling keywords of ``Model.generate`` for choice ``choice`` of the request."""
-        temperature = 1.0 if self.temperature is None else self.temperature
-        top_p = 1.0 if self.top_p is None else self.top_p
+        """The sampling keywords of ``Model.generate`` for choice ``choice`` of the request. A
+        field left unset is passed as ``None``, which keeps the core's default."""
+        temperature, top_p = self.temperature, self.top_p
         if top_p == 0:  # the limit of a shrinking nucleus: the single likeliest token
-            temperature, top_p = 0.0, 1.0
+            temperature, top_p = 0.0, None
         bias: dict[int, float] = {}
         for key, value in (self.logit_bias or {}).items():
             try:
@@ -72,11 +72,11 @@ class SamplingParams(Lenient):
         return {
             "temperature": temperature,
             "top_p": top_p,
-            "top_k": self.top_k or 0,
-            "min_p": self.min_p or 0.0,
-            "repetition_penalty": self.repetition_penalty or 1.0,
-            "frequency_penalty": self.frequency_penalty or 0.0,
-            "presence_penalty": self.presence_penalty or 0.0,
+            "top_k": self.top_k,
+            "min_p": self.min_p,
+            "repetition_penalty": self.repetition_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
             "logit_bias": bias or None,
             # Each choice its own stream of randomness, all reproducible from the request's seed.
             "seed": None if self.seed is None else (self.seed + choice) % 2**64,
