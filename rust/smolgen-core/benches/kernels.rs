@@ -6,8 +6,8 @@
 //!
 //! `cargo bench -p smolgen-core --bench kernels -- --warm-up-time 1 --measurement-time 3`
 //!
-//! * `ours/<path>-x16/t<N>`: the same weights repacked 16 rows at a time (`PackedQ4_1`,
-//!   `PackedQ8_0`), on paths with kernels for that layout.
+//! * `ours/<path>-x16/t<N>`: the same weights repacked 16 rows at a time (`PackedMatrix`), on
+//!   paths with kernels for that layout.
 //! * `ours/<path>/t<N>`: every instruction set this CPU has, for each thread count in
 //!   `SMOLGEN_BENCH_THREADS` (default `1,2`). The scalar path is skipped for prefill (slow).
 //! * `candle/t<N>`: candle's thread pool is process-wide and sized once from
@@ -18,15 +18,14 @@
 use std::borrow::Cow;
 use std::hint::black_box;
 
-use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use half::f16;
-use smolgen_core::kernels::blocks::blocks_as_bytes;
 use smolgen_core::kernels::{
-    available_isas, BlockQ4_1, BlockQ8_0, BlockQ8_1, Isa, Kernels, PackedQ4_1, PackedQ8_0, Pool,
-    QMatrix, QK,
+    available_isas, Activation, BlockQ4_1, BlockQ8_0, Isa, Kernels, PackedMatrix, Pool, QWeight,
+    WeightBlock, WeightKind,
 };
+use smolgen_core::load::gguf::ggml_dtype;
 
 /// splitmix64: the inputs never change between runs.
 struct Rng(u64);
@@ -44,15 +43,9 @@ impl Rng {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
-    Q4_1,
-    Q8_0,
-}
-
 struct Case {
     name: &'static str,
-    kind: Kind,
+    kind: &'static WeightKind,
     rows: usize,
     cols: usize,
     m: usize,
@@ -61,66 +54,45 @@ struct Case {
 const CASES: [Case; 5] = [
     Case {
         name: "q4_1_matvec_576x1536",
-        kind: Kind::Q4_1,
+        kind: <BlockQ4_1 as WeightBlock>::KIND,
         rows: 576,
         cols: 1536,
         m: 1,
     },
     Case {
         name: "q4_1_matvec_1536x576",
-        kind: Kind::Q4_1,
+        kind: <BlockQ4_1 as WeightBlock>::KIND,
         rows: 1536,
         cols: 576,
         m: 1,
     },
     Case {
         name: "q8_0_lm_head_49152x576",
-        kind: Kind::Q8_0,
+        kind: <BlockQ8_0 as WeightBlock>::KIND,
         rows: 49152,
         cols: 576,
         m: 1,
     },
     Case {
         name: "q4_1_prompt_m16_1536x576",
-        kind: Kind::Q4_1,
+        kind: <BlockQ4_1 as WeightBlock>::KIND,
         rows: 1536,
         cols: 576,
         m: 16,
     },
     Case {
         name: "q4_1_prefill_m512_1536x576",
-        kind: Kind::Q4_1,
+        kind: <BlockQ4_1 as WeightBlock>::KIND,
         rows: 1536,
         cols: 576,
         m: 512,
     },
 ];
 
-/// Weight bytes shaped like a real checkpoint's: small scales, offsets around -8 d.
-fn weight_bytes(rng: &mut Rng, kind: Kind, n_blocks: usize) -> Vec<u8> {
-    match kind {
-        Kind::Q4_1 => {
-            let blocks: Vec<BlockQ4_1> = (0..n_blocks)
-                .map(|_| {
-                    let d = 0.002 + 0.01 * rng.unit().abs();
-                    let mut qs = [0u8; 16];
-                    qs.iter_mut().for_each(|q| *q = rng.u64() as u8);
-                    BlockQ4_1::new(f16::from_f32(d), f16::from_f32(-8.0 * d), qs)
-                })
-                .collect();
-            blocks_as_bytes(&blocks).to_vec()
-        }
-        Kind::Q8_0 => {
-            let blocks: Vec<BlockQ8_0> = (0..n_blocks)
-                .map(|_| {
-                    let mut qs = [0i8; 32];
-                    qs.iter_mut().for_each(|q| *q = (rng.u64() % 255) as i8);
-                    BlockQ8_0::new(f16::from_f32(0.0005 + 0.001 * rng.unit().abs()), qs)
-                })
-                .collect();
-            blocks_as_bytes(&blocks).to_vec()
-        }
-    }
+/// Weights like a real checkpoint's (values of std ~0.02), quantized as ggml would.
+fn weight_bytes(rng: &mut Rng, kind: &WeightKind, n: usize) -> Vec<u8> {
+    let x: Vec<f32> = (0..n).map(|_| rng.unit() * 0.035).collect();
+    kind.quantize(&x).expect("whole blocks")
 }
 
 fn thread_counts() -> Vec<usize> {
@@ -139,10 +111,12 @@ fn bench_kernels(c: &mut Criterion) {
     let candle_threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "default".into());
     let mut rng = Rng(2024);
     for case in &CASES {
-        let n_blocks = case.rows * case.cols / QK;
-        let bytes = weight_bytes(&mut rng, case.kind, n_blocks);
+        let bytes = weight_bytes(&mut rng, case.kind, case.rows * case.cols);
+        let w = QWeight::from_bytes(case.kind, &bytes, case.rows, case.cols).expect("shape");
+        let packed = PackedMatrix::repack(&w).expect("repack");
         let x: Vec<f32> = (0..case.m * case.cols).map(|_| rng.unit() * 2.0).collect();
         let mut out = vec![0f32; case.m * case.rows];
+        let mut act = Activation::default();
 
         let mut group = c.benchmark_group(case.name);
         group.throughput(Throughput::Bytes(bytes.len() as u64));
@@ -154,61 +128,25 @@ fn bench_kernels(c: &mut Criterion) {
                 continue;
             }
             let kern = Kernels::for_isa(isa).expect("available");
+            let mut weights = vec![(w, format!("ours/{}", isa.name()))];
+            if let Some(p) = packed.as_ref().filter(|_| kern.packs(case.kind)) {
+                weights.push((p.weight(), format!("ours/{}-x16", isa.name())));
+            }
             for pool in &pools {
-                let id = format!("ours/{}/t{}", isa.name(), pool.threads());
-                match case.kind {
-                    Kind::Q4_1 => {
-                        let w = QMatrix::<BlockQ4_1>::from_bytes(&bytes, case.rows, case.cols)
-                            .expect("shape");
-                        group.bench_function(&id, |b| {
-                            b.iter(|| {
-                                kern.matmul_f32(pool, &w, black_box(&x), &mut out)
-                                    .expect("matmul")
-                            })
-                        });
-                        if kern.packs_weights() {
-                            let packed = PackedQ4_1::pack(&w);
-                            let mut a = vec![BlockQ8_1::default(); x.len() / QK];
-                            let id = format!("ours/{}-x16/t{}", isa.name(), pool.threads());
-                            group.bench_function(&id, |b| {
-                                b.iter(|| {
-                                    kern.quantize(black_box(&x), &mut a).expect("quantize");
-                                    kern.matmul_packed(pool, &packed, &a, &mut out)
-                                        .expect("matmul")
-                                })
-                            });
-                        }
-                    }
-                    Kind::Q8_0 => {
-                        let w = QMatrix::<BlockQ8_0>::from_bytes(&bytes, case.rows, case.cols)
-                            .expect("shape");
-                        group.bench_function(&id, |b| {
-                            b.iter(|| {
-                                kern.matmul_f32(pool, &w, black_box(&x), &mut out)
-                                    .expect("matmul")
-                            })
-                        });
-                        if kern.packs_weights() {
-                            let packed = PackedQ8_0::pack(&w);
-                            let mut a = vec![BlockQ8_0::default(); x.len() / QK];
-                            let id = format!("ours/{}-x16/t{}", isa.name(), pool.threads());
-                            group.bench_function(&id, |b| {
-                                b.iter(|| {
-                                    kern.quantize(black_box(&x), &mut a).expect("quantize");
-                                    kern.matmul_packed(pool, &packed, &a, &mut out)
-                                        .expect("matmul")
-                                })
-                            });
-                        }
-                    }
+                for (w, name) in &weights {
+                    group.bench_function(format!("{name}/t{}", pool.threads()), |b| {
+                        b.iter(|| {
+                            kern.quantize_activation(black_box(&x), case.cols, &[*w], &mut act)
+                                .expect("quantize");
+                            kern.matmul_many(pool, &act, &mut [(*w, &mut out[..])])
+                                .expect("matmul")
+                        })
+                    });
                 }
             }
         }
 
-        let dtype = match case.kind {
-            Kind::Q4_1 => GgmlDType::Q4_1,
-            Kind::Q8_0 => GgmlDType::Q8_0,
-        };
+        let dtype = ggml_dtype(case.kind.ggml_type).expect("a ggml type");
         let storage =
             QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, dtype).expect("storage");
         let qt = QTensor::new(storage, (case.rows, case.cols)).expect("qtensor");

@@ -1,174 +1,66 @@
-//! ggml's quantized block types, byte for byte.
+//! What every quantized block type shares: the [`Block`] contract, views of file bytes as
+//! blocks, and [`QMatrix`]. The types themselves, byte for byte as ggml lays them out, live one
+//! per file in [`super::types`].
 //!
-//! Every field is a byte array, so each block type has alignment 1 and no padding: a slice of
-//! blocks can be viewed straight out of a memory-mapped GGUF file at any offset (GGUF only aligns
-//! the start of a tensor to 32 bytes; a 20- or 34-byte block puts the next block's fields at odd
-//! addresses). Multi-byte fields are little-endian f16 read with `u16::from_le_bytes`.
+//! Every field of a block is a byte array, so each block type has alignment 1 and no padding: a
+//! slice of blocks can be viewed straight out of a memory-mapped GGUF file at any offset (GGUF
+//! only aligns the start of a tensor to 32 bytes; a 20- or 34-byte block puts the next block's
+//! fields at odd addresses). Multi-byte fields are little-endian f16 read with
+//! `u16::from_le_bytes`.
 
 use half::f16;
 
 use crate::error::{Error, Result};
 
-/// Weights per block, for every type here.
+/// Values per block of the 32-element types (ggml's K-quants group 256).
 pub const QK: usize = 32;
 
-/// ggml's `block_q4_1`: 32 weights `d * q + m`, `q` in 0..=15. Element `j < 16` is the low
-/// nibble of `qs[j]`, element `j + 16` its high nibble.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BlockQ4_1 {
-    pub d: [u8; 2],
-    pub m: [u8; 2],
-    pub qs: [u8; QK / 2],
-}
-
-/// ggml's `block_q8_0`: 32 values `d * q`, `q` an i8.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BlockQ8_0 {
-    pub d: [u8; 2],
-    pub qs: [i8; QK],
-}
-
-/// ggml's `block_q8_1`: like q8_0 plus `s = d * sum(qs)` (as f16), which folds a Q4_1 block's
-/// offset `m` into one multiply per block.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BlockQ8_1 {
-    pub d: [u8; 2],
-    pub s: [u8; 2],
-    pub qs: [i8; QK],
-}
-
-const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
-const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
-const _: () = assert!(std::mem::size_of::<BlockQ8_1>() == 36);
-const _: () = assert!(std::mem::align_of::<BlockQ4_1>() == 1);
-const _: () = assert!(std::mem::align_of::<BlockQ8_0>() == 1);
-const _: () = assert!(std::mem::align_of::<BlockQ8_1>() == 1);
-
+/// The f16 stored in `b`.
 #[inline(always)]
-fn f16_bits(b: [u8; 2]) -> f16 {
+pub(crate) fn f16_bits(b: [u8; 2]) -> f16 {
     f16::from_bits(u16::from_le_bytes(b))
 }
 
+/// The bytes that store `x`.
 #[inline(always)]
-fn f16_bytes(x: f16) -> [u8; 2] {
+pub(crate) fn f16_bytes(x: f16) -> [u8; 2] {
     x.to_bits().to_le_bytes()
 }
 
-impl BlockQ4_1 {
-    #[inline(always)]
-    pub fn d(&self) -> f16 {
-        f16_bits(self.d)
-    }
-    #[inline(always)]
-    pub fn m(&self) -> f16 {
-        f16_bits(self.m)
-    }
-    pub fn new(d: f16, m: f16, qs: [u8; QK / 2]) -> Self {
-        BlockQ4_1 {
-            d: f16_bytes(d),
-            m: f16_bytes(m),
-            qs,
-        }
-    }
-    /// The 4-bit code of element `j` (0..32).
-    #[inline(always)]
-    pub fn q(&self, j: usize) -> u8 {
-        if j < QK / 2 {
-            self.qs[j] & 0x0F
-        } else {
-            self.qs[j - QK / 2] >> 4
-        }
-    }
-    /// The 32 weights as f32, in ggml's arithmetic (`q * d + m` in f32).
-    pub fn dequantize(&self, out: &mut [f32; QK]) {
-        let d = self.d().to_f32();
-        let m = self.m().to_f32();
-        for (j, o) in out.iter_mut().enumerate() {
-            *o = self.q(j) as f32 * d + m;
-        }
-    }
-}
-
-impl BlockQ8_0 {
-    #[inline(always)]
-    pub fn d(&self) -> f16 {
-        f16_bits(self.d)
-    }
-    pub fn new(d: f16, qs: [i8; QK]) -> Self {
-        BlockQ8_0 {
-            d: f16_bytes(d),
-            qs,
-        }
-    }
-    pub fn dequantize(&self, out: &mut [f32; QK]) {
-        let d = self.d().to_f32();
-        for (o, &q) in out.iter_mut().zip(&self.qs) {
-            *o = q as f32 * d;
-        }
-    }
-}
-
-impl BlockQ8_1 {
-    #[inline(always)]
-    pub fn d(&self) -> f16 {
-        f16_bits(self.d)
-    }
-    #[inline(always)]
-    pub fn s(&self) -> f16 {
-        f16_bits(self.s)
-    }
-    pub fn new(d: f16, s: f16, qs: [i8; QK]) -> Self {
-        BlockQ8_1 {
-            d: f16_bytes(d),
-            s: f16_bytes(s),
-            qs,
-        }
-    }
-    pub fn dequantize(&self, out: &mut [f32; QK]) {
-        let d = self.d().to_f32();
-        for (o, &q) in out.iter_mut().zip(&self.qs) {
-            *o = q as f32 * d;
-        }
-    }
-}
-
-mod sealed {
+pub(crate) mod sealed {
     pub trait Sealed {}
-    impl Sealed for super::BlockQ4_1 {}
-    impl Sealed for super::BlockQ8_0 {}
-    impl Sealed for super::BlockQ8_1 {}
 }
 
 /// A block type that can be viewed from raw bytes.
 ///
 /// # Safety
 /// Implementors are `#[repr(C)]` structs of byte arrays only: alignment 1, no padding, and every
-/// bit pattern is a valid value. The trait is sealed; the three types above are the only ones.
+/// bit pattern is a valid value. The trait is sealed: the types in [`super::types`] are the only
+/// ones, each declared with `byte_block!`.
 pub unsafe trait Block: sealed::Sealed + Copy + Send + Sync + 'static {
     /// Bytes per block.
-    const SIZE: usize;
+    const SIZE: usize = std::mem::size_of::<Self>();
+    /// Values per block.
+    const ELEMENTS: usize = QK;
     /// ggml's name for the type, for error messages.
     const NAME: &'static str;
 }
 
-// SAFETY: byte arrays only, checked by the size/alignment asserts above.
-unsafe impl Block for BlockQ4_1 {
-    const SIZE: usize = 20;
-    const NAME: &'static str = "q4_1";
+/// Declares `$t`, a `#[repr(C)]` struct of byte arrays only, a [`Block`] of `$size` bytes named
+/// `$name` (checking its size and alignment).
+macro_rules! byte_block {
+    ($t:ty, $name:literal, $size:literal) => {
+        impl $crate::kernels::blocks::sealed::Sealed for $t {}
+        const _: () = assert!(std::mem::size_of::<$t>() == $size);
+        const _: () = assert!(std::mem::align_of::<$t>() == 1);
+        // SAFETY: byte arrays only (the caller's word), alignment 1 and size checked above, so
+        // no padding and no invalid bit patterns.
+        unsafe impl $crate::kernels::blocks::Block for $t {
+            const NAME: &'static str = $name;
+        }
+    };
 }
-// SAFETY: as above.
-unsafe impl Block for BlockQ8_0 {
-    const SIZE: usize = 34;
-    const NAME: &'static str = "q8_0";
-}
-// SAFETY: as above.
-unsafe impl Block for BlockQ8_1 {
-    const SIZE: usize = 36;
-    const NAME: &'static str = "q8_1";
-}
+pub(crate) use byte_block;
 
 /// Views `bytes` (any alignment) as blocks. The length must be a whole number of blocks.
 pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
@@ -184,6 +76,14 @@ pub fn cast_blocks<B: Block>(bytes: &[u8]) -> Result<&[B]> {
     // SAFETY: `B` has alignment 1, size `B::SIZE`, no padding and no invalid bit patterns
     // (the `Block` contract), and `n * B::SIZE == bytes.len()`; the lifetime is the input's.
     Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<B>(), n) })
+}
+
+/// Views `bytes` as blocks to write; the length must be a whole number of blocks.
+pub fn cast_blocks_mut<B: Block>(bytes: &mut [u8]) -> Result<&mut [B]> {
+    let n = cast_blocks::<B>(bytes)?.len();
+    // SAFETY: as in `cast_blocks`; every bit pattern is a valid `B`, so any write through the
+    // blocks leaves valid bytes, and the borrow is the input's.
+    Ok(unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<B>(), n) })
 }
 
 /// The bytes of a block slice, for writing or hashing.
@@ -204,16 +104,17 @@ pub struct QMatrix<'a, B: Block> {
 }
 
 impl<'a, B: Block> QMatrix<'a, B> {
-    /// Checks that `cols` is a positive multiple of 32 and that there are exactly
-    /// `rows * cols / 32` blocks.
+    /// Checks that `cols` is a positive multiple of the block's length and that there are
+    /// exactly `rows * cols / B::ELEMENTS` blocks.
     pub fn new(blocks: &'a [B], rows: usize, cols: usize) -> Result<Self> {
-        if cols == 0 || !cols.is_multiple_of(QK) {
+        if cols == 0 || !cols.is_multiple_of(B::ELEMENTS) {
             return Err(Error::invalid(format!(
-                "{} matrix: {cols} columns is not a positive multiple of {QK}",
-                B::NAME
+                "{} matrix: {cols} columns is not a positive multiple of {}",
+                B::NAME,
+                B::ELEMENTS
             )));
         }
-        let want = rows.checked_mul(cols / QK).ok_or_else(|| {
+        let want = rows.checked_mul(cols / B::ELEMENTS).ok_or_else(|| {
             Error::invalid(format!("{} matrix: {rows} x {cols} overflows", B::NAME))
         })?;
         if blocks.len() != want {
@@ -242,7 +143,7 @@ impl<'a, B: Block> QMatrix<'a, B> {
     }
     /// Blocks per row.
     pub fn row_blocks(&self) -> usize {
-        self.cols / QK
+        self.cols / B::ELEMENTS
     }
     pub fn row(&self, r: usize) -> &'a [B] {
         let nb = self.row_blocks();

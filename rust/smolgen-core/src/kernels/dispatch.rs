@@ -2,16 +2,13 @@
 //!
 //! The CPU is probed once. Every SIMD kernel is a `#[target_feature]` function reached only
 //! through a [`Kernels`] handle, and a handle for an instruction set exists only when the CPU
-//! has it, so a portable build (no `-C target-cpu`) runs the same code as a native one.
+//! has it, so a portable build (no `-C target-cpu`) runs the same code as a native one. Each
+//! block type names its kernels per instruction set ([`super::types`]).
 //!
 //! `SMOLGEN_KERNELS` forces a path for the engine (see [`crate::settings`]): an unknown name, or a
 //! path this CPU lacks, is an error, not a silent fallback.
 
 use std::sync::OnceLock;
-
-use super::blocks::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
-use super::packed::{PackedQ4_1, PackedQ8_0};
-use super::prepared::{GemmFn, Layout, PackedGemmFn};
 
 /// An instruction set the kernels are written for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,152 +97,32 @@ fn detect_best() -> Isa {
     available_isas().into_iter().last().unwrap_or(Isa::Scalar)
 }
 
-/// One instruction set's function set.
-pub(crate) struct Table {
-    pub isa: Isa,
-    pub layout_q4_1: Layout,
-    pub layout_q8_0: Layout,
-    /// # Safety: the CPU supports `isa`; `x.len() == out.len() * 32`.
-    pub quantize_q8_1: unsafe fn(&[f32], &mut [BlockQ8_1]),
-    /// # Safety: as above.
-    pub quantize_q8_0: unsafe fn(&[f32], &mut [BlockQ8_0]),
-    pub gemm_q4_1: GemmFn<BlockQ4_1>,
-    pub gemm_q8_0: GemmFn<BlockQ8_0>,
-    /// Q4_1 and Q8_0 weights in the 16-row layout, where this path has kernels for it (they
-    /// read the natural activation layout).
-    pub packed: Option<PackedKernels>,
-}
-
-/// The 16-row kernels of one instruction set.
-pub(crate) struct PackedKernels {
-    pub q4_1: PackedGemmFn<PackedQ4_1>,
-    pub q8_0: PackedGemmFn<PackedQ8_0>,
-}
-
-pub(crate) static SCALAR_TABLE: Table = Table {
-    isa: Isa::Scalar,
-    layout_q4_1: Layout::Natural,
-    layout_q8_0: Layout::Natural,
-    quantize_q8_1: super::quantize::quantize_q8_1_scalar,
-    quantize_q8_0: super::quantize::quantize_q8_0_scalar,
-    gemm_q4_1: super::dot::gemm_q4_1_scalar,
-    gemm_q8_0: super::dot::gemm_q8_0_scalar,
-    packed: None,
-};
-
-#[cfg(target_arch = "x86_64")]
-static AVX2_TABLE: Table = Table {
-    isa: Isa::Avx2,
-    layout_q4_1: Layout::Natural,
-    layout_q8_0: Layout::Natural,
-    quantize_q8_1: super::quantize::x86::quantize_q8_1_avx2,
-    quantize_q8_0: super::quantize::x86::quantize_q8_0_avx2,
-    gemm_q4_1: super::x86::avx2::gemm_q4_1,
-    gemm_q8_0: super::x86::avx2::gemm_q8_0,
-    packed: Some(PackedKernels {
-        q4_1: super::x86::avx2::gemm_q4_1x16,
-        q8_0: super::x86::avx2::gemm_q8_0x16,
-    }),
-};
-
-#[cfg(target_arch = "x86_64")]
-static AVXVNNI_TABLE: Table = Table {
-    isa: Isa::AvxVnni,
-    layout_q4_1: Layout::Natural,
-    layout_q8_0: Layout::Natural,
-    quantize_q8_1: super::quantize::x86::quantize_q8_1_avx2,
-    quantize_q8_0: super::quantize::x86::quantize_q8_0_avx2,
-    gemm_q4_1: super::x86::avx2::gemm_q4_1,
-    gemm_q8_0: super::x86::avx2::gemm_q8_0,
-    packed: Some(PackedKernels {
-        q4_1: super::x86::avx2::gemm_q4_1x16_vnni,
-        q8_0: super::x86::avx2::gemm_q8_0x16_vnni,
-    }),
-};
-
-#[cfg(target_arch = "x86_64")]
-static AVX512_TABLE: Table = Table {
-    isa: Isa::Avx512Vnni,
-    layout_q4_1: Layout::PairsQ4,
-    layout_q8_0: Layout::PairsQ8,
-    quantize_q8_1: super::quantize::x86::quantize_q8_1_avx2,
-    quantize_q8_0: super::quantize::x86::quantize_q8_0_avx2,
-    gemm_q4_1: super::x86::avx512::gemm_q4_1,
-    gemm_q8_0: super::x86::avx512::gemm_q8_0,
-    packed: Some(PackedKernels {
-        q4_1: super::x86::avx512::gemm_q4_1x16,
-        q8_0: super::x86::avx512::gemm_q8_0x16,
-    }),
-};
-
-#[cfg(target_arch = "aarch64")]
-static NEON_TABLE: Table = Table {
-    isa: Isa::Neon,
-    layout_q4_1: Layout::Natural,
-    layout_q8_0: Layout::Natural,
-    quantize_q8_1: super::quantize::quantize_q8_1_scalar,
-    quantize_q8_0: super::quantize::quantize_q8_0_scalar,
-    gemm_q4_1: super::arm::neon::gemm_q4_1,
-    gemm_q8_0: super::arm::neon::gemm_q8_0,
-    packed: None,
-};
-
-/// The table for `isa` if this build's architecture has one (availability is checked by the
-/// caller, [`Kernels::for_isa`]).
-pub(crate) fn table_for(isa: Isa) -> Option<&'static Table> {
-    match isa {
-        Isa::Scalar => Some(&SCALAR_TABLE),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Some(&AVX2_TABLE),
-        #[cfg(target_arch = "x86_64")]
-        Isa::AvxVnni => Some(&AVXVNNI_TABLE),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => Some(&AVX512_TABLE),
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => Some(&NEON_TABLE),
-        #[allow(unreachable_patterns)]
-        _ => None,
-    }
-}
-
-/// The function set for one instruction set. Cheap to copy.
-#[derive(Clone, Copy)]
+/// The kernels of one instruction set this CPU has. Cheap to copy.
+#[derive(Clone, Copy, Debug)]
 pub struct Kernels {
-    pub(crate) table: &'static Table,
-}
-
-impl std::fmt::Debug for Kernels {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Kernels").field(&self.table.isa).finish()
-    }
+    isa: Isa,
 }
 
 impl Kernels {
     /// The path for `isa`, or `None` when this CPU (or this build's architecture) lacks it.
     pub fn for_isa(isa: Isa) -> Option<Kernels> {
-        if !isa.is_available() {
-            return None;
-        }
-        table_for(isa).map(|table| Kernels { table })
+        isa.is_available().then_some(Kernels { isa })
     }
 
     /// The best path this CPU has; probed once per process. (The engine runs the one
     /// [`crate::settings::Settings::kernels`] chooses, which honours `SMOLGEN_KERNELS`.)
     pub fn best() -> Kernels {
         static BEST: OnceLock<Kernels> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            Kernels::for_isa(detect_best()).unwrap_or(Kernels {
-                table: &SCALAR_TABLE,
-            })
-        })
+        *BEST
+            .get_or_init(|| Kernels::for_isa(detect_best()).unwrap_or(Kernels { isa: Isa::Scalar }))
     }
 
     pub fn isa(&self) -> Isa {
-        self.table.isa
+        self.isa
     }
 
     pub fn name(&self) -> &'static str {
-        self.table.isa.name()
+        self.isa.name()
     }
 }
 

@@ -1,8 +1,9 @@
 //! `y = W x` for a batch of activation rows, split across threads.
 //!
 //! Weights are in ggml's layout, straight from the file, or repacked 16 rows at a time for the
-//! kernels that have that layout ([`super::packed`]). Activations arrive as ggml Q8_1/Q8_0
-//! blocks and are first copied into a `Prepared` layout: codes in 64-byte-aligned lines,
+//! kernels that have that layout ([`super::packed`]); either way a [`QWeight`] carries them with
+//! their type's record ([`WeightKind`]), which names the kernels. Activations are quantized to
+//! the type the weights' products read (Q8_1, Q8_0) and copied into a `Prepared` layout: codes in 64-byte-aligned lines,
 //! scales as f32, plus whatever per-block constants the instruction set's micro-kernel wants
 //! (that copy is `m * k` bytes, small next to the `n * m * k` multiply-adds). Each thread gets a
 //! contiguous run of weight rows; inside it, a micro-kernel computes a tile of up to 4 weight
@@ -15,26 +16,16 @@
 
 use std::ops::Range;
 
-use super::blocks::{BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
-use super::dispatch::{Kernels, PackedKernels};
-use super::packed::{PackedQ4_1, PackedQ8_0};
+use super::blocks::{Block, QMatrix};
+use super::dispatch::Kernels;
 use super::pool::Pool;
-use super::prepared::{Layout, OutPtr, Prepared};
-use super::types::ActivationBlock;
+use super::prepared::{GemmFn, Layout, OutPtr, Prepared};
+use super::types::{ActivationBlock, ActivationKind, TypeKernels, WeightBlock, WeightKind};
 use crate::error::{Error, Result};
 
 /// Weight rows per thread share are a multiple of this (a multiple of every tile height).
 pub(crate) const ROW_GRAIN: usize = 16;
 const _: () = assert!(ROW_GRAIN.is_multiple_of(super::packed::GROUP));
-
-fn check_quantize(x_len: usize, blocks: usize) -> Result<()> {
-    if x_len != blocks * QK {
-        return Err(Error::invalid(format!(
-            "quantize: {x_len} values do not fill {blocks} blocks of {QK}"
-        )));
-    }
-    Ok(())
-}
 
 /// Activation rows in `a_len` blocks of rows of `nb` blocks (at least one whole row).
 pub(crate) fn activation_rows(nb: usize, a_len: usize) -> Result<usize> {
@@ -46,89 +37,238 @@ pub(crate) fn activation_rows(nb: usize, a_len: usize) -> Result<usize> {
     Ok(a_len / nb)
 }
 
+/// A quantized weight matrix of any type the kernels cover, row-major as ggml stores it or
+/// repacked ([`super::PackedMatrix::weight`]).
+#[derive(Clone, Copy)]
+pub struct QWeight<'a> {
+    kind: &'static WeightKind,
+    bytes: &'a [u8],
+    rows: usize,
+    cols: usize,
+    packed: bool,
+    /// Bytes per row, or per group of 16 rows when packed.
+    stride: usize,
+}
+
+impl<'a, W: WeightBlock> From<QMatrix<'a, W>> for QWeight<'a> {
+    fn from(m: QMatrix<'a, W>) -> Self {
+        QWeight {
+            kind: W::KIND,
+            bytes: super::blocks::blocks_as_bytes(m.blocks()),
+            rows: m.rows(),
+            cols: m.cols(),
+            packed: false,
+            stride: m.row_blocks() * W::SIZE,
+        }
+    }
+}
+
+impl<'a> QWeight<'a> {
+    /// A `rows x cols` matrix of `kind` in ggml's layout; checks that `bytes` are exactly its
+    /// blocks.
+    pub fn from_bytes(
+        kind: &'static WeightKind,
+        bytes: &'a [u8],
+        rows: usize,
+        cols: usize,
+    ) -> Result<QWeight<'a>> {
+        let el = kind.block_elements;
+        if cols == 0 || !cols.is_multiple_of(el) {
+            return Err(Error::invalid(format!(
+                "{kind:?} matrix: {cols} columns is not a positive multiple of {el}"
+            )));
+        }
+        let stride = cols / el * kind.block_bytes;
+        if rows.checked_mul(stride) != Some(bytes.len()) {
+            return Err(Error::invalid(format!(
+                "{kind:?} matrix {rows} x {cols} needs {rows} x {stride} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Ok(QWeight {
+            kind,
+            bytes,
+            rows,
+            cols,
+            packed: false,
+            stride,
+        })
+    }
+
+    /// A repacked matrix's bytes, `group_bytes` per group of 16 rows.
+    pub(crate) fn packed(
+        kind: &'static WeightKind,
+        bytes: &'a [u8],
+        rows: usize,
+        cols: usize,
+        group_bytes: usize,
+    ) -> QWeight<'a> {
+        debug_assert_eq!(
+            bytes.len(),
+            rows.div_ceil(super::packed::GROUP) * group_bytes
+        );
+        QWeight {
+            kind,
+            bytes,
+            rows,
+            cols,
+            packed: true,
+            stride: group_bytes,
+        }
+    }
+
+    pub fn kind(&self) -> &'static WeightKind {
+        self.kind
+    }
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+    /// Blocks per row.
+    pub fn row_blocks(&self) -> usize {
+        self.cols / self.kind.block_elements
+    }
+    /// Bytes of weight data (what one pass over the matrix reads).
+    pub fn size_in_bytes(&self) -> usize {
+        self.bytes.len()
+    }
+    /// Whether the matrix is repacked 16 rows at a time.
+    pub fn is_packed(&self) -> bool {
+        self.packed
+    }
+
+    /// The row-major matrix as blocks of `W`, its type.
+    pub fn typed<W: WeightBlock>(&self) -> Result<QMatrix<'a, W>> {
+        if *self.kind != *W::KIND || self.packed {
+            return Err(Error::invalid(format!(
+                "a {}{} matrix read as {}",
+                if self.packed { "packed " } else { "" },
+                self.kind.name,
+                W::NAME
+            )));
+        }
+        QMatrix::from_bytes(self.bytes, self.rows, self.cols)
+    }
+
+    /// The blocks of a row-major matrix, for its kernels (which know its type).
+    #[inline(always)]
+    pub(crate) fn blocks<B: Block>(&self) -> &'a [B] {
+        debug_assert!(!self.packed && B::NAME == self.kind.name);
+        // SAFETY: `B` has alignment 1 and no invalid bit patterns (the `Block` contract), and
+        // the slice stays inside `bytes`.
+        unsafe {
+            std::slice::from_raw_parts(self.bytes.as_ptr().cast(), self.bytes.len() / B::SIZE)
+        }
+    }
+
+    /// Group `g` of a packed matrix, 64-byte aligned.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(crate) fn group(&self, g: usize) -> *const super::prepared::Line {
+        self.bytes.as_ptr().wrapping_add(g * self.stride).cast()
+    }
+
+    /// The bytes of group `g` of a packed matrix (`g` inside it).
+    pub(crate) fn group_bytes(&self, g: usize) -> &'a [u8] {
+        &self.bytes[g * self.stride..(g + 1) * self.stride]
+    }
+
+    /// Row `r` in f32 (`out.len() == cols`), as ggml dequantizes it.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.rows || out.len() != self.cols {
+            return Err(Error::invalid(format!(
+                "row {r} of a {} x {} matrix into {} values",
+                self.rows,
+                self.cols,
+                out.len()
+            )));
+        }
+        let (el, size) = (self.kind.block_elements, self.kind.block_bytes);
+        for (b, dst) in out.chunks_exact_mut(el).enumerate() {
+            match (self.packed, self.kind.repack) {
+                (false, _) => {
+                    let at = r * self.stride + b * size;
+                    (self.kind.dequantize)(&self.bytes[at..at + size], dst)
+                }
+                (true, Some(repack)) => (repack.dequantize)(self, r, b, dst)?,
+                (true, None) => return Err(Error::invalid("a packed matrix of no packed type")),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for QWeight<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QWeight")
+            .field("kind", &self.kind)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .field("packed", &self.packed)
+            .finish()
+    }
+}
+
 impl Kernels {
-    /// Quantizes `x` (`32 * out.len()` values, any number of rows back to back) to `A`.
+    /// Quantizes `x` (`A::ELEMENTS * out.len()` values, any number of rows back to back).
     pub fn quantize<A: ActivationBlock>(&self, x: &[f32], out: &mut [A]) -> Result<()> {
-        check_quantize(x.len(), out.len())?;
-        // SAFETY: the table exists only on a CPU with its instruction set; lengths checked.
-        unsafe { <A as super::types::select::Quantize>::quantizer(self.table)(x, out) };
+        if x.len() != out.len() * A::ELEMENTS {
+            return Err(Error::invalid(format!(
+                "quantize: {} values do not fill {} blocks of {}",
+                x.len(),
+                out.len(),
+                A::ELEMENTS
+            )));
+        }
+        // SAFETY: a `Kernels` exists only on a CPU with its instruction set; lengths checked.
+        unsafe { A::quantize(self.isa(), x, out) };
         Ok(())
     }
 
-    /// Whether this path multiplies packed matrices ([`PackedQ4_1`], [`PackedQ8_0`]), and so
-    /// wants its weights repacked.
-    pub fn packs_weights(&self) -> bool {
-        self.table.packed.is_some()
+    /// The kernels that multiply `kind` on this path.
+    pub(crate) fn kernels_for(&self, kind: &WeightKind) -> TypeKernels {
+        (kind.kernels)(self.isa())
     }
 
-    pub(super) fn packed_kernels(&self) -> Result<&'static PackedKernels> {
-        self.table.packed.as_ref().ok_or_else(|| {
-            Error::invalid(format!(
-                "the {} kernels do not multiply 16-row packed matrices",
-                self.name()
-            ))
-        })
+    /// Whether this path multiplies `kind` repacked 16 rows at a time, and so wants it repacked.
+    pub fn packs(&self, kind: &WeightKind) -> bool {
+        kind.repack.is_some() && self.kernels_for(kind).packed.is_some()
+    }
+
+    /// The kernel for `w` and the activation layout it reads.
+    pub(crate) fn gemm_for(&self, w: &QWeight<'_>) -> Result<(GemmFn, Layout)> {
+        let k = self.kernels_for(w.kind);
+        match (w.packed, k.packed) {
+            (false, _) => Ok((k.gemm, k.layout)),
+            (true, Some(gemm)) => Ok((gemm, Layout::Natural)),
+            (true, None) => Err(Error::invalid(format!(
+                "the {} kernels do not multiply packed {} matrices",
+                self.name(),
+                w.kind.name
+            ))),
+        }
     }
 }
 
-/// A quantized weight matrix of any type the kernels cover.
-#[derive(Clone, Copy, Debug)]
-pub enum QWeight<'a> {
-    Q4_1(QMatrix<'a, BlockQ4_1>),
-    Q8_0(QMatrix<'a, BlockQ8_0>),
-    /// Q4_1 repacked, for paths that [`Kernels::packs_weights`].
-    Q4_1x16(&'a PackedQ4_1),
-    /// Q8_0 repacked, for paths that [`Kernels::packs_weights`].
-    Q8_0x16(&'a PackedQ8_0),
-}
-
-impl QWeight<'_> {
-    pub fn rows(&self) -> usize {
-        match self {
-            QWeight::Q4_1(w) => w.rows(),
-            QWeight::Q8_0(w) => w.rows(),
-            QWeight::Q4_1x16(w) => w.rows(),
-            QWeight::Q8_0x16(w) => w.rows(),
-        }
-    }
-    pub fn cols(&self) -> usize {
-        match self {
-            QWeight::Q4_1(w) => w.cols(),
-            QWeight::Q8_0(w) => w.cols(),
-            QWeight::Q4_1x16(w) => w.cols(),
-            QWeight::Q8_0x16(w) => w.cols(),
-        }
-    }
-    pub fn size_in_bytes(&self) -> usize {
-        match self {
-            QWeight::Q4_1(w) => w.size_in_bytes(),
-            QWeight::Q8_0(w) => w.size_in_bytes(),
-            QWeight::Q4_1x16(w) => w.size_in_bytes(),
-            QWeight::Q8_0x16(w) => w.size_in_bytes(),
-        }
-    }
-    /// Whether Q8_1 activations feed it (else Q8_0).
-    pub fn reads_q8_1(&self) -> bool {
-        matches!(self, QWeight::Q4_1(_) | QWeight::Q4_1x16(_))
-    }
-    fn is_packed(&self) -> bool {
-        matches!(self, QWeight::Q4_1x16(_) | QWeight::Q8_0x16(_))
-    }
-}
-
-/// Activation rows quantized once for every weight type that reads them (Q8_1 for Q4_1
-/// weights, Q8_0 for Q8_0 weights), in buffers that grow to the largest input and are reused.
+/// Activation rows quantized once for every weight type that reads them, in each activation
+/// layout those types' kernels want, in buffers that grow to the largest input and are reused.
 #[derive(Default)]
 pub struct Activation {
     m: usize,
     cols: usize,
-    q8_1: Vec<BlockQ8_1>,
-    q8_0: Vec<BlockQ8_0>,
-    for_q4_1: Option<Prepared>,
-    for_q8_0: Option<Prepared>,
-    /// The layouts the last quantization prepared (`None`: that type was not prepared).
-    ready_q4_1: Option<Layout>,
-    ready_q8_0: Option<Layout>,
+    slots: Vec<Slot>,
+}
+
+/// One activation type in one layout.
+struct Slot {
+    kind: &'static ActivationKind,
+    layout: Layout,
+    /// Whether the last quantization filled it.
+    ready: bool,
+    prepared: Prepared,
+    blocks: Vec<u8>,
 }
 
 impl Activation {
@@ -136,42 +276,21 @@ impl Activation {
     pub fn rows(&self) -> usize {
         self.m
     }
+
+    fn ready(&self, kind: &ActivationKind, layout: Layout) -> Option<&Prepared> {
+        self.slots
+            .iter()
+            .find(|s| s.ready && *s.kind == *kind && s.layout == layout)
+            .map(|s| &s.prepared)
+    }
 }
 
 /// At most this many matrices share one [`Kernels::matmul_many`] call.
 pub const MAX_SHARED_MATMULS: usize = 4;
 
 impl Kernels {
-    /// The activation layout the kernel for `w` reads: the table's for row-major matrices, the
-    /// natural one for packed matrices (every 16-row kernel reads it, needing only codes and
-    /// per-block scales).
-    pub(super) fn layout_for(&self, w: &QWeight<'_>) -> Layout {
-        match w {
-            QWeight::Q4_1(_) => self.table.layout_q4_1,
-            QWeight::Q8_0(_) => self.table.layout_q8_0,
-            QWeight::Q4_1x16(_) | QWeight::Q8_0x16(_) => Layout::Natural,
-        }
-    }
-
-    /// The one layout of the `reads` of one activation type (`q8_1`: the Q4_1 weights, else the
-    /// Q8_0 ones), or `None` when none reads it.
-    fn layout_of(&self, reads: &[QWeight<'_>], q8_1: bool) -> Result<Option<Layout>> {
-        let mut layouts = reads
-            .iter()
-            .filter(|w| w.reads_q8_1() == q8_1)
-            .map(|w| self.layout_for(w));
-        let first = layouts.next();
-        if layouts.any(|l| Some(l) != first) {
-            return Err(Error::invalid(
-                "activation: its readers want different layouts (packed and row-major matrices)",
-            ));
-        }
-        Ok(first)
-    }
-
-    /// Quantizes `x` (`rows x cols` f32, row-major) for the matrices in `reads`: once per
-    /// activation type (Q8_1 for Q4_1 weights, Q8_0 for Q8_0 weights), laid out as their
-    /// kernels read it.
+    /// Quantizes `x` (`m x cols` f32, row-major) for every matrix in `reads` (each activation
+    /// type and layout once), ready for [`Kernels::matmul_many`] on any of them.
     pub fn quantize_activation(
         &self,
         x: &[f32],
@@ -179,31 +298,51 @@ impl Kernels {
         reads: &[QWeight<'_>],
         act: &mut Activation,
     ) -> Result<()> {
-        if cols == 0 || !cols.is_multiple_of(QK) || !x.len().is_multiple_of(cols) || x.is_empty() {
+        if cols == 0 || !x.len().is_multiple_of(cols) || x.is_empty() {
             return Err(Error::invalid(format!(
-                "activation: {} values are not whole rows of {cols} (a positive multiple of {QK})",
+                "activation: {} values are not whole rows of {cols}",
                 x.len()
             )));
         }
-        let (for_q4_1, for_q8_0) = (self.layout_of(reads, true)?, self.layout_of(reads, false)?);
-        let (m, nb) = (x.len() / cols, cols / QK);
-        (act.m, act.cols) = (m, cols);
-        (act.ready_q4_1, act.ready_q8_0) = (None, None);
-        if let Some(layout) = for_q4_1 {
-            act.q8_1.resize(m * nb, BlockQ8_1::default());
-            self.quantize(x, &mut act.q8_1)?;
-            act.for_q4_1
-                .get_or_insert_with(Prepared::empty)
-                .fill_q8_1(&act.q8_1, nb, layout);
+        (act.m, act.cols) = (x.len() / cols, cols);
+        act.slots.iter_mut().for_each(|s| s.ready = false);
+        for w in reads {
+            if w.cols != cols {
+                return Err(Error::invalid(format!(
+                    "activation: {cols} columns for a matrix of {}",
+                    w.cols
+                )));
+            }
+            let (kind, layout) = (w.kind.activation, self.gemm_for(w)?.1);
+            let at = match act
+                .slots
+                .iter()
+                .position(|s| *s.kind == *kind && s.layout == layout)
+            {
+                Some(i) if act.slots[i].ready => continue,
+                Some(i) => i,
+                None => {
+                    act.slots.push(Slot {
+                        kind,
+                        layout,
+                        ready: false,
+                        prepared: Prepared::empty(),
+                        blocks: Vec::new(),
+                    });
+                    act.slots.len() - 1
+                }
+            };
+            let slot = &mut act.slots[at];
+            (kind.prepare)(
+                self.isa(),
+                x,
+                cols,
+                layout,
+                &mut slot.prepared,
+                &mut slot.blocks,
+            )?;
+            slot.ready = true;
         }
-        if let Some(layout) = for_q8_0 {
-            act.q8_0.resize(m * nb, BlockQ8_0::default());
-            self.quantize(x, &mut act.q8_0)?;
-            act.for_q8_0
-                .get_or_insert_with(Prepared::empty)
-                .fill_q8_0(&act.q8_0, nb, layout);
-        }
-        (act.ready_q4_1, act.ready_q8_0) = (for_q4_1, for_q8_0);
         Ok(())
     }
 
@@ -237,7 +376,7 @@ impl Kernels {
                 jobs.len()
             )));
         }
-        type Plan<'p> = (QWeight<'p>, OutPtr, usize);
+        type Plan<'p> = (QWeight<'p>, GemmFn, &'p Prepared, OutPtr, usize);
         let mut plans: [Option<Plan<'_>>; MAX_SHARED_MATMULS] = [None; MAX_SHARED_MATMULS];
         let parts = pool.threads().max(1);
         for (slot, (w, out)) in plans.iter_mut().zip(jobs.iter_mut()) {
@@ -251,60 +390,36 @@ impl Kernels {
                     out.len()
                 )));
             }
-            let ready = if w.reads_q8_1() {
-                act.ready_q4_1
-            } else {
-                act.ready_q8_0
-            };
-            if ready != Some(self.layout_for(w)) {
-                return Err(Error::invalid(
-                    "matmul_many: the activation was not quantized for this matrix",
-                ));
-            }
-            if w.is_packed() {
-                self.packed_kernels()?;
-            }
+            let (gemm, layout) = self.gemm_for(w)?;
+            let prepared = act.ready(w.kind.activation, layout).ok_or_else(|| {
+                Error::invalid("matmul_many: the activation was not quantized for this matrix")
+            })?;
             let per = w.rows().div_ceil(ROW_GRAIN).div_ceil(parts) * ROW_GRAIN;
             let ptr = OutPtr {
                 ptr: out.as_mut_ptr(),
                 ld: w.rows(),
             };
-            *slot = Some((*w, ptr, per));
+            *slot = Some((*w, gemm, prepared, ptr, per));
         }
         let count = jobs.len();
-        let (q4, q8) = (act.for_q4_1.as_ref(), act.for_q8_0.as_ref());
         pool.run(parts, |i| {
-            for (w, out, per) in plans.iter().flatten() {
+            for (w, gemm, a, out, per) in plans.iter().flatten() {
                 let n = w.rows();
                 let rows = (i * per).min(n)..((i + 1) * per).min(n);
                 if rows.is_empty() {
                     continue;
                 }
-                // SAFETY: the table exists only on a CPU with its instruction set; each part's
-                // row range is disjoint from the others' and inside the matrix; every output
-                // holds `m * rows` floats (checked above) and outlives `run`; the activation was
-                // prepared for this table's layouts with the matrix's blocks per row (same cols).
-                unsafe {
-                    match (w, q4, q8) {
-                        (QWeight::Q4_1(w), Some(a), _) => (self.table.gemm_q4_1)(w, a, rows, *out),
-                        (QWeight::Q8_0(w), _, Some(a)) => (self.table.gemm_q8_0)(w, a, rows, *out),
-                        (QWeight::Q4_1x16(w), Some(a), _) => {
-                            if let Some(k) = &self.table.packed {
-                                (k.q4_1)(w, a, rows, *out)
-                            }
-                        }
-                        (QWeight::Q8_0x16(w), _, Some(a)) => {
-                            if let Some(k) = &self.table.packed {
-                                (k.q8_0)(w, a, rows, *out)
-                            }
-                        }
-                        _ => {}
-                    }
-                }
+                // SAFETY: a `Kernels` exists only on a CPU with its instruction set, and
+                // `gemm_for` chose the kernel registered for the matrix's type and storage; each
+                // part's row range is disjoint from the others', inside the matrix and starts on
+                // a multiple of 16 (a group); every output holds `m * rows` floats (checked
+                // above) and outlives `run`; the activation was prepared for this kernel's type
+                // and layout with the matrix's blocks per row (same cols).
+                unsafe { gemm(w, a, rows, *out) };
             }
-            if let Some((w, _, per)) = &plans[0] {
+            if let Some((w, _, _, _, per)) = &plans[0] {
                 let n = w.rows();
-                let outs = plans.map(|p| p.map_or(std::ptr::null_mut(), |(_, o, _)| o.ptr));
+                let outs = plans.map(|p| p.map_or(std::ptr::null_mut(), |(_, _, _, o, _)| o.ptr));
                 then((i * per).min(n)..((i + 1) * per).min(n), &outs[..count]);
             }
         });

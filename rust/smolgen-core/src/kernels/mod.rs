@@ -1,11 +1,12 @@
 //! Our own quantized CPU kernels for GGUF weights: Q4_1 x Q8_1 and Q8_0 x Q8_0 dot products and
 //! matrix products, activation quantization, and run-time CPU dispatch.
 //!
-//! * [`blocks`]: ggml's block layouts, viewed safely from file bytes at any alignment.
+//! * [`blocks`]: what block types share, viewed safely from file bytes at any alignment.
+//! * [`types`]: each block type in its own file, and which kernels multiply it.
 //! * [`quantize`]: f32 activations to Q8_1 / Q8_0, bit-exact with ggml's x86 SIMD path.
-//! * [`dot`]: the scalar reference.
+//! * [`dot`]: the row-at-a-time walk of the scalar references and NEON.
 //! * `avx2`, `avx512`, `neon`: SIMD micro-kernels, each a `#[target_feature]` function.
-//! * [`matmul`]: activation preparation and tiling.
+//! * [`matmul`]: [`QWeight`], activation preparation and the threaded products.
 //! * [`packed`]: weights repacked 16 rows at a time for the x86-64 kernels.
 //! * [`pool`]: the persistent spinning thread [`Pool`].
 //! * [`dispatch`]: CPU detection; [`Kernels`] is the entry point.
@@ -13,7 +14,7 @@
 //! ```no_run
 //! use smolgen_core::kernels::{Activation, BlockQ4_1, Kernels, Pool, QMatrix, QWeight};
 //! # fn f(bytes: &[u8], x: &[f32]) -> smolgen_core::Result<()> {
-//! let w = QWeight::Q4_1(QMatrix::<BlockQ4_1>::from_bytes(bytes, 1536, 576)?);
+//! let w = QWeight::from(QMatrix::<BlockQ4_1>::from_bytes(bytes, 1536, 576)?);
 //! let kernels = Kernels::best();
 //! let mut act = Activation::default();
 //! kernels.quantize_activation(x, 576, &[w], &mut act)?; // once for every matrix reading x
@@ -42,9 +43,11 @@ mod x86;
 #[cfg(test)]
 mod tests;
 
-pub use blocks::{cast_blocks, Block, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
+pub use blocks::{cast_blocks, Block, QMatrix, QK};
 pub use dispatch::{available_isas, kernel_path, Isa, Kernels};
 pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
-pub use packed::{PackedMatrix, PackedQ4_1, PackedQ8_0};
+pub use packed::{PackedMatrix, Repack};
 pub use pool::Pool;
-pub use types::{ActivationBlock, PackedWeight, WeightBlock};
+pub use types::{
+    ActivationBlock, BlockQ4_1, BlockQ8_0, BlockQ8_1, WeightBlock, WeightKind, WEIGHT_KINDS,
+};

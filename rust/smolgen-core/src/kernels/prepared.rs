@@ -1,6 +1,8 @@
 //! Activations laid out for a micro-kernel ([`Prepared`]), where a kernel writes
-//! ([`OutPtr`]), and the signatures every instruction set's gemm has ([`GemmFn`],
-//! [`PackedGemmFn`]).
+//! ([`OutPtr`]), and the signature every gemm has ([`GemmFn`]).
+//!
+//! The types are public in this private module: the kernel traits name them, and nothing
+//! outside the crate can reach them.
 //!
 //! Activations arrive as ggml Q8_1/Q8_0 blocks and are first copied into a [`Prepared`] layout:
 //! codes in 64-byte-aligned lines, scales as f32, plus whatever per-block constants the
@@ -9,7 +11,8 @@
 
 use std::ops::Range;
 
-use super::blocks::{BlockQ8_0, BlockQ8_1, QMatrix};
+use super::matmul::QWeight;
+use super::types::{BlockQ8_0, BlockQ8_1};
 
 /// 64 bytes, cache-line aligned: 2 blocks of codes, or 16 f32 / i32.
 #[repr(C, align(64))]
@@ -20,7 +23,7 @@ pub(crate) const ZERO_LINE: Line = Line([0; 64]);
 
 /// How a micro-kernel wants its activations laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Layout {
+pub enum Layout {
     /// Codes in element order; `d` per block; for Q8_1 `s` as `[0, s]` pairs per block.
     Natural,
     /// Q8_1 for 512-bit Q4_1 kernels: block pair (b, b+1) stored as
@@ -35,7 +38,7 @@ pub(crate) enum Layout {
 
 /// Activations ready for a micro-kernel. Every row is padded to an even number of blocks with
 /// zero codes and zero scales.
-pub(crate) struct Prepared {
+pub struct Prepared {
     pub m: usize,
     pub nb: usize,
     /// `nb` rounded up to even.
@@ -221,7 +224,7 @@ impl Prepared {
 
 /// Where a kernel writes: `out[c * ld + r]` for activation row `c`, weight row `r`.
 #[derive(Clone, Copy)]
-pub(crate) struct OutPtr {
+pub struct OutPtr {
     pub(super) ptr: *mut f32,
     pub(super) ld: usize,
 }
@@ -250,11 +253,9 @@ impl OutPtr {
 /// Computes rows `rows` of the output for all activation rows.
 ///
 /// # Safety
-/// The CPU supports the kernel's instruction set; `rows` lies inside the matrix; `out` is valid
-/// for `a.m * w.rows()` floats and no one else writes these rows meanwhile; `a.nb` equals the
-/// matrix's blocks per row and `a` has the layout the kernel expects.
-pub(crate) type GemmFn<W> = unsafe fn(&QMatrix<'_, W>, &Prepared, Range<usize>, OutPtr);
-
-/// As [`GemmFn`] for a packed matrix ([`PackedQ4_1`], [`PackedQ8_0`]); `rows.start` is a
-/// multiple of its group, `a` has the natural layout.
-pub(crate) type PackedGemmFn<P> = unsafe fn(&P, &Prepared, Range<usize>, OutPtr);
+/// The CPU supports the kernel's instruction set; `w` is of the block type and storage
+/// (row-major or 16-row packed) the kernel is registered for; `rows` lies inside the matrix and,
+/// for a packed matrix, starts on a group; `out` is valid for `a.m * w.rows()` floats and no one
+/// else writes these rows meanwhile; `a` holds the matrix's activation type with its blocks per
+/// row, in the layout the kernel expects.
+pub type GemmFn = unsafe fn(&QWeight<'_>, &Prepared, Range<usize>, OutPtr);

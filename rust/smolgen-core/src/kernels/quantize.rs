@@ -1,5 +1,6 @@
 //! Activation quantization: f32 rows to Q8_1 (the partner of Q4_1 weights) and Q8_0 (the
-//! partner of Q8_0 weights).
+//! partner of Q8_0 weights). (Weights are quantized by each type's reference, in
+//! [`super::types`].)
 //!
 //! The arithmetic is ggml's x86 SIMD path (`quantize_row_q8_1` / `quantize_row_q8_0` under
 //! AVX2), reproduced bit for bit, and the scalar code here follows the same steps so that every
@@ -19,7 +20,8 @@
 
 use half::f16;
 
-use super::blocks::{BlockQ8_0, BlockQ8_1, QK};
+use super::blocks::QK;
+use super::types::{BlockQ8_0, BlockQ8_1};
 
 /// x86 `cvtps2dq` on an already-rounded value: NaN and out-of-range become `i32::MIN`.
 #[inline(always)]
@@ -74,7 +76,8 @@ pub(crate) mod x86 {
 
     use half::f16;
 
-    use super::super::blocks::{BlockQ8_0, BlockQ8_1, QK};
+    use super::super::blocks::QK;
+    use super::super::types::{BlockQ8_0, BlockQ8_1};
 
     /// One block: f32 `d`, the 32 codes as i8 (stored to `qs`) and the i32 sum of the codes.
     #[inline]

@@ -4,13 +4,13 @@
 
 use std::ops::Range;
 
-use super::blocks::{QMatrix, QK};
+use super::blocks::{Block, QMatrix};
 use super::dispatch::{Isa, Kernels};
-use super::matmul::{activation_rows, ROW_GRAIN};
+use super::matmul::{activation_rows, QWeight, ROW_GRAIN};
+use super::packed::PackedMatrix;
 use super::pool::Pool;
-use super::prepared::{Layout, OutPtr, Prepared};
-use super::types::select::Quantize;
-use super::types::{PackedWeight, WeightBlock};
+use super::prepared::{GemmFn, OutPtr, Prepared};
+use super::types::{ActivationBlock, WeightBlock};
 use crate::error::{Error, Result};
 
 /// Runs `part(rows)` on the pool for each thread's share of `n` weight rows: contiguous runs
@@ -23,23 +23,17 @@ fn for_each_share(pool: &Pool, n: usize, part: impl Fn(Range<usize>) + Sync) {
     pool.run(parts, |i| part((i * per).min(n)..((i + 1) * per).min(n)));
 }
 
-/// Runs `gemm` over `w` (`n` rows; a row-major or a packed matrix) on the pool, each thread on
-/// its share of the rows.
-fn run_gemm<M: Sync>(
-    pool: &Pool,
-    gemm: unsafe fn(&M, &Prepared, Range<usize>, OutPtr),
-    w: &M,
-    n: usize,
-    a: &Prepared,
-    out: &mut [f32],
-) {
+/// Runs `gemm` over `w` on the pool, each thread on its share of the rows.
+fn run_gemm(pool: &Pool, gemm: GemmFn, w: &QWeight<'_>, a: &Prepared, out: &mut [f32]) {
+    let n = w.rows();
     debug_assert_eq!(out.len(), a.m * n);
     let out = OutPtr {
         ptr: out.as_mut_ptr(),
         ld: n,
     };
     for_each_share(pool, n, |rows| {
-        // SAFETY: the table exists only on a CPU with its instruction set; shares are disjoint,
+        // SAFETY: a `Kernels` exists only on a CPU with its instruction set, and `gemm_for`
+        // chose the kernel registered for the matrix's type and storage; shares are disjoint,
         // inside the matrix and start on multiples of 16 (so on packed groups); `out` holds
         // `a.m * n` floats (checked by callers) and outlives the run; `a` was prepared for the
         // kernel's layout with the matrix's blocks per row.
@@ -47,15 +41,35 @@ fn run_gemm<M: Sync>(
     });
 }
 
-/// Checks a product's shapes for a `rows x cols` matrix; returns the activation rows.
-fn check_matmul(rows: usize, cols: usize, a_len: usize, out_len: usize) -> Result<usize> {
-    let m = activation_rows(cols / QK, a_len)?;
-    if out_len != m * rows {
+/// Runs `w` (any storage) against activation blocks of its type.
+fn run_product<A: ActivationBlock>(
+    kernels: &Kernels,
+    pool: &Pool,
+    w: &QWeight<'_>,
+    a: &[A],
+    out: &mut [f32],
+) -> Result<()> {
+    if *w.kind().activation != *A::KIND {
         return Err(Error::invalid(format!(
-            "matmul: output has {out_len} values, expected {m} x {rows}"
+            "matmul: {} activations for a {} matrix",
+            A::NAME,
+            w.kind().name
         )));
     }
-    Ok(m)
+    let (gemm, layout) = kernels.gemm_for(w)?;
+    let nb = w.cols() / A::ELEMENTS;
+    let m = activation_rows(nb, a.len())?;
+    if out.len() != m * w.rows() {
+        return Err(Error::invalid(format!(
+            "matmul: output has {} values, expected {m} x {}",
+            out.len(),
+            w.rows()
+        )));
+    }
+    let mut prepared = Prepared::empty();
+    A::prepare(&mut prepared, a, nb, layout);
+    run_gemm(pool, gemm, w, &prepared, out);
+    Ok(())
 }
 
 /// One product at a time, each with its own activation layout: what the tests and benchmarks
@@ -74,7 +88,7 @@ impl Kernels {
         if self.isa() == Isa::Scalar {
             return Ok(W::reference_dot(w, a));
         }
-        let mat = QMatrix::new(w, 1, w.len() * QK)?;
+        let mat = QMatrix::new(w, 1, w.len() * W::ELEMENTS)?;
         let mut out = [0f32];
         self.matmul(&Pool::single(), &mat, a, &mut out)?;
         Ok(out[0])
@@ -89,32 +103,18 @@ impl Kernels {
         a: &[W::Activation],
         out: &mut [f32],
     ) -> Result<()> {
-        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
-        let mut prepared = Prepared::empty();
-        W::Activation::prepare(&mut prepared, a, w.row_blocks(), W::layout(self.table));
-        run_gemm(pool, W::gemm(self.table), w, w.rows(), &prepared, out);
-        Ok(())
+        run_product(self, pool, &QWeight::from(*w), a, out)
     }
 
-    /// [`Kernels::matmul`] for a repacked matrix, on a path that [`Kernels::packs_weights`].
-    pub fn matmul_packed<P: PackedWeight>(
+    /// [`Kernels::matmul`] for a repacked matrix of `W`, on a path that [`Kernels::packs`] it.
+    pub fn matmul_packed<W: WeightBlock>(
         &self,
         pool: &Pool,
-        w: &P,
-        a: &[<P::Block as WeightBlock>::Activation],
+        w: &PackedMatrix,
+        a: &[W::Activation],
         out: &mut [f32],
     ) -> Result<()> {
-        let gemm = P::gemm(self.packed_kernels()?);
-        check_matmul(w.rows(), w.cols(), a.len(), out.len())?;
-        let mut prepared = Prepared::empty();
-        <P::Block as WeightBlock>::Activation::prepare(
-            &mut prepared,
-            a,
-            w.row_blocks(),
-            Layout::Natural,
-        );
-        run_gemm(pool, gemm, w, w.rows(), &prepared, out);
-        Ok(())
+        run_product(self, pool, &w.weight(), a, out)
     }
 
     /// Quantizes `x` (`m x w.cols()` f32, row-major) and runs [`Kernels::matmul`].
@@ -125,7 +125,7 @@ impl Kernels {
         x: &[f32],
         out: &mut [f32],
     ) -> Result<()> {
-        let mut a = vec![W::Activation::default(); x.len() / QK];
+        let mut a = vec![W::Activation::default(); x.len() / W::Activation::ELEMENTS];
         self.quantize(x, &mut a)?;
         self.matmul(pool, w, &a, out)
     }

@@ -243,26 +243,36 @@ pub(crate) fn map_file(path: &Path) -> Result<memmap2::Mmap> {
     unsafe { memmap2::Mmap::map(&file) }.map_err(io)
 }
 
-/// Maps ggml's type ids (ggml.h `enum ggml_type`) to candle's.
+/// ggml's type ids (ggml.h `enum ggml_type`) and candle's names for them.
+const GGML_TYPES: [(u32, GgmlDType); 15] = [
+    (0, GgmlDType::F32),
+    (1, GgmlDType::F16),
+    (2, GgmlDType::Q4_0),
+    (3, GgmlDType::Q4_1),
+    (6, GgmlDType::Q5_0),
+    (7, GgmlDType::Q5_1),
+    (8, GgmlDType::Q8_0),
+    (9, GgmlDType::Q8_1),
+    (10, GgmlDType::Q2K),
+    (11, GgmlDType::Q3K),
+    (12, GgmlDType::Q4K),
+    (13, GgmlDType::Q5K),
+    (14, GgmlDType::Q6K),
+    (15, GgmlDType::Q8K),
+    (30, GgmlDType::BF16),
+];
+
+/// Maps a ggml type id to candle's type.
 pub fn ggml_dtype(id: u32) -> Option<GgmlDType> {
-    Some(match id {
-        0 => GgmlDType::F32,
-        1 => GgmlDType::F16,
-        2 => GgmlDType::Q4_0,
-        3 => GgmlDType::Q4_1,
-        6 => GgmlDType::Q5_0,
-        7 => GgmlDType::Q5_1,
-        8 => GgmlDType::Q8_0,
-        9 => GgmlDType::Q8_1,
-        10 => GgmlDType::Q2K,
-        11 => GgmlDType::Q3K,
-        12 => GgmlDType::Q4K,
-        13 => GgmlDType::Q5K,
-        14 => GgmlDType::Q6K,
-        15 => GgmlDType::Q8K,
-        30 => GgmlDType::BF16,
-        _ => return None,
-    })
+    GGML_TYPES.iter().find(|(i, _)| *i == id).map(|(_, t)| *t)
+}
+
+/// ggml's type id of a candle type.
+pub fn ggml_type_id(dtype: GgmlDType) -> u32 {
+    GGML_TYPES
+        .iter()
+        .find(|(_, t)| *t == dtype)
+        .map_or(u32::MAX, |(i, _)| *i)
 }
 
 /// A bounds-checked little-endian cursor. Every read fails with a message instead of panicking.

@@ -35,7 +35,7 @@ use crate::load::config::Config;
 use crate::load::gguf::GgufFile;
 use norm::rms_norm;
 use scratch::{sized, Scratch};
-use weights::{dequantize_row, view, LayerWeights, Matrix, MatrixRef};
+use weights::{view, LayerWeights, Matrix, MatrixRef};
 
 /// One sequence's part of a batched pass.
 pub struct SeqStep<'a> {
@@ -131,7 +131,7 @@ impl CpuEngine {
         };
         let x = sized(&mut s.x, s.rows * h);
         for (row, &id) in seqs.iter().flat_map(|s| s.tokens).enumerate() {
-            dequantize_row(&table, id as usize, &mut x[row * h..][..h])?;
+            table.dequantize_row(id as usize, &mut x[row * h..][..h])?;
         }
         Ok(())
     }

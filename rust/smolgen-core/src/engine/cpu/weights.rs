@@ -3,20 +3,18 @@
 
 use std::sync::Mutex;
 
-use candle_core::quantized::GgmlDType;
-
 use super::scratch::Scratch;
 use super::CpuEngine;
 use crate::error::{Error, Result};
-use crate::kernels::{PackedMatrix, Pool, QMatrix, QWeight, QK};
+use crate::kernels::{PackedMatrix, Pool, QWeight, WeightKind};
 use crate::load::config::Config;
-use crate::load::gguf::{GgufFile, TensorInfo};
+use crate::load::gguf::{ggml_type_id, GgufFile, TensorInfo};
 use crate::load::weights::Weights;
 
 /// A matrix in the mapped file.
 #[derive(Debug, Clone)]
 pub(super) struct MatrixRef {
-    pub(super) dtype: GgmlDType,
+    pub(super) kind: &'static WeightKind,
     pub(super) offset: usize,
     pub(super) len: usize,
     pub(super) rows: usize,
@@ -43,9 +41,9 @@ pub(super) struct LayerWeights {
     pub(super) down: Matrix,
 }
 
-/// Matrix types the kernels multiply.
-fn kernel_type(dtype: GgmlDType) -> bool {
-    matches!(dtype, GgmlDType::Q4_1 | GgmlDType::Q8_0)
+/// The kernels' record of a tensor's type, if they multiply it.
+fn kernel_type(info: &TensorInfo) -> Option<&'static WeightKind> {
+    WeightKind::for_ggml_type(ggml_type_id(info.dtype))
 }
 
 impl CpuEngine {
@@ -69,8 +67,11 @@ impl CpuEngine {
             names.push("output.weight".into());
         }
         names.iter().all(|n| {
-            file.tensor_info(n)
-                .is_some_and(|t| kernel_type(t.dtype) && t.shape.len() == 2 && t.shape[1] % QK == 0)
+            file.tensor_info(n).is_some_and(|t| {
+                kernel_type(t).is_some_and(|k| {
+                    t.shape.len() == 2 && t.shape[1].is_multiple_of(k.block_elements)
+                })
+            })
         })
     }
 
@@ -90,8 +91,14 @@ impl CpuEngine {
         let kernels = crate::settings::Settings::get()?.kernels()?;
         let locate = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
             let info: TensorInfo = weights.gguf_tensor(name, &[rows, cols])?;
+            let kind = kernel_type(&info).ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "the CPU kernels do not multiply {:?} matrices ({name})",
+                    info.dtype
+                ))
+            })?;
             let m = MatrixRef {
-                dtype: info.dtype,
+                kind,
                 offset: info.offset,
                 len: info.size_in_bytes,
                 rows,
@@ -103,14 +110,16 @@ impl CpuEngine {
         // Repacks a matrix for kernels with a 16-row layout. The file's copy then leaves resident
         // memory; where it is also the embedding table, a lookup faults back only the pages of
         // the rows it reads.
+        let all_packed = std::cell::Cell::new(true);
         let prepare = |m: MatrixRef| -> Result<Matrix> {
-            let packed = if kernels.packs_weights() {
-                PackedMatrix::pack(&view(&file, &m)?)
-            } else {
-                None
+            let packed = match m.kind.repack {
+                Some(repack) if kernels.packs(m.kind) => Some((repack.pack)(&view(&file, &m)?)?),
+                _ => None,
             };
             if packed.is_some() {
                 file.release(m.offset, m.len);
+            } else {
+                all_packed.set(false);
             }
             Ok(Matrix { file: m, packed })
         };
@@ -143,7 +152,7 @@ impl CpuEngine {
             matrix(weights, "output.weight", cfg.vocab_size, h)?
         };
         let output_norm = vector(weights, "output_norm.weight")?;
-        if kernels.packs_weights() {
+        if all_packed.get() {
             // Every matrix is a packed copy and the norms are copied: what the file still has
             // resident (norm pages, the header) is read again only if something asks.
             file.release(0, file.size());
@@ -181,28 +190,5 @@ pub(super) fn view<'a>(file: &'a GgufFile, m: &MatrixRef) -> Result<QWeight<'a>>
             m.offset, m.len
         ))
     })?;
-    Ok(match m.dtype {
-        GgmlDType::Q4_1 => QWeight::Q4_1(QMatrix::from_bytes(bytes, m.rows, m.cols)?),
-        GgmlDType::Q8_0 => QWeight::Q8_0(QMatrix::from_bytes(bytes, m.rows, m.cols)?),
-        other => {
-            return Err(Error::Unsupported(format!(
-                "the CPU kernels do not multiply {other:?} matrices"
-            )))
-        }
-    })
-}
-
-/// Row `r` of a quantized table in f32 (`d * q` for Q8_0, `d * q + m` for Q4_1).
-pub(super) fn dequantize_row(table: &QWeight<'_>, r: usize, out: &mut [f32]) -> Result<()> {
-    let mut buf = [0f32; QK];
-    for (b, dst) in out.chunks_exact_mut(QK).enumerate() {
-        match table {
-            QWeight::Q4_1(w) => w.row(r)[b].dequantize(&mut buf),
-            QWeight::Q8_0(w) => w.row(r)[b].dequantize(&mut buf),
-            QWeight::Q4_1x16(w) => w.block(r, b)?.dequantize(&mut buf),
-            QWeight::Q8_0x16(w) => w.block(r, b)?.dequantize(&mut buf),
-        }
-        dst.copy_from_slice(&buf);
-    }
-    Ok(())
+    QWeight::from_bytes(m.kind, bytes, m.rows, m.cols)
 }

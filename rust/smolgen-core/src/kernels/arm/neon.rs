@@ -5,8 +5,9 @@
 use std::arch::aarch64::*;
 
 use crate::kernels::blocks::f16_to_f32;
-use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QK};
+use crate::kernels::blocks::QK;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
 
 /// # Safety
 /// NEON present; `qa` points at 32 readable bytes.

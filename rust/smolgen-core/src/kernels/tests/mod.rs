@@ -5,12 +5,66 @@ use std::borrow::Cow;
 
 use half::f16;
 
-use super::blocks::{blocks_as_bytes, cast_blocks, BlockQ4_1, BlockQ8_0, BlockQ8_1, QMatrix, QK};
+use super::blocks::{blocks_as_bytes, cast_blocks, Block, QMatrix, QK};
 use super::dispatch::{available_isas, kernel_path, Isa, Kernels};
-use super::dot;
 use super::matmul::{Activation, QWeight};
-use super::packed::{reference_matmul_q4_1, reference_matmul_q8_0, PackedQ4_1, PackedQ8_0};
+use super::packed::{reference_matmul_packed, PackedMatrix, Repack};
 use super::pool::Pool;
+use super::types::{ActivationBlock, BlockQ4_1, BlockQ8_0, BlockQ8_1, WeightBlock, WEIGHT_KINDS};
+
+/// Calls `$check::<W>()` for every weight type, into an array of the results. A new type adds
+/// itself here and implements [`Sample`].
+macro_rules! for_each_weight_type {
+    ($check:ident) => {
+        [$check::<BlockQ4_1>(), $check::<BlockQ8_0>()]
+    };
+}
+
+/// As [`for_each_weight_type`], for the types with a 16-row layout.
+macro_rules! for_each_packed_type {
+    ($check:ident) => {
+        [$check::<BlockQ4_1>(), $check::<BlockQ8_0>()]
+    };
+}
+
+/// What the tests need of a weight type beyond its definition.
+trait Sample: WeightBlock {
+    /// `n` random blocks; `extreme` mixes in zero, subnormal, huge and saturated blocks.
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self>;
+    /// The sum of the absolute values of the terms the dot product adds in f32: what its
+    /// rounding error scales with.
+    fn magnitude(w: &[Self], a: &[Self::Activation]) -> f64;
+}
+
+impl Sample for BlockQ4_1 {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        q4_1_blocks(rng, n, extreme)
+    }
+    fn magnitude(w: &[Self], a: &[BlockQ8_1]) -> f64 {
+        abs_sum_q4_1(w, a)
+    }
+}
+
+impl Sample for BlockQ8_0 {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        q8_0_blocks(rng, n, extreme)
+    }
+    fn magnitude(w: &[Self], a: &[BlockQ8_0]) -> f64 {
+        abs_sum_q8_0(w, a)
+    }
+}
+
+#[test]
+fn every_weight_type_is_tested() {
+    fn name<W: WeightBlock>() -> &'static str {
+        W::NAME
+    }
+    let mut tested = for_each_weight_type!(name).to_vec();
+    let mut registered: Vec<_> = WEIGHT_KINDS.iter().map(|k| k.name).collect();
+    tested.sort();
+    registered.sort();
+    assert_eq!(tested, registered);
+}
 
 /// splitmix64: deterministic test data.
 struct Rng(u64);
@@ -294,6 +348,14 @@ fn quantize_error_is_bounded() {
     }
 }
 
+/// `n_blocks` activation blocks of `A`, quantized on the scalar path.
+fn quantized_acts<A: ActivationBlock>(rng: &mut Rng, n_blocks: usize, extreme: bool) -> Vec<A> {
+    let x = activations(rng, n_blocks * A::ELEMENTS, extreme);
+    let mut a = vec![A::default(); n_blocks];
+    scalar().quantize(&x, &mut a).expect("lengths");
+    a
+}
+
 fn quantized_acts_q8_1(rng: &mut Rng, n_blocks: usize, extreme: bool) -> Vec<BlockQ8_1> {
     let x = activations(rng, n_blocks * QK, extreme);
     let mut a = vec![BlockQ8_1::default(); n_blocks];
@@ -308,41 +370,115 @@ fn quantized_acts_q8_0(rng: &mut Rng, n_blocks: usize, extreme: bool) -> Vec<Blo
     a
 }
 
-#[test]
-fn vec_dot_paths_match_scalar() {
+fn vec_dot_paths_match<W: Sample>() {
     let mut rng = Rng(4);
     for &k in &[32usize, 64, 96, 576, 1536] {
-        let nb = k / QK;
+        let nb = k / W::ELEMENTS;
         for trial in 0..40 {
             let extreme = trial % 2 == 1;
-            let w = q4_1_blocks(&mut rng, nb, extreme);
-            let a = quantized_acts_q8_1(&mut rng, nb, extreme);
-            let want = dot::vec_dot_q4_1_q8_1(&w, &a);
-            let t = tol(nb, abs_sum_q4_1(&w, &a));
-            let w8 = q8_0_blocks(&mut rng, nb, extreme);
-            let a8 = quantized_acts_q8_0(&mut rng, nb, extreme);
-            let want8 = dot::vec_dot_q8_0_q8_0(&w8, &a8);
-            let t8 = tol(nb, abs_sum_q8_0(&w8, &a8));
+            let w = W::random(&mut rng, nb, extreme);
+            let a = quantized_acts::<W::Activation>(&mut rng, nb, extreme);
+            let want = W::reference_dot(&w, &a);
+            let t = tol(nb, W::magnitude(&w, &a));
             for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
                 let got = kern.vec_dot(&w, &a).expect("lengths");
                 assert!(
                     ((got - want) as f64).abs() <= t,
-                    "{} q4_1 k={k}: {got} vs {want} (tol {t})",
-                    kern.name()
-                );
-                let got8 = kern.vec_dot(&w8, &a8).expect("lengths");
-                assert!(
-                    ((got8 - want8) as f64).abs() <= t8,
-                    "{} q8_0 k={k}: {got8} vs {want8} (tol {t8})",
-                    kern.name()
+                    "{} {} k={k}: {got} vs {want} (tol {t})",
+                    kern.name(),
+                    W::NAME
                 );
             }
         }
     }
-    let w = q4_1_blocks(&mut rng, 2, false);
-    let a = quantized_acts_q8_1(&mut rng, 3, false);
+    let w = W::random(&mut rng, 2, false);
+    let a = quantized_acts::<W::Activation>(&mut rng, 3, false);
     assert!(Kernels::best().vec_dot(&w, &a).is_err());
-    assert!(Kernels::best().vec_dot::<BlockQ4_1>(&[], &[]).is_err());
+    assert!(Kernels::best().vec_dot::<W>(&[], &[]).is_err());
+}
+
+#[test]
+fn vec_dot_paths_match_scalar() {
+    for_each_weight_type!(vec_dot_paths_match);
+}
+
+/// ggml's definition of a product: both sides dequantized, the dot in f64. The reference may
+/// differ from it by f32 rounding, and by what a type's activation rounds (Q8_1's `s` is
+/// `d * sum(q)` in f16: at most 2^-10 of the offset term), both bounded by the magnitude.
+fn reference_dot_is_ggml_definition<W: Sample>() {
+    let mut rng = Rng(15);
+    for &k in &[32usize, 576, 1536] {
+        let nb = k / W::ELEMENTS;
+        for trial in 0..30 {
+            let w = W::random(&mut rng, nb, trial % 2 == 1);
+            let a = quantized_acts::<W::Activation>(&mut rng, nb, trial % 3 == 1);
+            let got = W::reference_dot(&w, &a) as f64;
+            let (mut wf, mut af) = (vec![0f32; k], vec![0f32; k]);
+            for (blk, out) in w.iter().zip(wf.chunks_exact_mut(W::ELEMENTS)) {
+                blk.dequantize(out);
+            }
+            for (blk, out) in a.iter().zip(af.chunks_exact_mut(W::Activation::ELEMENTS)) {
+                activation_values(blk, out);
+            }
+            let want: f64 = wf.iter().zip(&af).map(|(&x, &y)| x as f64 * y as f64).sum();
+            let abs: f64 = wf
+                .iter()
+                .zip(&af)
+                .map(|(&x, &y)| (x as f64 * y as f64).abs())
+                .sum();
+            let m = W::magnitude(&w, &a);
+            let t = tol(nb, m) + 2f64.powi(-9) * m + 4.0 * f32::EPSILON as f64 * abs;
+            assert!(
+                (got - want).abs() <= t,
+                "{} k={k}: {got} vs {want}",
+                W::NAME
+            );
+        }
+    }
+}
+
+#[test]
+fn reference_dots_are_ggml_definitions() {
+    for_each_weight_type!(reference_dot_is_ggml_definition);
+}
+
+/// An activation block's values `d * q` (the partner types have no offset).
+fn activation_values<A: ActivationBlock>(blk: &A, out: &mut [f32]) {
+    let bytes = blocks_as_bytes(std::slice::from_ref(blk));
+    if let Ok([b]) = cast_blocks::<BlockQ8_1>(bytes) {
+        b.dequantize(out)
+    } else if let Ok([b]) = cast_blocks::<BlockQ8_0>(bytes) {
+        b.dequantize(out)
+    } else {
+        panic!("no values for {} activations", A::NAME)
+    }
+}
+
+/// Our reference quantization gives the bytes candle's (ggml's `quantize_row_*_ref`) gives.
+fn quantization_is_ggml_reference<W: Sample>() {
+    use candle_core::quantized::QTensor;
+    use candle_core::{Device, Tensor};
+    let mut rng = Rng(16);
+    let (rows, k) = (9usize, 256usize);
+    let mut x = activations(&mut rng, rows * k, true);
+    // Ties and constant blocks.
+    x[..32]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(j, v)| *v = j as f32 * 0.5);
+    x[32..64].iter_mut().for_each(|v| *v = 0.25);
+    let dtype = crate::load::gguf::ggml_dtype(W::GGML_TYPE).expect("a ggml type");
+    let t = Tensor::from_slice(&x, (rows, k), &Device::Cpu).expect("tensor");
+    let theirs = QTensor::quantize(&t, dtype)
+        .and_then(|q| q.data().map(|d| d.to_vec()))
+        .expect("candle quantizes");
+    let ours: Vec<W> = x.chunks_exact(W::ELEMENTS).map(W::quantize).collect();
+    assert_eq!(blocks_as_bytes(&ours), &theirs[..], "{}", W::NAME);
+}
+
+#[test]
+fn quantization_matches_ggml_reference() {
+    for_each_weight_type!(quantization_is_ggml_reference);
 }
 
 #[test]
@@ -358,7 +494,7 @@ fn scalar_matches_f64_reference() {
         for trial in 0..30 {
             let w = q4_1_blocks(&mut rng, nb, trial % 2 == 1);
             let a = quantized_acts_q8_1(&mut rng, nb, trial % 3 == 1);
-            let got = dot::vec_dot_q4_1_q8_1(&w, &a) as f64;
+            let got = BlockQ4_1::reference_dot(&w, &a) as f64;
             let abs = abs_sum_q4_1(&w, &a);
             let formula: f64 = w
                 .iter()
@@ -401,7 +537,7 @@ fn scalar_matches_f64_reference() {
         let nb = k / QK;
         let w = q8_0_blocks(&mut rng, nb, true);
         let a = quantized_acts_q8_0(&mut rng, nb, true);
-        let got = dot::vec_dot_q8_0_q8_0(&w, &a) as f64;
+        let got = BlockQ8_0::reference_dot(&w, &a) as f64;
         let mut want = 0f64;
         for (x, y) in w.iter().zip(&a) {
             let mut wf = [0f32; QK];

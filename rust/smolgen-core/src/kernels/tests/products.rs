@@ -3,8 +3,7 @@
 
 use super::*;
 
-#[test]
-fn matmul_paths_match_scalar() {
+fn matmul_paths_match<W: Sample>() {
     let mut rng = Rng(6);
     let pools = [
         Pool::single(),
@@ -12,64 +11,45 @@ fn matmul_paths_match_scalar() {
         Pool::new(3).expect("threads"),
     ];
     for &k in &[32usize, 64, 576, 1056, 1536] {
-        let nb = k / QK;
+        let nb = k / W::ELEMENTS;
         for &rows in &[1usize, 3, 7, 33] {
             let extreme = (rows + k) % 2 == 1;
-            let w = q4_1_blocks(&mut rng, rows * nb, extreme);
+            let w = W::random(&mut rng, rows * nb, extreme);
             let wm = QMatrix::new(&w, rows, k).expect("shape");
-            let w8 = q8_0_blocks(&mut rng, rows * nb, extreme);
-            let wm8 = QMatrix::new(&w8, rows, k).expect("shape");
             for m in 1..=9usize {
-                let a = quantized_acts_q8_1(&mut rng, m * nb, !extreme);
-                let a8 = quantized_acts_q8_0(&mut rng, m * nb, !extreme);
+                let a = quantized_acts::<W::Activation>(&mut rng, m * nb, !extreme);
                 let mut want = vec![0f32; m * rows];
-                let mut want8 = vec![0f32; m * rows];
                 scalar()
                     .matmul(&Pool::single(), &wm, &a, &mut want)
                     .expect("shapes");
-                scalar()
-                    .matmul(&Pool::single(), &wm8, &a8, &mut want8)
-                    .expect("shapes");
                 for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
-                    let mut first: Option<(Vec<f32>, Vec<f32>)> = None;
+                    let mut first: Option<Vec<f32>> = None;
                     for pool in &pools {
                         let mut got = vec![f32::NAN; m * rows];
-                        let mut got8 = vec![f32::NAN; m * rows];
                         kern.matmul(pool, &wm, &a, &mut got).expect("shapes");
-                        kern.matmul(pool, &wm8, &a8, &mut got8).expect("shapes");
                         for c in 0..m {
                             let ac = &a[c * nb..(c + 1) * nb];
-                            let ac8 = &a8[c * nb..(c + 1) * nb];
                             for r in 0..rows {
                                 let (g, e) = (got[c * rows + r], want[c * rows + r]);
-                                let t = tol(nb, abs_sum_q4_1(wm.row(r), ac));
+                                let t = tol(nb, W::magnitude(wm.row(r), ac));
                                 assert!(
                                     ((g - e) as f64).abs() <= t,
-                                    "{} q4_1 rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}",
-                                    kern.name()
+                                    "{} {} rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}",
+                                    kern.name(),
+                                    W::NAME
                                 );
                                 let vd = kern.vec_dot(wm.row(r), ac).expect("len");
                                 assert_eq!(g.to_bits(), vd.to_bits(), "{}", kern.name());
-                                let (g8, e8) = (got8[c * rows + r], want8[c * rows + r]);
-                                let t8 = tol(nb, abs_sum_q8_0(wm8.row(r), ac8));
-                                assert!(
-                                    ((g8 - e8) as f64).abs() <= t8,
-                                    "{} q8_0 rows={rows} k={k} m={m} ({c},{r}): {g8} vs {e8}",
-                                    kern.name()
-                                );
-                                let vd8 = kern.vec_dot(wm8.row(r), ac8).expect("len");
-                                assert_eq!(g8.to_bits(), vd8.to_bits(), "{}", kern.name());
                             }
                         }
                         match &first {
-                            None => first = Some((got, got8)),
-                            Some((f1, f8)) => {
-                                let same = |x: &[f32], y: &[f32]| {
-                                    x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
-                                };
-                                assert!(same(f1, &got), "{} thread counts differ", kern.name());
-                                assert!(same(f8, &got8), "{} thread counts differ", kern.name());
-                            }
+                            None => first = Some(got),
+                            Some(f1) => assert!(
+                                f1.iter().zip(&got).all(|(p, q)| p.to_bits() == q.to_bits()),
+                                "{} {} thread counts differ",
+                                kern.name(),
+                                W::NAME
+                            ),
                         }
                     }
                 }
@@ -79,43 +59,60 @@ fn matmul_paths_match_scalar() {
 }
 
 #[test]
-fn packing_keeps_every_block() {
+fn matmul_paths_match_scalar() {
+    for_each_weight_type!(matmul_paths_match);
+}
+
+fn packing_keeps_blocks<W: Sample + Repack>() {
     let mut rng = Rng(11);
     for &(rows, k) in &[(1usize, 32usize), (16, 64), (20, 96), (37, 576)] {
-        let nb = k / QK;
-        let w = q4_1_blocks(&mut rng, rows * nb, true);
+        let nb = k / W::ELEMENTS;
+        let w = W::random(&mut rng, rows * nb, true);
         let wm = QMatrix::new(&w, rows, k).expect("shape");
-        let p = PackedQ4_1::pack(&wm);
+        let p = PackedMatrix::pack(&wm);
         assert_eq!((p.rows(), p.cols(), p.row_blocks()), (rows, k, nb));
-        assert_eq!(p.size_in_bytes(), rows.div_ceil(16) * 16 * nb * 20);
-        for r in 0..rows {
-            for b in 0..nb {
-                assert_eq!(p.block(r, b).expect("inside"), wm.row(r)[b], "({r}, {b})");
-            }
-        }
-        assert!(p.block(rows, 0).is_err());
-        assert!(p.block(0, nb).is_err());
-        let w8 = q8_0_blocks(&mut rng, rows * nb, true);
-        let wm8 = QMatrix::new(&w8, rows, k).expect("shape");
-        let p8 = PackedQ8_0::pack(&wm8);
-        assert_eq!((p8.rows(), p8.cols(), p8.row_blocks()), (rows, k, nb));
         assert_eq!(
-            p8.size_in_bytes(),
-            rows.div_ceil(16) * (nb * 8 + nb.div_ceil(2)) * 64
+            p.size_in_bytes(),
+            rows.div_ceil(16) * W::group_lines(nb) * 64
         );
         for r in 0..rows {
+            let mut want = vec![0f32; k];
+            QWeight::from(wm).dequantize_row(r, &mut want).expect("row");
+            let mut got = vec![0f32; k];
+            p.weight().dequantize_row(r, &mut got).expect("row");
+            assert!(want
+                .iter()
+                .zip(&got)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
             for b in 0..nb {
-                assert_eq!(p8.block(r, b).expect("inside"), wm8.row(r)[b], "({r}, {b})");
+                let got = p.block::<W>(r, b).expect("inside");
+                assert_eq!(
+                    blocks_as_bytes(&[got]),
+                    blocks_as_bytes(&wm.row(r)[b..=b]),
+                    "({r}, {b})"
+                );
             }
         }
-        assert!(p8.block(rows, 0).is_err());
+        assert!(p.block::<W>(rows, 0).is_err());
+        assert!(p.block::<W>(0, nb).is_err());
+        assert!(p.weight().dequantize_row(rows, &mut vec![0f32; k]).is_err());
     }
+}
+
+#[test]
+fn packing_keeps_every_block() {
+    for_each_packed_type!(packing_keeps_blocks);
+    // A packed matrix read as another type is an error, not a reinterpretation.
+    let mut rng = Rng(17);
+    let w = q4_1_blocks(&mut rng, 16, false);
+    let p = PackedMatrix::pack(&QMatrix::new(&w, 16, 32).expect("shape"));
+    assert!(p.block::<BlockQ8_0>(0, 0).is_err());
+    assert!(p.weight().typed::<BlockQ4_1>().is_err());
 }
 
 /// The 16-row kernels equal their scalar statements bit for bit, for every tile shape, group
 /// remainder and thread count, and stays within rounding of the row-major scalar reference.
-#[test]
-fn packed_matmul_matches_its_reference() {
+fn packed_matmul_matches<W: Sample + Repack>() {
     let mut rng = Rng(12);
     let pools = [
         Pool::single(),
@@ -125,69 +122,54 @@ fn packed_matmul_matches_its_reference() {
     let packers: Vec<Kernels> = available_isas()
         .into_iter()
         .filter_map(Kernels::for_isa)
-        .filter(|k| k.packs_weights())
+        .filter(|k| k.packs(W::KIND))
         .collect();
     for isa in [Isa::Avx2, Isa::AvxVnni, Isa::Avx512Vnni] {
         if isa.is_available() {
             assert!(
                 packers.iter().any(|k| k.isa() == isa),
-                "{isa:?} multiplies packed matrices"
+                "{isa:?} multiplies packed {}",
+                W::NAME
             );
         }
     }
     for &k in &[32usize, 96, 576, 1536] {
-        let nb = k / QK;
+        let nb = k / W::ELEMENTS;
         for &rows in &[5usize, 16, 40, 64] {
             let extreme = (rows + k) % 2 == 1;
-            let w = q4_1_blocks(&mut rng, rows * nb, extreme);
+            let w = W::random(&mut rng, rows * nb, extreme);
             let wm = QMatrix::new(&w, rows, k).expect("shape");
-            let packed = PackedQ4_1::pack(&wm);
-            let w8 = q8_0_blocks(&mut rng, rows * nb, extreme);
-            let wm8 = QMatrix::new(&w8, rows, k).expect("shape");
-            let packed8 = PackedQ8_0::pack(&wm8);
+            let packed = PackedMatrix::pack(&wm);
             for &m in &[1usize, 2, 3, 7, 8, 9, 16, 17, 26] {
-                let a = quantized_acts_q8_1(&mut rng, m * nb, !extreme);
-                let want = reference_matmul_q4_1(&packed, &a).expect("shapes");
-                let a8 = quantized_acts_q8_0(&mut rng, m * nb, !extreme);
-                let want8 = reference_matmul_q8_0(&packed8, &a8).expect("shapes");
+                let a = quantized_acts::<W::Activation>(&mut rng, m * nb, !extreme);
+                let want = reference_matmul_packed::<W>(&packed, &a).expect("shapes");
                 for c in 0..m {
                     let ac = &a[c * nb..(c + 1) * nb];
                     for r in 0..rows {
-                        let e = dot::vec_dot_q4_1_q8_1(wm.row(r), ac);
+                        let e = W::reference_dot(wm.row(r), ac);
                         let g = want[c * rows + r];
-                        let t = tol(nb, abs_sum_q4_1(wm.row(r), ac));
+                        let t = tol(nb, W::magnitude(wm.row(r), ac));
                         assert!(
                             ((g - e) as f64).abs() <= t,
-                            "reference rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}"
-                        );
-                        let ac8 = &a8[c * nb..(c + 1) * nb];
-                        let e8 = dot::vec_dot_q8_0_q8_0(wm8.row(r), ac8);
-                        let g8 = want8[c * rows + r];
-                        let t8 = tol(nb, abs_sum_q8_0(wm8.row(r), ac8));
-                        assert!(
-                            ((g8 - e8) as f64).abs() <= t8,
-                            "q8_0 reference rows={rows} k={k} m={m} ({c},{r}): {g8} vs {e8}"
+                            "{} reference rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}",
+                            W::NAME
                         );
                     }
                 }
                 for kern in &packers {
                     for pool in &pools {
                         let mut got = vec![f32::NAN; m * rows];
-                        kern.matmul_packed(pool, &packed, &a, &mut got)
+                        kern.matmul_packed::<W>(pool, &packed, &a, &mut got)
                             .expect("shapes");
-                        let mut got8 = vec![f32::NAN; m * rows];
-                        kern.matmul_packed(pool, &packed8, &a8, &mut got8)
-                            .expect("shapes");
-                        for (kind, got, want) in [("q4_1", &got, &want), ("q8_0", &got8, &want8)] {
-                            for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
-                                assert_eq!(
-                                    g.to_bits(),
-                                    e.to_bits(),
-                                    "{} {kind} rows={rows} k={k} m={m} threads={} at {i}: {g} vs {e}",
-                                    kern.name(),
-                                    pool.threads()
-                                );
-                            }
+                        for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
+                            assert_eq!(
+                                g.to_bits(),
+                                e.to_bits(),
+                                "{} {} rows={rows} k={k} m={m} threads={} at {i}: {g} vs {e}",
+                                kern.name(),
+                                W::NAME,
+                                pool.threads()
+                            );
                         }
                     }
                 }
@@ -197,40 +179,46 @@ fn packed_matmul_matches_its_reference() {
 }
 
 #[test]
-fn packed_matmul_rejects_bad_shapes() {
+fn packed_matmul_matches_its_reference() {
+    for_each_packed_type!(packed_matmul_matches);
+}
+
+fn packed_matmul_rejects<W: Sample + Repack>() {
     let mut rng = Rng(13);
-    let w = q4_1_blocks(&mut rng, 20 * 2, false);
-    let packed = PackedQ4_1::pack(&QMatrix::new(&w, 20, 64).expect("shape"));
-    let a = quantized_acts_q8_1(&mut rng, 3, false);
+    let w = W::random(&mut rng, 20 * 2, false);
+    let packed = PackedMatrix::pack(&QMatrix::new(&w, 20, 64).expect("shape"));
+    let a = quantized_acts::<W::Activation>(&mut rng, 3, false);
     let mut out = vec![0f32; 40];
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let pool = Pool::single();
-        if !kern.packs_weights() {
-            assert!(kern
-                .matmul_packed(&pool, &packed, &a[..2], &mut out[..20])
-                .is_err());
-            continue;
-        }
-        assert!(kern.matmul_packed(&pool, &packed, &a, &mut out).is_err());
-        assert!(kern.matmul_packed(&pool, &packed, &[], &mut []).is_err());
+        let ok = kern
+            .matmul_packed::<W>(&pool, &packed, &a[..2], &mut out[..20])
+            .is_ok();
+        assert_eq!(ok, kern.packs(W::KIND), "{} {}", kern.name(), W::NAME);
         assert!(kern
-            .matmul_packed(&pool, &packed, &a[..2], &mut out)
+            .matmul_packed::<W>(&pool, &packed, &a, &mut out)
             .is_err());
         assert!(kern
-            .matmul_packed(&pool, &packed, &a[..2], &mut out[..20])
-            .is_ok());
+            .matmul_packed::<W>(&pool, &packed, &[], &mut [])
+            .is_err());
+        assert!(kern
+            .matmul_packed::<W>(&pool, &packed, &a[..2], &mut out)
+            .is_err());
     }
-    let w8 = q8_0_blocks(&mut rng, 20 * 2, false);
-    let packed8 = PackedQ8_0::pack(&QMatrix::new(&w8, 20, 64).expect("shape"));
-    let a8 = quantized_acts_q8_0(&mut rng, 3, false);
-    for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
-        let pool = Pool::single();
-        let ok = kern
-            .matmul_packed(&pool, &packed8, &a8[..2], &mut out[..20])
-            .is_ok();
-        assert_eq!(ok, kern.packs_weights(), "{}", kern.name());
-        assert!(kern.matmul_packed(&pool, &packed8, &a8, &mut out).is_err());
-    }
+}
+
+#[test]
+fn packed_matmul_rejects_bad_shapes() {
+    for_each_packed_type!(packed_matmul_rejects);
+    // Activations of another type are refused.
+    let mut rng = Rng(18);
+    let w = q4_1_blocks(&mut rng, 20 * 2, false);
+    let packed = PackedMatrix::pack(&QMatrix::new(&w, 20, 64).expect("shape"));
+    let a8 = quantized_acts::<BlockQ8_0>(&mut rng, 2, false);
+    let mut out = vec![0f32; 20];
+    assert!(Kernels::best()
+        .matmul_packed::<BlockQ8_0>(&Pool::single(), &packed, &a8, &mut out)
+        .is_err());
 }
 
 /// One quantized activation feeds several matrices in one pool pass, laid out for the kernels
@@ -245,7 +233,7 @@ fn shared_activation_feeds_row_major_and_packed_matrices() {
     let wm = QMatrix::new(&w, rows, k).expect("shape");
     let w8 = q8_0_blocks(&mut rng, rows * nb, false);
     let wm8 = QMatrix::new(&w8, rows, k).expect("shape");
-    let (packed, packed8) = (PackedQ4_1::pack(&wm), PackedQ8_0::pack(&wm8));
+    let (packed, packed8) = (PackedMatrix::pack(&wm), PackedMatrix::pack(&wm8));
     let x = activations(&mut rng, m * k, false);
     let pool = Pool::new(2).expect("threads");
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
@@ -254,68 +242,71 @@ fn shared_activation_feeds_row_major_and_packed_matrices() {
         kern.matmul_f32(&pool, &wm, &x, &mut want).expect("product");
         kern.matmul_f32(&pool, &wm8, &x, &mut want8)
             .expect("product");
-        let mut readers = vec![
-            (QWeight::Q4_1(wm), want.clone()),
-            (QWeight::Q8_0(wm8), want8),
-        ];
-        if kern.packs_weights() {
+        let mut readers = vec![(QWeight::from(wm), want), (QWeight::from(wm8), want8)];
+        if kern.packs(BlockQ4_1::KIND) {
             let mut a = vec![BlockQ8_1::default(); m * nb];
             kern.quantize(&x, &mut a).expect("quantize");
             let mut want_packed = vec![0f32; m * rows];
-            kern.matmul_packed(&pool, &packed, &a, &mut want_packed)
+            kern.matmul_packed::<BlockQ4_1>(&pool, &packed, &a, &mut want_packed)
                 .expect("product");
-            readers.push((QWeight::Q4_1x16(&packed), want_packed));
+            readers.push((packed.weight(), want_packed));
+        }
+        if kern.packs(<BlockQ8_0 as WeightBlock>::KIND) {
             let mut a8 = vec![BlockQ8_0::default(); m * nb];
             kern.quantize(&x, &mut a8).expect("quantize");
             let mut want_packed8 = vec![0f32; m * rows];
-            kern.matmul_packed(&pool, &packed8, &a8, &mut want_packed8)
+            kern.matmul_packed::<BlockQ8_0>(&pool, &packed8, &a8, &mut want_packed8)
                 .expect("product");
-            readers.push((QWeight::Q8_0x16(&packed8), want_packed8));
+            readers.push((packed8.weight(), want_packed8));
         }
         let mut act = Activation::default();
-        for (w, want) in &readers {
-            kern.quantize_activation(&x, k, &[*w], &mut act)
-                .expect("quantize");
+        let check = |act: &Activation, w: QWeight<'_>, want: &[f32]| {
             let mut got = vec![f32::NAN; m * rows];
-            kern.matmul_many(&pool, &act, &mut [(*w, &mut got[..])])
+            kern.matmul_many(&pool, act, &mut [(w, &mut got[..])])
                 .expect("product");
             assert!(
                 got.iter()
                     .zip(want)
                     .all(|(g, e)| g.to_bits() == e.to_bits()),
-                "{}",
+                "{} {w:?}",
                 kern.name()
             );
+        };
+        for (w, want) in &readers {
+            kern.quantize_activation(&x, k, &[*w], &mut act)
+                .expect("quantize");
+            check(&act, *w, want);
+        }
+        // Every reader from one quantization, whatever layouts they want.
+        let all: Vec<QWeight<'_>> = readers.iter().map(|(w, _)| *w).collect();
+        kern.quantize_activation(&x, k, &all, &mut act)
+            .expect("quantize");
+        for (w, want) in &readers {
+            check(&act, *w, want);
         }
         // Prepared for Q4_1 weights only: a Q8_0 matrix cannot use it.
-        kern.quantize_activation(&x, k, &[QWeight::Q4_1(wm)], &mut act)
+        kern.quantize_activation(&x, k, &[QWeight::from(wm)], &mut act)
             .expect("quantize");
         let mut out = vec![0f32; m * rows];
         assert!(kern
-            .matmul_many(&pool, &act, &mut [(QWeight::Q8_0(wm8), &mut out[..])])
+            .matmul_many(&pool, &act, &mut [(QWeight::from(wm8), &mut out[..])])
             .is_err());
-        if kern.packs_weights() {
-            let (row_major, packed) = (QWeight::Q4_1(wm), QWeight::Q4_1x16(&packed));
-            let same = kern.layout_for(&row_major) == kern.layout_for(&packed);
-            let both = kern.quantize_activation(&x, k, &[row_major, packed], &mut act);
-            assert_eq!(both.is_ok(), same, "{}", kern.name());
+        if kern.packs(BlockQ4_1::KIND) {
+            let (row_major, packed) = (QWeight::from(wm), packed.weight());
+            let same = kern.gemm_for(&row_major).expect("gemm").1
+                == kern.gemm_for(&packed).expect("gemm").1;
             if !same {
-                kern.quantize_activation(&x, k, &[row_major], &mut act)
-                    .expect("quantize");
                 assert!(kern
                     .matmul_many(&pool, &act, &mut [(packed, &mut out[..])])
                     .is_err());
             }
         } else {
-            let mut out = vec![0f32; m * rows];
-            kern.quantize_activation(&x, k, &[QWeight::Q4_1x16(&packed)], &mut act)
-                .expect("a layout, whoever multiplies it");
+            // A path with no 16-row kernel refuses a packed matrix, in either call.
             assert!(kern
-                .matmul_many(
-                    &pool,
-                    &act,
-                    &mut [(QWeight::Q4_1x16(&packed), &mut out[..])]
-                )
+                .quantize_activation(&x, k, &[packed.weight()], &mut act)
+                .is_err());
+            assert!(kern
+                .matmul_many(&pool, &act, &mut [(packed.weight(), &mut out[..])])
                 .is_err());
         }
     }
@@ -383,7 +374,7 @@ fn block_decoding_matches_candle() {
         .expect("dequantize");
     let mut ours = vec![0f32; rows * k];
     for (blk, out) in w.iter().zip(ours.chunks_mut(QK)) {
-        blk.dequantize(out.try_into().expect("32 values"));
+        blk.dequantize(out);
     }
     assert_eq!(ours.len(), theirs.len());
     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
@@ -405,7 +396,7 @@ fn block_decoding_matches_candle() {
         .expect("dequantize");
     let mut ours = vec![0f32; rows * k];
     for (blk, out) in w8.iter().zip(ours.chunks_mut(QK)) {
-        blk.dequantize(out.try_into().expect("32 values"));
+        blk.dequantize(out);
     }
     assert!(ours
         .iter()
@@ -447,7 +438,7 @@ fn matmul_agrees_with_candle_qmatmul() {
             for r in 0..rows {
                 let mut wf = vec![0f32; k];
                 for (blk, out) in wm.row(r).iter().zip(wf.chunks_mut(QK)) {
-                    blk.dequantize(out.try_into().expect("32 values"));
+                    blk.dequantize(out);
                 }
                 let mag: f64 = wf.iter().zip(xc).map(|(a, b)| (a * b).abs() as f64).sum();
                 let (o, t) = (ours[c * rows + r] as f64, theirs[c * rows + r] as f64);

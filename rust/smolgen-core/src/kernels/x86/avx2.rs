@@ -15,11 +15,10 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm};
-use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QK};
-use crate::kernels::packed::{
-    q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
-};
+use crate::kernels::blocks::QK;
+use crate::kernels::packed::{q8_0_scales_at, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES};
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
+use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -193,7 +192,7 @@ unsafe fn store_half<const C: usize>(
 ///
 /// Each generated function's safety contract: the CPU has `$features`; `rec` is the first
 /// record of the group holding `rows` (1 to 8 rows of one half); activation rows
-/// `c0..c0 + C` exist in the natural layout; `out` as in `PackedGemmFn`.
+/// `c0..c0 + C` exist in the natural layout; `out` as in `GemmFn`.
 macro_rules! q4_1_half_tile {
     ($(#[$doc:meta])* $name:ident, $features:literal, $dot:expr, $widen:expr) => {
         $(#[$doc])*
@@ -412,7 +411,6 @@ unsafe fn tile_q8_0x16_vnni<const C: usize>(
 packed_gemm!(
     gemm_q4_1x16,
     "avx2,fma,f16c",
-    PackedQ4_1,
     Q4_1_RECORD_LINES,
     tile_q4_1x16,
     4,
@@ -421,7 +419,6 @@ packed_gemm!(
 packed_gemm!(
     gemm_q8_0x16,
     "avx2,fma,f16c",
-    PackedQ8_0,
     Q8_0_RECORD_LINES,
     tile_q8_0x16,
     4,
@@ -430,7 +427,6 @@ packed_gemm!(
 packed_gemm!(
     gemm_q4_1x16_vnni,
     "avx2,fma,f16c,avxvnni",
-    PackedQ4_1,
     Q4_1_RECORD_LINES,
     tile_q4_1x16_vnni,
     4,
@@ -439,7 +435,6 @@ packed_gemm!(
 packed_gemm!(
     gemm_q8_0x16_vnni,
     "avx2,fma,f16c,avxvnni",
-    PackedQ8_0,
     Q8_0_RECORD_LINES,
     tile_q8_0x16_vnni,
     4,

@@ -15,11 +15,10 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
-use crate::kernels::blocks::{BlockQ4_1, BlockQ8_0, QK};
-use crate::kernels::packed::{
-    q8_0_scales_at, PackedQ4_1, PackedQ8_0, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
-};
+use crate::kernels::blocks::QK;
+use crate::kernels::packed::{q8_0_scales_at, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES};
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
+use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
@@ -196,7 +195,7 @@ unsafe fn store_group<const C: usize>(
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; `rec` is the first record of the group that starts at
 /// `rows.start`; `rows` (1 to 16 of them) are written; activation rows `c0..c0 + C` exist in
-/// the natural layout; `out` as in `PackedGemmFn`.
+/// the natural layout; `out` as in `GemmFn`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_q4_1x16<const C: usize>(
@@ -316,7 +315,6 @@ unsafe fn tile_q8_0x16<const C: usize>(
 packed_gemm!(
     gemm_q4_1x16,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    PackedQ4_1,
     Q4_1_RECORD_LINES,
     tile_q4_1x16,
     8,
@@ -325,7 +323,6 @@ packed_gemm!(
 packed_gemm!(
     gemm_q8_0x16,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
-    PackedQ8_0,
     Q8_0_RECORD_LINES,
     tile_q8_0x16,
     8,

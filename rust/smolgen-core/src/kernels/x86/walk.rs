@@ -163,17 +163,17 @@ pub(crate) use dispatch_cols;
 macro_rules! row_major_gemm {
     ($name:ident, $features:literal, $block:ty, $tile:ident, $r:literal x $c:literal) => {
         /// # Safety
-        /// See `GemmFn`; the CPU has the instruction set, `a` the layout this path's table
-        /// names for the type.
+        /// See `GemmFn`: `w` is a row-major matrix of this block type, `a` in the layout the
+        /// type registers for this path.
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name(
-            w: &$crate::kernels::blocks::QMatrix<'_, $block>,
+            w: &$crate::kernels::matmul::QWeight<'_>,
             a: &$crate::kernels::prepared::Prepared,
             rows: std::ops::Range<usize>,
             out: $crate::kernels::prepared::OutPtr,
         ) {
             let nb = a.nb;
-            let base = w.blocks().as_ptr();
+            let base = w.blocks::<$block>().as_ptr();
             let row_bytes = nb * std::mem::size_of::<$block>();
             $crate::kernels::x86::walk::for_each_weight_tile::<$r, $c>(
                 rows,
@@ -202,17 +202,17 @@ macro_rules! row_major_gemm {
 }
 pub(crate) use row_major_gemm;
 
-/// Defines a 16-row gemm entry point (see `PackedGemmFn`) that walks `$tile::<C>` over the
-/// groups of a `$matrix`, `$cols` activation rows at a time, each group in the row ranges
+/// Defines a 16-row gemm entry point (see `GemmFn`) that walks `$tile::<C>` over the groups of
+/// a packed matrix, `$cols` activation rows at a time, each group in the row ranges
 /// `$parts(rows)` yields (the whole group, or halves for 8-lane registers); the activations
 /// have the natural layout.
 macro_rules! packed_gemm {
-    ($name:ident, $features:literal, $matrix:ty, $record_lines:expr, $tile:ident, $cols:tt, $parts:path) => {
+    ($name:ident, $features:literal, $record_lines:expr, $tile:ident, $cols:tt, $parts:path) => {
         /// # Safety
-        /// See `PackedGemmFn`; the CPU has the instruction set.
+        /// See `GemmFn`: `w` is packed, of the type whose records the tile reads.
         #[target_feature(enable = $features)]
         pub(crate) unsafe fn $name(
-            w: &$matrix,
+            w: &$crate::kernels::matmul::QWeight<'_>,
             a: &$crate::kernels::prepared::Prepared,
             rows: std::ops::Range<usize>,
             out: $crate::kernels::prepared::OutPtr,
