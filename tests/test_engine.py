@@ -20,7 +20,12 @@ PROMPTS = ["The theory of relativity", "Once upon a time", "def fib(n):", "Water
 def test_quantized_gguf_runs_on_our_kernels_and_the_rest_on_candle(tmp_path, tiny_weights):
     kernels = _core.kernel_path()
     assert kernels in _core.kernel_paths()
-    for qtype, engine in [("Q4_1", kernels), ("Q8_0", kernels), ("F32", "candle")]:
+    for qtype, engine in [
+        ("Q4_0", kernels),
+        ("Q4_1", kernels),
+        ("Q8_0", kernels),
+        ("F32", "candle"),
+    ]:
         path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
         info = smolgen.load(path, threads=2).info
         assert info["engine"] == engine, qtype
@@ -213,7 +218,7 @@ def test_a_long_prompt_steps_alongside_short_ones(smollm2):
     assert [s.completion.token_ids for s in streams] == alone
 
 
-@pytest.mark.parametrize("qtype", ["Q4_1", "Q8_0"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
 def test_an_untied_output_matrix_is_read_by_our_kernels(tmp_path, tiny_weights, qtype):
     """A GGUF with its own output.weight (not tied to the embeddings) on our kernels matches the
     reference forward pass on the file's own (dequantized) weights."""

@@ -18,6 +18,9 @@
 //!   (the kernel starts each dot from `-128 * sum(activation codes)`, which cancels the bias
 //!   exactly). The group's scales follow its records: the 16 rows' `d` (f16) per block, two
 //!   blocks to a line, so a group holds exactly the bytes of its blocks.
+//! * Q4_0 (4 lines, plus half a line of scales): the nibble lines of Q4_1, the scales placed as
+//!   Q8_0's. The kernels start each dot from `-8 * sum(activation codes)`, which turns the
+//!   unsigned codes' products into those of `q - 8`.
 //!
 //! Records run block after block within a group and group after group, so a thread's share of
 //! rows is one contiguous stream. Rows past the matrix's end (in the last group) are zero.
@@ -43,10 +46,15 @@ pub(crate) const Q4_1_RECORD_LINES: usize = 5;
 /// 64-byte lines per (group, block) record of a packed Q8_0 matrix; the group's scales follow
 /// its records.
 pub(crate) const Q8_0_RECORD_LINES: usize = 8;
-/// Where block `b`'s 16 Q8_0 scales lie in a group of `nb` blocks: (line, byte offset).
+/// 64-byte lines per (group, block) record of a packed Q4_0 matrix; the group's scales follow
+/// its records.
+pub(crate) const Q4_0_RECORD_LINES: usize = 4;
+
+/// Where block `b`'s 16 scales lie in a group of `nb` records of `record_lines` lines followed
+/// by the scales, two blocks' to a line: (line, byte offset).
 #[inline(always)]
-pub(crate) fn q8_0_scales_at(nb: usize, b: usize) -> (usize, usize) {
-    (nb * Q8_0_RECORD_LINES + b / 2, 32 * (b % 2))
+pub(crate) fn scales_at(record_lines: usize, nb: usize, b: usize) -> (usize, usize) {
+    (nb * record_lines + b / 2, 32 * (b % 2))
 }
 
 /// A weight type's 16-row layout: where each block's bytes go in its group.

@@ -7,7 +7,7 @@ use std::arch::aarch64::*;
 use crate::kernels::blocks::f16_to_f32;
 use crate::kernels::blocks::QK;
 use crate::kernels::dot::row_by_row_gemm;
-use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
+use crate::kernels::types::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 
 /// # Safety
 /// NEON present; `qa` points at 32 readable bytes.
@@ -19,6 +19,27 @@ unsafe fn sumi_q4_1(w: &BlockQ4_1, qa: *const i8) -> i32 {
         let raw = vld1q_u8(w.qs.as_ptr());
         let lo = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
         let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw));
+        let a0 = vld1q_s8(qa);
+        let a1 = vld1q_s8(qa.add(16));
+        let mut acc = vpaddlq_s16(vmull_s8(vget_low_s8(lo), vget_low_s8(a0)));
+        acc = vpadalq_s16(acc, vmull_high_s8(lo, a0));
+        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(hi), vget_low_s8(a1)));
+        acc = vpadalq_s16(acc, vmull_high_s8(hi, a1));
+        vaddvq_s32(acc)
+    }
+}
+
+/// # Safety
+/// NEON present; `qa` points at 32 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn sumi_q4_0(w: &BlockQ4_0, qa: *const i8) -> i32 {
+    // SAFETY: `w.qs` is 16 bytes; the caller's contract on `qa`.
+    unsafe {
+        let raw = vld1q_u8(w.qs.as_ptr());
+        let eight = vdupq_n_s8(8);
+        let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F))), eight);
+        let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw)), eight);
         let a0 = vld1q_s8(qa);
         let a1 = vld1q_s8(qa.add(16));
         let mut acc = vpaddlq_s16(vmull_s8(vget_low_s8(lo), vget_low_s8(a0)));
@@ -65,4 +86,13 @@ row_by_row_gemm!(
     |a, c| (qa, d) = (a.qs(c), a.d(c)),
     // SAFETY: as above.
     |x, b| unsafe { sumi_q8_0(x, qa.add(b * QK)) } as f32 * (f16_to_f32(x.d) * d[b])
+);
+
+row_by_row_gemm!(
+    #[target_feature(enable = "neon")]
+    gemm_q4_0,
+    BlockQ4_0,
+    |a, c| (qa, d) = (a.qs(c), a.d(c)),
+    // SAFETY: as above.
+    |x, b| unsafe { sumi_q4_0(x, qa.add(b * QK)) } as f32 * (f16_to_f32(x.d) * d[b])
 );

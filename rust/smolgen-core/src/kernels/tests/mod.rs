@@ -10,20 +10,30 @@ use super::dispatch::{available_isas, kernel_path, Isa, Kernels};
 use super::matmul::{Activation, QWeight};
 use super::packed::{reference_matmul_packed, PackedMatrix, Repack};
 use super::pool::Pool;
-use super::types::{ActivationBlock, BlockQ4_1, BlockQ8_0, BlockQ8_1, WeightBlock, WEIGHT_KINDS};
+use super::types::{
+    ActivationBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, WeightBlock, WEIGHT_KINDS,
+};
 
 /// Calls `$check::<W>()` for every weight type, into an array of the results. A new type adds
 /// itself here and implements [`Sample`].
 macro_rules! for_each_weight_type {
     ($check:ident) => {
-        [$check::<BlockQ4_1>(), $check::<BlockQ8_0>()]
+        [
+            $check::<BlockQ4_0>(),
+            $check::<BlockQ4_1>(),
+            $check::<BlockQ8_0>(),
+        ]
     };
 }
 
 /// As [`for_each_weight_type`], for the types with a 16-row layout.
 macro_rules! for_each_packed_type {
     ($check:ident) => {
-        [$check::<BlockQ4_1>(), $check::<BlockQ8_0>()]
+        [
+            $check::<BlockQ4_0>(),
+            $check::<BlockQ4_1>(),
+            $check::<BlockQ8_0>(),
+        ]
     };
 }
 
@@ -42,6 +52,37 @@ impl Sample for BlockQ4_1 {
     }
     fn magnitude(w: &[Self], a: &[BlockQ8_1]) -> f64 {
         abs_sum_q4_1(w, a)
+    }
+}
+
+impl Sample for BlockQ4_0 {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        (0..n)
+            .map(|_| {
+                let kind = if extreme { rng.below(7) } else { 7 };
+                match kind {
+                    5 => BlockQ4_0::default(),
+                    6 => BlockQ4_0::new(scale(rng, 7), [0x00; 16]), // every code -8
+                    _ => {
+                        let mut qs = [0u8; 16];
+                        qs.iter_mut().for_each(|q| *q = rng.byte());
+                        BlockQ4_0::new(scale(rng, kind), qs)
+                    }
+                }
+            })
+            .collect()
+    }
+    /// `sum_b |d_w d_a| sum_j |(q_w - 8) q_a|`.
+    fn magnitude(w: &[Self], a: &[BlockQ8_0]) -> f64 {
+        w.iter()
+            .zip(a)
+            .map(|(x, y)| {
+                let s: f64 = (0..QK)
+                    .map(|j| ((x.q(j) as f64 - 8.0) * y.qs[j] as f64).abs())
+                    .sum();
+                (f(x.d()) * f(y.d())).abs() * s
+            })
+            .sum()
     }
 }
 

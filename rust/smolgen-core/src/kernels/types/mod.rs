@@ -17,10 +17,12 @@ use super::packed::{PackedMatrix, Repack};
 use super::prepared::{GemmFn, Layout, Prepared};
 use crate::error::{Error, Result};
 
+mod q4_0;
 mod q4_1;
 mod q8_0;
 mod q8_1;
 
+pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
 pub use q8_0::BlockQ8_0;
 pub use q8_1::BlockQ8_1;
@@ -245,4 +247,8 @@ fn quantize_bytes<W: WeightBlock>(x: &[f32], out: &mut [u8]) {
 }
 
 /// Every weight type the kernels multiply.
-pub const WEIGHT_KINDS: [&WeightKind; 2] = [BlockQ4_1::KIND, <BlockQ8_0 as WeightBlock>::KIND];
+pub const WEIGHT_KINDS: [&WeightKind; 3] = [
+    BlockQ4_0::KIND,
+    BlockQ4_1::KIND,
+    <BlockQ8_0 as WeightBlock>::KIND,
+];

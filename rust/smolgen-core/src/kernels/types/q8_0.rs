@@ -7,7 +7,7 @@ use super::{ActivationBlock, ActivationKind, TypeKernels, WeightBlock, WeightKin
 use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
-use crate::kernels::packed::{q8_0_scales_at, span, span_mut, Repack, Q8_0_RECORD_LINES};
+use crate::kernels::packed::{scales_at, span, span_mut, Repack, Q8_0_RECORD_LINES};
 use crate::kernels::prepared::{Layout, Prepared};
 
 /// ggml's `block_q8_0`: 32 values `d * q`, `q` an i8.
@@ -144,7 +144,7 @@ impl Repack for BlockQ8_0 {
                 *dst = (q as u8) ^ 0x80;
             }
         }
-        let (line, at) = q8_0_scales_at(nb, b);
+        let (line, at) = scales_at(Q8_0_RECORD_LINES, nb, b);
         span_mut(group, line, at + 2 * i, 2).copy_from_slice(&blk.d);
     }
     fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
@@ -155,7 +155,7 @@ impl Repack for BlockQ8_0 {
                 *dst = (q ^ 0x80) as i8;
             }
         }
-        let (line, at) = q8_0_scales_at(nb, b);
+        let (line, at) = scales_at(Q8_0_RECORD_LINES, nb, b);
         blk.d.copy_from_slice(span(group, line, at + 2 * i, 2));
         blk
     }

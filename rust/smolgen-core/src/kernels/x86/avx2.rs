@@ -16,9 +16,11 @@ use std::ops::Range;
 
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm};
 use crate::kernels::blocks::QK;
-use crate::kernels::packed::{q8_0_scales_at, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES};
+use crate::kernels::packed::{
+    scales_at, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
+};
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
-use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
+use crate::kernels::types::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -94,69 +96,95 @@ unsafe fn tile_q4_1<const R: usize, const C: usize>(
     }
 }
 
-/// # Safety
-/// As [`tile_q4_1`]; activation codes in -127..=127.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q8_0<const R: usize, const C: usize>(
-    w: *const BlockQ8_0,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    r0: usize,
-    out: OutPtr,
-    pf: usize,
-) {
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    for b in 0..nb {
-        let mut wv = [_mm256_setzero_si256(); R];
-        let mut wabs = [_mm256_setzero_si256(); R];
-        let mut dw = [_mm256_setzero_ps(); R];
-        for r in 0..R {
-            // SAFETY: block `b` of row `r0 + r` exists; a block is 34 bytes: d, 32 of qs.
-            unsafe {
-                let blk = w.add(r * nb + b).cast::<u8>();
-                if pf != 0 {
-                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(pf).cast());
+/// Defines a row-major tile, as [`tile_q4_1`], for a weight type whose block loads as 32
+/// signed codes (`$load`, from `$blk`, the block's first byte; its f16 `d` comes first) times
+/// `d`: the sign trick, `|w|` times `a` with `w`'s sign.
+///
+/// Each generated function's safety contract: as [`tile_q4_1`]'s, and activation codes in
+/// -127..=127.
+macro_rules! signed_tile {
+    ($name:ident, $block:ty, |$blk:ident| $load:expr) => {
+        /// # Safety
+        /// See [`signed_tile`].
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const R: usize, const C: usize>(
+            w: *const $block,
+            nb: usize,
+            a: &Prepared,
+            c0: usize,
+            r0: usize,
+            out: OutPtr,
+            pf: usize,
+        ) {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+            let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+            for b in 0..nb {
+                let mut wv = [_mm256_setzero_si256(); R];
+                let mut wabs = [_mm256_setzero_si256(); R];
+                let mut dw = [_mm256_setzero_ps(); R];
+                for r in 0..R {
+                    // SAFETY: block `b` of row `r0 + r` exists; a block starts with its f16 `d`.
+                    unsafe {
+                        let $blk = w.add(r * nb + b).cast::<u8>();
+                        if pf != 0 {
+                            _mm_prefetch::<_MM_HINT_T0>($blk.wrapping_add(pf).cast());
+                        }
+                        wv[r] = $load;
+                        let d = $blk.cast::<u16>().read_unaligned();
+                        dw[r] = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d as i32)));
+                    }
+                    wabs[r] = _mm256_abs_epi8(wv[r]);
                 }
-                wv[r] = _mm256_loadu_si256(blk.add(2).cast());
-                let d = blk.cast::<u16>().read_unaligned();
-                dw[r] = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(d as i32)));
+                for c in 0..C {
+                    // SAFETY: as in `tile_q4_1`.
+                    let (av, dav) = unsafe {
+                        (
+                            _mm256_load_si256(qa[c].add(b * 32).cast()),
+                            _mm256_broadcast_ss(&*da[c].add(b)),
+                        )
+                    };
+                    for r in 0..R {
+                        let p = _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(wabs[r], _mm256_sign_epi8(av, wv[r])),
+                            ones,
+                        );
+                        acc[r][c] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(p),
+                            _mm256_mul_ps(dw[r], dav),
+                            acc[r][c],
+                        );
+                    }
+                }
             }
-            wabs[r] = _mm256_abs_epi8(wv[r]);
-        }
-        for c in 0..C {
-            // SAFETY: as in `tile_q4_1`.
-            let (av, dav) = unsafe {
-                (
-                    _mm256_load_si256(qa[c].add(b * 32).cast()),
-                    _mm256_broadcast_ss(&*da[c].add(b)),
-                )
-            };
-            for r in 0..R {
-                let p = _mm256_madd_epi16(
-                    _mm256_maddubs_epi16(wabs[r], _mm256_sign_epi8(av, wv[r])),
-                    ones,
-                );
-                acc[r][c] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw[r], dav), acc[r][c]);
+            for (r, row) in acc.iter().enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    // SAFETY: the caller's contract.
+                    unsafe { out.write(c0 + c, r0 + r, hsum(*v)) };
+                }
             }
         }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            // SAFETY: the caller's contract.
-            unsafe { out.write(c0 + c, r0 + r, hsum(*v)) };
-        }
-    }
+    };
 }
+
+signed_tile!(tile_q8_0, BlockQ8_0, |blk| _mm256_loadu_si256(
+    blk.add(2).cast()
+));
+signed_tile!(tile_q4_0, BlockQ4_0, |blk| {
+    let raw = _mm_loadu_si128(blk.add(2).cast());
+    let codes = _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw),
+        _mm256_set1_epi8(0x0F),
+    );
+    _mm256_sub_epi8(codes, _mm256_set1_epi8(8))
+});
 
 row_major_gemm!(gemm_q4_1, "avx2,fma,f16c", BlockQ4_1, tile_q4_1, 4 x 2);
 // Activation codes in -127..=127.
 row_major_gemm!(gemm_q8_0, "avx2,fma,f16c", BlockQ8_0, tile_q8_0, 4 x 2);
+row_major_gemm!(gemm_q4_0, "avx2,fma,f16c", BlockQ4_0, tile_q4_0, 4 x 2);
 
 /// Rows per 256-bit register in the 16-row layout: a group is two halves.
 const HALF: usize = 8;
@@ -280,6 +308,95 @@ q4_1_half_tile!(
     |isum| isum
 );
 
+/// Defines a Q4_0 tile of [`q4_1_half_tile`]'s shape: the same nibble products, the scales
+/// after the group's records, and each block's dot started from `-8 * sum(activation codes)`
+/// (the activation's Q8_0 bias correction, `-128 * sum`, shifted right by 4: exact), which
+/// turns the unsigned codes' products into those of `q - 8`.
+///
+/// Each generated function's safety contract: as [`q4_1_half_tile`]'s, with Q8_0 activations.
+macro_rules! q4_0_half_tile {
+    ($(#[$doc:meta])* $name:ident, $features:literal, $dot:expr, $widen:expr) => {
+        $(#[$doc])*
+        /// # Safety
+        /// See [`q4_0_half_tile`].
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const C: usize>(
+            rec: *const Line,
+            nb: usize,
+            a: &Prepared,
+            c0: usize,
+            rows: Range<usize>,
+            out: OutPtr,
+            pf: usize,
+        ) {
+            let nibble = _mm256_set1_epi8(0x0F);
+            let half = (rows.start % GROUP) / HALF;
+            let mut acc = [_mm256_setzero_ps(); C];
+            let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+            let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+            let fix: [*const i32; C] = std::array::from_fn(|c| a.bias_fix(c0 + c).as_ptr());
+            for b in 0..nb {
+                // SAFETY: the group has `nb` records of `Q4_0_RECORD_LINES` aligned lines, then
+                // its scales, 32 bytes per block (16 of them for a half).
+                let r = unsafe { rec.add(b * Q4_0_RECORD_LINES).cast::<u8>() };
+                prefetch_record(r, pf, Q4_0_RECORD_LINES);
+                let (line, at) = scales_at(Q4_0_RECORD_LINES, nb, b);
+                let dw = unsafe {
+                    _mm256_cvtph_ps(_mm_load_si128(
+                        rec.add(line).cast::<u8>().add(at + 16 * half).cast(),
+                    ))
+                };
+                let mut isum = [_mm256_setzero_si256(); C];
+                for j in 0..Q4_0_RECORD_LINES {
+                    // SAFETY: as above.
+                    let l = unsafe { _mm256_load_si256(r.add(64 * j + 32 * half).cast()) };
+                    let lo = _mm256_and_si256(l, nibble);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble);
+                    for c in 0..C {
+                        // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element
+                        // order.
+                        let (x, y) = unsafe {
+                            let q = qa[c].add(b * QK + 4 * j);
+                            (
+                                _mm256_set1_epi32(q.cast::<i32>().read_unaligned()),
+                                _mm256_set1_epi32(q.add(16).cast::<i32>().read_unaligned()),
+                            )
+                        };
+                        isum[c] = $dot(isum[c], lo, x);
+                        isum[c] = $dot(isum[c], hi, y);
+                    }
+                }
+                for c in 0..C {
+                    // SAFETY: a prepared row holds `nbp >= nb` scales and bias corrections.
+                    let (d, start) = unsafe { (*da[c].add(b), *fix[c].add(b) >> 4) };
+                    let sumi = _mm256_add_epi32($widen(isum[c]), _mm256_set1_epi32(start));
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+                    acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), scale, acc[c]);
+                }
+            }
+            // SAFETY: the caller's contract.
+            unsafe { store_half(&acc, c0, rows, out) };
+        }
+    };
+}
+
+q4_0_half_tile!(
+    /// AVX2: the nibble products sum in i16 as in [`tile_q4_1x16`].
+    tile_q4_0x16,
+    "avx2,fma,f16c",
+    |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
+    |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1))
+);
+
+q4_0_half_tile!(
+    /// AVX-VNNI, as [`tile_q4_1x16_vnni`].
+    tile_q4_0x16_vnni,
+    "avx2,fma,f16c,avxvnni",
+    |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x),
+    |isum| isum
+);
+
 /// The Q8_0 tile (codes stored +128) of [`q4_1_half_tile`]'s shape, for AVX2: the sign trick
 /// on the unbiased codes, `|w|` times `a` with `w`'s sign, widened to i32 per group of four.
 ///
@@ -307,7 +424,7 @@ unsafe fn tile_q8_0x16<const C: usize>(
         // scales, 32 bytes per block (16 of them for a half).
         let r = unsafe { rec.add(b * Q8_0_RECORD_LINES).cast::<u8>() };
         prefetch_record(r, pf, Q8_0_RECORD_LINES);
-        let (line, at) = q8_0_scales_at(nb, b);
+        let (line, at) = scales_at(Q8_0_RECORD_LINES, nb, b);
         let dw = unsafe {
             _mm256_cvtph_ps(_mm_load_si128(
                 rec.add(line).cast::<u8>().add(at + 16 * half).cast(),
@@ -374,7 +491,7 @@ unsafe fn tile_q8_0x16_vnni<const C: usize>(
         // SAFETY: as in `tile_q8_0x16`.
         let r = unsafe { rec.add(b * Q8_0_RECORD_LINES).cast::<u8>() };
         prefetch_record(r, pf, Q8_0_RECORD_LINES);
-        let (line, at) = q8_0_scales_at(nb, b);
+        let (line, at) = scales_at(Q8_0_RECORD_LINES, nb, b);
         let dw = unsafe {
             _mm256_cvtph_ps(_mm_load_si128(
                 rec.add(line).cast::<u8>().add(at + 16 * half).cast(),
@@ -437,6 +554,22 @@ packed_gemm!(
     "avx2,fma,f16c,avxvnni",
     Q8_0_RECORD_LINES,
     tile_q8_0x16_vnni,
+    4,
+    halves
+);
+packed_gemm!(
+    gemm_q4_0x16,
+    "avx2,fma,f16c",
+    Q4_0_RECORD_LINES,
+    tile_q4_0x16,
+    4,
+    halves
+);
+packed_gemm!(
+    gemm_q4_0x16_vnni,
+    "avx2,fma,f16c,avxvnni",
+    Q4_0_RECORD_LINES,
+    tile_q4_0x16_vnni,
     4,
     halves
 );

@@ -16,7 +16,9 @@ use std::ops::Range;
 
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;
-use crate::kernels::packed::{q8_0_scales_at, GROUP, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES};
+use crate::kernels::packed::{
+    scales_at, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
+};
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
 use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
 
@@ -285,7 +287,7 @@ unsafe fn tile_q8_0x16<const C: usize>(
             for (j, wj) in w.iter_mut().enumerate() {
                 *wj = _mm512_load_si512(r.add(64 * j).cast());
             }
-            let (line, at) = q8_0_scales_at(nb, b);
+            let (line, at) = scales_at(Q8_0_RECORD_LINES, nb, b);
             let dw = _mm512_cvtph_ps(_mm256_load_si256(rec.add(line).cast::<u8>().add(at).cast()));
             (w, dw)
         };
@@ -296,6 +298,67 @@ unsafe fn tile_q8_0x16<const C: usize>(
             };
             // SAFETY: a prepared row holds `nbp >= nb` scales and bias corrections.
             let (d, start) = unsafe { (*da[c].add(b), *fix[c].add(b)) };
+            let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(start), w[0], bcast(0));
+            let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(16));
+            for j in 1..4 {
+                lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
+                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
+            }
+            let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
+            acc[c] = _mm512_fmadd_ps(sumi, scale, acc[c]);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_group(&acc, c0, rows, out) };
+}
+
+/// 16 weight rows (one group) x `C` activation rows, all blocks; Q4_0: the nibbles as in
+/// [`tile_q4_1x16`], the scales as in [`tile_q8_0x16`], each dot started from
+/// `-8 * sum(activation codes)` (the Q8_0 bias correction shifted right by 4: exact).
+///
+/// # Safety
+/// As [`tile_q4_1x16`], with Q8_0 activations.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q4_0x16<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let nibble = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    // Raw pointers, as in `tile_q4_1x16`.
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let fix: [*const i32; C] = std::array::from_fn(|c| a.bias_fix(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: the group has `nb` records of `Q4_0_RECORD_LINES` aligned lines, then its
+        // scales, 32 bytes per block.
+        let (w, dw) = unsafe {
+            let r = rec.add(b * Q4_0_RECORD_LINES).cast::<u8>();
+            prefetch_record(r, pf, Q4_0_RECORD_LINES);
+            let mut w = [_mm512_setzero_si512(); 8];
+            for j in 0..4 {
+                let l = _mm512_load_si512(r.add(64 * j).cast());
+                w[j] = _mm512_and_si512(l, nibble);
+                w[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble);
+            }
+            let (line, at) = scales_at(Q4_0_RECORD_LINES, nb, b);
+            let dw = _mm512_cvtph_ps(_mm256_load_si256(rec.add(line).cast::<u8>().add(at).cast()));
+            (w, dw)
+        };
+        for c in 0..C {
+            // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
+            let bcast = |o: usize| unsafe {
+                _mm512_set1_epi32(qa[c].add(b * QK + o).cast::<i32>().read_unaligned())
+            };
+            // SAFETY: a prepared row holds `nbp >= nb` scales and bias corrections.
+            let (d, start) = unsafe { (*da[c].add(b), *fix[c].add(b) >> 4) };
             let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(start), w[0], bcast(0));
             let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(16));
             for j in 1..4 {
@@ -325,6 +388,14 @@ packed_gemm!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     Q8_0_RECORD_LINES,
     tile_q8_0x16,
+    8,
+    whole_group
+);
+packed_gemm!(
+    gemm_q4_0x16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Q4_0_RECORD_LINES,
+    tile_q4_0x16,
     8,
     whole_group
 );
