@@ -23,6 +23,8 @@ def test_quantized_gguf_runs_on_our_kernels_and_the_rest_on_candle(tmp_path, tin
     for qtype, engine in [
         ("Q4_0", kernels),
         ("Q4_1", kernels),
+        ("Q5_0", kernels),
+        ("Q5_1", kernels),
         ("Q8_0", kernels),
         ("F32", "candle"),
     ]:
@@ -218,7 +220,7 @@ def test_a_long_prompt_steps_alongside_short_ones(smollm2):
     assert [s.completion.token_ids for s in streams] == alone
 
 
-@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"])
 def test_an_untied_output_matrix_is_read_by_our_kernels(tmp_path, tiny_weights, qtype):
     """A GGUF with its own output.weight (not tied to the embeddings) on our kernels matches the
     reference forward pass on the file's own (dequantized) weights."""

@@ -11,7 +11,8 @@ use super::matmul::{Activation, QWeight};
 use super::packed::{reference_matmul_packed, PackedMatrix, Repack};
 use super::pool::Pool;
 use super::types::{
-    ActivationBlock, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, WeightBlock, WEIGHT_KINDS,
+    ActivationBlock, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, WeightBlock,
+    WEIGHT_KINDS,
 };
 
 /// Calls `$check::<W>()` for every weight type, into an array of the results. A new type adds
@@ -21,6 +22,8 @@ macro_rules! for_each_weight_type {
         [
             $check::<BlockQ4_0>(),
             $check::<BlockQ4_1>(),
+            $check::<BlockQ5_0>(),
+            $check::<BlockQ5_1>(),
             $check::<BlockQ8_0>(),
         ]
     };
@@ -81,6 +84,69 @@ impl Sample for BlockQ4_0 {
                     .map(|j| ((x.q(j) as f64 - 8.0) * y.qs[j] as f64).abs())
                     .sum();
                 (f(x.d()) * f(y.d())).abs() * s
+            })
+            .sum()
+    }
+}
+
+impl Sample for BlockQ5_0 {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        (0..n)
+            .map(|_| {
+                let kind = if extreme { rng.below(7) } else { 7 };
+                match kind {
+                    5 => BlockQ5_0::default(),
+                    6 => BlockQ5_0::new(scale(rng, 7), 0, [0x00; 16]), // every code -16
+                    _ => {
+                        let mut qs = [0u8; 16];
+                        qs.iter_mut().for_each(|q| *q = rng.byte());
+                        BlockQ5_0::new(scale(rng, kind), rng.u64() as u32, qs)
+                    }
+                }
+            })
+            .collect()
+    }
+    /// `sum_b |d_w d_a| sum_j |(q_w - 16) q_a|`.
+    fn magnitude(w: &[Self], a: &[BlockQ8_0]) -> f64 {
+        w.iter()
+            .zip(a)
+            .map(|(x, y)| {
+                let s: f64 = (0..QK)
+                    .map(|j| ((x.q(j) as f64 - 16.0) * y.qs[j] as f64).abs())
+                    .sum();
+                (f(x.d()) * f(y.d())).abs() * s
+            })
+            .sum()
+    }
+}
+
+impl Sample for BlockQ5_1 {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        (0..n)
+            .map(|_| {
+                let kind = if extreme { rng.below(8) } else { 7 };
+                match kind {
+                    5 => BlockQ5_1::default(),
+                    6 => BlockQ5_1::new(scale(rng, 7), scale(rng, 7), !0, [0xFF; 16]), // all 31
+                    _ => {
+                        let mut qs = [0u8; 16];
+                        qs.iter_mut().for_each(|q| *q = rng.byte());
+                        let mk = rng.below(8);
+                        BlockQ5_1::new(scale(rng, kind), scale(rng, mk), rng.u64() as u32, qs)
+                    }
+                }
+            })
+            .collect()
+    }
+    /// `sum_b |d_w d_a| sum_j |q_w q_a| + |m_w s_a|`.
+    fn magnitude(w: &[Self], a: &[BlockQ8_1]) -> f64 {
+        w.iter()
+            .zip(a)
+            .map(|(x, y)| {
+                let s: f64 = (0..QK)
+                    .map(|j| (x.q(j) as f64 * y.qs[j] as f64).abs())
+                    .sum();
+                (f(x.d()) * f(y.d())).abs() * s + (f(x.m()) * f(y.s())).abs()
             })
             .sum()
     }

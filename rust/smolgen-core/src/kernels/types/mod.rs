@@ -19,11 +19,15 @@ use crate::error::{Error, Result};
 
 mod q4_0;
 mod q4_1;
+mod q5_0;
+mod q5_1;
 mod q8_0;
 mod q8_1;
 
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
+pub use q5_0::BlockQ5_0;
+pub use q5_1::BlockQ5_1;
 pub use q8_0::BlockQ8_0;
 pub use q8_1::BlockQ8_1;
 
@@ -247,8 +251,10 @@ fn quantize_bytes<W: WeightBlock>(x: &[f32], out: &mut [u8]) {
 }
 
 /// Every weight type the kernels multiply.
-pub const WEIGHT_KINDS: [&WeightKind; 3] = [
+pub const WEIGHT_KINDS: [&WeightKind; 5] = [
     BlockQ4_0::KIND,
     BlockQ4_1::KIND,
+    BlockQ5_0::KIND,
+    BlockQ5_1::KIND,
     <BlockQ8_0 as WeightBlock>::KIND,
 ];

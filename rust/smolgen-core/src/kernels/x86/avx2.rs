@@ -20,7 +20,7 @@ use crate::kernels::packed::{
     scales_at, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
-use crate::kernels::types::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use crate::kernels::types::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -31,69 +31,127 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Rows `r0..r0+R` (first block at `w`, `nb` blocks per row) against activation rows
-/// `c0..c0+C`.
+/// Defines a row-major tile for a weight type whose block is 32 unsigned codes (`$load`, from
+/// `$blk`, the block's first byte) times `d` plus `m`, the two f16 it starts with, against Q8_1
+/// activations: rows `r0..r0+R` (first block at `w`, `nb` blocks per row) against activation
+/// rows `c0..c0+C`. Codes up to 31 keep `vpmaddubsw`'s pairs (at most 2 * 31 * 127) inside i16.
+///
+/// Each generated function's safety contract: AVX2/FMA/F16C present; the rows and activation
+/// rows exist; `out` as in `GemmFn`.
+macro_rules! offset_tile {
+    ($name:ident, $block:ty, |$blk:ident| $load:expr) => {
+        /// # Safety
+        /// See [`offset_tile`].
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const R: usize, const C: usize>(
+            w: *const $block,
+            nb: usize,
+            a: &Prepared,
+            c0: usize,
+            r0: usize,
+            out: OutPtr,
+            pf: usize,
+        ) {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+            let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+            let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
+            for b in 0..nb {
+                let mut wq = [_mm256_setzero_si256(); R];
+                let mut dm = [_mm256_setzero_ps(); R];
+                for r in 0..R {
+                    // SAFETY: block `b` of row `r0 + r` exists; a block starts with its f16 `d` and `m`.
+                    unsafe {
+                        let blk = w.add(r * nb + b).cast::<u8>();
+                        if pf != 0 {
+                            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(pf).cast());
+                        }
+                        let $blk = blk;
+                        wq[r] = $load;
+                        // [d, m, 0, ...] as f32.
+                        dm[r] =
+                            _mm256_cvtph_ps(_mm_cvtsi32_si128(blk.cast::<i32>().read_unaligned()));
+                    }
+                }
+                for c in 0..C {
+                    // SAFETY: prepared rows hold `nbp >= nb` blocks; code lines are 64-byte aligned,
+                    // so block `b` is 32-byte aligned; `s` holds `[0, s]` per block.
+                    let (av, dav, sv) = unsafe {
+                        (
+                            _mm256_load_si256(qa[c].add(b * 32).cast()),
+                            _mm256_broadcast_ss(&*da[c].add(b)),
+                            _mm256_zextps128_ps256(_mm_castpd_ps(_mm_load_sd(
+                                sa[c].add(2 * b).cast(),
+                            ))),
+                        )
+                    };
+                    for r in 0..R {
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[r], av), ones);
+                        let dw = _mm256_broadcastss_ps(_mm256_castps256_ps128(dm[r]));
+                        acc[r][c] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(p),
+                            _mm256_mul_ps(dw, dav),
+                            acc[r][c],
+                        );
+                        acc[r][c] = _mm256_fmadd_ps(dm[r], sv, acc[r][c]);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    // SAFETY: the caller's contract.
+                    unsafe { out.write(c0 + c, r0 + r, hsum(*v)) };
+                }
+            }
+        }
+    };
+}
+
+offset_tile!(tile_q4_1, BlockQ4_1, |blk| nibbles(blk.add(4)));
+offset_tile!(tile_q5_1, BlockQ5_1, |blk| _mm256_or_si256(
+    nibbles(blk.add(8)),
+    _mm256_and_si256(bits_as_bytes(blk.add(4)), _mm256_set1_epi8(0x10))
+));
+
+/// The 32 codes of 16 bytes of nibbles at `p`: low nibbles (elements 0..16), then high ones.
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; the rows and activation rows exist; `out` as in `GemmFn`.
+/// AVX2 present; 16 bytes readable at `p`.
 #[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_1<const R: usize, const C: usize>(
-    w: *const BlockQ4_1,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    r0: usize,
-    out: OutPtr,
-    pf: usize,
-) {
-    let mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
-    for b in 0..nb {
-        let mut wq = [_mm256_setzero_si256(); R];
-        let mut dm = [_mm256_setzero_ps(); R];
-        for r in 0..R {
-            // SAFETY: block `b` of row `r0 + r` exists; a block is 20 bytes: d, m, 16 of qs.
-            unsafe {
-                let blk = w.add(r * nb + b).cast::<u8>();
-                if pf != 0 {
-                    _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(pf).cast());
-                }
-                let raw = _mm_loadu_si128(blk.add(4).cast());
-                wq[r] = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw), mask);
-                // [d, m, 0, ...] as f32.
-                dm[r] = _mm256_cvtph_ps(_mm_cvtsi32_si128(blk.cast::<i32>().read_unaligned()));
-            }
-        }
-        for c in 0..C {
-            // SAFETY: prepared rows hold `nbp >= nb` blocks; code lines are 64-byte aligned,
-            // so block `b` is 32-byte aligned; `s` holds `[0, s]` per block.
-            let (av, dav, sv) = unsafe {
-                (
-                    _mm256_load_si256(qa[c].add(b * 32).cast()),
-                    _mm256_broadcast_ss(&*da[c].add(b)),
-                    _mm256_zextps128_ps256(_mm_castpd_ps(_mm_load_sd(sa[c].add(2 * b).cast()))),
-                )
-            };
-            for r in 0..R {
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wq[r], av), ones);
-                let dw = _mm256_broadcastss_ps(_mm256_castps256_ps128(dm[r]));
-                acc[r][c] =
-                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dw, dav), acc[r][c]);
-                acc[r][c] = _mm256_fmadd_ps(dm[r], sv, acc[r][c]);
-            }
-        }
-    }
-    for (r, row) in acc.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            // SAFETY: the caller's contract.
-            unsafe { out.write(c0 + c, r0 + r, hsum(*v)) };
-        }
-    }
+#[target_feature(enable = "avx2")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    // SAFETY: the caller's contract.
+    let raw = unsafe { _mm_loadu_si128(p.cast()) };
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw),
+        _mm256_set1_epi8(0x0F),
+    )
+}
+
+/// The 32 bits of the little-endian u32 at `p` as bytes: byte `j` is all ones where bit `j` is
+/// set, else zero (each byte takes its bit's source byte, sets every other bit, and compares
+/// with all ones).
+///
+/// # Safety
+/// AVX2 present; 4 bytes readable at `p`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn bits_as_bytes(p: *const u8) -> __m256i {
+    // SAFETY: the caller's contract.
+    let word = unsafe { p.cast::<i32>().read_unaligned() };
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(word),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let others = _mm256_set1_epi64x(0x7FBF_DFEF_F7FB_FDFEu64 as i64);
+    _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1))
 }
 
 /// Defines a row-major tile, as [`tile_q4_1`], for a weight type whose block loads as 32
@@ -172,19 +230,22 @@ macro_rules! signed_tile {
 signed_tile!(tile_q8_0, BlockQ8_0, |blk| _mm256_loadu_si256(
     blk.add(2).cast()
 ));
-signed_tile!(tile_q4_0, BlockQ4_0, |blk| {
-    let raw = _mm_loadu_si128(blk.add(2).cast());
-    let codes = _mm256_and_si256(
-        _mm256_set_m128i(_mm_srli_epi16::<4>(raw), raw),
-        _mm256_set1_epi8(0x0F),
-    );
-    _mm256_sub_epi8(codes, _mm256_set1_epi8(8))
-});
+signed_tile!(tile_q4_0, BlockQ4_0, |blk| _mm256_sub_epi8(
+    nibbles(blk.add(2)),
+    _mm256_set1_epi8(8)
+));
+// `q - 16` is the code with 0xF0 set where its fifth bit is clear.
+signed_tile!(tile_q5_0, BlockQ5_0, |blk| _mm256_or_si256(
+    nibbles(blk.add(6)),
+    _mm256_andnot_si256(bits_as_bytes(blk.add(2)), _mm256_set1_epi8(-16))
+));
 
 row_major_gemm!(gemm_q4_1, "avx2,fma,f16c", BlockQ4_1, tile_q4_1, 4 x 2);
 // Activation codes in -127..=127.
 row_major_gemm!(gemm_q8_0, "avx2,fma,f16c", BlockQ8_0, tile_q8_0, 4 x 2);
 row_major_gemm!(gemm_q4_0, "avx2,fma,f16c", BlockQ4_0, tile_q4_0, 4 x 2);
+row_major_gemm!(gemm_q5_0, "avx2,fma,f16c", BlockQ5_0, tile_q5_0, 4 x 2);
+row_major_gemm!(gemm_q5_1, "avx2,fma,f16c", BlockQ5_1, tile_q5_1, 4 x 2);
 
 /// Rows per 256-bit register in the 16-row layout: a group is two halves.
 const HALF: usize = 8;
