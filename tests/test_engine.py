@@ -220,6 +220,48 @@ def test_a_long_prompt_steps_alongside_short_ones(smollm2):
     assert [s.completion.token_ids for s in streams] == alone
 
 
+# The mix llama.cpp's Q4_K_M gives a model: Q6_K for the value and down projections (half of
+# them in a large model), Q8_0 where a row is not a multiple of 256; and a Q5_0 matrix too.
+K_MIXES = {
+    "Q4_K": {},
+    "Q6_K": {},
+    "Q4_K_M": {"attn_v": "Q6_K", "ffn_down": "Q6_K", "token_embd": "Q8_0", "attn_k": "Q5_0"},
+}
+
+
+@pytest.mark.parametrize("mix", list(K_MIXES))
+def test_k_quant_files_run_on_our_kernels(tmp_path, mix):
+    """Superblocks of 256 values, alone and mixed with other types in one layer (so one
+    activation is quantized for several types): our kernels match the reference forward pass
+    on the file's own (dequantized) weights."""
+    from reference_llama import forward, load_gguf_weights
+
+    cfg = tiny_llama.K_CONFIG
+    weights = tiny_llama.random_weights(seed=3, cfg=cfg)
+    qtype = "Q4_K" if mix == "Q4_K_M" else mix
+    path = tiny_llama.write_gguf(
+        tmp_path / f"tiny-{mix}.gguf", weights, cfg, qtype=qtype, qtypes=K_MIXES[mix]
+    )
+    model = smolgen.load(path)
+    assert model.info["engine"] == _core.kernel_path()
+    ids = [1, 40, 72, 75, 78, 259, 34, 200]
+    file_weights, _ = load_gguf_weights(str(path))
+    ref = forward(file_weights, cfg, ids, interleaved=True)
+    ours = model.logits(ids, "all")
+    assert np.abs(ours - ref).max() / np.abs(ref).max() < 0.03
+    assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
+
+
+def test_quantize_names_the_types_and_refuses_bad_input():
+    assert {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q6_K"} <= set(_core.weight_types())
+    block = _core.quantize("Q8_0", np.linspace(-1, 1, 32, dtype=np.float32))
+    assert len(block) == 34
+    with pytest.raises(smolgen.InvalidArgumentError, match="q4_0"):
+        _core.quantize("q3_x", np.zeros(32, np.float32))
+    with pytest.raises(smolgen.InvalidArgumentError, match="blocks"):
+        _core.quantize("q4_K", np.zeros(32, np.float32))
+
+
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"])
 def test_an_untied_output_matrix_is_read_by_our_kernels(tmp_path, tiny_weights, qtype):
     """A GGUF with its own output.weight (not tied to the embeddings) on our kernels matches the

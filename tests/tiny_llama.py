@@ -17,6 +17,19 @@ from reference_llama import LlamaConfig
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 MERGES = [("h", "e"), ("l", "l"), ("he", "ll"), ("Ġ", "w"), ("o", "r"), ("Ġw", "or")]
 
+# Rows of 256 values, the K-quants' superblock.
+K_CONFIG = LlamaConfig(
+    hidden_size=256,
+    intermediate_size=512,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    vocab_size=256 + len(MERGES) + len(SPECIAL_TOKENS),
+    context_length=96,
+    rms_norm_eps=1e-5,
+    rope_theta=10_000.0,
+)
+
 CONFIG = LlamaConfig(
     hidden_size=64,
     intermediate_size=128,
@@ -201,6 +214,24 @@ def tokenizer_json() -> dict:
     }
 
 
+def quantized(value: np.ndarray, qtype: str) -> np.ndarray:
+    """``value`` as ggml's bytes of ``qtype``, one row of bytes per row: by the ``gguf`` package
+    where it quantizes that type, else by smolgen's own ggml quantization (the K-quants)."""
+    import gguf
+
+    quant = gguf.GGMLQuantizationType[qtype]
+    try:
+        return gguf.quants.quantize(value, quant)
+    except NotImplementedError:
+        from smolgen import _core
+
+        rows = [
+            np.frombuffer(_core.quantize(qtype, np.ascontiguousarray(row, np.float32)), np.uint8)
+            for row in value
+        ]
+        return np.stack(rows)
+
+
 def write_gguf(
     path: Path,
     w: dict[str, np.ndarray],
@@ -208,8 +239,11 @@ def write_gguf(
     qtype: str = "F32",
     *,
     architecture: str = "llama",
+    qtypes: dict[str, str] | None = None,
 ) -> Path:
-    """A GGUF of the same model: permuted Q/K, matrices stored as ``qtype``, norms in F32."""
+    """A GGUF of the same model: permuted Q/K, matrices stored as ``qtype`` (or as ``qtypes``
+    names for a tensor whose name contains one of its keys: a mixed file such as Q4_K_M), norms
+    in F32."""
     import gguf
 
     writer = gguf.GGUFWriter(str(path), architecture)
@@ -233,12 +267,13 @@ def write_gguf(
     writer.add_eos_token_id(2)
     writer.add_add_bos_token(False)
     writer.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
-    quant = gguf.GGMLQuantizationType[qtype]
     for name, value in gguf_layout(w, cfg).items():
+        this = next((t for part, t in (qtypes or {}).items() if part in name), qtype)
+        quant = gguf.GGMLQuantizationType[this]
         if value.ndim == 1 or quant == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(name, value.astype(np.float32))
         else:
-            data = gguf.quants.quantize(value, quant)
+            data = quantized(value, this)
             writer.add_tensor(name, data, raw_shape=data.shape, raw_dtype=quant)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -7,6 +7,7 @@ mod errors;
 mod machine;
 mod model;
 mod options;
+mod quantize;
 mod sampler;
 mod tokenizer;
 
@@ -24,6 +25,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<completion::TokenLogprob>()?;
     sampler::register(m)?;
     machine::register(m)?;
+    quantize::register(m)?;
     m.add_function(wrap_pyfunction!(completion::step_streams, m)?)?;
     m.add_function(wrap_pyfunction!(completion::percentile, m)?)?;
     m.add_function(wrap_pyfunction!(options::check_context, m)?)?;

@@ -47,15 +47,19 @@ pub unsafe trait Block: sealed::Sealed + Copy + Send + Sync + 'static {
 }
 
 /// Declares `$t`, a `#[repr(C)]` struct of byte arrays only, a [`Block`] of `$size` bytes named
-/// `$name` (checking its size and alignment).
+/// `$name` holding `$elements` values (default 32), checking its size and alignment.
 macro_rules! byte_block {
     ($t:ty, $name:literal, $size:literal) => {
+        $crate::kernels::blocks::byte_block!($t, $name, $size, $crate::kernels::blocks::QK);
+    };
+    ($t:ty, $name:literal, $size:literal, $elements:expr) => {
         impl $crate::kernels::blocks::sealed::Sealed for $t {}
         const _: () = assert!(std::mem::size_of::<$t>() == $size);
         const _: () = assert!(std::mem::align_of::<$t>() == 1);
         // SAFETY: byte arrays only (the caller's word), alignment 1 and size checked above, so
         // no padding and no invalid bit patterns.
         unsafe impl $crate::kernels::blocks::Block for $t {
+            const ELEMENTS: usize = $elements;
             const NAME: &'static str = $name;
         }
     };

@@ -78,7 +78,7 @@ impl Kernels {
     /// One dot product over equal-length block runs (for Q8_0 activations, codes in
     /// -127..=127, what the quantizer produces: the SIMD paths do not handle -128).
     pub fn vec_dot<W: WeightBlock>(&self, w: &[W], a: &[W::Activation]) -> Result<f32> {
-        if w.len() != a.len() || w.is_empty() {
+        if w.len() * W::ELEMENTS != a.len() * W::Activation::ELEMENTS || w.is_empty() {
             return Err(Error::invalid(format!(
                 "vec_dot: {} weight blocks against {} activation blocks",
                 w.len(),

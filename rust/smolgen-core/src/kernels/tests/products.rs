@@ -10,14 +10,15 @@ fn matmul_paths_match<W: Sample>() {
         Pool::new(2).expect("threads"),
         Pool::new(3).expect("threads"),
     ];
-    for &k in &[32usize, 64, 576, 1056, 1536] {
-        let nb = k / W::ELEMENTS;
+    for nb in [1usize, 2, 18, 33, 48] {
+        let k = nb * W::ELEMENTS;
         for &rows in &[1usize, 3, 7, 33] {
             let extreme = (rows + k) % 2 == 1;
             let w = W::random(&mut rng, rows * nb, extreme);
             let wm = QMatrix::new(&w, rows, k).expect("shape");
+            let na = k / QK;
             for m in 1..=9usize {
-                let a = quantized_acts::<W::Activation>(&mut rng, m * nb, !extreme);
+                let a = quantized_acts::<W::Activation>(&mut rng, m * na, !extreme);
                 let mut want = vec![0f32; m * rows];
                 scalar()
                     .matmul(&Pool::single(), &wm, &a, &mut want)
@@ -28,10 +29,10 @@ fn matmul_paths_match<W: Sample>() {
                         let mut got = vec![f32::NAN; m * rows];
                         kern.matmul(pool, &wm, &a, &mut got).expect("shapes");
                         for c in 0..m {
-                            let ac = &a[c * nb..(c + 1) * nb];
+                            let ac = &a[c * na..(c + 1) * na];
                             for r in 0..rows {
                                 let (g, e) = (got[c * rows + r], want[c * rows + r]);
-                                let t = tol(nb, W::magnitude(wm.row(r), ac));
+                                let t = tol(na, W::magnitude(wm.row(r), ac));
                                 assert!(
                                     ((g - e) as f64).abs() <= t,
                                     "{} {} rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}",
@@ -352,56 +353,38 @@ fn matmul_f32_quantizes_like_ggml() {
     }
 }
 
-#[test]
-fn block_decoding_matches_candle() {
-    use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+/// Our decoding of a type's blocks (extreme scales included) equals candle's, bit for bit.
+fn decoding_matches_candle<W: Sample>() {
+    use candle_core::quantized::{QStorage, QTensor};
     use candle_core::Device;
 
     let mut rng = Rng(9);
-    let (rows, k) = (7usize, 96usize);
-    let w = q4_1_blocks(&mut rng, rows * k / QK, true);
-    let storage = QStorage::from_data(
-        Cow::Borrowed(blocks_as_bytes(&w)),
-        &Device::Cpu,
-        GgmlDType::Q4_1,
-    )
-    .expect("storage");
-    let qt = QTensor::new(storage, (rows, k)).expect("tensor");
-    let theirs: Vec<f32> = qt
-        .dequantize(&Device::Cpu)
+    let (rows, k) = (7usize, 3 * W::ELEMENTS);
+    let w = W::random(&mut rng, rows * 3, true);
+    let dtype = crate::load::gguf::ggml_dtype(W::GGML_TYPE).expect("a ggml type");
+    let storage = QStorage::from_data(Cow::Borrowed(blocks_as_bytes(&w)), &Device::Cpu, dtype)
+        .expect("storage");
+    let theirs: Vec<f32> = QTensor::new(storage, (rows, k))
+        .and_then(|qt| qt.dequantize(&Device::Cpu))
         .and_then(|t| t.flatten_all())
         .and_then(|t| t.to_vec1())
         .expect("dequantize");
     let mut ours = vec![0f32; rows * k];
-    for (blk, out) in w.iter().zip(ours.chunks_mut(QK)) {
+    for (blk, out) in w.iter().zip(ours.chunks_mut(W::ELEMENTS)) {
         blk.dequantize(out);
     }
-    assert_eq!(ours.len(), theirs.len());
     for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        assert!(a.to_bits() == b.to_bits(), "element {i}: {a} vs candle {b}");
+        assert!(
+            a.to_bits() == b.to_bits(),
+            "{} element {i}: {a} vs candle {b}",
+            W::NAME
+        );
     }
+}
 
-    let w8 = q8_0_blocks(&mut rng, rows * k / QK, true);
-    let storage = QStorage::from_data(
-        Cow::Borrowed(blocks_as_bytes(&w8)),
-        &Device::Cpu,
-        GgmlDType::Q8_0,
-    )
-    .expect("storage");
-    let qt = QTensor::new(storage, (rows, k)).expect("tensor");
-    let theirs: Vec<f32> = qt
-        .dequantize(&Device::Cpu)
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1())
-        .expect("dequantize");
-    let mut ours = vec![0f32; rows * k];
-    for (blk, out) in w8.iter().zip(ours.chunks_mut(QK)) {
-        blk.dequantize(out);
-    }
-    assert!(ours
-        .iter()
-        .zip(&theirs)
-        .all(|(a, b)| a.to_bits() == b.to_bits()));
+#[test]
+fn block_decoding_matches_candle() {
+    for_each_weight_type!(decoding_matches_candle);
 }
 
 #[test]

@@ -19,15 +19,19 @@ use crate::error::{Error, Result};
 
 mod q4_0;
 mod q4_1;
+mod q4_k;
 mod q5_0;
 mod q5_1;
+mod q6_k;
 mod q8_0;
 mod q8_1;
 
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
+pub use q4_k::{BlockQ4K, QK_K};
 pub use q5_0::BlockQ5_0;
 pub use q5_1::BlockQ5_1;
+pub use q6_k::BlockQ6K;
 pub use q8_0::BlockQ8_0;
 pub use q8_1::BlockQ8_1;
 
@@ -251,10 +255,29 @@ fn quantize_bytes<W: WeightBlock>(x: &[f32], out: &mut [u8]) {
 }
 
 /// Every weight type the kernels multiply.
-pub const WEIGHT_KINDS: [&WeightKind; 5] = [
+pub const WEIGHT_KINDS: [&WeightKind; 7] = [
     BlockQ4_0::KIND,
     BlockQ4_1::KIND,
     BlockQ5_0::KIND,
     BlockQ5_1::KIND,
+    BlockQ4K::KIND,
+    BlockQ6K::KIND,
     <BlockQ8_0 as WeightBlock>::KIND,
 ];
+
+/// One block of `W` quantized by candle (its port of ggml's quantization), for the types whose
+/// reference quantizer is not written here yet.
+fn quantize_with_candle<W: Block + Default>(
+    x: &[f32],
+    dtype: candle_core::quantized::GgmlDType,
+) -> W {
+    use candle_core::quantized::QTensor;
+    use candle_core::{Device, Tensor};
+    let bytes = Tensor::from_slice(x, (1, x.len()), &Device::Cpu)
+        .and_then(|t| QTensor::quantize(&t, dtype))
+        .and_then(|q| q.data().map(|d| d.to_vec()));
+    match bytes.as_deref().map(cast_blocks::<W>) {
+        Ok(Ok([block])) => *block,
+        _ => W::default(),
+    }
+}

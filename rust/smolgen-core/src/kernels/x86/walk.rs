@@ -172,7 +172,8 @@ macro_rules! row_major_gemm {
             rows: std::ops::Range<usize>,
             out: $crate::kernels::prepared::OutPtr,
         ) {
-            let nb = a.nb;
+            // Weight blocks per row (a K-quant block spans several activation blocks).
+            let nb = w.row_blocks();
             let base = w.blocks::<$block>().as_ptr();
             let row_bytes = nb * std::mem::size_of::<$block>();
             $crate::kernels::x86::walk::for_each_weight_tile::<$r, $c>(

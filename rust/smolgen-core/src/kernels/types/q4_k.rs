@@ -1,0 +1,160 @@
+//! Q4_K: superblocks of 256 weights in 8 sub-blocks of 32, each `d * sc * q - dmin * m` with
+//! 4-bit codes and 6-bit sub-block scales `sc` and mins `m`; multiplied against Q8_1
+//! activations, one activation block per sub-block (each sub-block is a Q4_1 block with
+//! `d' = d * sc`, `m' = -dmin * m`).
+
+use half::f16;
+
+use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::dispatch::Isa;
+use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::prepared::Layout;
+
+/// Values per K-quant superblock.
+pub const QK_K: usize = 256;
+/// 32-value sub-blocks (activation blocks) per superblock.
+pub(crate) const SUBS: usize = QK_K / QK;
+
+/// ggml's `block_q4_K`. Sub-block `2p` has its codes in the low nibbles of `qs[32p..32p+32]`,
+/// sub-block `2p + 1` in their high nibbles; `scales` packs eight 6-bit scales and mins.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ4K {
+    pub d: [u8; 2],
+    pub dmin: [u8; 2],
+    pub scales: [u8; 12],
+    pub qs: [u8; QK_K / 2],
+}
+
+impl Default for BlockQ4K {
+    fn default() -> Self {
+        BlockQ4K {
+            d: [0; 2],
+            dmin: [0; 2],
+            scales: [0; 12],
+            qs: [0; QK_K / 2],
+        }
+    }
+}
+
+byte_block!(BlockQ4K, "q4_K", 144, QK_K);
+
+impl BlockQ4K {
+    #[inline(always)]
+    pub fn d(&self) -> f16 {
+        f16_bits(self.d)
+    }
+    #[inline(always)]
+    pub fn dmin(&self) -> f16 {
+        f16_bits(self.dmin)
+    }
+    /// Sub-block `j`'s 6-bit scale and min (ggml's `get_scale_min_k4`).
+    #[inline(always)]
+    pub fn scale_min(&self, j: usize) -> (u8, u8) {
+        let q = &self.scales;
+        if j < 4 {
+            (q[j] & 63, q[j + 4] & 63)
+        } else {
+            (
+                (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+                (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+            )
+        }
+    }
+    /// Sub-block `j`'s `d * sc` and `dmin * m` in f32.
+    #[inline(always)]
+    pub(crate) fn sub_scales(&self, j: usize) -> (f32, f32) {
+        let (sc, m) = self.scale_min(j);
+        (
+            f16_to_f32(self.d) * sc as f32,
+            f16_to_f32(self.dmin) * m as f32,
+        )
+    }
+    /// The 4-bit code of element `e` (0..256).
+    #[inline(always)]
+    pub fn q(&self, e: usize) -> u8 {
+        let (j, l) = (e / QK, e % QK);
+        let byte = self.qs[32 * (j / 2) + l];
+        if j % 2 == 0 {
+            byte & 0x0F
+        } else {
+            byte >> 4
+        }
+    }
+    /// The 256 weights as f32, in ggml's arithmetic (`d * sc * q - dmin * m` in f32).
+    pub fn dequantize(&self, out: &mut [f32]) {
+        for (j, sub) in out.chunks_exact_mut(QK).enumerate() {
+            let (d1, m1) = self.sub_scales(j);
+            for (l, o) in sub.iter_mut().enumerate() {
+                *o = d1 * self.q(j * QK + l) as f32 - m1;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn sumi_sub(w: &BlockQ4K, j: usize, qa: &[i8]) -> i32 {
+    (0..QK).map(|l| w.q(j * QK + l) as i32 * qa[l] as i32).sum()
+}
+
+/// One superblock against its 8 activation blocks: per sub-block `j`,
+/// `sumf += sumi * (d' * d_a) - m' * s_a` in f32.
+#[inline(always)]
+fn superblock_dot(x: &BlockQ4K, qa: &[i8], d: &[f32], s: impl Fn(usize) -> f32) -> f32 {
+    let mut sumf = 0f32;
+    for j in 0..SUBS {
+        let (d1, m1) = x.sub_scales(j);
+        sumf += sumi_sub(x, j, &qa[j * QK..]) as f32 * (d1 * d[j]) - m1 * s(j);
+    }
+    sumf
+}
+
+/// Q4_K weights . Q8_1 activations (8 activation blocks per weight block).
+pub fn vec_dot_q4_k_q8_1(w: &[BlockQ4K], a: &[BlockQ8_1]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
+        let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
+        let d: Vec<f32> = ys.iter().map(|y| f16_to_f32(y.d)).collect();
+        sumf += superblock_dot(x, &qa, &d, |j| f16_to_f32(ys[j].s));
+    }
+    sumf
+}
+
+row_by_row_gemm!(
+    gemm_q4_k_scalar,
+    BlockQ4K,
+    // SAFETY: row `c` of the prepared codes holds `nbp * 32 >= nb * 32` bytes.
+    |a, c| (qa, d, s) = (
+        unsafe { std::slice::from_raw_parts(a.qs(c), a.nb * QK) },
+        a.d(c),
+        a.s(c)
+    ),
+    |x, b| superblock_dot(x, &qa[b * QK_K..], &d[b * SUBS..], |j| s
+        [2 * (b * SUBS + j) + 1])
+);
+
+impl WeightBlock for BlockQ4K {
+    type Activation = BlockQ8_1;
+    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const GGML_TYPE: u32 = 12;
+    fn dequantize(&self, out: &mut [f32]) {
+        BlockQ4K::dequantize(self, out)
+    }
+    /// candle's port of ggml's K-quant quantization.
+    fn quantize(x: &[f32]) -> Self {
+        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q4K)
+    }
+    fn reference_dot(w: &[Self], a: &[BlockQ8_1]) -> f32 {
+        vec_dot_q4_k_q8_1(w, a)
+    }
+    fn kernels(isa: Isa) -> TypeKernels {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
+                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q4_k, Layout::Natural)
+            }
+            _ => TypeKernels::row_major(gemm_q4_k_scalar, Layout::Natural),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Q6_K: superblocks of 256 weights `d * sc * (q - 32)` with 6-bit codes and an i8 scale `sc`
+//! per 16 weights; multiplied against Q8_0 activations, one activation block per 32 weights.
+
+use half::f16;
+
+use super::q4_k::{QK_K, SUBS};
+use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::dispatch::Isa;
+use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::prepared::Layout;
+
+/// ggml's `block_q6_K`. In each half of 128 weights (`ql` 64 bytes, `qh` 32 bytes): weight
+/// `32k + l` (`k` in 0..4, `l` in 0..32) has its low four bits in the low (`k` 0, 1) or high
+/// (`k` 2, 3) nibble of `ql[l + 32 * (k % 2)]` and its top two at bits `2k` of `qh[l]`. Weight
+/// `e` of the block is scaled by `scales[e / 16]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ6K {
+    pub ql: [u8; QK_K / 2],
+    pub qh: [u8; QK_K / 4],
+    pub scales: [i8; QK_K / 16],
+    pub d: [u8; 2],
+}
+
+impl Default for BlockQ6K {
+    fn default() -> Self {
+        BlockQ6K {
+            ql: [0; QK_K / 2],
+            qh: [0; QK_K / 4],
+            scales: [0; QK_K / 16],
+            d: [0; 2],
+        }
+    }
+}
+
+byte_block!(BlockQ6K, "q6_K", 210, QK_K);
+
+impl BlockQ6K {
+    #[inline(always)]
+    pub fn d(&self) -> f16 {
+        f16_bits(self.d)
+    }
+    /// The 6-bit code of element `e` (0..256).
+    #[inline(always)]
+    pub fn q(&self, e: usize) -> u8 {
+        let (half, k, l) = (e / 128, (e % 128) / 32, e % 32);
+        let low = self.ql[64 * half + l + 32 * (k % 2)];
+        let low = if k < 2 { low & 0x0F } else { low >> 4 };
+        let high = (self.qh[32 * half + l] >> (2 * k)) & 3;
+        low | (high << 4)
+    }
+    /// The 256 weights as f32, in ggml's arithmetic (`d * sc * (q - 32)` in f32).
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let d = f16_to_f32(self.d);
+        for (e, o) in out.iter_mut().enumerate() {
+            *o = d * self.scales[e / 16] as f32 * (self.q(e) as i32 - 32) as f32;
+        }
+    }
+}
+
+/// Activation block `j`'s exact integer dot: `sc[2j] * sum_16 + sc[2j + 1] * sum_16` over
+/// `(q - 32) * a`.
+#[inline(always)]
+fn sumi_block(w: &BlockQ6K, j: usize, qa: &[i8]) -> i32 {
+    (0..2)
+        .map(|g| {
+            let sum: i32 = (0..16)
+                .map(|l| (w.q(j * QK + 16 * g + l) as i32 - 32) * qa[16 * g + l] as i32)
+                .sum();
+            w.scales[2 * j + g] as i32 * sum
+        })
+        .sum()
+}
+
+/// One superblock against its 8 activation blocks: `sumf += sumi_j * (d * d_a)` in f32.
+#[inline(always)]
+fn superblock_dot(x: &BlockQ6K, qa: &[i8], d: &[f32]) -> f32 {
+    let dw = f16_to_f32(x.d);
+    let mut sumf = 0f32;
+    for j in 0..SUBS {
+        sumf += sumi_block(x, j, &qa[j * QK..]) as f32 * (dw * d[j]);
+    }
+    sumf
+}
+
+/// Q6_K weights . Q8_0 activations (8 activation blocks per weight block).
+pub fn vec_dot_q6_k_q8_0(w: &[BlockQ6K], a: &[BlockQ8_0]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
+        let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
+        let d: Vec<f32> = ys.iter().map(|y| f16_to_f32(y.d)).collect();
+        sumf += superblock_dot(x, &qa, &d);
+    }
+    sumf
+}
+
+row_by_row_gemm!(
+    gemm_q6_k_scalar,
+    BlockQ6K,
+    // SAFETY: row `c` of the prepared codes holds `nbp * 32 >= nb * 32` bytes.
+    |a, c| (qa, d) = (
+        unsafe { std::slice::from_raw_parts(a.qs(c), a.nb * QK) },
+        a.d(c)
+    ),
+    |x, b| superblock_dot(x, &qa[b * QK_K..], &d[b * SUBS..])
+);
+
+impl WeightBlock for BlockQ6K {
+    type Activation = BlockQ8_0;
+    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const GGML_TYPE: u32 = 14;
+    fn dequantize(&self, out: &mut [f32]) {
+        BlockQ6K::dequantize(self, out)
+    }
+    /// candle's port of ggml's K-quant quantization.
+    fn quantize(x: &[f32]) -> Self {
+        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q6K)
+    }
+    fn reference_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        vec_dot_q6_k_q8_0(w, a)
+    }
+    fn kernels(isa: Isa) -> TypeKernels {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
+                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q6_k, Layout::Natural)
+            }
+            _ => TypeKernels::row_major(gemm_q6_k_scalar, Layout::Natural),
+        }
+    }
+}
