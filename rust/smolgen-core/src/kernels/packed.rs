@@ -18,6 +18,9 @@
 //!   (the kernel starts each dot from `-128 * sum(activation codes)`, which cancels the bias
 //!   exactly). The group's scales follow its records: the 16 rows' `d` (f16) per block, two
 //!   blocks to a line, so a group holds exactly the bytes of its blocks.
+//! * Q5_0 (5 lines, plus half a line of scales) and Q5_1 (6 lines): Q4_0's and Q4_1's records
+//!   with a line of fifth bits (`FIFTH_BITS_LINE`) after the nibbles, laid out so that a mask
+//!   move (AVX-512) or a bit-to-byte spread (AVX2) puts each in place over its nibble's byte.
 //! * Q4_0 (4 lines, plus half a line of scales): the nibble lines of Q4_1, the scales placed as
 //!   Q8_0's. The kernels start each dot from `-8 * sum(activation codes)`, which turns the
 //!   unsigned codes' products into those of `q - 8`.
@@ -49,6 +52,43 @@ pub(crate) const Q8_0_RECORD_LINES: usize = 8;
 /// 64-byte lines per (group, block) record of a packed Q4_0 matrix; the group's scales follow
 /// its records.
 pub(crate) const Q4_0_RECORD_LINES: usize = 4;
+/// 64-byte lines per (group, block) record of a packed Q5_0 matrix (Q4_0's, then the fifth
+/// bits); the group's scales follow its records.
+pub(crate) const Q5_0_RECORD_LINES: usize = 5;
+/// 64-byte lines per (group, block) record of a packed Q5_1 matrix (Q5_0's, then `d` and `m`).
+pub(crate) const Q5_1_RECORD_LINES: usize = 6;
+/// The line of a Q5 record that holds its fifth bits.
+pub(crate) const FIFTH_BITS_LINE: usize = 4;
+
+/// The fifth bits of a record's 16 rows, as [`FIFTH_BITS_LINE`] stores them: eight u64 words,
+/// word `2j + h` for nibble line `j` and its low (`h` 0, elements `4j..4j+4`) or high (`h` 1,
+/// elements `16+4j..`) nibbles, bit `4i + k` for row `i`'s element `k` of those four. So a
+/// 512-bit register's byte `4i + k` takes bit `4i + k` of its word (a mask move), and an 8-row
+/// half's bytes the word's 32 bits from `32 * half`.
+pub(crate) fn put_fifth_bits(line: &mut [u8], i: usize, qh: u32) {
+    for j in 0..4 {
+        for h in 0..2 {
+            let bits = (qh >> (4 * j + 16 * h)) & 0xF;
+            let word = &mut line[8 * (2 * j + h)..8 * (2 * j + h) + 8];
+            let mut v = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            v |= (bits as u64) << (4 * i);
+            word.copy_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// Row `i`'s fifth bits back from a [`FIFTH_BITS_LINE`] line.
+pub(crate) fn get_fifth_bits(line: &[u8], i: usize) -> u32 {
+    let mut qh = 0u32;
+    for j in 0..4 {
+        for h in 0..2 {
+            let word = &line[8 * (2 * j + h)..8 * (2 * j + h) + 8];
+            let v = u64::from_le_bytes(word.try_into().unwrap_or_default());
+            qh |= (((v >> (4 * i)) & 0xF) as u32) << (4 * j + 16 * h);
+        }
+    }
+    qh
+}
 
 /// Where block `b`'s 16 scales lie in a group of `nb` records of `record_lines` lines followed
 /// by the scales, two blocks' to a line: (line, byte offset).

@@ -51,6 +51,8 @@ macro_rules! for_each_packed_type {
         [
             $check::<BlockQ4_0>(),
             $check::<BlockQ4_1>(),
+            $check::<BlockQ5_0>(),
+            $check::<BlockQ5_1>(),
             $check::<BlockQ8_0>(),
         ]
     };

@@ -6,6 +6,10 @@ use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::packed::{
+    get_fifth_bits, put_fifth_bits, scales_at, span, span_mut, Repack, FIFTH_BITS_LINE,
+    Q5_0_RECORD_LINES,
+};
 use crate::kernels::prepared::Layout;
 
 /// ggml's `block_q5_0`: 32 weights `d * (q - 16)`, `q` in 0..=31. Element `j < 16` has its low
@@ -116,7 +120,7 @@ fn quantize_reference(x: &[f32]) -> BlockQ5_0 {
 
 impl WeightBlock for BlockQ5_0 {
     type Activation = BlockQ8_0;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 6;
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ5_0::dequantize(self, out)
@@ -128,16 +132,53 @@ impl WeightBlock for BlockQ5_0 {
         vec_dot_q5_0_q8_0(w, a)
     }
     fn kernels(isa: Isa) -> TypeKernels {
+        #[cfg(target_arch = "x86_64")]
+        use crate::kernels::x86::{avx2, avx512};
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q5_0, Layout::Natural)
-            }
+            Isa::Avx2 => TypeKernels::row_major(avx2::gemm_q5_0, Layout::Natural)
+                .with_packed(avx2::gemm_q5_0x16),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => TypeKernels::row_major(avx2::gemm_q5_0, Layout::Natural)
+                .with_packed(avx2::gemm_q5_0x16_vnni),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => TypeKernels::row_major(avx2::gemm_q5_0, Layout::Natural)
+                .with_packed(avx512::gemm_q5_0x16),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 TypeKernels::row_major(crate::kernels::arm::neon::gemm_q5_0, Layout::Natural)
             }
             _ => TypeKernels::row_major(gemm_q5_0_scalar, Layout::Natural),
         }
+    }
+}
+
+impl Repack for BlockQ5_0 {
+    fn group_lines(nb: usize) -> usize {
+        nb * Q5_0_RECORD_LINES + nb.div_ceil(2)
+    }
+    fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
+        let rec = b * Q5_0_RECORD_LINES;
+        for j in 0..4 {
+            span_mut(group, rec + j, 4 * i, 4).copy_from_slice(&blk.qs[4 * j..4 * j + 4]);
+        }
+        let qh = u32::from_le_bytes(blk.qh);
+        put_fifth_bits(span_mut(group, rec + FIFTH_BITS_LINE, 0, 64), i, qh);
+        let (line, at) = scales_at(Q5_0_RECORD_LINES, nb, b);
+        span_mut(group, line, at + 2 * i, 2).copy_from_slice(&blk.d);
+    }
+    fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
+        let rec = b * Q5_0_RECORD_LINES;
+        let mut blk = BlockQ5_0::default();
+        for j in 0..4 {
+            blk.qs[4 * j..4 * j + 4].copy_from_slice(span(group, rec + j, 4 * i, 4));
+        }
+        blk.qh = get_fifth_bits(span(group, rec + FIFTH_BITS_LINE, 0, 64), i).to_le_bytes();
+        let (line, at) = scales_at(Q5_0_RECORD_LINES, nb, b);
+        blk.d.copy_from_slice(span(group, line, at + 2 * i, 2));
+        blk
+    }
+    fn packed_step(acc: f32, x: &Self, y: &BlockQ8_0) -> f32 {
+        (sumi_q5_0(x, &y.qs) as f32).mul_add(f16_to_f32(x.d) * f16_to_f32(y.d), acc)
     }
 }

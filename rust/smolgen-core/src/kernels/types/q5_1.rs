@@ -7,6 +7,9 @@ use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::packed::{
+    get_fifth_bits, put_fifth_bits, span, span_mut, Repack, FIFTH_BITS_LINE, Q5_1_RECORD_LINES,
+};
 use crate::kernels::prepared::Layout;
 
 /// ggml's `block_q5_1`: 32 weights `d * q + m`, `q` in 0..=31, the codes laid out as Q5_0's.
@@ -97,7 +100,7 @@ fn quantize_reference(x: &[f32]) -> BlockQ5_1 {
 
 impl WeightBlock for BlockQ5_1 {
     type Activation = BlockQ8_1;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 7;
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ5_1::dequantize(self, out)
@@ -109,16 +112,60 @@ impl WeightBlock for BlockQ5_1 {
         vec_dot_q5_1_q8_1(w, a)
     }
     fn kernels(isa: Isa) -> TypeKernels {
+        #[cfg(target_arch = "x86_64")]
+        use crate::kernels::x86::{avx2, avx512};
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q5_1, Layout::Natural)
-            }
+            Isa::Avx2 => TypeKernels::row_major(avx2::gemm_q5_1, Layout::Natural)
+                .with_packed(avx2::gemm_q5_1x16),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => TypeKernels::row_major(avx2::gemm_q5_1, Layout::Natural)
+                .with_packed(avx2::gemm_q5_1x16_vnni),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => TypeKernels::row_major(avx2::gemm_q5_1, Layout::Natural)
+                .with_packed(avx512::gemm_q5_1x16),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 TypeKernels::row_major(crate::kernels::arm::neon::gemm_q5_1, Layout::Natural)
             }
             _ => TypeKernels::row_major(gemm_q5_1_scalar, Layout::Natural),
         }
+    }
+}
+
+/// The line of a record holding the 16 rows' `d` (f16), then their `m` (f16).
+const SCALES_LINE: usize = 5;
+
+impl Repack for BlockQ5_1 {
+    fn group_lines(nb: usize) -> usize {
+        nb * Q5_1_RECORD_LINES
+    }
+    fn put(group: &mut [u8], _nb: usize, b: usize, i: usize, blk: &Self) {
+        let rec = b * Q5_1_RECORD_LINES;
+        for j in 0..4 {
+            span_mut(group, rec + j, 4 * i, 4).copy_from_slice(&blk.qs[4 * j..4 * j + 4]);
+        }
+        let qh = u32::from_le_bytes(blk.qh);
+        put_fifth_bits(span_mut(group, rec + FIFTH_BITS_LINE, 0, 64), i, qh);
+        span_mut(group, rec + SCALES_LINE, 2 * i, 2).copy_from_slice(&blk.d);
+        span_mut(group, rec + SCALES_LINE, 32 + 2 * i, 2).copy_from_slice(&blk.m);
+    }
+    fn get(group: &[u8], _nb: usize, b: usize, i: usize) -> Self {
+        let rec = b * Q5_1_RECORD_LINES;
+        let mut blk = BlockQ5_1::default();
+        for j in 0..4 {
+            blk.qs[4 * j..4 * j + 4].copy_from_slice(span(group, rec + j, 4 * i, 4));
+        }
+        blk.qh = get_fifth_bits(span(group, rec + FIFTH_BITS_LINE, 0, 64), i).to_le_bytes();
+        blk.d
+            .copy_from_slice(span(group, rec + SCALES_LINE, 2 * i, 2));
+        blk.m
+            .copy_from_slice(span(group, rec + SCALES_LINE, 32 + 2 * i, 2));
+        blk
+    }
+    fn packed_step(acc: f32, x: &Self, y: &BlockQ8_1) -> f32 {
+        let scale = f16_to_f32(x.d) * f16_to_f32(y.d);
+        let acc = (sumi_q5_1(x, &y.qs) as f32).mul_add(scale, acc);
+        f16_to_f32(x.m).mul_add(f16_to_f32(y.s), acc)
     }
 }

@@ -17,7 +17,8 @@ use std::ops::Range;
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
-    scales_at, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q8_0_RECORD_LINES,
+    scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q5_0_RECORD_LINES,
+    Q5_1_RECORD_LINES, Q8_0_RECORD_LINES,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
 use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
@@ -192,75 +193,158 @@ unsafe fn store_group<const C: usize>(
     }
 }
 
-/// 16 weight rows (one group) x `C` activation rows, all blocks; Q4_1.
+/// Defines a tile of the 16-row layout for a 4- or 5-bit type: 16 weight rows (one group) x `C`
+/// activation rows, all blocks, `vpdpbusd` on the unsigned codes (the record's nibble lines,
+/// with `fifth: yes` the fifth bits of [`FIFTH_BITS_LINE`] put over them by a mask move: bit
+/// `4i + k` of a word is byte `4i + k`'s). `scales: offset($line)` and `symmetric($shift)` as
+/// in the AVX2 `nibble_half_tile`: `d` and `m` in record line `$line` against Q8_1, or `d` after
+/// the records against Q8_0 with each dot started from the bias correction shifted right.
 ///
-/// # Safety
-/// AVX-512 F/BW/VL + VNNI present; `rec` is the first record of the group that starts at
-/// `rows.start`; `rows` (1 to 16 of them) are written; activation rows `c0..c0 + C` exist in
-/// the natural layout; `out` as in `GemmFn`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q4_1x16<const C: usize>(
-    rec: *const Line,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    rows: Range<usize>,
-    out: OutPtr,
-    pf: usize,
-) {
-    let nibble = _mm512_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); C];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    // Raw pointers: bounds checks in the column loop keep LLVM from unrolling it, and the
-    // accumulators then live on the stack.
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
-    for b in 0..nb {
-        // SAFETY: the group has `nb` records of `Q4_1_RECORD_LINES` aligned lines.
-        let (w, dw, mw) = unsafe {
-            let r = rec.add(b * Q4_1_RECORD_LINES).cast::<u8>();
-            prefetch_record(r, pf, Q4_1_RECORD_LINES);
-            // Loops, not `array::from_fn`: a closure with intrinsics handed to a generic helper
-            // may not inline in a portable build.
-            let mut w = [_mm512_setzero_si512(); 8];
-            for j in 0..4 {
-                let l = _mm512_load_si512(r.add(64 * j).cast());
-                w[j] = _mm512_and_si512(l, nibble);
-                w[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble);
+/// Each generated function's safety contract: AVX-512 F/BW/VL + VNNI present; `rec` is the
+/// first record of the group that starts at `rows.start`, of `$lines` lines per block; `rows`
+/// (1 to 16 of them) are written; activation rows `c0..c0 + C` exist in the natural layout;
+/// `out` as in `GemmFn`.
+macro_rules! nibble_group_tile {
+    (
+        $(#[$doc:meta])* $name:ident,
+        record: $lines:expr, fifth: $fifth:ident, scales: $kind:ident($arg:expr)
+    ) => {
+        $(#[$doc])*
+        /// # Safety
+        /// See [`nibble_group_tile`].
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $name<const C: usize>(
+            rec: *const Line,
+            nb: usize,
+            a: &Prepared,
+            c0: usize,
+            rows: Range<usize>,
+            out: OutPtr,
+            pf: usize,
+        ) {
+            let nibble = _mm512_set1_epi8(0x0F);
+            let mut acc = [_mm512_setzero_ps(); C];
+            let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+            // Raw pointers: bounds checks in the column loop keep LLVM from unrolling it, and
+            // the accumulators then live on the stack.
+            let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+            let sa: [*const f32; C] = nibble_group_tile!(@per_row $kind, a, c0);
+            for b in 0..nb {
+                // SAFETY: the group has `nb` records of `$lines` aligned lines (then, for
+                // symmetric types, its scales, 32 bytes per block).
+                let (w, dw, mw) = unsafe {
+                    let r = rec.add(b * $lines).cast::<u8>();
+                    prefetch_record(r, pf, $lines);
+                    // Loops, not `array::from_fn`: a closure with intrinsics handed to a generic
+                    // helper may not inline in a portable build.
+                    let mut w = [_mm512_setzero_si512(); 8];
+                    for j in 0..4 {
+                        let l = _mm512_load_si512(r.add(64 * j).cast());
+                        let (flo, fhi) = nibble_group_tile!(@fifth $fifth, r, j);
+                        w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), flo);
+                        w[4 + j] = _mm512_or_si512(
+                            _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
+                            fhi,
+                        );
+                    }
+                    let (dw, mw) = nibble_group_tile!(@scales $kind($arg), $lines, rec, r, nb, b);
+                    (w, dw, mw)
+                };
+                for c in 0..C {
+                    // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
+                    let bcast = |o: usize| unsafe {
+                        _mm512_set1_epi32(qa[c].add(b * QK + o).cast::<i32>().read_unaligned())
+                    };
+                    // SAFETY: a prepared row holds `nbp >= nb` scales `d` (and for offset types
+                    // `2 * nbp` values `s`, for symmetric ones `nbp` bias corrections).
+                    let (d, start) = unsafe { (*da[c].add(b), nibble_group_tile!(@start $kind($arg), sa[c], b)) };
+                    let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(start), w[0], bcast(0));
+                    let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(16));
+                    for j in 1..4 {
+                        lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
+                        hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
+                    }
+                    let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
+                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
+                    acc[c] = _mm512_fmadd_ps(sumi, scale, acc[c]);
+                    acc[c] = nibble_group_tile!(@offset $kind, acc[c], mw, sa[c], b);
+                }
             }
-            let dm = _mm512_load_si512(r.add(256).cast());
-            let dw = _mm512_cvtph_ps(_mm512_castsi512_si256(dm));
-            let mw = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dm));
-            (w, dw, mw)
-        };
-        for c in 0..C {
-            // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
-            let bcast = |o: usize| unsafe {
-                _mm512_set1_epi32(qa[c].add(b * QK + o).cast::<i32>().read_unaligned())
-            };
-            let mut lo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[0], bcast(0));
-            let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(16));
-            for j in 1..4 {
-                lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
-                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
-            }
-            let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
-            // SAFETY: a prepared row holds `nbp >= nb` scales `d` and `2 * nbp` values `s`.
-            let (d, s) = unsafe { (*da[c].add(b), *sa[c].add(2 * b + 1)) };
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
-            acc[c] = _mm512_fmadd_ps(sumi, scale, acc[c]);
-            acc[c] = _mm512_fmadd_ps(mw, _mm512_set1_ps(s), acc[c]);
+            // SAFETY: the caller's contract.
+            unsafe { store_group(&acc, c0, rows, out) };
         }
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_group(&acc, c0, rows, out) };
+    };
+    (@per_row offset, $a:ident, $c0:ident) => {
+        std::array::from_fn(|c| $a.s($c0 + c).as_ptr())
+    };
+    // (The i32 corrections' pointers typed as f32 ones, so both kinds fill one array; `@start`
+    // reads them back as i32.)
+    (@per_row symmetric, $a:ident, $c0:ident) => {
+        std::array::from_fn(|c| $a.bias_fix($c0 + c).as_ptr().cast::<f32>())
+    };
+    (@fifth no, $r:ident, $j:ident) => {
+        (_mm512_setzero_si512(), _mm512_setzero_si512())
+    };
+    (@fifth yes, $r:ident, $j:ident) => {{
+        let words = $r.add(64 * FIFTH_BITS_LINE + 16 * $j).cast::<u64>();
+        let bit = _mm512_set1_epi8(0x10);
+        (
+            _mm512_maskz_mov_epi8(words.read(), bit),
+            _mm512_maskz_mov_epi8(words.add(1).read(), bit),
+        )
+    }};
+    (@scales offset($line:expr), $lines:expr, $rec:ident, $r:ident, $nb:ident, $b:ident) => {{
+        let dm = _mm512_load_si512($r.add(64 * $line).cast());
+        (
+            _mm512_cvtph_ps(_mm512_castsi512_si256(dm)),
+            _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dm)),
+        )
+    }};
+    (@scales symmetric($shift:expr), $lines:expr, $rec:ident, $r:ident, $nb:ident, $b:ident) => {{
+        let (line, at) = scales_at($lines, $nb, $b);
+        (
+            _mm512_cvtph_ps(_mm256_load_si256($rec.add(line).cast::<u8>().add(at).cast())),
+            _mm512_setzero_ps(),
+        )
+    }};
+    (@start offset($line:expr), $s:expr, $b:ident) => {
+        0
+    };
+    (@start symmetric($shift:expr), $s:expr, $b:ident) => {
+        *$s.cast::<i32>().add($b) >> $shift
+    };
+    // SAFETY (offset): a prepared row holds `2 * nbp` values `s`.
+    (@offset offset, $acc:expr, $mw:ident, $s:expr, $b:ident) => {
+        _mm512_fmadd_ps($mw, _mm512_set1_ps(unsafe { *$s.add(2 * $b + 1) }), $acc)
+    };
+    (@offset symmetric, $acc:expr, $mw:ident, $s:expr, $b:ident) => {{
+        let _ = $mw; // no offset term
+        $acc
+    }};
 }
+
+nibble_group_tile!(
+    /// Q4_1: `d` and `m` in the record's line 4.
+    tile_q4_1x16, record: Q4_1_RECORD_LINES, fifth: no, scales: offset(4)
+);
+nibble_group_tile!(
+    /// Q4_0: each dot starts from `-8 * sum(a)`.
+    tile_q4_0x16, record: Q4_0_RECORD_LINES, fifth: no, scales: symmetric(4)
+);
+nibble_group_tile!(
+    /// Q5_0: each dot starts from `-16 * sum(a)`.
+    tile_q5_0x16, record: Q5_0_RECORD_LINES, fifth: yes, scales: symmetric(3)
+);
+nibble_group_tile!(
+    /// Q5_1: `d` and `m` in the record's line 5.
+    tile_q5_1x16, record: Q5_1_RECORD_LINES, fifth: yes, scales: offset(5)
+);
 
 /// 16 weight rows (one group) x `C` activation rows, all blocks; Q8_0 (codes stored +128).
 ///
 /// # Safety
-/// As [`tile_q4_1x16`].
+/// As [`nibble_group_tile`]'s tiles.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_q8_0x16<const C: usize>(
@@ -313,67 +397,6 @@ unsafe fn tile_q8_0x16<const C: usize>(
     unsafe { store_group(&acc, c0, rows, out) };
 }
 
-/// 16 weight rows (one group) x `C` activation rows, all blocks; Q4_0: the nibbles as in
-/// [`tile_q4_1x16`], the scales as in [`tile_q8_0x16`], each dot started from
-/// `-8 * sum(activation codes)` (the Q8_0 bias correction shifted right by 4: exact).
-///
-/// # Safety
-/// As [`tile_q4_1x16`], with Q8_0 activations.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q4_0x16<const C: usize>(
-    rec: *const Line,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    rows: Range<usize>,
-    out: OutPtr,
-    pf: usize,
-) {
-    let nibble = _mm512_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); C];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    // Raw pointers, as in `tile_q4_1x16`.
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    let fix: [*const i32; C] = std::array::from_fn(|c| a.bias_fix(c0 + c).as_ptr());
-    for b in 0..nb {
-        // SAFETY: the group has `nb` records of `Q4_0_RECORD_LINES` aligned lines, then its
-        // scales, 32 bytes per block.
-        let (w, dw) = unsafe {
-            let r = rec.add(b * Q4_0_RECORD_LINES).cast::<u8>();
-            prefetch_record(r, pf, Q4_0_RECORD_LINES);
-            let mut w = [_mm512_setzero_si512(); 8];
-            for j in 0..4 {
-                let l = _mm512_load_si512(r.add(64 * j).cast());
-                w[j] = _mm512_and_si512(l, nibble);
-                w[4 + j] = _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble);
-            }
-            let (line, at) = scales_at(Q4_0_RECORD_LINES, nb, b);
-            let dw = _mm512_cvtph_ps(_mm256_load_si256(rec.add(line).cast::<u8>().add(at).cast()));
-            (w, dw)
-        };
-        for c in 0..C {
-            // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order.
-            let bcast = |o: usize| unsafe {
-                _mm512_set1_epi32(qa[c].add(b * QK + o).cast::<i32>().read_unaligned())
-            };
-            // SAFETY: a prepared row holds `nbp >= nb` scales and bias corrections.
-            let (d, start) = unsafe { (*da[c].add(b), *fix[c].add(b) >> 4) };
-            let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(start), w[0], bcast(0));
-            let mut hi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w[4], bcast(16));
-            for j in 1..4 {
-                lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
-                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
-            }
-            let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo, hi));
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
-            acc[c] = _mm512_fmadd_ps(sumi, scale, acc[c]);
-        }
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_group(&acc, c0, rows, out) };
-}
-
 // The 16-row kernels take 8 activation rows per tile (16 spill).
 packed_gemm!(
     gemm_q4_1x16,
@@ -396,6 +419,22 @@ packed_gemm!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     Q4_0_RECORD_LINES,
     tile_q4_0x16,
+    8,
+    whole_group
+);
+packed_gemm!(
+    gemm_q5_0x16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Q5_0_RECORD_LINES,
+    tile_q5_0x16,
+    8,
+    whole_group
+);
+packed_gemm!(
+    gemm_q5_1x16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Q5_1_RECORD_LINES,
+    tile_q5_1x16,
     8,
     whole_group
 );
