@@ -9,47 +9,6 @@ use crate::kernels::blocks::QK;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::types::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
 
-/// # Safety
-/// NEON present; `qa` points at 32 readable bytes.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn sumi_q4_1(w: &BlockQ4_1, qa: *const i8) -> i32 {
-    // SAFETY: `w.qs` is 16 bytes; the caller's contract on `qa`.
-    unsafe {
-        let raw = vld1q_u8(w.qs.as_ptr());
-        let lo = vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F)));
-        let hi = vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw));
-        let a0 = vld1q_s8(qa);
-        let a1 = vld1q_s8(qa.add(16));
-        let mut acc = vpaddlq_s16(vmull_s8(vget_low_s8(lo), vget_low_s8(a0)));
-        acc = vpadalq_s16(acc, vmull_high_s8(lo, a0));
-        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(hi), vget_low_s8(a1)));
-        acc = vpadalq_s16(acc, vmull_high_s8(hi, a1));
-        vaddvq_s32(acc)
-    }
-}
-
-/// # Safety
-/// NEON present; `qa` points at 32 readable bytes.
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn sumi_q4_0(w: &BlockQ4_0, qa: *const i8) -> i32 {
-    // SAFETY: `w.qs` is 16 bytes; the caller's contract on `qa`.
-    unsafe {
-        let raw = vld1q_u8(w.qs.as_ptr());
-        let eight = vdupq_n_s8(8);
-        let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F))), eight);
-        let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw)), eight);
-        let a0 = vld1q_s8(qa);
-        let a1 = vld1q_s8(qa.add(16));
-        let mut acc = vpaddlq_s16(vmull_s8(vget_low_s8(lo), vget_low_s8(a0)));
-        acc = vpadalq_s16(acc, vmull_high_s8(lo, a0));
-        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(hi), vget_low_s8(a1)));
-        acc = vpadalq_s16(acc, vmull_high_s8(hi, a1));
-        vaddvq_s32(acc)
-    }
-}
-
 /// The dot of a block's 32 codes, as two 16-byte vectors (elements 0..16 and 16..32, each
 /// -128..=127), with the activation codes at `qa`.
 ///
@@ -67,6 +26,46 @@ unsafe fn sumi_codes(lo: int8x16_t, hi: int8x16_t, qa: *const i8) -> i32 {
         acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(hi), vget_low_s8(a1)));
         acc = vpadalq_s16(acc, vmull_high_s8(hi, a1));
         vaddvq_s32(acc)
+    }
+}
+
+/// A block's 16 bytes of nibbles as two 16-byte vectors of codes (elements 0..16, 16..32).
+///
+/// # Safety
+/// NEON present.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn nibbles(qs: &[u8; 16]) -> (int8x16_t, int8x16_t) {
+    // SAFETY: `qs` is 16 bytes.
+    let raw = unsafe { vld1q_u8(qs.as_ptr()) };
+    (
+        vreinterpretq_s8_u8(vandq_u8(raw, vdupq_n_u8(0x0F))),
+        vreinterpretq_s8_u8(vshrq_n_u8::<4>(raw)),
+    )
+}
+
+/// # Safety
+/// NEON present; `qa` points at 32 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn sumi_q4_1(w: &BlockQ4_1, qa: *const i8) -> i32 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let (lo, hi) = nibbles(&w.qs);
+        sumi_codes(lo, hi, qa)
+    }
+}
+
+/// # Safety
+/// NEON present; `qa` points at 32 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn sumi_q4_0(w: &BlockQ4_0, qa: *const i8) -> i32 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let (lo, hi) = nibbles(&w.qs);
+        let eight = vdupq_n_s8(8);
+        sumi_codes(vsubq_s8(lo, eight), vsubq_s8(hi, eight), qa)
     }
 }
 
@@ -120,15 +119,8 @@ unsafe fn sumi_q5_1(w: &BlockQ5_1, qa: *const i8) -> i32 {
 unsafe fn sumi_q8_0(w: &BlockQ8_0, qa: *const i8) -> i32 {
     // SAFETY: `w.qs` is 32 bytes; the caller's contract on `qa`.
     unsafe {
-        let w0 = vld1q_s8(w.qs.as_ptr());
-        let w1 = vld1q_s8(w.qs.as_ptr().add(16));
-        let a0 = vld1q_s8(qa);
-        let a1 = vld1q_s8(qa.add(16));
-        let mut acc = vpaddlq_s16(vmull_s8(vget_low_s8(w0), vget_low_s8(a0)));
-        acc = vpadalq_s16(acc, vmull_high_s8(w0, a0));
-        acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w1), vget_low_s8(a1)));
-        acc = vpadalq_s16(acc, vmull_high_s8(w1, a1));
-        vaddvq_s32(acc)
+        let codes = w.qs.as_ptr();
+        sumi_codes(vld1q_s8(codes), vld1q_s8(codes.add(16)), qa)
     }
 }
 

@@ -185,59 +185,34 @@ macro_rules! nibble_half_tile {
     }};
 }
 
-nibble_half_tile!(
-    /// Q4_1, AVX2: a block's sixteen `vpmaddubsw` products per i16 lane are at most 30480, so it
-    /// sums in i16 before one `vpmaddwd` widens it.
-    tile_q4_1x16, "avx2,fma,f16c",
-    dot: |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
-    widen: |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1)), period: 4,
-    record: Q4_1_RECORD_LINES, fifth: no, scales: offset(4)
-);
-nibble_half_tile!(
-    /// Q4_1, AVX-VNNI: `vpdpbusd` adds each 4-code group's products straight into i32 lanes.
-    tile_q4_1x16_vnni, "avx2,fma,f16c,avxvnni",
-    dot: |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x), widen: |isum| isum, period: 4,
-    record: Q4_1_RECORD_LINES, fifth: no, scales: offset(4)
-);
-nibble_half_tile!(
-    /// Q4_0, AVX2.
-    tile_q4_0x16, "avx2,fma,f16c",
-    dot: |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
-    widen: |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1)), period: 4,
-    record: Q4_0_RECORD_LINES, fifth: no, scales: symmetric(4)
-);
-nibble_half_tile!(
-    /// Q4_0, AVX-VNNI.
-    tile_q4_0x16_vnni, "avx2,fma,f16c,avxvnni",
-    dot: |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x), widen: |isum| isum, period: 4,
-    record: Q4_0_RECORD_LINES, fifth: no, scales: symmetric(4)
-);
-nibble_half_tile!(
-    /// Q5_0, AVX2: 5-bit codes, so the i16 sums widen every two nibble lines (at most 31496).
-    tile_q5_0x16, "avx2,fma,f16c",
-    dot: |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
-    widen: |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1)), period: 2,
-    record: Q5_0_RECORD_LINES, fifth: yes, scales: symmetric(3)
-);
-nibble_half_tile!(
-    /// Q5_0, AVX-VNNI.
-    tile_q5_0x16_vnni, "avx2,fma,f16c,avxvnni",
-    dot: |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x), widen: |isum| isum, period: 4,
-    record: Q5_0_RECORD_LINES, fifth: yes, scales: symmetric(3)
-);
-nibble_half_tile!(
-    /// Q5_1, AVX2, widening as Q5_0.
-    tile_q5_1x16, "avx2,fma,f16c",
-    dot: |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
-    widen: |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1)), period: 2,
-    record: Q5_1_RECORD_LINES, fifth: yes, scales: offset(5)
-);
-nibble_half_tile!(
-    /// Q5_1, AVX-VNNI.
-    tile_q5_1x16_vnni, "avx2,fma,f16c,avxvnni",
-    dot: |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x), widen: |isum| isum, period: 4,
-    record: Q5_1_RECORD_LINES, fifth: yes, scales: offset(5)
-);
+/// Defines a type's two half tiles: `$avx2` with `vpmaddubsw` summing in i16 and widened by
+/// `vpmaddwd` every `$period` nibble lines, `$vnni` with `vpdpbusd` straight into i32 lanes.
+macro_rules! nibble_half_tiles {
+    ($avx2:ident, $vnni:ident, period: $period:literal, $($layout:tt)*) => {
+        nibble_half_tile!(
+            $avx2, "avx2,fma,f16c",
+            dot: |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
+            widen: |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1)), period: $period,
+            $($layout)*
+        );
+        nibble_half_tile!(
+            $vnni, "avx2,fma,f16c,avxvnni",
+            dot: |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x), widen: |isum| isum, period: 4,
+            $($layout)*
+        );
+    };
+}
+
+// 4-bit codes: a block's sixteen `vpmaddubsw` products per i16 lane are at most 30480, so they
+// sum in i16 for the whole block; 5-bit codes (at most 31496 for eight) widen every two lines.
+nibble_half_tiles!(tile_q4_1x16, tile_q4_1x16_vnni, period: 4,
+    record: Q4_1_RECORD_LINES, fifth: no, scales: offset(4));
+nibble_half_tiles!(tile_q4_0x16, tile_q4_0x16_vnni, period: 4,
+    record: Q4_0_RECORD_LINES, fifth: no, scales: symmetric(4));
+nibble_half_tiles!(tile_q5_0x16, tile_q5_0x16_vnni, period: 2,
+    record: Q5_0_RECORD_LINES, fifth: yes, scales: symmetric(3));
+nibble_half_tiles!(tile_q5_1x16, tile_q5_1x16_vnni, period: 2,
+    record: Q5_1_RECORD_LINES, fifth: yes, scales: offset(5));
 
 /// The Q8_0 tile (codes stored +128) of [`nibble_half_tile`]'s shape, for AVX2: the sign trick
 /// on the unbiased codes, `|w|` times `a` with `w`'s sign, widened to i32 per group of four.
@@ -367,83 +342,17 @@ unsafe fn tile_q8_0x16_vnni<const C: usize>(
 }
 
 // The 16-row kernels take 4 activation rows per tile (AVX2 has 16 vector registers).
-packed_gemm!(
-    gemm_q4_1x16,
-    "avx2,fma,f16c",
-    Q4_1_RECORD_LINES,
-    tile_q4_1x16,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q8_0x16,
-    "avx2,fma,f16c",
-    Q8_0_RECORD_LINES,
-    tile_q8_0x16,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q4_1x16_vnni,
-    "avx2,fma,f16c,avxvnni",
-    Q4_1_RECORD_LINES,
-    tile_q4_1x16_vnni,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q8_0x16_vnni,
-    "avx2,fma,f16c,avxvnni",
-    Q8_0_RECORD_LINES,
-    tile_q8_0x16_vnni,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q4_0x16,
-    "avx2,fma,f16c",
-    Q4_0_RECORD_LINES,
-    tile_q4_0x16,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q4_0x16_vnni,
-    "avx2,fma,f16c,avxvnni",
-    Q4_0_RECORD_LINES,
-    tile_q4_0x16_vnni,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q5_0x16,
-    "avx2,fma,f16c",
-    Q5_0_RECORD_LINES,
-    tile_q5_0x16,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q5_0x16_vnni,
-    "avx2,fma,f16c,avxvnni",
-    Q5_0_RECORD_LINES,
-    tile_q5_0x16_vnni,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q5_1x16,
-    "avx2,fma,f16c",
-    Q5_1_RECORD_LINES,
-    tile_q5_1x16,
-    4,
-    halves
-);
-packed_gemm!(
-    gemm_q5_1x16_vnni,
-    "avx2,fma,f16c,avxvnni",
-    Q5_1_RECORD_LINES,
-    tile_q5_1x16_vnni,
-    4,
-    halves
-);
+macro_rules! half_gemms {
+    ($($avx2:ident, $vnni:ident: $tile:ident, $tile_vnni:ident, $lines:expr;)*) => {$(
+        packed_gemm!($avx2, "avx2,fma,f16c", $lines, $tile, 4, halves);
+        packed_gemm!($vnni, "avx2,fma,f16c,avxvnni", $lines, $tile_vnni, 4, halves);
+    )*};
+}
+
+half_gemms! {
+    gemm_q4_1x16, gemm_q4_1x16_vnni: tile_q4_1x16, tile_q4_1x16_vnni, Q4_1_RECORD_LINES;
+    gemm_q8_0x16, gemm_q8_0x16_vnni: tile_q8_0x16, tile_q8_0x16_vnni, Q8_0_RECORD_LINES;
+    gemm_q4_0x16, gemm_q4_0x16_vnni: tile_q4_0x16, tile_q4_0x16_vnni, Q4_0_RECORD_LINES;
+    gemm_q5_0x16, gemm_q5_0x16_vnni: tile_q5_0x16, tile_q5_0x16_vnni, Q5_0_RECORD_LINES;
+    gemm_q5_1x16, gemm_q5_1x16_vnni: tile_q5_1x16, tile_q5_1x16_vnni, Q5_1_RECORD_LINES;
+}
