@@ -5,7 +5,8 @@
 //! `transformers/models/llama/modeling_llama.py`; llama.cpp's `llm_build_llama` for GGUF.
 //!
 //! * [`CpuEngine`]: our own kernels on the memory-mapped GGUF, for a GGUF on the CPU whose
-//!   matrices are all Q4_1 / Q8_0 (SmolLM2's published quantizations among them).
+//!   matrices are all of types the kernels multiply ([`crate::kernels::WEIGHT_KINDS`]: Q4_0,
+//!   Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, so Q4_K_M files too).
 //! * [`CandleEngine`]: candle, for everything else (safetensors, other quantizations, CUDA, Metal).
 
 pub mod attention;

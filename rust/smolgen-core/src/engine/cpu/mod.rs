@@ -1,8 +1,8 @@
 //! The Llama forward pass on our own CPU kernels, on the GGUF file's quantized weights.
 //!
-//! Nothing is expanded at load. Where the kernels have a 16-row layout (x86-64), every
-//! Q4_1 / Q8_0 matrix is repacked into it once ([`crate::kernels::PackedMatrix`], as many
-//! bytes as the file's blocks) and the file's pages are dropped from memory; elsewhere every
+//! Nothing is expanded at load. Where the kernels have a 16-row layout for a matrix's type
+//! (x86-64), the matrix is repacked into it once ([`crate::kernels::PackedMatrix`], as many
+//! bytes as the file's blocks) and its pages of the file are dropped from memory; every other
 //! matrix is a view of the memory-mapped file's blocks. A pass over `m` rows (the tokens of one
 //! or several sequences) runs, per layer:
 //!
