@@ -7,7 +7,9 @@ use std::arch::aarch64::*;
 use crate::kernels::blocks::f16_to_f32;
 use crate::kernels::blocks::QK;
 use crate::kernels::dot::row_by_row_gemm;
-use crate::kernels::types::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0};
+use crate::kernels::types::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QK_K,
+};
 
 /// The dot of a block's 32 codes, as two 16-byte vectors (elements 0..16 and 16..32, each
 /// -128..=127), with the activation codes at `qa`.
@@ -169,4 +171,102 @@ row_by_row_gemm!(
     // SAFETY: as above.
     |x, b| unsafe { sumi_q5_1(x, qa.add(b * QK)) } as f32 * (f16_to_f32(x.d) * d[b])
         + f16_to_f32(x.m) * s[2 * b + 1]
+);
+
+/// The dot of 16 codes with 16 activation codes.
+///
+/// # Safety
+/// NEON present.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn dot16(w: int8x16_t, a: int8x16_t) -> i32 {
+    let acc = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(a)));
+    vaddvq_s32(vpadalq_s16(acc, vmull_high_s8(w, a)))
+}
+
+/// One Q4_K superblock against its 8 activation blocks (codes at `qa`, scales `d`, `[0, s]`
+/// pairs `s`), in the scalar reference's order: per sub-block
+/// `sumf += sumi * (d' * d_a) - m' * s_a`.
+///
+/// # Safety
+/// NEON present; `qa` points at 256 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn superblock_q4_k(x: &BlockQ4K, qa: *const i8, d: &[f32], s: &[f32]) -> f32 {
+    let mut sumf = 0f32;
+    for p in 0..4 {
+        // SAFETY: `qs` holds 4 runs of 32 bytes; the caller's contract on `qa`.
+        let (even, odd) = unsafe {
+            let raw0 = vld1q_u8(x.qs.as_ptr().add(32 * p));
+            let raw1 = vld1q_u8(x.qs.as_ptr().add(32 * p + 16));
+            let low = |r| vreinterpretq_s8_u8(vandq_u8(r, vdupq_n_u8(0x0F)));
+            let high = |r| vreinterpretq_s8_u8(vshrq_n_u8::<4>(r));
+            (
+                sumi_codes(low(raw0), low(raw1), qa.add(64 * p)),
+                sumi_codes(high(raw0), high(raw1), qa.add(64 * p + 32)),
+            )
+        };
+        for (j, sumi) in [(2 * p, even), (2 * p + 1, odd)] {
+            let (d1, m1) = x.sub_scales(j);
+            sumf += sumi as f32 * (d1 * d[j]) - m1 * s[2 * j + 1];
+        }
+    }
+    sumf
+}
+
+/// One Q6_K superblock against its 8 activation blocks (codes at `qa`, scales `d`), in the
+/// scalar reference's order: per 32 weights the exact `sc * sum_16 + sc * sum_16`, then
+/// `sumf += sumi * (d * d_a)`.
+///
+/// # Safety
+/// NEON present; `qa` points at 256 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn superblock_q6_k(x: &BlockQ6K, qa: *const i8, d: &[f32]) -> f32 {
+    let dw = f16_to_f32(x.d);
+    let mut sumf = 0f32;
+    for (j, &da) in d.iter().enumerate().take(8) {
+        let (h, k) = (j / 4, j % 4);
+        // SAFETY: each half of the block holds 64 bytes of `ql` and 32 of `qh`; the caller's
+        // contract on `qa`.
+        let sumi = unsafe {
+            let ql = x.ql.as_ptr().add(64 * h + 32 * (k % 2));
+            let qh = x.qh.as_ptr().add(32 * h);
+            let shift = vdupq_n_s8(-2 * k as i8);
+            let code = |at: usize| {
+                let l = vld1q_u8(ql.add(at));
+                let low = if k < 2 {
+                    vandq_u8(l, vdupq_n_u8(0x0F))
+                } else {
+                    vshrq_n_u8::<4>(l)
+                };
+                let high = vandq_u8(vshlq_u8(vld1q_u8(qh.add(at)), shift), vdupq_n_u8(3));
+                let q = vorrq_u8(low, vshlq_n_u8::<4>(high));
+                vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(32))
+            };
+            let a = qa.add(32 * j);
+            x.scales[2 * j] as i32 * dot16(code(0), vld1q_s8(a))
+                + x.scales[2 * j + 1] as i32 * dot16(code(16), vld1q_s8(a.add(16)))
+        };
+        sumf += sumi as f32 * (dw * da);
+    }
+    sumf
+}
+
+row_by_row_gemm!(
+    #[target_feature(enable = "neon")]
+    gemm_q4_k,
+    BlockQ4K,
+    |a, c| (qa, d, s) = (a.qs(c), a.d(c), a.s(c)),
+    // SAFETY: prepared rows hold `nbp >= 8 * nb` blocks of codes and scales.
+    |x, b| unsafe { superblock_q4_k(x, qa.add(b * QK_K), &d[8 * b..], &s[16 * b..]) }
+);
+
+row_by_row_gemm!(
+    #[target_feature(enable = "neon")]
+    gemm_q6_k,
+    BlockQ6K,
+    |a, c| (qa, d) = (a.qs(c), a.d(c)),
+    // SAFETY: as above.
+    |x, b| unsafe { superblock_q6_k(x, qa.add(b * QK_K), &d[8 * b..]) }
 );

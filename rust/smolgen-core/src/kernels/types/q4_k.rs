@@ -154,6 +154,10 @@ impl WeightBlock for BlockQ4K {
             Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
                 TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q4_k, Layout::Natural)
             }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                TypeKernels::row_major(crate::kernels::arm::neon::gemm_q4_k, Layout::Natural)
+            }
             _ => TypeKernels::row_major(gemm_q4_k_scalar, Layout::Natural),
         }
     }

@@ -126,6 +126,10 @@ impl WeightBlock for BlockQ6K {
             Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
                 TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q6_k, Layout::Natural)
             }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                TypeKernels::row_major(crate::kernels::arm::neon::gemm_q6_k, Layout::Natural)
+            }
             _ => TypeKernels::row_major(gemm_q6_k_scalar, Layout::Natural),
         }
     }
