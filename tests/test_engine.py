@@ -226,6 +226,8 @@ K_MIXES = {
     "Q4_K": {},
     "Q6_K": {},
     "Q4_K_M": {"attn_v": "Q6_K", "ffn_down": "Q6_K", "token_embd": "Q8_0", "attn_k": "Q5_0"},
+    "Q5_K": {},
+    "Q5_K_M": {"attn_v": "Q6_K", "ffn_down": "Q6_K", "token_embd": "Q8_0", "attn_k": "Q5_1"},
 }
 
 
@@ -238,7 +240,7 @@ def test_k_quant_files_run_on_our_kernels(tmp_path, mix):
 
     cfg = tiny_llama.K_CONFIG
     weights = tiny_llama.random_weights(seed=3, cfg=cfg)
-    qtype = "Q4_K" if mix == "Q4_K_M" else mix
+    qtype = mix.removesuffix("_M")
     path = tiny_llama.write_gguf(
         tmp_path / f"tiny-{mix}.gguf", weights, cfg, qtype=qtype, qtypes=K_MIXES[mix]
     )
@@ -253,7 +255,9 @@ def test_k_quant_files_run_on_our_kernels(tmp_path, mix):
 
 
 def test_quantize_names_the_types_and_refuses_bad_input():
-    assert {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q6_K"} <= set(_core.weight_types())
+    assert {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q5_K", "q6_K"} <= set(
+        _core.weight_types()
+    )
     block = _core.quantize("Q8_0", np.linspace(-1, 1, 32, dtype=np.float32))
     assert len(block) == 34
     with pytest.raises(smolgen.InvalidArgumentError, match="q4_0"):

@@ -6,7 +6,7 @@
 //!
 //! * [`CpuEngine`]: our own kernels on the memory-mapped GGUF, for a GGUF on the CPU whose
 //!   matrices are all of types the kernels multiply ([`crate::kernels::WEIGHT_KINDS`]: Q4_0,
-//!   Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K, so Q4_K_M files too).
+//!   Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, so Q4_K_M and Q5_K_M files too).
 //! * [`CandleEngine`]: candle, for everything else (safetensors, other quantizations, CUDA, Metal).
 
 pub mod attention;

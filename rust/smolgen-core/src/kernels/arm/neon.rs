@@ -7,8 +7,9 @@ use std::arch::aarch64::*;
 use crate::kernels::blocks::f16_to_f32;
 use crate::kernels::blocks::QK;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::types::sub_scales;
 use crate::kernels::types::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QK_K,
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QK_K,
 };
 
 /// The dot of a block's 32 codes, as two 16-byte vectors (elements 0..16 and 16..32, each
@@ -184,30 +185,50 @@ unsafe fn dot16(w: int8x16_t, a: int8x16_t) -> i32 {
     vaddvq_s32(vpadalq_s16(acc, vmull_high_s8(w, a)))
 }
 
-/// One Q4_K superblock against its 8 activation blocks (codes at `qa`, scales `d`, `[0, s]`
-/// pairs `s`), in the scalar reference's order: per sub-block
-/// `sumf += sumi * (d' * d_a) - m' * s_a`.
+/// One Q4_K or Q5_K superblock (`d`, `dmin`, `scales`, `qs` and, for Q5_K, `qh`) against its 8
+/// activation blocks (codes at `qa`, scales `d`, `[0, s]` pairs `s`), in the scalar reference's
+/// order: per sub-block `sumf += sumi * (d' * d_a) - m' * s_a`.
 ///
 /// # Safety
 /// NEON present; `qa` points at 256 readable bytes.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn superblock_q4_k(x: &BlockQ4K, qa: *const i8, d: &[f32], s: &[f32]) -> f32 {
+unsafe fn superblock_k_offset(
+    k: (&[u8; 2], &[u8; 2], &[u8; 12]),
+    qs: &[u8; 128],
+    qh: Option<&[u8; 32]>,
+    qa: *const i8,
+    d: &[f32],
+    s: &[f32],
+) -> f32 {
     let mut sumf = 0f32;
+    // SAFETY: `qh` is 32 bytes.
+    let high = qh.map(|h| unsafe { (vld1q_u8(h.as_ptr()), vld1q_u8(h.as_ptr().add(16))) });
+    // The fifth bits of sub-block `j` as 0x10 bytes (zero for Q4_K).
+    let fifth = |j: usize, half: usize| match high {
+        Some((h0, h1)) => vandq_u8(
+            vtstq_u8(if half == 0 { h0 } else { h1 }, vdupq_n_u8(1 << j)),
+            vdupq_n_u8(0x10),
+        ),
+        None => vdupq_n_u8(0),
+    };
     for p in 0..4 {
         // SAFETY: `qs` holds 4 runs of 32 bytes; the caller's contract on `qa`.
         let (even, odd) = unsafe {
-            let raw0 = vld1q_u8(x.qs.as_ptr().add(32 * p));
-            let raw1 = vld1q_u8(x.qs.as_ptr().add(32 * p + 16));
-            let low = |r| vreinterpretq_s8_u8(vandq_u8(r, vdupq_n_u8(0x0F)));
-            let high = |r| vreinterpretq_s8_u8(vshrq_n_u8::<4>(r));
+            let raw0 = vld1q_u8(qs.as_ptr().add(32 * p));
+            let raw1 = vld1q_u8(qs.as_ptr().add(32 * p + 16));
+            let low = |r, half| {
+                vreinterpretq_s8_u8(vorrq_u8(vandq_u8(r, vdupq_n_u8(0x0F)), fifth(2 * p, half)))
+            };
+            let high =
+                |r, half| vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8::<4>(r), fifth(2 * p + 1, half)));
             (
-                sumi_codes(low(raw0), low(raw1), qa.add(64 * p)),
-                sumi_codes(high(raw0), high(raw1), qa.add(64 * p + 32)),
+                sumi_codes(low(raw0, 0), low(raw1, 1), qa.add(64 * p)),
+                sumi_codes(high(raw0, 0), high(raw1, 1), qa.add(64 * p + 32)),
             )
         };
         for (j, sumi) in [(2 * p, even), (2 * p + 1, odd)] {
-            let (d1, m1) = x.sub_scales(j);
+            let (d1, m1) = sub_scales(*k.0, *k.1, k.2, j);
             sumf += sumi as f32 * (d1 * d[j]) - m1 * s[2 * j + 1];
         }
     }
@@ -259,7 +280,29 @@ row_by_row_gemm!(
     BlockQ4K,
     |a, c| (qa, d, s) = (a.qs(c), a.d(c), a.s(c)),
     // SAFETY: prepared rows hold `nbp >= 8 * nb` blocks of codes and scales.
-    |x, b| unsafe { superblock_q4_k(x, qa.add(b * QK_K), &d[8 * b..], &s[16 * b..]) }
+    |x, b| unsafe {
+        let k = (&x.d, &x.dmin, &x.scales);
+        superblock_k_offset(k, &x.qs, None, qa.add(b * QK_K), &d[8 * b..], &s[16 * b..])
+    }
+);
+
+row_by_row_gemm!(
+    #[target_feature(enable = "neon")]
+    gemm_q5_k,
+    BlockQ5K,
+    |a, c| (qa, d, s) = (a.qs(c), a.d(c), a.s(c)),
+    // SAFETY: as above.
+    |x, b| unsafe {
+        let k = (&x.d, &x.dmin, &x.scales);
+        superblock_k_offset(
+            k,
+            &x.qs,
+            Some(&x.qh),
+            qa.add(b * QK_K),
+            &d[8 * b..],
+            &s[16 * b..],
+        )
+    }
 );
 
 row_by_row_gemm!(

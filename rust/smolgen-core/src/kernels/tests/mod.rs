@@ -11,8 +11,8 @@ use super::matmul::{Activation, QWeight};
 use super::packed::{reference_matmul_packed, PackedMatrix, Repack};
 use super::pool::Pool;
 use super::types::{
-    ActivationBlock, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
-    BlockQ8_1, WeightBlock, WEIGHT_KINDS,
+    ActivationBlock, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8_0, BlockQ8_1, WeightBlock, WEIGHT_KINDS,
 };
 
 /// Calls `$check::<W>()` for every weight type, into an array of the results. A new type adds
@@ -26,6 +26,7 @@ macro_rules! for_each_weight_type {
             $check::<BlockQ5_1>(),
             $check::<BlockQ8_0>(),
             $check::<BlockQ4K>(),
+            $check::<BlockQ5K>(),
             $check::<BlockQ6K>(),
         ]
     };
@@ -193,6 +194,43 @@ impl Sample for BlockQ4K {
                     _ => {}
                 }
                 b
+            })
+            .collect()
+    }
+    /// Per sub-block `|d' d_a| sum_j |q_w q_a| + |m' s_a|`.
+    fn magnitude(w: &[Self], a: &[BlockQ8_1]) -> f64 {
+        w.iter()
+            .zip(a.chunks_exact(8))
+            .map(|(x, ys)| {
+                (0..8)
+                    .map(|j| {
+                        let (d1, m1) = x.sub_scales(j);
+                        let y = &ys[j];
+                        let s: f64 = (0..QK)
+                            .map(|l| (x.q(j * QK + l) as f64 * y.qs[l] as f64).abs())
+                            .sum();
+                        (d1 as f64 * f(y.d())).abs() * s + (m1 as f64 * f(y.s())).abs()
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+}
+
+impl Sample for BlockQ5K {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        BlockQ4K::random(rng, n, extreme)
+            .into_iter()
+            .map(|b| BlockQ5K {
+                d: b.d,
+                dmin: b.dmin,
+                scales: b.scales,
+                qh: if b.qs == [0xFF; 128] {
+                    [0xFF; 32]
+                } else {
+                    random_bytes(rng)
+                },
+                qs: b.qs,
             })
             .collect()
     }

@@ -22,15 +22,19 @@ mod q4_1;
 mod q4_k;
 mod q5_0;
 mod q5_1;
+mod q5_k;
 mod q6_k;
 mod q8_0;
 mod q8_1;
 
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
+#[cfg(target_arch = "aarch64")]
+pub(crate) use q4_k::sub_scales;
 pub use q4_k::{BlockQ4K, QK_K};
 pub use q5_0::BlockQ5_0;
 pub use q5_1::BlockQ5_1;
+pub use q5_k::BlockQ5K;
 pub use q6_k::BlockQ6K;
 pub use q8_0::BlockQ8_0;
 pub use q8_1::BlockQ8_1;
@@ -255,12 +259,13 @@ fn quantize_bytes<W: WeightBlock>(x: &[f32], out: &mut [u8]) {
 }
 
 /// Every weight type the kernels multiply.
-pub const WEIGHT_KINDS: [&WeightKind; 7] = [
+pub const WEIGHT_KINDS: [&WeightKind; 8] = [
     BlockQ4_0::KIND,
     BlockQ4_1::KIND,
     BlockQ5_0::KIND,
     BlockQ5_1::KIND,
     BlockQ4K::KIND,
+    BlockQ5K::KIND,
     BlockQ6K::KIND,
     <BlockQ8_0 as WeightBlock>::KIND,
 ];

@@ -49,27 +49,15 @@ impl BlockQ4K {
     pub fn dmin(&self) -> f16 {
         f16_bits(self.dmin)
     }
-    /// Sub-block `j`'s 6-bit scale and min (ggml's `get_scale_min_k4`).
+    /// Sub-block `j`'s 6-bit scale and min.
     #[inline(always)]
     pub fn scale_min(&self, j: usize) -> (u8, u8) {
-        let q = &self.scales;
-        if j < 4 {
-            (q[j] & 63, q[j + 4] & 63)
-        } else {
-            (
-                (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
-                (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
-            )
-        }
+        scale_min_k4(&self.scales, j)
     }
     /// Sub-block `j`'s `d * sc` and `dmin * m` in f32.
     #[inline(always)]
     pub(crate) fn sub_scales(&self, j: usize) -> (f32, f32) {
-        let (sc, m) = self.scale_min(j);
-        (
-            f16_to_f32(self.d) * sc as f32,
-            f16_to_f32(self.dmin) * m as f32,
-        )
+        sub_scales(self.d, self.dmin, &self.scales, j)
     }
     /// The 4-bit code of element `e` (0..256).
     #[inline(always)]
@@ -91,6 +79,27 @@ impl BlockQ4K {
             }
         }
     }
+}
+
+/// Sub-block `j`'s 6-bit scale and min from the 12 bytes Q4_K and Q5_K pack them in (ggml's
+/// `get_scale_min_k4`).
+#[inline(always)]
+pub(crate) fn scale_min_k4(q: &[u8; 12], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Sub-block `j`'s `d * sc` and `dmin * m` in f32.
+#[inline(always)]
+pub(crate) fn sub_scales(d: [u8; 2], dmin: [u8; 2], scales: &[u8; 12], j: usize) -> (f32, f32) {
+    let (sc, m) = scale_min_k4(scales, j);
+    (f16_to_f32(d) * sc as f32, f16_to_f32(dmin) * m as f32)
 }
 
 #[inline(always)]

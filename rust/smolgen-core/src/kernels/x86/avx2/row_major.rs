@@ -9,7 +9,7 @@ use super::{bits_as_bytes, hsum, nibbles};
 use crate::kernels::blocks::f16_to_f32;
 use crate::kernels::prepared::{OutPtr, Prepared};
 use crate::kernels::types::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
 };
 
 /// Defines a row-major tile for a weight type whose block is 32 unsigned codes (`$load`, from
@@ -182,78 +182,111 @@ signed_tile!(tile_q5_0, BlockQ5_0, |blk| _mm256_or_si256(
     _mm256_andnot_si256(bits_as_bytes(blk.add(2)), _mm256_set1_epi8(-16))
 ));
 
-/// Q4_K rows `r0..r0+R` (`nb` superblocks per row, first at `w`) against activation rows
-/// `c0..c0+C` in Q8_1: each 32-weight sub-block is a Q4_1 block with `d' = d * sc` and
-/// `m' = -dmin * m`, its codes products summed in i16 and scaled in f32 per sub-block; the
-/// mins' terms `m' * s_a` are summed apart, in scalar f32.
+/// Defines a K-quant tile with offsets (Q4_K, Q5_K): rows `r0..r0+R` (`nb` superblocks per row,
+/// first at `w`) against activation rows `c0..c0+C` in Q8_1. Each 32-weight sub-block is a
+/// Q4_1 (Q5_1) block with `d' = d * sc` and `m' = -dmin * m`, its codes' products summed in
+/// i16 and scaled in f32 per sub-block; the mins' terms `m' * s_a` are summed apart, in scalar
+/// f32. `$fifth` (from the superblock `$blk`) gives, for sub-block `j`, the bytes to OR into its
+/// nibbles (`0x10` where the code's fifth bit is set; zero for Q4_K); `$lines` is how many cache
+/// lines a superblock spans, for the prefetch.
 ///
-/// # Safety
-/// AVX2/FMA/F16C present; the rows and activation rows exist; `out` as in `GemmFn`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q4_k<const R: usize, const C: usize>(
-    w: *const BlockQ4K,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    r0: usize,
-    out: OutPtr,
-    pf: usize,
-) {
-    let mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); C]; R];
-    let mut mins = [[0f32; C]; R];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
-    for b in 0..nb {
-        for r in 0..R {
-            // SAFETY: superblock `b` of row `r0 + r` exists.
-            let blk = unsafe { &*w.add(r * nb + b) };
-            prefetch_record((blk as *const BlockQ4K).cast(), pf, 3);
-            let subs: [(f32, f32); 8] = std::array::from_fn(|j| blk.sub_scales(j));
-            for p in 0..4 {
-                // SAFETY: `qs` holds 4 runs of 32 bytes.
-                let q = unsafe { _mm256_loadu_si256(blk.qs.as_ptr().add(32 * p).cast()) };
-                let lo = _mm256_and_si256(q, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask);
+/// Each generated function's safety contract: AVX2/FMA/F16C present; the rows and activation
+/// rows exist; `out` as in `GemmFn`.
+macro_rules! k_offset_tile {
+    ($name:ident, $block:ty, $lines:literal, |$blk:ident| $fifth:expr) => {
+        /// # Safety
+        /// See [`k_offset_tile`].
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const R: usize, const C: usize>(
+            w: *const $block,
+            nb: usize,
+            a: &Prepared,
+            c0: usize,
+            r0: usize,
+            out: OutPtr,
+            pf: usize,
+        ) {
+            let mask = _mm256_set1_epi8(0x0F);
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [[_mm256_setzero_ps(); C]; R];
+            let mut mins = [[0f32; C]; R];
+            let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+            let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+            let sa: [*const f32; C] = std::array::from_fn(|c| a.s(c0 + c).as_ptr());
+            for b in 0..nb {
+                for r in 0..R {
+                    // SAFETY: superblock `b` of row `r0 + r` exists.
+                    let blk = unsafe { &*w.add(r * nb + b) };
+                    prefetch_record((blk as *const $block).cast(), pf, $lines);
+                    let $blk = blk;
+                    let fifth = $fifth;
+                    let subs: [(f32, f32); 8] = std::array::from_fn(|j| blk.sub_scales(j));
+                    for p in 0..4 {
+                        // SAFETY: `qs` holds 4 runs of 32 bytes.
+                        let q = unsafe { _mm256_loadu_si256(blk.qs.as_ptr().add(32 * p).cast()) };
+                        let lo = _mm256_or_si256(_mm256_and_si256(q, mask), fifth(2 * p));
+                        let hi = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16::<4>(q), mask),
+                            fifth(2 * p + 1),
+                        );
+                        for c in 0..C {
+                            let j = b * 8 + 2 * p;
+                            // SAFETY: prepared rows hold `nbp >= 8 * nb` blocks, 32-byte aligned, and
+                            // as many scales.
+                            let (alo, ahi, dlo, dhi) = unsafe {
+                                (
+                                    _mm256_load_si256(qa[c].add(j * 32).cast()),
+                                    _mm256_load_si256(qa[c].add(j * 32 + 32).cast()),
+                                    *da[c].add(j),
+                                    *da[c].add(j + 1),
+                                )
+                            };
+                            let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, alo), ones);
+                            let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ahi), ones);
+                            let (slo, shi) = (subs[2 * p].0 * dlo, subs[2 * p + 1].0 * dhi);
+                            acc[r][c] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(plo),
+                                _mm256_set1_ps(slo),
+                                acc[r][c],
+                            );
+                            acc[r][c] = _mm256_fmadd_ps(
+                                _mm256_cvtepi32_ps(phi),
+                                _mm256_set1_ps(shi),
+                                acc[r][c],
+                            );
+                        }
+                    }
+                    for c in 0..C {
+                        for (j, &(_, m)) in subs.iter().enumerate() {
+                            // SAFETY: `s` holds `[0, s]` for each of the row's blocks.
+                            mins[r][c] += m * unsafe { *sa[c].add(2 * (b * 8 + j) + 1) };
+                        }
+                    }
+                }
+            }
+            for r in 0..R {
                 for c in 0..C {
-                    let j = b * 8 + 2 * p;
-                    // SAFETY: prepared rows hold `nbp >= 8 * nb` blocks, 32-byte aligned, and
-                    // as many scales.
-                    let (alo, ahi, dlo, dhi) = unsafe {
-                        (
-                            _mm256_load_si256(qa[c].add(j * 32).cast()),
-                            _mm256_load_si256(qa[c].add(j * 32 + 32).cast()),
-                            *da[c].add(j),
-                            *da[c].add(j + 1),
-                        )
-                    };
-                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, alo), ones);
-                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ahi), ones);
-                    let (slo, shi) = (subs[2 * p].0 * dlo, subs[2 * p + 1].0 * dhi);
-                    acc[r][c] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(plo), _mm256_set1_ps(slo), acc[r][c]);
-                    acc[r][c] =
-                        _mm256_fmadd_ps(_mm256_cvtepi32_ps(phi), _mm256_set1_ps(shi), acc[r][c]);
-                }
-            }
-            for c in 0..C {
-                for (j, &(_, m)) in subs.iter().enumerate() {
-                    // SAFETY: `s` holds `[0, s]` for each of the row's blocks.
-                    mins[r][c] += m * unsafe { *sa[c].add(2 * (b * 8 + j) + 1) };
+                    // SAFETY: the caller's contract.
+                    unsafe { out.write(c0 + c, r0 + r, hsum(acc[r][c]) - mins[r][c]) };
                 }
             }
         }
-    }
-    for r in 0..R {
-        for c in 0..C {
-            // SAFETY: the caller's contract.
-            unsafe { out.write(c0 + c, r0 + r, hsum(acc[r][c]) - mins[r][c]) };
-        }
-    }
+    };
 }
+
+k_offset_tile!(tile_q4_k, BlockQ4K, 3, |_blk| |_j: usize| {
+    _mm256_setzero_si256()
+});
+k_offset_tile!(tile_q5_k, BlockQ5K, 3, |blk| {
+    // SAFETY: `qh` is 32 bytes: byte `l`'s bit `j` is the fifth bit of sub-block `j`'s code `l`.
+    let qh = unsafe { _mm256_loadu_si256(blk.qh.as_ptr().cast()) };
+    move |j: usize| {
+        let bit = _mm256_set1_epi8(1 << j);
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, bit), bit);
+        _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    }
+});
 
 /// Q6_K rows `r0..r0+R` (`nb` superblocks per row, first at `w`) against activation rows
 /// `c0..c0+C` in Q8_0: per 32 weights, the signed codes `q - 32` by the sign trick, each
@@ -356,5 +389,6 @@ row_major_gemm!(gemm_q4_0, "avx2,fma,f16c", BlockQ4_0, tile_q4_0, 4 x 2);
 row_major_gemm!(gemm_q5_0, "avx2,fma,f16c", BlockQ5_0, tile_q5_0, 4 x 2);
 row_major_gemm!(gemm_q5_1, "avx2,fma,f16c", BlockQ5_1, tile_q5_1, 4 x 2);
 row_major_gemm!(gemm_q4_k, "avx2,fma,f16c", BlockQ4K, tile_q4_k, 4 x 2);
+row_major_gemm!(gemm_q5_k, "avx2,fma,f16c", BlockQ5K, tile_q5_k, 4 x 2);
 // Activation codes in -127..=127.
 row_major_gemm!(gemm_q6_k, "avx2,fma,f16c", BlockQ6K, tile_q6_k, 4 x 2);

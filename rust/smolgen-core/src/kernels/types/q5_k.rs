@@ -1,0 +1,138 @@
+//! Q5_K: Q4_K with a fifth bit per code: superblocks of 256 weights in 8 sub-blocks of 32, each
+//! `d * sc * q - dmin * m` with 5-bit codes; multiplied against Q8_1 activations as Q4_K is.
+
+use half::f16;
+
+use super::q4_k::{sub_scales, QK_K, SUBS};
+use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::dispatch::Isa;
+use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::prepared::Layout;
+
+/// ggml's `block_q5_K`: Q4_K's fields, plus `qh`, whose byte `l` holds in bit `j` the fifth
+/// bit of sub-block `j`'s code `l`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ5K {
+    pub d: [u8; 2],
+    pub dmin: [u8; 2],
+    pub scales: [u8; 12],
+    pub qh: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 2],
+}
+
+impl Default for BlockQ5K {
+    fn default() -> Self {
+        BlockQ5K {
+            d: [0; 2],
+            dmin: [0; 2],
+            scales: [0; 12],
+            qh: [0; QK_K / 8],
+            qs: [0; QK_K / 2],
+        }
+    }
+}
+
+byte_block!(BlockQ5K, "q5_K", 176, QK_K);
+
+impl BlockQ5K {
+    #[inline(always)]
+    pub fn d(&self) -> f16 {
+        f16_bits(self.d)
+    }
+    #[inline(always)]
+    pub fn dmin(&self) -> f16 {
+        f16_bits(self.dmin)
+    }
+    /// Sub-block `j`'s `d * sc` and `dmin * m` in f32.
+    #[inline(always)]
+    pub(crate) fn sub_scales(&self, j: usize) -> (f32, f32) {
+        sub_scales(self.d, self.dmin, &self.scales, j)
+    }
+    /// The 5-bit code of element `e` (0..256).
+    #[inline(always)]
+    pub fn q(&self, e: usize) -> u8 {
+        let (j, l) = (e / QK, e % QK);
+        let byte = self.qs[32 * (j / 2) + l];
+        let low = if j % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+        low | (((self.qh[l] >> j) & 1) << 4)
+    }
+    /// The 256 weights as f32, in ggml's arithmetic (`d * sc * q - dmin * m` in f32).
+    pub fn dequantize(&self, out: &mut [f32]) {
+        for (j, sub) in out.chunks_exact_mut(QK).enumerate() {
+            let (d1, m1) = self.sub_scales(j);
+            for (l, o) in sub.iter_mut().enumerate() {
+                *o = d1 * self.q(j * QK + l) as f32 - m1;
+            }
+        }
+    }
+}
+
+/// One superblock against its 8 activation blocks: per sub-block `j`,
+/// `sumf += sumi * (d' * d_a) - m' * s_a` in f32.
+#[inline(always)]
+fn superblock_dot(x: &BlockQ5K, qa: &[i8], d: &[f32], s: impl Fn(usize) -> f32) -> f32 {
+    let mut sumf = 0f32;
+    for j in 0..SUBS {
+        let (d1, m1) = x.sub_scales(j);
+        let sumi: i32 = (0..QK)
+            .map(|l| x.q(j * QK + l) as i32 * qa[j * QK + l] as i32)
+            .sum();
+        sumf += sumi as f32 * (d1 * d[j]) - m1 * s(j);
+    }
+    sumf
+}
+
+/// Q5_K weights . Q8_1 activations (8 activation blocks per weight block).
+pub fn vec_dot_q5_k_q8_1(w: &[BlockQ5K], a: &[BlockQ8_1]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
+        let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
+        let d: Vec<f32> = ys.iter().map(|y| f16_to_f32(y.d)).collect();
+        sumf += superblock_dot(x, &qa, &d, |j| f16_to_f32(ys[j].s));
+    }
+    sumf
+}
+
+row_by_row_gemm!(
+    gemm_q5_k_scalar,
+    BlockQ5K,
+    // SAFETY: row `c` of the prepared codes holds `nbp * 32 >= nb * 32` bytes.
+    |a, c| (qa, d, s) = (
+        unsafe { std::slice::from_raw_parts(a.qs(c), a.nb * QK) },
+        a.d(c),
+        a.s(c)
+    ),
+    |x, b| superblock_dot(x, &qa[b * QK_K..], &d[b * SUBS..], |j| s
+        [2 * (b * SUBS + j) + 1])
+);
+
+impl WeightBlock for BlockQ5K {
+    type Activation = BlockQ8_1;
+    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const GGML_TYPE: u32 = 13;
+    fn dequantize(&self, out: &mut [f32]) {
+        BlockQ5K::dequantize(self, out)
+    }
+    /// candle's port of ggml's K-quant quantization.
+    fn quantize(x: &[f32]) -> Self {
+        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q5K)
+    }
+    fn reference_dot(w: &[Self], a: &[BlockQ8_1]) -> f32 {
+        vec_dot_q5_k_q8_1(w, a)
+    }
+    fn kernels(isa: Isa) -> TypeKernels {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
+                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q5_k, Layout::Natural)
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                TypeKernels::row_major(crate::kernels::arm::neon::gemm_q5_k, Layout::Natural)
+            }
+            _ => TypeKernels::row_major(gemm_q5_k_scalar, Layout::Natural),
+        }
+    }
+}
