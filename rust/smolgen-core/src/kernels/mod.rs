@@ -1,5 +1,6 @@
-//! Our own quantized CPU kernels for GGUF weights: Q4_1 x Q8_1 and Q8_0 x Q8_0 dot products and
-//! matrix products, activation quantization, and run-time CPU dispatch.
+//! Our own quantized CPU kernels for GGUF weights: dot and matrix products of every weight type
+//! in [`WEIGHT_KINDS`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) against 8-bit
+//! activations, activation quantization, and run-time CPU dispatch.
 //!
 //! * [`blocks`]: what block types share, viewed safely from file bytes at any alignment.
 //! * [`types`]: each block type in its own file, and which kernels multiply it.

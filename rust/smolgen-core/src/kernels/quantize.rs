@@ -1,5 +1,5 @@
-//! Activation quantization: f32 rows to Q8_1 (the partner of Q4_1 weights) and Q8_0 (the
-//! partner of Q8_0 weights). (Weights are quantized by each type's reference, in
+//! Activation quantization: f32 rows to Q8_1 (the partner of weight types with an offset: Q4_1,
+//! Q5_1, Q4_K, Q5_K) and Q8_0 (the partner of the symmetric ones: Q4_0, Q5_0, Q8_0, Q6_K). (Weights are quantized by each type's reference, in
 //! [`super::types`].)
 //!
 //! The arithmetic is ggml's x86 SIMD path (`quantize_row_q8_1` / `quantize_row_q8_0` under

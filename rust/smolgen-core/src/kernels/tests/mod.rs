@@ -1,5 +1,6 @@
-//! Every path against the scalar reference, the scalar reference against f64 arithmetic, and
-//! our block decoding against candle's.
+//! For every weight type (`for_each_weight_type!`): every path against the scalar reference, the
+//! scalar reference against ggml's definition in f64, our block decoding and quantization against
+//! candle's, and the 16-row kernels against their scalar statements.
 
 use std::borrow::Cow;
 
