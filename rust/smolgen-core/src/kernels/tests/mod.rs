@@ -13,7 +13,7 @@ use super::packed::{reference_matmul_packed, PackedMatrix, Repack};
 use super::pool::Pool;
 use super::types::{
     ActivationBlock, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8_0, BlockQ8_1, WeightBlock, WEIGHT_KINDS,
+    BlockQ8_0, BlockQ8_1, OffsetSuperblock, WeightBlock, WEIGHT_KINDS,
 };
 
 /// Calls `$check::<W>()` for every weight type, into an array of the results. A new type adds
@@ -177,6 +177,25 @@ fn random_bytes<const N: usize>(rng: &mut Rng) -> [u8; N] {
     std::array::from_fn(|_| rng.byte())
 }
 
+/// Per sub-block of a K-quant with offsets `|d' d_a| sum_j |q_w q_a| + |m' s_a|`.
+fn offset_superblock_magnitude<K: OffsetSuperblock>(w: &[K], a: &[BlockQ8_1]) -> f64 {
+    w.iter()
+        .zip(a.chunks_exact(8))
+        .map(|(x, ys)| {
+            (0..8)
+                .map(|j| {
+                    let (d1, m1) = x.sub_scales(j);
+                    let y = &ys[j];
+                    let s: f64 = (0..QK)
+                        .map(|l| (x.code(j * QK + l) as f64 * y.qs[l] as f64).abs())
+                        .sum();
+                    (d1 as f64 * f(y.d())).abs() * s + (m1 as f64 * f(y.s())).abs()
+                })
+                .sum::<f64>()
+        })
+        .sum()
+}
+
 impl Sample for BlockQ4K {
     fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
         (0..n)
@@ -198,23 +217,8 @@ impl Sample for BlockQ4K {
             })
             .collect()
     }
-    /// Per sub-block `|d' d_a| sum_j |q_w q_a| + |m' s_a|`.
     fn magnitude(w: &[Self], a: &[BlockQ8_1]) -> f64 {
-        w.iter()
-            .zip(a.chunks_exact(8))
-            .map(|(x, ys)| {
-                (0..8)
-                    .map(|j| {
-                        let (d1, m1) = x.sub_scales(j);
-                        let y = &ys[j];
-                        let s: f64 = (0..QK)
-                            .map(|l| (x.q(j * QK + l) as f64 * y.qs[l] as f64).abs())
-                            .sum();
-                        (d1 as f64 * f(y.d())).abs() * s + (m1 as f64 * f(y.s())).abs()
-                    })
-                    .sum::<f64>()
-            })
-            .sum()
+        offset_superblock_magnitude(w, a)
     }
 }
 
@@ -235,23 +239,8 @@ impl Sample for BlockQ5K {
             })
             .collect()
     }
-    /// Per sub-block `|d' d_a| sum_j |q_w q_a| + |m' s_a|`.
     fn magnitude(w: &[Self], a: &[BlockQ8_1]) -> f64 {
-        w.iter()
-            .zip(a.chunks_exact(8))
-            .map(|(x, ys)| {
-                (0..8)
-                    .map(|j| {
-                        let (d1, m1) = x.sub_scales(j);
-                        let y = &ys[j];
-                        let s: f64 = (0..QK)
-                            .map(|l| (x.q(j * QK + l) as f64 * y.qs[l] as f64).abs())
-                            .sum();
-                        (d1 as f64 * f(y.d())).abs() * s + (m1 as f64 * f(y.s())).abs()
-                    })
-                    .sum::<f64>()
-            })
-            .sum()
+        offset_superblock_magnitude(w, a)
     }
 }
 

@@ -31,6 +31,8 @@ pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
 #[cfg(target_arch = "aarch64")]
 pub(crate) use q4_k::sub_scales;
+#[cfg(test)]
+pub(crate) use q4_k::OffsetSuperblock;
 pub use q4_k::{BlockQ4K, QK_K};
 pub use q5_0::BlockQ5_0;
 pub use q5_1::BlockQ5_1;

@@ -72,12 +72,7 @@ impl BlockQ4K {
     }
     /// The 256 weights as f32, in ggml's arithmetic (`d * sc * q - dmin * m` in f32).
     pub fn dequantize(&self, out: &mut [f32]) {
-        for (j, sub) in out.chunks_exact_mut(QK).enumerate() {
-            let (d1, m1) = self.sub_scales(j);
-            for (l, o) in sub.iter_mut().enumerate() {
-                *o = d1 * self.q(j * QK + l) as f32 - m1;
-            }
-        }
+        dequantize_offset(self, out)
     }
 }
 
@@ -102,25 +97,47 @@ pub(crate) fn sub_scales(d: [u8; 2], dmin: [u8; 2], scales: &[u8; 12], j: usize)
     (f16_to_f32(d) * sc as f32, f16_to_f32(dmin) * m as f32)
 }
 
-#[inline(always)]
-fn sumi_sub(w: &BlockQ4K, j: usize, qa: &[i8]) -> i32 {
-    (0..QK).map(|l| w.q(j * QK + l) as i32 * qa[l] as i32).sum()
+/// What the scalar definitions of the K-quants with offsets (Q4_K, Q5_K) read of a superblock:
+/// each sub-block `j` is `d' * q - m'`, whatever the codes' width.
+pub(crate) trait OffsetSuperblock {
+    /// Sub-block `j`'s `d' = d * sc` and `m' = dmin * m` in f32.
+    fn sub_scales(&self, j: usize) -> (f32, f32);
+    /// The code of element `e` (0..256).
+    fn code(&self, e: usize) -> u8;
+}
+
+/// The 256 weights as f32, in ggml's arithmetic (`d' * q - m'` in f32).
+pub(crate) fn dequantize_offset<K: OffsetSuperblock>(x: &K, out: &mut [f32]) {
+    for (j, sub) in out.chunks_exact_mut(QK).enumerate() {
+        let (d1, m1) = x.sub_scales(j);
+        for (l, o) in sub.iter_mut().enumerate() {
+            *o = d1 * x.code(j * QK + l) as f32 - m1;
+        }
+    }
 }
 
 /// One superblock against its 8 activation blocks: per sub-block `j`,
 /// `sumf += sumi * (d' * d_a) - m' * s_a` in f32.
 #[inline(always)]
-fn superblock_dot(x: &BlockQ4K, qa: &[i8], d: &[f32], s: impl Fn(usize) -> f32) -> f32 {
+pub(crate) fn superblock_dot<K: OffsetSuperblock>(
+    x: &K,
+    qa: &[i8],
+    d: &[f32],
+    s: impl Fn(usize) -> f32,
+) -> f32 {
     let mut sumf = 0f32;
     for j in 0..SUBS {
         let (d1, m1) = x.sub_scales(j);
-        sumf += sumi_sub(x, j, &qa[j * QK..]) as f32 * (d1 * d[j]) - m1 * s(j);
+        let sumi: i32 = (0..QK)
+            .map(|l| x.code(j * QK + l) as i32 * qa[j * QK + l] as i32)
+            .sum();
+        sumf += sumi as f32 * (d1 * d[j]) - m1 * s(j);
     }
     sumf
 }
 
-/// Q4_K weights . Q8_1 activations (8 activation blocks per weight block).
-pub fn vec_dot_q4_k_q8_1(w: &[BlockQ4K], a: &[BlockQ8_1]) -> f32 {
+/// K-quant weights with offsets . Q8_1 activations (8 activation blocks per weight block).
+pub(crate) fn vec_dot_offset<K: OffsetSuperblock>(w: &[K], a: &[BlockQ8_1]) -> f32 {
     let mut sumf = 0f32;
     for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
         let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
@@ -128,6 +145,20 @@ pub fn vec_dot_q4_k_q8_1(w: &[BlockQ4K], a: &[BlockQ8_1]) -> f32 {
         sumf += superblock_dot(x, &qa, &d, |j| f16_to_f32(ys[j].s));
     }
     sumf
+}
+
+/// Q4_K weights . Q8_1 activations (8 activation blocks per weight block).
+pub fn vec_dot_q4_k_q8_1(w: &[BlockQ4K], a: &[BlockQ8_1]) -> f32 {
+    vec_dot_offset(w, a)
+}
+
+impl OffsetSuperblock for BlockQ4K {
+    fn sub_scales(&self, j: usize) -> (f32, f32) {
+        BlockQ4K::sub_scales(self, j)
+    }
+    fn code(&self, e: usize) -> u8 {
+        self.q(e)
+    }
 }
 
 row_by_row_gemm!(

@@ -3,9 +3,11 @@
 
 use half::f16;
 
-use super::q4_k::{sub_scales, QK_K, SUBS};
+use super::q4_k::{
+    dequantize_offset, sub_scales, superblock_dot, vec_dot_offset, OffsetSuperblock, QK_K, SUBS,
+};
 use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
-use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::blocks::{byte_block, f16_bits, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::prepared::Layout;
@@ -60,39 +62,22 @@ impl BlockQ5K {
     }
     /// The 256 weights as f32, in ggml's arithmetic (`d * sc * q - dmin * m` in f32).
     pub fn dequantize(&self, out: &mut [f32]) {
-        for (j, sub) in out.chunks_exact_mut(QK).enumerate() {
-            let (d1, m1) = self.sub_scales(j);
-            for (l, o) in sub.iter_mut().enumerate() {
-                *o = d1 * self.q(j * QK + l) as f32 - m1;
-            }
-        }
+        dequantize_offset(self, out)
     }
-}
-
-/// One superblock against its 8 activation blocks: per sub-block `j`,
-/// `sumf += sumi * (d' * d_a) - m' * s_a` in f32.
-#[inline(always)]
-fn superblock_dot(x: &BlockQ5K, qa: &[i8], d: &[f32], s: impl Fn(usize) -> f32) -> f32 {
-    let mut sumf = 0f32;
-    for j in 0..SUBS {
-        let (d1, m1) = x.sub_scales(j);
-        let sumi: i32 = (0..QK)
-            .map(|l| x.q(j * QK + l) as i32 * qa[j * QK + l] as i32)
-            .sum();
-        sumf += sumi as f32 * (d1 * d[j]) - m1 * s(j);
-    }
-    sumf
 }
 
 /// Q5_K weights . Q8_1 activations (8 activation blocks per weight block).
 pub fn vec_dot_q5_k_q8_1(w: &[BlockQ5K], a: &[BlockQ8_1]) -> f32 {
-    let mut sumf = 0f32;
-    for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
-        let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
-        let d: Vec<f32> = ys.iter().map(|y| f16_to_f32(y.d)).collect();
-        sumf += superblock_dot(x, &qa, &d, |j| f16_to_f32(ys[j].s));
+    vec_dot_offset(w, a)
+}
+
+impl OffsetSuperblock for BlockQ5K {
+    fn sub_scales(&self, j: usize) -> (f32, f32) {
+        BlockQ5K::sub_scales(self, j)
     }
-    sumf
+    fn code(&self, e: usize) -> u8 {
+        self.q(e)
+    }
 }
 
 row_by_row_gemm!(
