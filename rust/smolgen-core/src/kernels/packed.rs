@@ -60,6 +60,31 @@ pub(crate) const Q5_1_RECORD_LINES: usize = 6;
 /// The line of a Q5 record that holds its fifth bits.
 pub(crate) const FIFTH_BITS_LINE: usize = 4;
 
+/// The two bytes of an f16 at byte `at` of line `line` of a group.
+pub(crate) fn f16_at(group: &[u8], line: usize, at: usize) -> [u8; 2] {
+    [group[line * 64 + at], group[line * 64 + at + 1]]
+}
+
+/// Lines of a record holding its nibbles (Q4_0, Q4_1, Q5_0, Q5_1): line `j` holds bytes
+/// `4j..4j+4` of each row's 16 bytes of `qs`, row after row.
+pub(crate) const NIBBLE_LINES: usize = 4;
+
+/// Stores row `i`'s 16 bytes of nibbles in the record starting at line `rec`.
+pub(crate) fn put_nibbles(group: &mut [u8], rec: usize, i: usize, qs: &[u8; 16]) {
+    for j in 0..NIBBLE_LINES {
+        span_mut(group, rec + j, 4 * i, 4).copy_from_slice(&qs[4 * j..4 * j + 4]);
+    }
+}
+
+/// Row `i`'s 16 bytes of nibbles back from the record starting at line `rec`.
+pub(crate) fn get_nibbles(group: &[u8], rec: usize, i: usize) -> [u8; 16] {
+    let mut qs = [0u8; 16];
+    for j in 0..NIBBLE_LINES {
+        qs[4 * j..4 * j + 4].copy_from_slice(span(group, rec + j, 4 * i, 4));
+    }
+    qs
+}
+
 /// The fifth bits of a record's 16 rows, as [`FIFTH_BITS_LINE`] stores them: eight u64 words,
 /// word `2j + h` for nibble line `j` and its low (`h` 0, elements `4j..4j+4`) or high (`h` 1,
 /// elements `16+4j..`) nibbles, bit `4i + k` for row `i`'s element `k` of those four. So a

@@ -6,7 +6,9 @@ use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
-use crate::kernels::packed::{scales_at, span, span_mut, Repack, Q4_0_RECORD_LINES};
+use crate::kernels::packed::{
+    f16_at, get_nibbles, put_nibbles, scales_at, span_mut, Repack, Q4_0_RECORD_LINES,
+};
 use crate::kernels::prepared::Layout;
 
 /// ggml's `block_q4_0`: 32 weights `d * (q - 8)`, `q` in 0..=15. Element `j < 16` is the low
@@ -142,21 +144,17 @@ impl Repack for BlockQ4_0 {
     }
     fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
         let rec = b * Q4_0_RECORD_LINES;
-        for j in 0..Q4_0_RECORD_LINES {
-            span_mut(group, rec + j, 4 * i, 4).copy_from_slice(&blk.qs[4 * j..4 * j + 4]);
-        }
+        put_nibbles(group, rec, i, &blk.qs);
         let (line, at) = scales_at(Q4_0_RECORD_LINES, nb, b);
         span_mut(group, line, at + 2 * i, 2).copy_from_slice(&blk.d);
     }
     fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
         let rec = b * Q4_0_RECORD_LINES;
-        let mut blk = BlockQ4_0::default();
-        for j in 0..Q4_0_RECORD_LINES {
-            blk.qs[4 * j..4 * j + 4].copy_from_slice(span(group, rec + j, 4 * i, 4));
-        }
         let (line, at) = scales_at(Q4_0_RECORD_LINES, nb, b);
-        blk.d.copy_from_slice(span(group, line, at + 2 * i, 2));
-        blk
+        BlockQ4_0 {
+            d: f16_at(group, line, at + 2 * i),
+            qs: get_nibbles(group, rec, i),
+        }
     }
     fn packed_step(acc: f32, x: &Self, y: &BlockQ8_0) -> f32 {
         (sumi_q4_0(x, &y.qs) as f32).mul_add(f16_to_f32(x.d) * f16_to_f32(y.d), acc)

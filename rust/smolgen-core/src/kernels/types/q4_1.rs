@@ -6,7 +6,9 @@ use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
-use crate::kernels::packed::{span, span_mut, Repack, Q4_1_RECORD_LINES};
+use crate::kernels::packed::{
+    f16_at, get_nibbles, put_nibbles, span_mut, Repack, Q4_1_RECORD_LINES,
+};
 use crate::kernels::prepared::Layout;
 
 /// ggml's `block_q4_1`: 32 weights `d * q + m`, `q` in 0..=15. Element `j < 16` is the low
@@ -148,21 +150,17 @@ impl Repack for BlockQ4_1 {
     }
     fn put(group: &mut [u8], _nb: usize, b: usize, i: usize, blk: &Self) {
         let rec = b * Q4_1_RECORD_LINES;
-        for j in 0..4 {
-            span_mut(group, rec + j, 4 * i, 4).copy_from_slice(&blk.qs[4 * j..4 * j + 4]);
-        }
+        put_nibbles(group, rec, i, &blk.qs);
         span_mut(group, rec + 4, 2 * i, 2).copy_from_slice(&blk.d);
         span_mut(group, rec + 4, 32 + 2 * i, 2).copy_from_slice(&blk.m);
     }
     fn get(group: &[u8], _nb: usize, b: usize, i: usize) -> Self {
         let rec = b * Q4_1_RECORD_LINES;
-        let mut blk = BlockQ4_1::default();
-        for j in 0..4 {
-            blk.qs[4 * j..4 * j + 4].copy_from_slice(span(group, rec + j, 4 * i, 4));
+        BlockQ4_1 {
+            d: f16_at(group, rec + 4, 2 * i),
+            m: f16_at(group, rec + 4, 32 + 2 * i),
+            qs: get_nibbles(group, rec, i),
         }
-        blk.d.copy_from_slice(span(group, rec + 4, 2 * i, 2));
-        blk.m.copy_from_slice(span(group, rec + 4, 32 + 2 * i, 2));
-        blk
     }
     fn packed_step(acc: f32, x: &Self, y: &BlockQ8_1) -> f32 {
         let sumi: i32 = (0..QK).map(|j| x.q(j) as i32 * y.qs[j] as i32).sum();

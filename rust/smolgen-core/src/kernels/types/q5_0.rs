@@ -7,8 +7,8 @@ use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::packed::{
-    get_fifth_bits, put_fifth_bits, scales_at, span, span_mut, Repack, FIFTH_BITS_LINE,
-    Q5_0_RECORD_LINES,
+    f16_at, get_fifth_bits, get_nibbles, put_fifth_bits, put_nibbles, scales_at, span, span_mut,
+    Repack, FIFTH_BITS_LINE, Q5_0_RECORD_LINES,
 };
 use crate::kernels::prepared::Layout;
 
@@ -159,9 +159,7 @@ impl Repack for BlockQ5_0 {
     }
     fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
         let rec = b * Q5_0_RECORD_LINES;
-        for j in 0..4 {
-            span_mut(group, rec + j, 4 * i, 4).copy_from_slice(&blk.qs[4 * j..4 * j + 4]);
-        }
+        put_nibbles(group, rec, i, &blk.qs);
         let qh = u32::from_le_bytes(blk.qh);
         put_fifth_bits(span_mut(group, rec + FIFTH_BITS_LINE, 0, 64), i, qh);
         let (line, at) = scales_at(Q5_0_RECORD_LINES, nb, b);
@@ -169,14 +167,12 @@ impl Repack for BlockQ5_0 {
     }
     fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
         let rec = b * Q5_0_RECORD_LINES;
-        let mut blk = BlockQ5_0::default();
-        for j in 0..4 {
-            blk.qs[4 * j..4 * j + 4].copy_from_slice(span(group, rec + j, 4 * i, 4));
-        }
-        blk.qh = get_fifth_bits(span(group, rec + FIFTH_BITS_LINE, 0, 64), i).to_le_bytes();
         let (line, at) = scales_at(Q5_0_RECORD_LINES, nb, b);
-        blk.d.copy_from_slice(span(group, line, at + 2 * i, 2));
-        blk
+        BlockQ5_0 {
+            d: f16_at(group, line, at + 2 * i),
+            qh: get_fifth_bits(span(group, rec + FIFTH_BITS_LINE, 0, 64), i).to_le_bytes(),
+            qs: get_nibbles(group, rec, i),
+        }
     }
     fn packed_step(acc: f32, x: &Self, y: &BlockQ8_0) -> f32 {
         (sumi_q5_0(x, &y.qs) as f32).mul_add(f16_to_f32(x.d) * f16_to_f32(y.d), acc)

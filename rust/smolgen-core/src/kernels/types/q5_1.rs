@@ -8,7 +8,8 @@ use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::packed::{
-    get_fifth_bits, put_fifth_bits, span, span_mut, Repack, FIFTH_BITS_LINE, Q5_1_RECORD_LINES,
+    f16_at, get_fifth_bits, get_nibbles, put_fifth_bits, put_nibbles, span, span_mut, Repack,
+    FIFTH_BITS_LINE, Q5_1_RECORD_LINES,
 };
 use crate::kernels::prepared::Layout;
 
@@ -142,9 +143,7 @@ impl Repack for BlockQ5_1 {
     }
     fn put(group: &mut [u8], _nb: usize, b: usize, i: usize, blk: &Self) {
         let rec = b * Q5_1_RECORD_LINES;
-        for j in 0..4 {
-            span_mut(group, rec + j, 4 * i, 4).copy_from_slice(&blk.qs[4 * j..4 * j + 4]);
-        }
+        put_nibbles(group, rec, i, &blk.qs);
         let qh = u32::from_le_bytes(blk.qh);
         put_fifth_bits(span_mut(group, rec + FIFTH_BITS_LINE, 0, 64), i, qh);
         span_mut(group, rec + SCALES_LINE, 2 * i, 2).copy_from_slice(&blk.d);
@@ -152,16 +151,12 @@ impl Repack for BlockQ5_1 {
     }
     fn get(group: &[u8], _nb: usize, b: usize, i: usize) -> Self {
         let rec = b * Q5_1_RECORD_LINES;
-        let mut blk = BlockQ5_1::default();
-        for j in 0..4 {
-            blk.qs[4 * j..4 * j + 4].copy_from_slice(span(group, rec + j, 4 * i, 4));
+        BlockQ5_1 {
+            d: f16_at(group, rec + SCALES_LINE, 2 * i),
+            m: f16_at(group, rec + SCALES_LINE, 32 + 2 * i),
+            qh: get_fifth_bits(span(group, rec + FIFTH_BITS_LINE, 0, 64), i).to_le_bytes(),
+            qs: get_nibbles(group, rec, i),
         }
-        blk.qh = get_fifth_bits(span(group, rec + FIFTH_BITS_LINE, 0, 64), i).to_le_bytes();
-        blk.d
-            .copy_from_slice(span(group, rec + SCALES_LINE, 2 * i, 2));
-        blk.m
-            .copy_from_slice(span(group, rec + SCALES_LINE, 32 + 2 * i, 2));
-        blk
     }
     fn packed_step(acc: f32, x: &Self, y: &BlockQ8_1) -> f32 {
         let scale = f16_to_f32(x.d) * f16_to_f32(y.d);
