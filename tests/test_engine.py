@@ -264,6 +264,13 @@ def test_quantize_names_the_types_and_refuses_bad_input():
         _core.quantize("q3_x", np.zeros(32, np.float32))
     with pytest.raises(smolgen.InvalidArgumentError, match="blocks"):
         _core.quantize("q4_K", np.zeros(32, np.float32))
+    with pytest.raises(smolgen.InvalidArgumentError, match="contiguous"):
+        _core.quantize("q8_0", np.zeros(64, np.float32)[::2])
+    # Non-finite values give some bytes of the right length, never a crash.
+    bad = np.full(256, np.nan, np.float32)
+    bad[3] = np.inf
+    for name in _core.weight_types():
+        assert len(_core.quantize(name, bad)) > 0, name
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"])
