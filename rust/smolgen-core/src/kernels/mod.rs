@@ -1,6 +1,7 @@
-//! Our own quantized CPU kernels for GGUF weights: dot and matrix products of every weight type
-//! in [`WEIGHT_KINDS`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) against 8-bit
-//! activations, activation quantization, and run-time CPU dispatch.
+//! Our own CPU kernels for model weights: dot and matrix products of every weight type in
+//! [`WEIGHT_KINDS`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K against 8-bit
+//! activations; F16, BF16 and F32 against f32 activations), activation quantization, and
+//! run-time CPU dispatch.
 //!
 //! * [`blocks`]: what block types share, viewed safely from file bytes at any alignment.
 //! * [`types`]: each block type in its own file, and which kernels multiply it.
@@ -50,5 +51,6 @@ pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
 pub use packed::{PackedMatrix, Repack};
 pub use pool::Pool;
 pub use types::{
-    ActivationBlock, BlockQ4_1, BlockQ8_0, BlockQ8_1, WeightBlock, WeightKind, WEIGHT_KINDS,
+    ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ4_1, BlockQ8_0, BlockQ8_1, WeightBlock,
+    WeightKind, WEIGHT_KINDS,
 };

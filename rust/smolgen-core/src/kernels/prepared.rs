@@ -7,12 +7,12 @@
 //! Activations arrive as ggml Q8_1/Q8_0 blocks and are first copied into a [`Prepared`] layout:
 //! codes in 64-byte-aligned lines, scales as f32, plus whatever per-block constants the
 //! instruction set's micro-kernel wants (that copy is `m * k` bytes, small next to the
-//! `n * m * k` multiply-adds).
+//! `n * m * k` multiply-adds). f32 activations, for float weights, are held as they are.
 
 use std::ops::Range;
 
 use super::matmul::QWeight;
-use super::types::{BlockQ8_0, BlockQ8_1};
+use super::types::{BlockF32, BlockQ8_0, BlockQ8_1};
 
 /// 64 bytes, cache-line aligned: 2 blocks of codes, or 16 f32 / i32.
 #[repr(C, align(64))]
@@ -51,6 +51,8 @@ pub struct Prepared {
     cx: Vec<Line>,
     /// Q8_0: `-128 * sum(codes)` per block, the start of a dot against codes biased by +128.
     fix: Vec<i32>,
+    /// F32 activations (for float weights): `nb * 32` values per row.
+    x: Vec<f32>,
 }
 
 impl Prepared {
@@ -77,6 +79,12 @@ impl Prepared {
     #[inline(always)]
     pub fn bias_fix(&self, c: usize) -> &[i32] {
         &self.fix[c * self.nbp..(c + 1) * self.nbp]
+    }
+    /// F32 activations: row `c`, `nb * 32` values.
+    #[inline(always)]
+    pub fn floats(&self, c: usize) -> &[f32] {
+        let k = self.nb * super::blocks::QK;
+        &self.x[c * k..(c + 1) * k]
     }
     /// Pair layouts: one line per block pair of row `c`.
     #[cfg(target_arch = "x86_64")]
@@ -108,6 +116,7 @@ impl Prepared {
             sx: Vec::new(),
             cx: Vec::new(),
             fix: Vec::new(),
+            x: Vec::new(),
         }
     }
 
@@ -140,6 +149,14 @@ impl Prepared {
     fn put_f32(lines: &mut [Line], line: usize, lane: usize, v: f32) {
         let at = lane * 4;
         lines[line].0[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+    }
+
+    /// Holds `a` (whole rows of `nb` blocks of f32) for a float kernel, reusing this buffer.
+    pub(crate) fn fill_f32(&mut self, a: &[BlockF32], nb: usize) {
+        (self.m, self.nb, self.nbp) = (a.len() / nb, nb, nb);
+        self.x.clear();
+        self.x
+            .extend(a.iter().flat_map(|b| b.v.map(f32::from_le_bytes)));
     }
 
     /// Lays out `a` (whole rows of `nb` blocks) for a Q4_1 kernel, reusing this buffer.

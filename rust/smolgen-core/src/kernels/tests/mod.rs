@@ -12,8 +12,9 @@ use super::matmul::{Activation, QWeight};
 use super::packed::{reference_matmul_packed, PackedMatrix, Repack};
 use super::pool::Pool;
 use super::types::{
-    ActivationBlock, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8_0, BlockQ8_1, OffsetSuperblock, WeightBlock, WEIGHT_KINDS,
+    ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, FloatBlock, OffsetSuperblock,
+    WeightBlock, WEIGHT_KINDS,
 };
 
 /// Calls `$check::<W>()` for every weight type, into an array of the results. A new type adds
@@ -29,12 +30,16 @@ macro_rules! for_each_weight_type {
             $check::<BlockQ4K>(),
             $check::<BlockQ5K>(),
             $check::<BlockQ6K>(),
+            $check::<BlockF16>(),
+            $check::<BlockBF16>(),
+            $check::<BlockF32>(),
         ]
     };
 }
 
 /// As [`for_each_weight_type`], for the types whose reference quantization is written here (the
-/// K-quants' is candle's for now, so comparing it with candle's would prove nothing).
+/// K-quants' is candle's for now, so comparing it with candle's would prove nothing; for the
+/// float types it is ggml's rounding of each value).
 macro_rules! for_each_reference_quantized_type {
     ($check:ident) => {
         [
@@ -43,6 +48,9 @@ macro_rules! for_each_reference_quantized_type {
             $check::<BlockQ5_0>(),
             $check::<BlockQ5_1>(),
             $check::<BlockQ8_0>(),
+            $check::<BlockF16>(),
+            $check::<BlockBF16>(),
+            $check::<BlockF32>(),
         ]
     };
 }
@@ -287,6 +295,72 @@ impl Sample for BlockQ8_0 {
     }
     fn magnitude(w: &[Self], a: &[BlockQ8_0]) -> f64 {
         abs_sum_q8_0(w, a)
+    }
+}
+
+/// Float blocks: values around 0.05 or, with `extreme`, whole blocks of zeros, of subnormals
+/// (`tiny`), of values near `huge`, and of every sign and magnitude at once, each rounded by
+/// the type's own quantization.
+fn float_blocks<W: WeightBlock>(
+    rng: &mut Rng,
+    n: usize,
+    extreme: bool,
+    tiny: f32,
+    huge: f32,
+) -> Vec<W> {
+    (0..n)
+        .map(|_| {
+            let kind = if extreme { rng.below(5) } else { 4 };
+            let x: Vec<f32> = (0..QK)
+                .map(|j| match kind {
+                    0 => 0.0,
+                    1 => rng.unit() * tiny,
+                    2 => rng.unit() * huge,
+                    3 => [tiny, 1.0, huge, -0.0][j % 4] * rng.unit(),
+                    _ => rng.unit() * 0.05,
+                })
+                .collect();
+            W::quantize(&x)
+        })
+        .collect()
+}
+
+/// `sum |w_i x_i|` of a float dot.
+fn float_magnitude<W: FloatBlock>(w: &[W], a: &[BlockF32]) -> f64 {
+    w.iter()
+        .zip(a)
+        .map(|(x, y)| {
+            (0..QK)
+                .map(|i| (x.value(i) as f64 * y.value(i) as f64).abs())
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+impl Sample for BlockF16 {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        float_blocks(rng, n, extreme, 6e-8, 65504.0)
+    }
+    fn magnitude(w: &[Self], a: &[BlockF32]) -> f64 {
+        float_magnitude(w, a)
+    }
+}
+
+impl Sample for BlockBF16 {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        float_blocks(rng, n, extreme, 1e-39, 1e20)
+    }
+    fn magnitude(w: &[Self], a: &[BlockF32]) -> f64 {
+        float_magnitude(w, a)
+    }
+}
+
+impl Sample for BlockF32 {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        float_blocks(rng, n, extreme, 1e-40, 1e20)
+    }
+    fn magnitude(w: &[Self], a: &[BlockF32]) -> f64 {
+        float_magnitude(w, a)
     }
 }
 
@@ -685,6 +759,10 @@ fn activation_values<A: ActivationBlock>(blk: &A, out: &mut [f32]) {
         b.dequantize(out)
     } else if let Ok([b]) = cast_blocks::<BlockQ8_0>(bytes) {
         b.dequantize(out)
+    } else if let Ok([b]) = cast_blocks::<BlockF32>(bytes) {
+        out.iter_mut()
+            .enumerate()
+            .for_each(|(i, o)| *o = b.value(i))
     } else {
         panic!("no values for {} activations", A::NAME)
     }

@@ -64,6 +64,43 @@ fn matmul_paths_match_scalar() {
     for_each_weight_type!(matmul_paths_match);
 }
 
+/// A float type's products keep one summation order on every path: the same bits as the
+/// scalar reference, whatever the tile shape, batch or thread count.
+fn float_products_are_exact<W: Sample>() {
+    let mut rng = Rng(17);
+    let (rows, nb) = (37usize, 18usize);
+    let k = nb * QK;
+    let w = W::random(&mut rng, rows * nb, true);
+    let wm = QMatrix::new(&w, rows, k).expect("shape");
+    for m in [1usize, 2, 5, 17] {
+        let a = quantized_acts::<W::Activation>(&mut rng, m * nb, true);
+        let mut want = vec![0f32; m * rows];
+        scalar()
+            .matmul(&Pool::single(), &wm, &a, &mut want)
+            .expect("shapes");
+        for kern in simd_isas() {
+            let mut got = vec![f32::NAN; m * rows];
+            kern.matmul(&Pool::new(2).expect("threads"), &wm, &a, &mut got)
+                .expect("shapes");
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    g.to_bits() == e.to_bits(),
+                    "{} {} m={m} output {i}: {g} vs {e}",
+                    kern.name(),
+                    W::NAME
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn float_products_are_the_same_bits_on_every_path() {
+    float_products_are_exact::<BlockF16>();
+    float_products_are_exact::<BlockBF16>();
+    float_products_are_exact::<BlockF32>();
+}
+
 fn packing_keeps_blocks<W: Sample + Repack>() {
     let mut rng = Rng(11);
     for &(rows, k) in &[(1usize, 32usize), (16, 64), (20, 96), (37, 576)] {

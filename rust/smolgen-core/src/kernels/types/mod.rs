@@ -17,6 +17,10 @@ use super::packed::{PackedMatrix, Repack};
 use super::prepared::{GemmFn, Layout, Prepared};
 use crate::error::{Error, Result};
 
+mod bf16;
+mod f16;
+mod f32;
+mod float;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -27,6 +31,11 @@ mod q6_k;
 mod q8_0;
 mod q8_1;
 
+pub use bf16::BlockBF16;
+pub use f16::BlockF16;
+pub use f32::BlockF32;
+#[cfg(test)]
+pub(crate) use float::FloatBlock;
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
 #[cfg(target_arch = "aarch64")]
@@ -261,7 +270,7 @@ fn quantize_bytes<W: WeightBlock>(x: &[f32], out: &mut [u8]) {
 }
 
 /// Every weight type the kernels multiply.
-pub const WEIGHT_KINDS: [&WeightKind; 8] = [
+pub const WEIGHT_KINDS: [&WeightKind; 11] = [
     BlockQ4_0::KIND,
     BlockQ4_1::KIND,
     BlockQ5_0::KIND,
@@ -270,6 +279,9 @@ pub const WEIGHT_KINDS: [&WeightKind; 8] = [
     BlockQ5K::KIND,
     BlockQ6K::KIND,
     <BlockQ8_0 as WeightBlock>::KIND,
+    BlockF16::KIND,
+    BlockBF16::KIND,
+    <BlockF32 as WeightBlock>::KIND,
 ];
 
 /// One block of `W` quantized by candle (its port of ggml's quantization), for the types whose

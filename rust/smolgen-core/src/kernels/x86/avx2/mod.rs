@@ -7,12 +7,15 @@
 //! `d_w * d_a`; the offset term `m_w * s_a` rides in lane 1 of the same accumulator.
 //! Q8_0 x Q8_0: the usual sign trick (`|w|` times `a` with `w`'s sign), which needs activation
 //! codes in -127..=127.
+//! Float weights (F32, F16, BF16) x f32 activations: [`float`].
 
 use std::arch::x86_64::*;
 
+mod float;
 mod packed;
 mod row_major;
 
+pub(crate) use float::*;
 pub(crate) use packed::*;
 pub(crate) use row_major::*;
 

@@ -1,8 +1,12 @@
 //! aarch64 Advanced SIMD kernels: the integer block dot in NEON (`smull` to i16, pairwise
 //! accumulate to i32), the float part exactly as the scalar reference, so results are
-//! bit-identical to it. One weight row x one activation row at a time; no `sdot` yet.
+//! bit-identical to it. One weight row x one activation row at a time; no `sdot` yet. Float
+//! weights (F32, F16, BF16): [`float`].
 
 use std::arch::aarch64::*;
+
+mod float;
+pub(crate) use float::*;
 
 use crate::kernels::blocks::f16_to_f32;
 use crate::kernels::blocks::QK;

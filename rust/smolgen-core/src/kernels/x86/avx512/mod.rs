@@ -8,11 +8,15 @@
 //! Q8_0 x Q8_0: `vpdpbusd` wants one unsigned operand, so the weights get +128 (`xor 0x80`) and
 //! the accumulator starts from the prepared `-128 * sum(a)` per lane, which cancels the bias
 //! exactly in integers.
+//! Float weights (F32, F16, BF16) x f32 activations: [`float`].
 
 // Register tiles are indexed in lockstep (acc[r][c], wq[r], qa[c]); index loops read best.
 #![allow(clippy::needless_range_loop)]
 use std::arch::x86_64::*;
 use std::ops::Range;
+
+mod float;
+pub(crate) use float::*;
 
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;

@@ -1,0 +1,95 @@
+//! Float weights (F32, F16, BF16) x f32 activations, 16 values per 512-bit register: one
+//! register of lane sums per output, the canonical sixteen lanes of
+//! [`crate::kernels::types`]' float order, so the bits equal the AVX2 path's.
+
+// Register tiles are indexed in lockstep (acc[r][c], wv[r], x[c]); index loops read best.
+#![allow(clippy::needless_range_loop)]
+use std::arch::x86_64::*;
+
+use super::super::avx2::{float_tile, hsum, value_bytes, BF16, F16, F32};
+use super::super::walk::{prefetch_record, row_major_gemm};
+use crate::kernels::blocks::QK;
+use crate::kernels::prepared::{OutPtr, Prepared};
+use crate::kernels::types::{BlockBF16, BlockF16, BlockF32};
+
+/// Sixteen values of type `T` at `p`, widened exactly to f32.
+///
+/// # Safety
+/// AVX-512 F present; 16 values readable at `p`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn widen16<const T: u8>(p: *const u8) -> __m512 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match T {
+            F32 => _mm512_loadu_ps(p.cast()),
+            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                _mm256_loadu_si256(p.cast()),
+            ))),
+        }
+    }
+}
+
+/// An `R x C` tile of float weight rows from `w` (rows of `nb` blocks of type `T`) against
+/// activation rows `c0..c0 + C`.
+///
+/// # Safety
+/// AVX-512 F present; the rows and activation rows exist; `out` as in `GemmFn`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn tile_float<const T: u8, const R: usize, const C: usize>(
+    w: *const u8,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    r0: usize,
+    out: OutPtr,
+    pf: usize,
+) {
+    let (k, vb) = (nb * QK, value_bytes::<T>());
+    let mut acc = [[_mm512_setzero_ps(); C]; R];
+    let x: [*const f32; C] = std::array::from_fn(|c| a.floats(c0 + c).as_ptr());
+    for e in (0..k).step_by(16) {
+        if e % QK == 0 {
+            for r in 0..R {
+                // A block is 128 bytes of f32 or 64 of f16/bf16.
+                prefetch_record(w.wrapping_add((r * k + e) * vb), pf, vb / 2);
+            }
+        }
+        // SAFETY: values `e..e + 16` of each row exist (`k` is a multiple of 32).
+        let wv: [__m512; R] =
+            std::array::from_fn(|r| unsafe { widen16::<T>(w.add((r * k + e) * vb)) });
+        for c in 0..C {
+            // SAFETY: as above, for the activation row.
+            let xv = unsafe { _mm512_loadu_ps(x[c].add(e)) };
+            for r in 0..R {
+                acc[r][c] = _mm512_fmadd_ps(wv[r], xv, acc[r][c]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let v = acc[r][c];
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            let v = hsum(_mm256_add_ps(_mm512_castps512_ps256(v), high));
+            // SAFETY: the caller's contract.
+            unsafe { out.write(c0 + c, r0 + r, v) };
+        }
+    }
+}
+
+float_tile!(tile_f32, "avx512f,avx2,fma,f16c", tile_float, BlockF32, F32);
+float_tile!(tile_f16, "avx512f,avx2,fma,f16c", tile_float, BlockF16, F16);
+float_tile!(
+    tile_bf16,
+    "avx512f,avx2,fma,f16c",
+    tile_float,
+    BlockBF16,
+    BF16
+);
+
+// 4 x 4 tiles: sixteen accumulators, four widened weight registers and one activation register.
+row_major_gemm!(gemm_f32, "avx512f,avx2,fma,f16c", BlockF32, tile_f32, 4 x 4);
+row_major_gemm!(gemm_f16, "avx512f,avx2,fma,f16c", BlockF16, tile_f16, 4 x 4);
+row_major_gemm!(gemm_bf16, "avx512f,avx2,fma,f16c", BlockBF16, tile_bf16, 4 x 4);
