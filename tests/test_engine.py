@@ -17,21 +17,23 @@ from smolgen.bench import prompt_ids
 PROMPTS = ["The theory of relativity", "Once upon a time", "def fib(n):", "Water boils at"]
 
 
-def test_quantized_gguf_runs_on_our_kernels_and_the_rest_on_candle(tmp_path, tiny_weights):
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16", "F32"])
+def test_every_gguf_type_runs_on_our_kernels(tmp_path, tiny_weights, qtype):
     kernels = _core.kernel_path()
     assert kernels in _core.kernel_paths()
-    for qtype, engine in [
-        ("Q4_0", kernels),
-        ("Q4_1", kernels),
-        ("Q5_0", kernels),
-        ("Q5_1", kernels),
-        ("Q8_0", kernels),
-        ("F32", "candle"),
-    ]:
-        path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
-        info = smolgen.load(path, threads=2).info
-        assert info["engine"] == engine, qtype
-        assert info["threads"] == (2 if engine != "candle" else None)
+    path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
+    info = smolgen.load(path, threads=2).info
+    assert info["engine"] == kernels, qtype
+    assert info["threads"] == 2
+
+
+@pytest.mark.parametrize("dtype", [None, "f32", "f16", "bf16"])
+def test_safetensors_run_on_our_kernels(tiny_dir, dtype):
+    """A Hugging Face directory runs on the float kernels in its own dtype, or in the one asked
+    for at load; only forcing candle gives candle."""
+    info = smolgen.load(tiny_dir, threads=2, dtype=dtype).info
+    assert info["engine"] == _core.kernel_path()
+    assert info["threads"] == 2
 
 
 @pytest.mark.parametrize(

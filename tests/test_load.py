@@ -22,6 +22,27 @@ def test_tiny_safetensors_matches_numpy_reference(tiny_dir, tiny_weights):
     np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    ("dtype", "name", "rounded"),
+    [
+        ("bfloat16", "BF16", tiny_llama.bf16_values),
+        ("float16", "F16", lambda v: v.astype(np.float16).astype(np.float32)),
+    ],
+)
+def test_half_safetensors_run_in_place_and_match_the_reference(
+    tmp_path, tiny_weights, dtype, name, rounded
+):
+    """Hugging Face's dtypes, read where the file maps them: the weights are exactly their
+    16-bit values and the activations stay f32, so the logits equal the NumPy pass over the
+    rounded weights to f32 accuracy."""
+    directory = tiny_llama.write_hf_dir(tmp_path / dtype, tiny_weights, dtype=dtype)
+    model = smolgen.load(directory)
+    assert model.info["weight_types"]["attn_q"] == name
+    rounded = {k: rounded(v) for k, v in tiny_weights.items()}
+    ref = forward(rounded, tiny_llama.CONFIG, IDS, interleaved=False)
+    np.testing.assert_allclose(model.logits(IDS, positions="all"), ref, atol=2e-4, rtol=1e-4)
+
+
 def test_gguf_and_safetensors_of_the_same_weights_agree(tiny_dir, tiny_gguf):
     """GGUF stores Q/K rows permuted for interleaved RoPE; the result must not change."""
     from_st = smolgen.load(tiny_dir).logits(IDS, positions="all")

@@ -128,10 +128,43 @@ def hf_name(name: str) -> str:
     return f"model.layers.{layer}.{HF_NAMES[kind]}.weight"
 
 
+def bf16_rounded(x: np.ndarray) -> np.ndarray:
+    """`x` rounded to bfloat16 (nearest, ties to even), as the uint16 bits."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_values(x: np.ndarray) -> np.ndarray:
+    """`x` rounded to bfloat16, as float32 values."""
+    return (bf16_rounded(x).astype(np.uint32) << 16).view(np.float32)
+
+
+def save_bf16_safetensors(tensors: dict[str, np.ndarray], path: Path) -> None:
+    """A safetensors file of bfloat16 tensors (NumPy has no bfloat16 for the library to save)."""
+    header, blobs, at = {}, [], 0
+    for name in sorted(tensors):
+        blob = bf16_rounded(tensors[name]).tobytes()
+        header[name] = {
+            "dtype": "BF16",
+            "shape": list(tensors[name].shape),
+            "data_offsets": [at, at + len(blob)],
+        }
+        blobs.append(blob)
+        at += len(blob)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
 def write_hf_dir(
-    directory: Path, w: dict[str, np.ndarray], cfg: LlamaConfig = CONFIG, shards: int = 1
+    directory: Path,
+    w: dict[str, np.ndarray],
+    cfg: LlamaConfig = CONFIG,
+    shards: int = 1,
+    dtype: str = "float32",
 ) -> Path:
-    """config.json, tokenizer files and (optionally sharded) safetensors, in float32."""
+    """config.json, tokenizer files and (optionally sharded) safetensors, in `dtype` (float32,
+    float16 or bfloat16, as Hugging Face publishes SmolLM2)."""
     from safetensors.numpy import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -148,13 +181,17 @@ def write_hf_dir(
         "rms_norm_eps": cfg.rms_norm_eps,
         "rope_theta": cfg.rope_theta,
         "tie_word_embeddings": True,
-        "torch_dtype": "float32",
+        "torch_dtype": dtype,
     }
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     names = sorted(w)
     for s in range(shards):
         part = {hf_name(n): w[n] for n in names[s::shards]}
-        save_file(part, str(directory / f"model-{s + 1:05d}-of-{shards:05d}.safetensors"))
+        path = directory / f"model-{s + 1:05d}-of-{shards:05d}.safetensors"
+        if dtype == "bfloat16":
+            save_bf16_safetensors(part, path)
+        else:
+            save_file({k: v.astype(dtype) for k, v in part.items()}, str(path))
     (directory / "tokenizer.json").write_text(json.dumps(tokenizer_json()))
     (directory / "tokenizer_config.json").write_text(
         json.dumps({"eos_token": "<|im_end|>", "bos_token": "<|im_start|>", "add_bos_token": False})

@@ -4,10 +4,12 @@
 //! grouped-query attention (Ainslie et al., 2023). Reference implementation: Hugging Face
 //! `transformers/models/llama/modeling_llama.py`; llama.cpp's `llm_build_llama` for GGUF.
 //!
-//! * [`CpuEngine`]: our own kernels on the memory-mapped GGUF, for a GGUF on the CPU whose
+//! * [`CpuEngine`]: our own kernels on the memory-mapped file, for weights on the CPU whose
 //!   matrices are all of types the kernels multiply ([`crate::kernels::WEIGHT_KINDS`]: Q4_0,
-//!   Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, so Q4_K_M and Q5_K_M files too).
-//! * [`CandleEngine`]: candle, for everything else (safetensors, other quantizations, CUDA, Metal).
+//!   Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, so Q4_K_M and Q5_K_M files too, and F16, BF16
+//!   and F32, so safetensors directories too).
+//! * [`CandleEngine`]: candle, for CUDA and Metal, and for GGUF types the kernels do not
+//!   multiply yet (Q2_K, Q3_K).
 
 pub mod attention;
 pub mod candle;
@@ -54,8 +56,8 @@ pub struct BatchItem<'a> {
 }
 
 impl Engine {
-    /// Our kernels when the weights are a GGUF of types they cover and the device is the CPU;
-    /// candle otherwise. `threads` sizes our kernels' pool (0: one per core).
+    /// Our kernels when every matrix is of a type they cover and the device is the CPU; candle
+    /// otherwise. `threads` sizes our kernels' pool (0: one per core).
     pub fn load(
         cfg: Config,
         weights: &mut Weights,
@@ -64,11 +66,7 @@ impl Engine {
     ) -> Result<Self> {
         // `SMOLGEN_ENGINE=candle` keeps candle even where our kernels apply (to compare them).
         let candle_forced = Settings::get()?.engine == EngineChoice::Candle;
-        let ours = device.is_cpu()
-            && !candle_forced
-            && weights
-                .gguf_file()
-                .is_some_and(|file| CpuEngine::supports(file, &cfg));
+        let ours = device.is_cpu() && !candle_forced && CpuEngine::supports(weights, &cfg);
         let backend = if ours {
             Backend::Cpu(Box::new(CpuEngine::load(cfg.clone(), weights, threads)?))
         } else {

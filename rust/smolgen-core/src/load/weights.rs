@@ -1,7 +1,8 @@
 //! Where the weights come from: a GGUF file or a Hugging Face safetensors directory.
 //!
-//! Both sources answer the same questions under llama.cpp's tensor names (`blk.3.attn_q`, ...),
-//! and both hand out every matrix as a candle `QMatMul`, so one forward pass serves both formats.
+//! Both sources answer the same questions under llama.cpp's tensor names (`blk.3.attn_q`, ...).
+//! Our CPU kernels read a matrix's bytes where the file maps them ([`Weights::raw_matrix`]);
+//! candle (CUDA, Metal) gets every matrix as a `QMatMul`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,65 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::load::gguf::{GgufFile, TensorInfo};
+use crate::load::gguf::GgufFile;
+
+/// Bytes that tensors lie in and kernels read in place: a memory-mapped file, or a buffer
+/// filled at load (a dtype conversion).
+pub trait TensorBytes: Send + Sync {
+    /// `len` bytes at `offset`, if they lie inside.
+    fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]>;
+    /// Drops the resident copy of `offset..offset + len` once it has been copied elsewhere
+    /// (a hint: the bytes stay readable).
+    fn release(&self, _offset: usize, _len: usize) {}
+    /// Where the bytes came from, for errors.
+    fn origin(&self) -> &Path;
+}
+
+impl TensorBytes for GgufFile {
+    fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        GgufFile::bytes(self, offset, len)
+    }
+    fn release(&self, offset: usize, len: usize) {
+        GgufFile::release(self, offset, len)
+    }
+    fn origin(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A tensor converted at load, in its own buffer.
+struct Converted {
+    origin: PathBuf,
+    data: Vec<u8>,
+}
+
+impl TensorBytes for Converted {
+    fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        self.data.get(offset..offset.checked_add(len)?)
+    }
+    fn origin(&self) -> &Path {
+        &self.origin
+    }
+}
+
+/// A matrix as its file stores it: ggml's type id and where its bytes lie.
+#[derive(Clone)]
+pub struct RawMatrix {
+    pub ggml_type: u32,
+    pub bytes: Arc<dyn TensorBytes>,
+    pub offset: usize,
+    pub len: usize,
+}
+
+/// The ggml type id of a safetensors dtype.
+fn safetensors_ggml_type(dtype: DType) -> Option<u32> {
+    match dtype {
+        DType::F32 => Some(0),
+        DType::F16 => Some(1),
+        DType::BF16 => Some(30),
+        _ => None,
+    }
+}
 
 /// What a tensor is stored as, for `Model.info`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,26 +168,69 @@ impl Weights {
         }
     }
 
-    /// Where a GGUF tensor of shape `shape` lies in the file, recorded as loaded without
-    /// copying anything (for kernels that read the mapped file in place).
-    pub fn gguf_tensor(&mut self, name: &str, shape: &[usize]) -> Result<TensorInfo> {
-        let info = match &self.source {
+    /// The ggml type and shape a matrix is stored with, without loading it (`None` when the
+    /// file lacks it or stores it in a type ggml has no id for).
+    pub fn stored_type(&self, name: &str) -> Option<(u32, Vec<usize>)> {
+        match &self.source {
             Source::Gguf(g) => g
                 .tensor_info(name)
-                .cloned()
-                .ok_or_else(|| g.malformed(format!("missing tensor `{name}`")))?,
-            Source::Safetensors(_) => {
-                return Err(Error::invalid("raw tensor bytes exist only in a GGUF file"))
+                .map(|t| (crate::load::gguf::ggml_type_id(t.dtype), t.shape.clone())),
+            Source::Safetensors(s) => {
+                let (_, info, dtype) = s.locate(name).ok()?;
+                let dtype = s.dtype.unwrap_or(dtype);
+                Some((safetensors_ggml_type(dtype)?, info.shape.clone()))
+            }
+        }
+    }
+
+    /// Where a `[rows, cols]` matrix's bytes lie, in its file's own layout, recorded as loaded
+    /// without copying anything (a safetensors dtype conversion, asked for at open, copies).
+    pub fn raw_matrix(&mut self, name: &str, shape: (usize, usize)) -> Result<RawMatrix> {
+        let want = [shape.0, shape.1];
+        let (raw, dtype, elements) = match &self.source {
+            Source::Gguf(g) => {
+                let info = g
+                    .tensor_info(name)
+                    .ok_or_else(|| g.malformed(format!("missing tensor `{name}`")))?;
+                self.check_shape(name, &info.shape, &want)?;
+                let raw = RawMatrix {
+                    ggml_type: crate::load::gguf::ggml_type_id(info.dtype),
+                    bytes: g.clone(),
+                    offset: info.offset,
+                    len: info.size_in_bytes,
+                };
+                (raw, format!("{:?}", info.dtype), info.elem_count())
+            }
+            Source::Safetensors(s) => {
+                let (file, info, dtype) = s.locate(name)?;
+                self.check_shape(name, &info.shape, &want)?;
+                let (start, end) = info.data_offsets;
+                let raw = match s.dtype {
+                    Some(to) if to != dtype => {
+                        let t = s.tensor(name, &Device::Cpu)?;
+                        RawMatrix {
+                            ggml_type: safetensors_ggml_type(to).unwrap_or(u32::MAX),
+                            len: t.elem_count() * to.size_in_bytes(),
+                            bytes: Arc::new(Converted {
+                                origin: file.path.clone(),
+                                data: tensor_bytes(&t)?,
+                            }),
+                            offset: 0,
+                        }
+                    }
+                    _ => RawMatrix {
+                        ggml_type: safetensors_ggml_type(dtype).unwrap_or(u32::MAX),
+                        bytes: file.clone(),
+                        offset: file.data_start + start,
+                        len: end - start,
+                    },
+                };
+                let dtype = s.dtype.unwrap_or(dtype);
+                (raw, dtype_name(dtype), want[0] * want[1])
             }
         };
-        self.check_shape(name, &info.shape, shape)?;
-        let (dtype, elements, bytes) = (
-            format!("{:?}", info.dtype),
-            info.elem_count(),
-            info.size_in_bytes,
-        );
-        self.record(name, dtype, elements, bytes);
-        Ok(info)
+        self.record(name, dtype, elements, raw.len);
+        Ok(raw)
     }
 
     /// A `[rows, cols]` tensor as it is stored, its shape checked and recorded.
@@ -212,7 +314,7 @@ struct MappedSafetensors {
 /// llama.cpp's names on the way in.
 pub struct SafetensorsDir {
     pub dir: PathBuf,
-    files: Vec<MappedSafetensors>,
+    files: Vec<Arc<MappedSafetensors>>,
     /// llama.cpp name -> (file index, Hugging Face name).
     index: HashMap<String, (usize, String)>,
     dtype: Option<DType>,
@@ -245,12 +347,12 @@ impl SafetensorsDir {
                     index.insert(ours, (i, name.to_string()));
                 }
             }
-            files.push(MappedSafetensors {
+            files.push(Arc::new(MappedSafetensors {
                 path,
                 mmap,
                 data_start: 8 + header_len,
                 header,
-            });
+            }));
         }
         Ok(SafetensorsDir {
             dir: dir.to_path_buf(),
@@ -264,7 +366,15 @@ impl SafetensorsDir {
         self.index.contains_key(name)
     }
 
-    fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+    /// The file a tensor lies in, its header entry and its dtype (f32, f16 or bf16).
+    fn locate(
+        &self,
+        name: &str,
+    ) -> Result<(
+        &Arc<MappedSafetensors>,
+        &safetensors::tensor::TensorInfo,
+        DType,
+    )> {
         let (file_idx, hf_name) = self
             .index
             .get(name)
@@ -275,8 +385,6 @@ impl SafetensorsDir {
             .header
             .info(hf_name)
             .ok_or_else(|| Error::malformed(path, format!("missing tensor `{hf_name}`")))?;
-        let (start, end) = info.data_offsets;
-        let data = &file.mmap[file.data_start + start..file.data_start + end];
         let dtype = match info.dtype {
             safetensors::Dtype::F32 => DType::F32,
             safetensors::Dtype::F16 => DType::F16,
@@ -289,12 +397,51 @@ impl SafetensorsDir {
                 )))
             }
         };
+        Ok((file, info, dtype))
+    }
+
+    fn tensor(&self, name: &str, device: &Device) -> Result<Tensor> {
+        let (file, info, dtype) = self.locate(name)?;
+        let (start, end) = info.data_offsets;
+        let data = &file.mmap[file.data_start + start..file.data_start + end];
         let t = Tensor::from_raw_buffer(data, dtype, &info.shape, device)?;
         Ok(match self.dtype {
             Some(d) if d != dtype => t.to_dtype(d)?,
             _ => t,
         })
     }
+}
+
+impl TensorBytes for MappedSafetensors {
+    fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
+        self.mmap.get(offset..offset.checked_add(len)?)
+    }
+    fn origin(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A CPU tensor's values as little-endian bytes.
+fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    let t = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F32 => t
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::F16 => t
+            .to_vec1::<half::f16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DType::BF16 => t
+            .to_vec1::<half::bf16>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        other => return Err(Error::Unsupported(format!("{other:?} tensors"))),
+    })
 }
 
 /// Hugging Face Llama tensor name -> llama.cpp's.

@@ -1,4 +1,5 @@
-//! The Llama forward pass on our own CPU kernels, on the GGUF file's quantized weights.
+//! The Llama forward pass on our own CPU kernels, on the weights where their file (GGUF or
+//! safetensors) lies in memory.
 //!
 //! Nothing is expanded at load. Where the kernels have a 16-row layout for a matrix's type
 //! (x86-64), the matrix is repacked into it once ([`crate::kernels::PackedMatrix`], as many
@@ -24,7 +25,7 @@ mod rope;
 mod scratch;
 mod weights;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use crate::cache::kv::KvCache;
 use crate::engine::attention::Heads;
@@ -32,7 +33,6 @@ use crate::engine::LogitsFor;
 use crate::error::{Error, Result};
 use crate::kernels::{Kernels, Pool};
 use crate::load::config::Config;
-use crate::load::gguf::GgufFile;
 use norm::rms_norm;
 use scratch::{sized, Scratch};
 use weights::{view, LayerWeights, Matrix, MatrixRef};
@@ -47,7 +47,6 @@ pub struct SeqStep<'a> {
 
 pub struct CpuEngine {
     cfg: Config,
-    file: Arc<GgufFile>,
     /// Looked up row by row, from the file unless tied to a packed `output`.
     embedding: MatrixRef,
     layers: Vec<LayerWeights>,
@@ -127,7 +126,7 @@ impl CpuEngine {
         let h = self.cfg.hidden_size;
         let table = match (&self.output.packed, self.tied_embeddings) {
             (Some(packed), true) => packed.weight(),
-            _ => view(&self.file, &self.embedding)?,
+            _ => view(&self.embedding)?,
         };
         let x = sized(&mut s.x, s.rows * h);
         for (row, &id) in seqs.iter().flat_map(|s| s.tokens).enumerate() {

@@ -1,24 +1,36 @@
-//! The CPU engine's weights: where each matrix lies in the mapped GGUF file, and its repacked
-//! copy on paths whose kernels have a 16-row layout.
+//! The CPU engine's weights: where each matrix lies in its mapped file (GGUF or safetensors),
+//! and its repacked copy on paths whose kernels have a 16-row layout.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::scratch::Scratch;
 use super::CpuEngine;
 use crate::error::{Error, Result};
 use crate::kernels::{PackedMatrix, Pool, QWeight, WeightKind};
 use crate::load::config::Config;
-use crate::load::gguf::{ggml_type_id, GgufFile, TensorInfo};
-use crate::load::weights::Weights;
+use crate::load::weights::{TensorBytes, Weights};
 
-/// A matrix in the mapped file.
-#[derive(Debug, Clone)]
+/// A matrix where its file lies in memory.
+#[derive(Clone)]
 pub(super) struct MatrixRef {
     pub(super) kind: &'static WeightKind,
+    pub(super) bytes: Arc<dyn TensorBytes>,
     pub(super) offset: usize,
     pub(super) len: usize,
     pub(super) rows: usize,
     pub(super) cols: usize,
+}
+
+impl std::fmt::Debug for MatrixRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixRef")
+            .field("kind", &self.kind)
+            .field("origin", &self.bytes.origin())
+            .field("offset", &self.offset)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish()
+    }
 }
 
 /// A matrix the kernels multiply: its bytes in the mapped file, or a copy repacked for the
@@ -41,14 +53,10 @@ pub(super) struct LayerWeights {
     pub(super) down: Matrix,
 }
 
-/// The kernels' record of a tensor's type, if they multiply it.
-fn kernel_type(info: &TensorInfo) -> Option<&'static WeightKind> {
-    WeightKind::for_ggml_type(ggml_type_id(info.dtype))
-}
-
 impl CpuEngine {
-    /// Whether every matrix of this GGUF is of a type the kernels cover (else candle runs it).
-    pub fn supports(file: &GgufFile, cfg: &Config) -> bool {
+    /// Whether every matrix of these weights is of a type the kernels cover (else candle runs
+    /// them).
+    pub fn supports(weights: &Weights, cfg: &Config) -> bool {
         let mut names = vec!["token_embd.weight".to_string()];
         for i in 0..cfg.num_layers {
             for part in [
@@ -63,24 +71,20 @@ impl CpuEngine {
                 names.push(format!("blk.{i}.{part}.weight"));
             }
         }
-        if file.tensor_info("output.weight").is_some() {
+        if weights.contains("output.weight") {
             names.push("output.weight".into());
         }
         names.iter().all(|n| {
-            file.tensor_info(n).is_some_and(|t| {
-                kernel_type(t).is_some_and(|k| {
-                    t.shape.len() == 2 && t.shape[1].is_multiple_of(k.block_elements)
-                })
+            weights.stored_type(n).is_some_and(|(id, shape)| {
+                WeightKind::for_ggml_type(id)
+                    .is_some_and(|k| shape.len() == 2 && shape[1].is_multiple_of(k.block_elements))
             })
         })
     }
 
     /// `threads`: the kernel pool's size, 0 for one per core.
     pub fn load(cfg: Config, weights: &mut Weights, threads: usize) -> Result<Self> {
-        let file = weights
-            .gguf_file()
-            .cloned()
-            .ok_or_else(|| Error::invalid("the CPU kernels read GGUF files only"))?;
+        let gguf = weights.gguf_file().cloned();
         let (h, kv, hd, ff) = (
             cfg.hidden_size,
             cfg.num_kv_heads,
@@ -90,21 +94,22 @@ impl CpuEngine {
         let q_out = cfg.num_heads * hd;
         let kernels = crate::settings::Settings::get()?.kernels()?;
         let locate = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
-            let info: TensorInfo = weights.gguf_tensor(name, &[rows, cols])?;
-            let kind = kernel_type(&info).ok_or_else(|| {
+            let raw = weights.raw_matrix(name, (rows, cols))?;
+            let kind = WeightKind::for_ggml_type(raw.ggml_type).ok_or_else(|| {
                 Error::Unsupported(format!(
-                    "the CPU kernels do not multiply {:?} matrices ({name})",
-                    info.dtype
+                    "the CPU kernels do not multiply ggml type {} matrices ({name})",
+                    raw.ggml_type
                 ))
             })?;
             let m = MatrixRef {
                 kind,
-                offset: info.offset,
-                len: info.size_in_bytes,
+                bytes: raw.bytes,
+                offset: raw.offset,
+                len: raw.len,
                 rows,
                 cols,
             };
-            view(&file, &m)?; // fails here, once, if the bytes are not whole blocks
+            view(&m)?; // fails here, once, if the bytes are not whole blocks
             Ok::<_, Error>(m)
         };
         // Repacks a matrix for kernels with a 16-row layout. The file's copy then leaves resident
@@ -113,11 +118,11 @@ impl CpuEngine {
         let all_packed = std::cell::Cell::new(true);
         let prepare = |m: MatrixRef| -> Result<Matrix> {
             let packed = match m.kind.repack {
-                Some(repack) if kernels.packs(m.kind) => Some((repack.pack)(&view(&file, &m)?)?),
+                Some(repack) if kernels.packs(m.kind) => Some((repack.pack)(&view(&m)?)?),
                 _ => None,
             };
             if packed.is_some() {
-                file.release(m.offset, m.len);
+                m.bytes.release(m.offset, m.len);
             } else {
                 all_packed.set(false);
             }
@@ -145,14 +150,14 @@ impl CpuEngine {
                 down: matrix(weights, &name("ffn_down"), h, ff)?,
             });
         }
-        let tied_embeddings = file.tensor_info("output.weight").is_none();
+        let tied_embeddings = !weights.contains("output.weight");
         let output = if tied_embeddings {
             prepare(embedding.clone())?
         } else {
             matrix(weights, "output.weight", cfg.vocab_size, h)?
         };
         let output_norm = vector(weights, "output_norm.weight")?;
-        if all_packed.get() {
+        if let (true, Some(file)) = (all_packed.get(), &gguf) {
             // Every matrix is a packed copy and the norms are copied: what the file still has
             // resident (norm pages, the header) is read again only if something asks.
             file.release(0, file.size());
@@ -161,7 +166,6 @@ impl CpuEngine {
         let rope_theta_scale = (cfg.rope_theta as f32).powf(-2.0 / hd as f32);
         Ok(CpuEngine {
             cfg,
-            file,
             embedding,
             layers,
             output_norm,
@@ -177,18 +181,18 @@ impl CpuEngine {
     pub(super) fn weight<'a>(&'a self, m: &'a Matrix) -> Result<QWeight<'a>> {
         match &m.packed {
             Some(p) => Ok(p.weight()),
-            None => view(&self.file, &m.file),
+            None => view(&m.file),
         }
     }
 }
 
-/// A matrix's blocks, viewed in the mapped file.
-pub(super) fn view<'a>(file: &'a GgufFile, m: &MatrixRef) -> Result<QWeight<'a>> {
-    let bytes = file.bytes(m.offset, m.len).ok_or_else(|| {
-        file.malformed(format!(
-            "tensor data at {}+{} is outside the file",
-            m.offset, m.len
-        ))
+/// A matrix's blocks, viewed where its file lies.
+pub(super) fn view(m: &MatrixRef) -> Result<QWeight<'_>> {
+    let bytes = m.bytes.bytes(m.offset, m.len).ok_or_else(|| {
+        Error::malformed(
+            m.bytes.origin(),
+            format!("tensor data at {}+{} is outside the file", m.offset, m.len),
+        )
     })?;
     QWeight::from_bytes(m.kind, bytes, m.rows, m.cols)
 }
