@@ -107,9 +107,7 @@ def test_our_kernels_agree_with_candle_on_the_real_model(smollm2_gguf, tmp_path)
         np.testing.assert_allclose(rb[top], ra[top], atol=0.5)
 
 
-def test_every_x86_kernel_path_gives_the_same_logits(smollm2_gguf, tmp_path):
-    """AVX2, AVX-VNNI and AVX-512 multiply the repacked weights in the same order (each equals
-    the packed reference bit for bit), so the whole model gives the same bits on any of them."""
+def _same_logits_on_every_x86_path(model, tmp_path) -> None:
     forced = {"avx2+fma": "avx2", "avx2+vnni": "avxvnni", "avx512vnni": "avx512"}
     paths = [p for p in forced if p in _core.kernel_paths()]
     if len(paths) < 2:
@@ -117,7 +115,7 @@ def test_every_x86_kernel_path_gives_the_same_logits(smollm2_gguf, tmp_path):
     logits = []
     for path in paths:
         got, name = _logits_in_a_process(
-            smollm2_gguf,
+            model,
             "Same bits on every path",
             {"SMOLGEN_KERNELS": forced[path]},
             tmp_path / f"{path}.npy",
@@ -126,6 +124,19 @@ def test_every_x86_kernel_path_gives_the_same_logits(smollm2_gguf, tmp_path):
         logits.append(got)
     for other in logits[1:]:
         assert np.array_equal(logits[0], other)
+
+
+def test_every_x86_kernel_path_gives_the_same_logits(smollm2_gguf, tmp_path):
+    """AVX2, AVX-VNNI and AVX-512 multiply the repacked weights in the same order (each equals
+    the packed reference bit for bit), so the whole model gives the same bits on any of them."""
+    _same_logits_on_every_x86_path(smollm2_gguf, tmp_path)
+
+
+@pytest.mark.parametrize("qtype", ["F16", "BF16", "F32"])
+def test_float_models_give_the_same_logits_on_every_x86_path(tmp_path, tiny_weights, qtype):
+    """Float matrices are repacked too, each output one FMA chain along its row on every path."""
+    path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
+    _same_logits_on_every_x86_path(path, tmp_path)
 
 
 def test_logits_do_not_depend_on_the_thread_count(smollm2_gguf):

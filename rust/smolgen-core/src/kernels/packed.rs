@@ -24,13 +24,16 @@
 //! * Q4_0 (4 lines, plus half a line of scales): the nibble lines of Q4_1, the scales placed as
 //!   Q8_0's. The kernels start each dot from `-8 * sum(activation codes)`, which turns the
 //!   unsigned codes' products into those of `q - 8`.
+//! * F16, BF16 (16 lines) and F32 (32 lines): element after element, the 16 rows' values side
+//!   by side, so one register widened from 32 (or 64) bytes holds an element of every row, and a
+//!   broadcast activation times it is one FMA for 16 outputs.
 //!
 //! Records run block after block within a group and group after group, so a thread's share of
 //! rows is one contiguous stream. Rows past the matrix's end (in the last group) are zero.
 //!
 //! The arithmetic per output, block after block in f32, is fixed whatever the number of
 //! activation rows or threads: `acc = fma(sumi, d_w * d_a, acc)`, then for Q4_1
-//! `acc = fma(m_w, s_a, acc)`. Each type's [`Repack::packed_step`] states it in scalar code, and
+//! `acc = fma(m_w, s_a, acc)`; for the float types one FMA per element, in order. Each type's [`Repack::packed_step`] states it in scalar code, and
 //! [`reference_matmul_packed`] runs it.
 //!
 //! A type has this layout when it implements [`Repack`] (where its bytes go in a group) and

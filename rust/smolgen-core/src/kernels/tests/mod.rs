@@ -64,6 +64,9 @@ macro_rules! for_each_packed_type {
             $check::<BlockQ5_0>(),
             $check::<BlockQ5_1>(),
             $check::<BlockQ8_0>(),
+            $check::<BlockF16>(),
+            $check::<BlockBF16>(),
+            $check::<BlockF32>(),
         ]
     };
 }

@@ -2,7 +2,7 @@
 //! Hugging Face publishes SmolLM2 in; multiplied against f32 activations after an exact
 //! widening (a 16-bit shift).
 
-use super::float::{float_reference_dot, gemm_float_scalar, FloatBlock};
+use super::float::{float_reference_dot, float_repack, gemm_float_scalar, FloatBlock};
 use super::{BlockF32, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, QK};
 use crate::kernels::dispatch::Isa;
@@ -36,7 +36,7 @@ impl FloatBlock for BlockBF16 {
 
 impl WeightBlock for BlockBF16 {
     type Activation = BlockF32;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 30;
     fn dequantize(&self, out: &mut [f32]) {
         for (i, o) in out.iter_mut().enumerate().take(QK) {
@@ -58,10 +58,12 @@ impl WeightBlock for BlockBF16 {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::AvxVnni => {
                 TypeKernels::row_major(crate::kernels::x86::avx2::gemm_bf16, Layout::Natural)
+                    .with_packed(crate::kernels::x86::avx2::gemm_bf16x16)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
                 TypeKernels::row_major(crate::kernels::x86::avx512::gemm_bf16, Layout::Natural)
+                    .with_packed(crate::kernels::x86::avx512::gemm_bf16x16)
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
@@ -71,3 +73,5 @@ impl WeightBlock for BlockBF16 {
         }
     }
 }
+
+float_repack!(BlockBF16);

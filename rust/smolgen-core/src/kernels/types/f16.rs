@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::float::{float_reference_dot, gemm_float_scalar, FloatBlock};
+use super::float::{float_reference_dot, float_repack, gemm_float_scalar, FloatBlock};
 use super::{BlockF32, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, QK};
 use crate::kernels::dispatch::Isa;
@@ -27,7 +27,7 @@ impl FloatBlock for BlockF16 {
 
 impl WeightBlock for BlockF16 {
     type Activation = BlockF32;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 1;
     fn dequantize(&self, out: &mut [f32]) {
         for (i, o) in out.iter_mut().enumerate().take(QK) {
@@ -50,10 +50,12 @@ impl WeightBlock for BlockF16 {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::AvxVnni => {
                 TypeKernels::row_major(crate::kernels::x86::avx2::gemm_f16, Layout::Natural)
+                    .with_packed(crate::kernels::x86::avx2::gemm_f16x16)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
                 TypeKernels::row_major(crate::kernels::x86::avx512::gemm_f16, Layout::Natural)
+                    .with_packed(crate::kernels::x86::avx512::gemm_f16x16)
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
@@ -63,3 +65,5 @@ impl WeightBlock for BlockF16 {
         }
     }
 }
+
+float_repack!(BlockF16);

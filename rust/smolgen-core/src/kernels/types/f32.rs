@@ -1,7 +1,7 @@
 //! F32: plain f32 values, 32 to a block; a weight type (F32 GGUF tensors) and the activation
 //! type of every float weight type (the activations stay unrounded).
 
-use super::float::{float_reference_dot, gemm_float_scalar, FloatBlock};
+use super::float::{float_reference_dot, float_repack, gemm_float_scalar, FloatBlock};
 use super::{ActivationBlock, ActivationKind, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, QK};
 use crate::kernels::dispatch::Isa;
@@ -53,7 +53,7 @@ impl ActivationBlock for BlockF32 {
 
 impl WeightBlock for BlockF32 {
     type Activation = BlockF32;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 0;
     fn dequantize(&self, out: &mut [f32]) {
         for (i, o) in out.iter_mut().enumerate().take(QK) {
@@ -71,10 +71,12 @@ impl WeightBlock for BlockF32 {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 | Isa::AvxVnni => {
                 TypeKernels::row_major(crate::kernels::x86::avx2::gemm_f32, Layout::Natural)
+                    .with_packed(crate::kernels::x86::avx2::gemm_f32x16)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => {
                 TypeKernels::row_major(crate::kernels::x86::avx512::gemm_f32, Layout::Natural)
+                    .with_packed(crate::kernels::x86::avx512::gemm_f32x16)
             }
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
@@ -84,3 +86,5 @@ impl WeightBlock for BlockF32 {
         }
     }
 }
+
+float_repack!(BlockF32);

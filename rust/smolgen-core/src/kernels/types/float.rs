@@ -1,13 +1,20 @@
 //! What the float matrix types (F32, F16, BF16) share: each is multiplied against f32
-//! activations ([`BlockF32`]) in one canonical order that every path keeps, so the same bits
-//! come out of every x86 path, any tile shape and any thread count: sixteen lane sums, lane `l`
-//! taking elements `16s + l` by fused multiply-add with `s` in order along the row, then the
-//! lanes folded in halves (`l + 8`, then `+ 4`, `+ 2`, `+ 1`), which is what a 512-bit register,
-//! two 256-bit ones or four 128-bit ones reduce to.
+//! activations ([`BlockF32`]), in one of two fixed orders, so the same bits come out whatever
+//! the tile shape or thread count:
+//!
+//! * Row-major (the file's layout; the scalar reference and NEON): sixteen lane sums, lane `l`
+//!   taking elements `16s + l` by fused multiply-add with `s` in order along the row, then the
+//!   lanes folded in halves (`l + 8`, then `+ 4`, `+ 2`, `+ 1`), which is what a 512-bit
+//!   register, two 256-bit ones or four 128-bit ones reduce to.
+//! * Repacked 16 rows at a time (the x86-64 paths): element after element of a row, the 16 rows'
+//!   values side by side, so one register holds an element of 16 rows and each output is one
+//!   fused multiply-add chain along its row ([`float_packed_step`]): a broadcast activation and
+//!   one FMA serve 16 outputs, and AVX2 and AVX-512 give the same bits.
 
 use super::BlockF32;
-use crate::kernels::blocks::{Block, QK};
+use crate::kernels::blocks::{blocks_as_bytes, cast_blocks, Block, QK};
 use crate::kernels::matmul::QWeight;
+use crate::kernels::packed::GROUP;
 use crate::kernels::prepared::{OutPtr, Prepared};
 
 /// Lane sums per dot product.
@@ -70,3 +77,58 @@ pub(crate) unsafe fn gemm_float_scalar<W: FloatBlock>(
         }
     }
 }
+
+/// Lines per group of 16 rows of `nb` blocks of `W` in the 16-row layout: exactly their bytes.
+pub(crate) const fn float_group_lines<W: Block>(nb: usize) -> usize {
+    nb * W::SIZE * GROUP / 64
+}
+
+/// Stores `blk`, block `b` of a group's row `i`: value `k` goes to element `32b + k`'s slot `i`.
+pub(crate) fn put_float<W: Block>(group: &mut [u8], b: usize, i: usize, blk: &W) {
+    let vb = W::SIZE / QK;
+    let bytes = blocks_as_bytes(std::slice::from_ref(blk));
+    for (k, v) in bytes.chunks_exact(vb).enumerate() {
+        let at = ((b * QK + k) * GROUP + i) * vb;
+        group[at..at + vb].copy_from_slice(v);
+    }
+}
+
+/// Block `b` of a group's row `i`, back from the 16-row layout.
+pub(crate) fn get_float<W: Block + Default>(group: &[u8], b: usize, i: usize) -> W {
+    let vb = W::SIZE / QK;
+    let mut bytes = vec![0u8; W::SIZE];
+    for (k, v) in bytes.chunks_exact_mut(vb).enumerate() {
+        let at = ((b * QK + k) * GROUP + i) * vb;
+        v.copy_from_slice(&group[at..at + vb]);
+    }
+    match cast_blocks::<W>(&bytes) {
+        Ok([blk]) => *blk,
+        _ => W::default(),
+    }
+}
+
+/// The 16-row kernels' arithmetic for one block: one FMA chain, element after element.
+pub(crate) fn float_packed_step<W: FloatBlock>(acc: f32, w: &W, a: &BlockF32) -> f32 {
+    (0..QK).fold(acc, |acc, i| w.value(i).mul_add(a.value(i), acc))
+}
+
+/// Implements [`Repack`](crate::kernels::packed::Repack) for a float block type.
+macro_rules! float_repack {
+    ($block:ty) => {
+        impl $crate::kernels::packed::Repack for $block {
+            fn group_lines(nb: usize) -> usize {
+                $crate::kernels::types::float::float_group_lines::<Self>(nb)
+            }
+            fn put(group: &mut [u8], _nb: usize, b: usize, i: usize, blk: &Self) {
+                $crate::kernels::types::float::put_float(group, b, i, blk)
+            }
+            fn get(group: &[u8], _nb: usize, b: usize, i: usize) -> Self {
+                $crate::kernels::types::float::get_float(group, b, i)
+            }
+            fn packed_step(acc: f32, x: &Self, y: &BlockF32) -> f32 {
+                $crate::kernels::types::float::float_packed_step(acc, x, y)
+            }
+        }
+    };
+}
+pub(crate) use float_repack;

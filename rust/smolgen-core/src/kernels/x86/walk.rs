@@ -253,3 +253,42 @@ pub(crate) use packed_gemm;
 pub(crate) fn whole_group(rows: Range<usize>) -> std::iter::Once<Range<usize>> {
     std::iter::once(rows)
 }
+
+/// Activation rows per chunk of the float 16-row kernels: a chunk's f32 rows stay in L2 while
+/// each run of weight groups is reused across all of them.
+pub(crate) const FLOAT_MC: usize = 64;
+
+/// The walk of the float 16-row kernels: calls `tile(g, ng, c0, nc)` over the groups of `rows`
+/// (which starts on a group) in runs of `ng` groups and tiles of `nc <= c_max` activation rows,
+/// [`FLOAT_MC`] activation rows at a time. A chunk of `n` rows takes runs of up to
+/// `group_run(n)` groups (a power of two: more independent FMA chains where there are few
+/// activation rows), shorter ones (powers of two) at the end.
+#[inline(always)]
+pub(crate) fn for_each_group_run(
+    rows: Range<usize>,
+    m: usize,
+    group_run: impl Fn(usize) -> usize,
+    c_max: usize,
+    mut tile: impl FnMut(usize, usize, usize, usize),
+) {
+    debug_assert!(rows.start.is_multiple_of(GROUP));
+    let groups = rows.start / GROUP..rows.end.div_ceil(GROUP);
+    let mut chunk = 0;
+    while chunk < m {
+        let chunk_end = (chunk + FLOAT_MC).min(m);
+        let run = group_run(chunk_end - chunk);
+        let mut g = groups.start;
+        while g < groups.end {
+            let left = (groups.end - g).min(run);
+            let ng = 1 << left.ilog2();
+            let mut c0 = chunk;
+            while c0 < chunk_end {
+                let nc = c_max.min(chunk_end - c0);
+                tile(g, ng, c0, nc);
+                c0 += nc;
+            }
+            g += ng;
+        }
+        chunk = chunk_end;
+    }
+}

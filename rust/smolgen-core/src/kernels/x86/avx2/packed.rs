@@ -25,7 +25,7 @@ const HALF: usize = 8;
 /// AVX2 is available; those outputs exist and are this call's to write.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store_half<const C: usize>(
+pub(super) unsafe fn store_half<const C: usize>(
     acc: &[__m256; C],
     c0: usize,
     rows: Range<usize>,

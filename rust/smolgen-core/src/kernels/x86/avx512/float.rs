@@ -1,14 +1,20 @@
-//! Float weights (F32, F16, BF16) x f32 activations, 16 values per 512-bit register: one
-//! register of lane sums per output, the canonical sixteen lanes of
-//! [`crate::kernels::types`]' float order, so the bits equal the AVX2 path's.
+//! Float weights (F32, F16, BF16) x f32 activations, 16 values per 512-bit register, in the two
+//! orders of the float types (`kernels::types::float`), so the bits equal the AVX2 path's.
+//! Row-major: one register of lane sums per output, the canonical sixteen lanes. Repacked 16
+//! rows at a time: one register per group and element, times a broadcast activation.
 
 // Register tiles are indexed in lockstep (acc[r][c], wv[r], x[c]); index loops read best.
 #![allow(clippy::needless_range_loop)]
 use std::arch::x86_64::*;
 
-use super::super::avx2::{float_tile, hsum, value_bytes, BF16, F16, F32};
-use super::super::walk::{prefetch_record, row_major_gemm};
+use std::ops::Range;
+
+use super::super::avx2::{float_packed_gemm, float_tile, hsum, value_bytes, BF16, F16, F32};
+use super::super::walk::{for_each_group_run, prefetch_record, row_major_gemm};
+use super::store_group;
 use crate::kernels::blocks::QK;
+use crate::kernels::matmul::QWeight;
+use crate::kernels::packed::GROUP;
 use crate::kernels::prepared::{OutPtr, Prepared};
 use crate::kernels::types::{BlockBF16, BlockF16, BlockF32};
 
@@ -93,3 +99,95 @@ float_tile!(
 row_major_gemm!(gemm_f32, "avx512f,avx2,fma,f16c", BlockF32, tile_f32, 4 x 4);
 row_major_gemm!(gemm_f16, "avx512f,avx2,fma,f16c", BlockF16, tile_f16, 4 x 4);
 row_major_gemm!(gemm_bf16, "avx512f,avx2,fma,f16c", BlockBF16, tile_bf16, 4 x 4);
+
+/// A run of `G` groups x `C` activation rows of a float matrix repacked 16 rows at a time, the
+/// whole row: per element, each group's 16 values widened, one broadcast activation per row,
+/// `G C` FMA chains.
+///
+/// # Safety
+/// AVX-512 F present; `w` is packed, of type `T`, with groups `g0..g0 + G`, `k` values per row;
+/// the activation rows exist; `rows` (starting on group `g0`) and `out` as in `GemmFn`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn packed_tile<const T: u8, const G: usize, const C: usize>(
+    w: &QWeight<'_>,
+    g0: usize,
+    k: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: &Range<usize>,
+    out: OutPtr,
+) {
+    let vb = value_bytes::<T>();
+    let base: [*const u8; G] = std::array::from_fn(|j| w.group(g0 + j).cast::<u8>());
+    let x: [*const f32; C] = std::array::from_fn(|c| a.floats(c0 + c).as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); C]; G];
+    for e in 0..k {
+        // SAFETY: element `e` of every group holds 16 values.
+        let wv: [__m512; G] =
+            std::array::from_fn(|j| unsafe { widen16::<T>(base[j].add(e * GROUP * vb)) });
+        for c in 0..C {
+            // SAFETY: activation rows hold `k` values.
+            let xv = _mm512_set1_ps(unsafe { *x[c].add(e) });
+            for j in 0..G {
+                acc[j][c] = _mm512_fmadd_ps(wv[j], xv, acc[j][c]);
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        let r0 = (g0 + j) * GROUP;
+        let end = rows.end.min(r0 + GROUP);
+        if r0 < end {
+            // SAFETY: the caller's contract.
+            unsafe { store_group(acc, c0, r0..end, out) };
+        }
+    }
+}
+
+/// The 16-row gemm of float type `T`: runs of four groups for one or two activation rows
+/// (independent chains to cover the FMA latency), else two groups x up to six rows (twelve
+/// accumulators).
+///
+/// # Safety
+/// See `GemmFn`: `w` is packed, of float type `T`; `a` holds f32 activations.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn gemm_packed_float<const T: u8>(
+    w: &QWeight<'_>,
+    a: &Prepared,
+    rows: Range<usize>,
+    out: OutPtr,
+) {
+    let k = a.nb * QK;
+    let run = |n: usize| if n <= 2 { 4 } else { 2 };
+    for_each_group_run(rows.clone(), a.m, run, 6, |g, ng, c0, nc| {
+        // SAFETY: the walk stays inside the matrix's groups and `0..m`; the caller's contract.
+        unsafe {
+            match (ng, nc) {
+                (4, 1) => packed_tile::<T, 4, 1>(w, g, k, a, c0, &rows, out),
+                (4, _) => packed_tile::<T, 4, 2>(w, g, k, a, c0, &rows, out),
+                (2, 1) => packed_tile::<T, 2, 1>(w, g, k, a, c0, &rows, out),
+                (2, 2) => packed_tile::<T, 2, 2>(w, g, k, a, c0, &rows, out),
+                (2, 3) => packed_tile::<T, 2, 3>(w, g, k, a, c0, &rows, out),
+                (2, 4) => packed_tile::<T, 2, 4>(w, g, k, a, c0, &rows, out),
+                (2, 5) => packed_tile::<T, 2, 5>(w, g, k, a, c0, &rows, out),
+                (2, _) => packed_tile::<T, 2, 6>(w, g, k, a, c0, &rows, out),
+                (_, 1) => packed_tile::<T, 1, 1>(w, g, k, a, c0, &rows, out),
+                (_, 2) => packed_tile::<T, 1, 2>(w, g, k, a, c0, &rows, out),
+                (_, 3) => packed_tile::<T, 1, 3>(w, g, k, a, c0, &rows, out),
+                (_, 4) => packed_tile::<T, 1, 4>(w, g, k, a, c0, &rows, out),
+                (_, 5) => packed_tile::<T, 1, 5>(w, g, k, a, c0, &rows, out),
+                _ => packed_tile::<T, 1, 6>(w, g, k, a, c0, &rows, out),
+            }
+        }
+    });
+}
+
+float_packed_gemm!(gemm_f32x16, "avx512f,avx2,fma,f16c", gemm_packed_float, F32);
+float_packed_gemm!(gemm_f16x16, "avx512f,avx2,fma,f16c", gemm_packed_float, F16);
+float_packed_gemm!(
+    gemm_bf16x16,
+    "avx512f,avx2,fma,f16c",
+    gemm_packed_float,
+    BF16
+);

@@ -180,7 +180,7 @@ row_major_gemm!(gemm_q8_0, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
 /// Those outputs exist and are this call's to write.
 #[inline]
 #[target_feature(enable = "avx512f")]
-unsafe fn store_group<const C: usize>(
+pub(super) unsafe fn store_group<const C: usize>(
     acc: &[__m512; C],
     c0: usize,
     rows: Range<usize>,
