@@ -236,6 +236,9 @@ def test_a_long_prompt_steps_alongside_short_ones(smollm2):
 # The mix llama.cpp's Q4_K_M gives a model: Q6_K for the value and down projections (half of
 # them in a large model), Q8_0 where a row is not a multiple of 256; and a Q5_0 matrix too.
 K_MIXES = {
+    "Q2_K": {},
+    "Q3_K": {},
+    "Q3_K_M": {"attn_v": "Q5_K", "ffn_down": "Q4_K", "token_embd": "Q6_K"},
     "Q4_K": {},
     "Q6_K": {},
     "Q4_K_M": {"attn_v": "Q6_K", "ffn_down": "Q6_K", "token_embd": "Q8_0", "attn_k": "Q5_0"},
@@ -268,9 +271,10 @@ def test_k_quant_files_run_on_our_kernels(tmp_path, mix):
 
 
 def test_quantize_names_the_types_and_refuses_bad_input():
-    assert {"q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q4_K", "q5_K", "q6_K"} <= set(
-        _core.weight_types()
-    )
+    assert {
+        "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_K", "q3_K", "q4_K", "q5_K", "q6_K",
+        "f16", "bf16", "f32",
+    } <= set(_core.weight_types())  # fmt: skip
     block = _core.quantize("Q8_0", np.linspace(-1, 1, 32, dtype=np.float32))
     assert len(block) == 34
     with pytest.raises(smolgen.InvalidArgumentError, match="q4_0"):

@@ -6,10 +6,10 @@
 //!
 //! * [`CpuEngine`]: our own kernels on the memory-mapped file, for weights on the CPU whose
 //!   matrices are all of types the kernels multiply ([`crate::kernels::WEIGHT_KINDS`]: Q4_0,
-//!   Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, so Q4_K_M and Q5_K_M files too, and F16, BF16
+//!   Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, so every K-quant mix, and F16, BF16
 //!   and F32, so safetensors directories too).
-//! * [`CandleEngine`]: candle, for CUDA and Metal, and for GGUF types the kernels do not
-//!   multiply yet (Q2_K, Q3_K).
+//! * [`CandleEngine`]: candle, for CUDA and Metal, and for GGUF types outside that list (the
+//!   IQ quantizations, which SmolLM2 is not published in).
 
 pub mod attention;
 pub mod candle;

@@ -1,5 +1,5 @@
 //! Our own CPU kernels for model weights: dot and matrix products of every weight type in
-//! [`WEIGHT_KINDS`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K against 8-bit
+//! [`WEIGHT_KINDS`] (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K against 8-bit
 //! activations; F16, BF16 and F32 against f32 activations), activation quantization, and
 //! run-time CPU dispatch.
 //!

@@ -12,9 +12,9 @@ use super::matmul::{Activation, QWeight};
 use super::packed::{reference_matmul_packed, PackedMatrix, Repack};
 use super::pool::Pool;
 use super::types::{
-    ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, FloatBlock, OffsetSuperblock,
-    WeightBlock, WEIGHT_KINDS,
+    ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
+    BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, FloatBlock,
+    OffsetSuperblock, WeightBlock, WEIGHT_KINDS,
 };
 
 /// Calls `$check::<W>()` for every weight type, into an array of the results. A new type adds
@@ -33,6 +33,8 @@ macro_rules! for_each_weight_type {
             $check::<BlockF16>(),
             $check::<BlockBF16>(),
             $check::<BlockF32>(),
+            $check::<BlockQ2K>(),
+            $check::<BlockQ3K>(),
         ]
     };
 }
@@ -285,6 +287,89 @@ impl Sample for BlockQ6K {
                         let y = &ys[e / QK];
                         let t = (x.q(e) as f64 - 32.0) * y.qs[e % QK] as f64;
                         (f(x.d()) * f(y.d()) * x.scales[e / 16] as f64 * t).abs()
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+}
+
+impl Sample for BlockQ3K {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        (0..n)
+            .map(|_| {
+                let kind = if extreme { rng.below(7) } else { 7 };
+                let mut b = BlockQ3K {
+                    hmask: random_bytes(rng),
+                    qs: random_bytes(rng),
+                    scales: random_bytes(rng),
+                    d: scale(rng, kind).to_bits().to_le_bytes(),
+                };
+                match kind {
+                    5 => b = BlockQ3K::default(),
+                    // Every code -4 and every scale -32: the largest products.
+                    6 => (b.hmask, b.qs, b.scales) = ([0; 32], [0; 64], [0; 12]),
+                    _ => {}
+                }
+                b
+            })
+            .collect()
+    }
+    /// Per element `|d sc q d_a a|`.
+    fn magnitude(w: &[Self], a: &[BlockQ8_0]) -> f64 {
+        w.iter()
+            .zip(a.chunks_exact(8))
+            .map(|(x, ys)| {
+                let scales = x.scales();
+                (0..256)
+                    .map(|e| {
+                        let y = &ys[e / QK];
+                        let t = x.q(e) as f64 * y.qs[e % QK] as f64;
+                        (f(x.d()) * f(y.d()) * scales[e / 16] as f64 * t).abs()
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+}
+
+impl Sample for BlockQ2K {
+    fn random(rng: &mut Rng, n: usize, extreme: bool) -> Vec<Self> {
+        (0..n)
+            .map(|_| {
+                let kind = if extreme { rng.below(7) } else { 7 };
+                let min_kind = rng.below(8);
+                let mut b = BlockQ2K {
+                    scales: random_bytes(rng),
+                    qs: random_bytes(rng),
+                    d: scale(rng, kind).to_bits().to_le_bytes(),
+                    dmin: scale(rng, min_kind).to_bits().to_le_bytes(),
+                };
+                match kind {
+                    5 => b = BlockQ2K::default(),
+                    6 => (b.scales, b.qs) = ([0xFF; 16], [0xFF; 64]), // every scale, min, code at most
+                    _ => {}
+                }
+                b
+            })
+            .collect()
+    }
+    /// Per element `|d sc q d_a a|`, plus per 16 `|dmin m d_a sum a|`.
+    fn magnitude(w: &[Self], a: &[BlockQ8_0]) -> f64 {
+        w.iter()
+            .zip(a.chunks_exact(8))
+            .map(|(x, ys)| {
+                (0..16)
+                    .map(|s| {
+                        let y = &ys[s / 2];
+                        let codes = &y.qs[16 * (s % 2)..][..16];
+                        let sc = x.scales[s];
+                        let dot: f64 = (0..16)
+                            .map(|l| (x.q(16 * s + l) as f64 * codes[l] as f64).abs())
+                            .sum();
+                        let sum: f64 = codes.iter().map(|&q| q as f64).sum();
+                        (f(x.d()) * f(y.d()) * (sc & 0xF) as f64 * dot).abs()
+                            + (f(x.dmin()) * f(y.d()) * (sc >> 4) as f64 * sum).abs()
                     })
                     .sum::<f64>()
             })

@@ -21,6 +21,8 @@ mod bf16;
 mod f16;
 mod f32;
 mod float;
+mod q2_k;
+mod q3_k;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -36,6 +38,8 @@ pub use f16::BlockF16;
 pub use f32::BlockF32;
 #[cfg(test)]
 pub(crate) use float::FloatBlock;
+pub use q2_k::BlockQ2K;
+pub use q3_k::BlockQ3K;
 pub use q4_0::BlockQ4_0;
 pub use q4_1::BlockQ4_1;
 #[cfg(target_arch = "aarch64")]
@@ -270,11 +274,13 @@ fn quantize_bytes<W: WeightBlock>(x: &[f32], out: &mut [u8]) {
 }
 
 /// Every weight type the kernels multiply.
-pub const WEIGHT_KINDS: [&WeightKind; 11] = [
+pub const WEIGHT_KINDS: [&WeightKind; 13] = [
     BlockQ4_0::KIND,
     BlockQ4_1::KIND,
     BlockQ5_0::KIND,
     BlockQ5_1::KIND,
+    BlockQ2K::KIND,
+    BlockQ3K::KIND,
     BlockQ4K::KIND,
     BlockQ5K::KIND,
     BlockQ6K::KIND,

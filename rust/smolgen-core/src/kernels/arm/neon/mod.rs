@@ -13,7 +13,8 @@ use crate::kernels::blocks::QK;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::types::sub_scales;
 use crate::kernels::types::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, QK_K,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8_0, QK_K,
 };
 
 /// The dot of a block's 32 codes, as two 16-byte vectors (elements 0..16 and 16..32, each
@@ -316,4 +317,92 @@ row_by_row_gemm!(
     |a, c| (qa, d) = (a.qs(c), a.d(c)),
     // SAFETY: as above.
     |x, b| unsafe { superblock_q6_k(x, qa.add(b * QK_K), &d[8 * b..]) }
+);
+
+/// One Q3_K superblock against its 8 activation blocks (codes at `qa`, scales `d`), in the
+/// scalar reference's order: per activation block `sumf += sumi * (d * d_a)`.
+///
+/// # Safety
+/// NEON present; `qa` points at 256 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn superblock_q3_k(x: &BlockQ3K, qa: *const i8, d: &[f32]) -> f32 {
+    let dw = f16_to_f32(x.d);
+    let scales = x.scales();
+    let mut sumf = 0f32;
+    for (j, &da) in d.iter().enumerate().take(8) {
+        let (h, k) = (j / 4, j % 4);
+        // SAFETY: each half of `qs` is 32 bytes, `hmask` 32; the caller's contract on `qa`.
+        let sumi = unsafe {
+            let code = |at: usize| {
+                let q = vld1q_u8(x.qs.as_ptr().add(32 * h + at));
+                let low = vandq_u8(vshlq_u8(q, vdupq_n_s8(-2 * k as i8)), vdupq_n_u8(3));
+                let hm = vld1q_u8(x.hmask.as_ptr().add(at));
+                let high = vandq_u8(
+                    vshlq_u8(hm, vdupq_n_s8(-((4 * h + k) as i8))),
+                    vdupq_n_u8(1),
+                );
+                let q = vorrq_u8(low, vshlq_n_u8::<2>(high));
+                vsubq_s8(vreinterpretq_s8_u8(q), vdupq_n_s8(4))
+            };
+            let a = qa.add(32 * j);
+            scales[2 * j] as i32 * dot16(code(0), vld1q_s8(a))
+                + scales[2 * j + 1] as i32 * dot16(code(16), vld1q_s8(a.add(16)))
+        };
+        sumf += sumi as f32 * (dw * da);
+    }
+    sumf
+}
+
+/// One Q2_K superblock against its 8 activation blocks (codes at `qa`, scales `d`), in the
+/// scalar reference's order: per activation block `sumf += sumi * (d * d_a) - summ * (dmin *
+/// d_a)`.
+///
+/// # Safety
+/// NEON present; `qa` points at 256 readable bytes.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn superblock_q2_k(x: &BlockQ2K, qa: *const i8, d: &[f32]) -> f32 {
+    let (dw, dmin) = (f16_to_f32(x.d), f16_to_f32(x.dmin));
+    let mut sumf = 0f32;
+    for (j, &da) in d.iter().enumerate().take(8) {
+        let (h, k) = (j / 4, j % 4);
+        let (lo, hi) = (x.scales[2 * j], x.scales[2 * j + 1]);
+        // SAFETY: each half of `qs` is 32 bytes; the caller's contract on `qa`.
+        let (sumi, summ) = unsafe {
+            let code = |at: usize| {
+                let q = vld1q_u8(x.qs.as_ptr().add(32 * h + at));
+                vreinterpretq_s8_u8(vandq_u8(
+                    vshlq_u8(q, vdupq_n_s8(-2 * k as i8)),
+                    vdupq_n_u8(3),
+                ))
+            };
+            let a = qa.add(32 * j);
+            let (a0, a1) = (vld1q_s8(a), vld1q_s8(a.add(16)));
+            (
+                (lo & 0xF) as i32 * dot16(code(0), a0) + (hi & 0xF) as i32 * dot16(code(16), a1),
+                (lo >> 4) as i32 * vaddlvq_s8(a0) as i32 + (hi >> 4) as i32 * vaddlvq_s8(a1) as i32,
+            )
+        };
+        sumf += sumi as f32 * (dw * da) - summ as f32 * (dmin * da);
+    }
+    sumf
+}
+
+row_by_row_gemm!(
+    #[target_feature(enable = "neon")]
+    gemm_q3_k,
+    BlockQ3K,
+    |a, c| (qa, d) = (a.qs(c), a.d(c)),
+    // SAFETY: prepared rows hold `nbp >= 8 * nb` blocks of codes and scales.
+    |x, b| unsafe { superblock_q3_k(x, qa.add(b * QK_K), &d[8 * b..]) }
+);
+
+row_by_row_gemm!(
+    #[target_feature(enable = "neon")]
+    gemm_q2_k,
+    BlockQ2K,
+    |a, c| (qa, d) = (a.qs(c), a.d(c)),
+    // SAFETY: as above.
+    |x, b| unsafe { superblock_q2_k(x, qa.add(b * QK_K), &d[8 * b..]) }
 );

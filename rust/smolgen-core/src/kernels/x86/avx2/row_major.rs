@@ -9,7 +9,8 @@ use super::{bits_as_bytes, hsum, nibbles};
 use crate::kernels::blocks::f16_to_f32;
 use crate::kernels::prepared::{OutPtr, Prepared};
 use crate::kernels::types::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0,
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8_0,
 };
 
 /// Defines a row-major tile for a weight type whose block is 32 unsigned codes (`$load`, from
@@ -349,10 +350,8 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(
                     let wv = _mm256_sub_epi8(*code, bias);
                     let magnitude = _mm256_abs_epi8(wv);
                     let j = 4 * h + k;
-                    let scales = _mm256_set_m128i(
-                        _mm_set1_epi16(blk.scales[2 * j + 1] as i16),
-                        _mm_set1_epi16(blk.scales[2 * j] as i16),
-                    );
+                    let scales =
+                        half_scales(blk.scales[2 * j] as i16, blk.scales[2 * j + 1] as i16);
                     for c in 0..C {
                         let at = b * 8 + j;
                         // SAFETY: prepared rows hold `nbp >= 8 * nb` blocks, 32-byte aligned,
@@ -382,6 +381,164 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(
     }
 }
 
+/// The two i16 scales of a 32-weight run's 16-weight halves, as `vpmaddwd` pairs them: lanes
+/// 0..4 (elements 0..16) take `lo`, lanes 4..8 take `hi`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn half_scales(lo: i16, hi: i16) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+}
+
+/// Q3_K rows `r0..r0+R` (`nb` superblocks per row, first at `w`) against activation rows
+/// `c0..c0+C` in Q8_0: per 32 weights, the signed codes (two bits of `qs`, the third from
+/// `hmask`, less 4) by the sign trick, each 16-weight half weighted by its scale in `vpmaddwd`
+/// (an exact i32), scaled by `d * d_a`.
+///
+/// # Safety
+/// As [`tile_q4_k`]; activation codes in -127..=127.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q3_k<const R: usize, const C: usize>(
+    w: *const BlockQ3K,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    r0: usize,
+    out: OutPtr,
+    pf: usize,
+) {
+    let low2 = _mm256_set1_epi8(3);
+    let one = _mm256_set1_epi8(1);
+    let four = _mm256_set1_epi8(4);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    for b in 0..nb {
+        for r in 0..R {
+            // SAFETY: superblock `b` of row `r0 + r` exists.
+            let blk = unsafe { &*w.add(r * nb + b) };
+            prefetch_record((blk as *const BlockQ3K).cast(), pf, 2);
+            let dw = f16_to_f32(blk.d);
+            let scales = blk.scales();
+            // SAFETY: `hmask` is 32 bytes, each half of `qs` 32.
+            let hm = unsafe { _mm256_loadu_si256(blk.hmask.as_ptr().cast()) };
+            for h in 0..2 {
+                // SAFETY: as above.
+                let qs = unsafe { _mm256_loadu_si256(blk.qs.as_ptr().add(32 * h).cast()) };
+                for j in 0..4 {
+                    let shift = _mm_cvtsi32_si128(2 * j as i32);
+                    let low = _mm256_and_si256(_mm256_srl_epi16(qs, shift), low2);
+                    let bit = _mm_cvtsi32_si128((4 * h + j) as i32);
+                    let high = _mm256_and_si256(_mm256_srl_epi16(hm, bit), one);
+                    let wv =
+                        _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16::<2>(high)), four);
+                    let magnitude = _mm256_abs_epi8(wv);
+                    let run = 4 * h + j;
+                    let sc = half_scales(scales[2 * run] as i16, scales[2 * run + 1] as i16);
+                    for c in 0..C {
+                        let at = b * 8 + run;
+                        // SAFETY: prepared rows hold `nbp >= 8 * nb` blocks, 32-byte aligned,
+                        // and as many scales.
+                        let (av, d) = unsafe {
+                            (_mm256_load_si256(qa[c].add(at * 32).cast()), *da[c].add(at))
+                        };
+                        let p = _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(av, wv)),
+                            sc,
+                        );
+                        acc[r][c] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(p),
+                            _mm256_set1_ps(dw * d),
+                            acc[r][c],
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { out.write(c0 + c, r0 + r, hsum(*v)) };
+        }
+    }
+}
+
+/// Q2_K rows `r0..r0+R` (`nb` superblocks per row, first at `w`) against activation rows
+/// `c0..c0+C` in Q8_0: per 32 weights, the unsigned codes times the activation codes
+/// (`vpmaddubsw`, at most 2 * 3 * 127) weighted by each half's scale, and the half's min times
+/// the sum of its activation codes (`vpmaddubsw` of the mins against the codes), both exact
+/// i32 in `vpmaddwd`, scaled by `d * d_a` and `dmin * d_a`.
+///
+/// # Safety
+/// As [`tile_q4_k`]; activation codes in -127..=127.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q2_k<const R: usize, const C: usize>(
+    w: *const BlockQ2K,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    r0: usize,
+    out: OutPtr,
+    pf: usize,
+) {
+    let low2 = _mm256_set1_epi8(3);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    for b in 0..nb {
+        for r in 0..R {
+            // SAFETY: superblock `b` of row `r0 + r` exists.
+            let blk = unsafe { &*w.add(r * nb + b) };
+            prefetch_record((blk as *const BlockQ2K).cast(), pf, 2);
+            let (dw, dmin) = (f16_to_f32(blk.d), f16_to_f32(blk.dmin));
+            for h in 0..2 {
+                // SAFETY: each half of `qs` is 32 bytes.
+                let qs = unsafe { _mm256_loadu_si256(blk.qs.as_ptr().add(32 * h).cast()) };
+                for j in 0..4 {
+                    let shift = _mm_cvtsi32_si128(2 * j as i32);
+                    let codes = _mm256_and_si256(_mm256_srl_epi16(qs, shift), low2);
+                    let run = 4 * h + j;
+                    let (lo, hi) = (blk.scales[2 * run], blk.scales[2 * run + 1]);
+                    let sc = half_scales((lo & 0xF) as i16, (hi & 0xF) as i16);
+                    let mins = _mm256_set_m128i(
+                        _mm_set1_epi8((hi >> 4) as i8),
+                        _mm_set1_epi8((lo >> 4) as i8),
+                    );
+                    for c in 0..C {
+                        let at = b * 8 + run;
+                        // SAFETY: prepared rows hold `nbp >= 8 * nb` blocks, 32-byte aligned,
+                        // and as many scales.
+                        let (av, d) = unsafe {
+                            (_mm256_load_si256(qa[c].add(at * 32).cast()), *da[c].add(at))
+                        };
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(codes, av), sc);
+                        let m = _mm256_madd_epi16(_mm256_maddubs_epi16(mins, av), ones);
+                        acc[r][c] = _mm256_fmadd_ps(
+                            _mm256_cvtepi32_ps(p),
+                            _mm256_set1_ps(dw * d),
+                            acc[r][c],
+                        );
+                        acc[r][c] = _mm256_fnmadd_ps(
+                            _mm256_cvtepi32_ps(m),
+                            _mm256_set1_ps(dmin * d),
+                            acc[r][c],
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { out.write(c0 + c, r0 + r, hsum(*v)) };
+        }
+    }
+}
+
 row_major_gemm!(gemm_q4_1, "avx2,fma,f16c", BlockQ4_1, tile_q4_1, 4 x 2);
 // Activation codes in -127..=127.
 row_major_gemm!(gemm_q8_0, "avx2,fma,f16c", BlockQ8_0, tile_q8_0, 4 x 2);
@@ -392,3 +549,5 @@ row_major_gemm!(gemm_q4_k, "avx2,fma,f16c", BlockQ4K, tile_q4_k, 4 x 2);
 row_major_gemm!(gemm_q5_k, "avx2,fma,f16c", BlockQ5K, tile_q5_k, 4 x 2);
 // Activation codes in -127..=127.
 row_major_gemm!(gemm_q6_k, "avx2,fma,f16c", BlockQ6K, tile_q6_k, 4 x 2);
+row_major_gemm!(gemm_q3_k, "avx2,fma,f16c", BlockQ3K, tile_q3_k, 4 x 2);
+row_major_gemm!(gemm_q2_k, "avx2,fma,f16c", BlockQ2K, tile_q2_k, 4 x 2);

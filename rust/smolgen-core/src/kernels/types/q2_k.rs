@@ -1,0 +1,136 @@
+//! Q2_K: superblocks of 256 weights `d * sc * q - dmin * m` with 2-bit codes `q` and a 4-bit
+//! scale `sc` and min `m` per 16 weights; multiplied against Q8_0 activations, one activation
+//! block per 32 weights (the mins need the sum of each 16 activation codes, which the kernels
+//! take from the codes themselves).
+
+use half::f16;
+
+use super::q4_k::{QK_K, SUBS};
+use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::dispatch::Isa;
+use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::prepared::Layout;
+
+/// ggml's `block_q2_K`. In each half of 128 weights (32 bytes of `qs`), weight `32j + l` (`j` in
+/// 0..4, `l` in 0..32) is bits `2j` of `qs[l]`. Weight `e` takes the scale (low nibble) and min
+/// (high nibble) of `scales[e / 16]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ2K {
+    pub scales: [u8; QK_K / 16],
+    pub qs: [u8; QK_K / 4],
+    pub d: [u8; 2],
+    pub dmin: [u8; 2],
+}
+
+impl Default for BlockQ2K {
+    fn default() -> Self {
+        BlockQ2K {
+            scales: [0; QK_K / 16],
+            qs: [0; QK_K / 4],
+            d: [0; 2],
+            dmin: [0; 2],
+        }
+    }
+}
+
+byte_block!(BlockQ2K, "q2_K", 84, QK_K);
+
+impl BlockQ2K {
+    #[inline(always)]
+    pub fn d(&self) -> f16 {
+        f16_bits(self.d)
+    }
+    #[inline(always)]
+    pub fn dmin(&self) -> f16 {
+        f16_bits(self.dmin)
+    }
+    /// The 2-bit code of element `e` (0..256).
+    #[inline(always)]
+    pub fn q(&self, e: usize) -> u8 {
+        let (half, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        (self.qs[32 * half + l] >> (2 * j)) & 3
+    }
+    /// The 256 weights as f32, in ggml's arithmetic (`d * sc * q - dmin * m`).
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let (d, dmin) = (f16_to_f32(self.d), f16_to_f32(self.dmin));
+        for (e, o) in out.iter_mut().enumerate() {
+            let sc = self.scales[e / 16];
+            *o = d * (sc & 0xF) as f32 * self.q(e) as f32 - dmin * (sc >> 4) as f32;
+        }
+    }
+}
+
+/// One superblock against its 8 activation blocks: per activation block `j` the exact
+/// `sumi = sum over its two 16s of sc * sum q a` and `summ = sum of m * sum a`, then
+/// `sumf += sumi * (d * d_a) - summ * (dmin * d_a)`.
+#[inline(always)]
+fn superblock_dot(x: &BlockQ2K, qa: &[i8], d: &[f32]) -> f32 {
+    let (dw, dmin) = (f16_to_f32(x.d), f16_to_f32(x.dmin));
+    let mut sumf = 0f32;
+    for j in 0..SUBS {
+        let (mut sumi, mut summ) = (0i32, 0i32);
+        for g in 0..2 {
+            let s = 2 * j + g;
+            let a = &qa[j * QK + 16 * g..][..16];
+            let dot: i32 = (0..16).map(|l| x.q(16 * s + l) as i32 * a[l] as i32).sum();
+            let sum: i32 = a.iter().map(|&v| v as i32).sum();
+            sumi += (x.scales[s] & 0xF) as i32 * dot;
+            summ += (x.scales[s] >> 4) as i32 * sum;
+        }
+        sumf += sumi as f32 * (dw * d[j]) - summ as f32 * (dmin * d[j]);
+    }
+    sumf
+}
+
+/// Q2_K weights . Q8_0 activations (8 activation blocks per weight block).
+pub fn vec_dot_q2_k_q8_0(w: &[BlockQ2K], a: &[BlockQ8_0]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
+        let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
+        let d: Vec<f32> = ys.iter().map(|y| f16_to_f32(y.d)).collect();
+        sumf += superblock_dot(x, &qa, &d);
+    }
+    sumf
+}
+
+row_by_row_gemm!(
+    gemm_q2_k_scalar,
+    BlockQ2K,
+    // SAFETY: row `c` of the prepared codes holds `nbp * 32 >= nb * 32` bytes.
+    |a, c| (qa, d) = (
+        unsafe { std::slice::from_raw_parts(a.qs(c), a.nb * QK) },
+        a.d(c)
+    ),
+    |x, b| superblock_dot(x, &qa[b * QK_K..], &d[b * SUBS..])
+);
+
+impl WeightBlock for BlockQ2K {
+    type Activation = BlockQ8_0;
+    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const GGML_TYPE: u32 = 10;
+    fn dequantize(&self, out: &mut [f32]) {
+        BlockQ2K::dequantize(self, out)
+    }
+    /// candle's port of ggml's K-quant quantization.
+    fn quantize(x: &[f32]) -> Self {
+        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q2K)
+    }
+    fn reference_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        vec_dot_q2_k_q8_0(w, a)
+    }
+    fn kernels(isa: Isa) -> TypeKernels {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
+                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q2_k, Layout::Natural)
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                TypeKernels::row_major(crate::kernels::arm::neon::gemm_q2_k, Layout::Natural)
+            }
+            _ => TypeKernels::row_major(gemm_q2_k_scalar, Layout::Natural),
+        }
+    }
+}

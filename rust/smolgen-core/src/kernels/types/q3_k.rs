@@ -1,0 +1,144 @@
+//! Q3_K: superblocks of 256 weights `d * sc * q` with 3-bit codes `q` in -4..=3 (two low bits
+//! in `qs`, the third in `hmask`) and a 6-bit scale `sc` (less 32) per 16 weights; multiplied
+//! against Q8_0 activations, one activation block per 32 weights, like Q6_K.
+
+use half::f16;
+
+use super::q4_k::{QK_K, SUBS};
+use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::dispatch::Isa;
+use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::prepared::Layout;
+
+/// ggml's `block_q3_K`. In each half of 128 weights (32 bytes of `qs`), weight `32j + l` (`j` in
+/// 0..4, `l` in 0..32) has its low two bits at bits `2j` of `qs[l]`; its third bit is bit
+/// `4 * half + j` of `hmask[l]`, and the code is those three bits less 4 (a clear third bit
+/// subtracts 4). Weight `e` is scaled by the `e / 16`-th of the sixteen 6-bit `scales`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockQ3K {
+    pub hmask: [u8; QK_K / 8],
+    pub qs: [u8; QK_K / 4],
+    pub scales: [u8; 12],
+    pub d: [u8; 2],
+}
+
+impl Default for BlockQ3K {
+    fn default() -> Self {
+        BlockQ3K {
+            hmask: [0; QK_K / 8],
+            qs: [0; QK_K / 4],
+            scales: [0; 12],
+            d: [0; 2],
+        }
+    }
+}
+
+byte_block!(BlockQ3K, "q3_K", 110, QK_K);
+
+impl BlockQ3K {
+    #[inline(always)]
+    pub fn d(&self) -> f16 {
+        f16_bits(self.d)
+    }
+    /// The signed code of element `e` (0..256), in -4..=3.
+    #[inline(always)]
+    pub fn q(&self, e: usize) -> i8 {
+        let (half, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        let low = (self.qs[32 * half + l] >> (2 * j)) & 3;
+        let high = (self.hmask[l] >> (4 * half + j)) & 1;
+        (low | (high << 2)) as i8 - 4
+    }
+    /// The sixteen scales, each its 6 bits less 32 (ggml's `kmask` unpacking: the low four bits
+    /// of scale `s` are nibble `s / 8` of `scales[s % 8]`, its top two bits are bits
+    /// `2 * (s / 4)` of `scales[8 + s % 4]`).
+    pub fn scales(&self) -> [i8; 16] {
+        std::array::from_fn(|s| {
+            let low = (self.scales[s % 8] >> (4 * (s / 8))) & 0xF;
+            let high = (self.scales[8 + s % 4] >> (2 * (s / 4))) & 3;
+            (low | (high << 4)) as i8 - 32
+        })
+    }
+    /// The 256 weights as f32, in ggml's arithmetic (`d * (sc - 32)`, then times the code).
+    pub fn dequantize(&self, out: &mut [f32]) {
+        let d = f16_to_f32(self.d);
+        let scales = self.scales();
+        for (e, o) in out.iter_mut().enumerate() {
+            *o = d * scales[e / 16] as f32 * self.q(e) as f32;
+        }
+    }
+}
+
+/// One superblock against its 8 activation blocks: per activation block `j` the exact
+/// `sumi = sc[2j] * sum_16 q a + sc[2j + 1] * sum_16 q a`, then `sumf += sumi * (d * d_a)`.
+#[inline(always)]
+fn superblock_dot(x: &BlockQ3K, qa: &[i8], d: &[f32]) -> f32 {
+    let dw = f16_to_f32(x.d);
+    let scales = x.scales();
+    let mut sumf = 0f32;
+    for j in 0..SUBS {
+        let sumi: i32 = (0..2)
+            .map(|g| {
+                let s = 16 * (2 * j + g);
+                let sum: i32 = (0..16)
+                    .map(|l| x.q(s + l) as i32 * qa[j * QK + 16 * g + l] as i32)
+                    .sum();
+                scales[2 * j + g] as i32 * sum
+            })
+            .sum();
+        sumf += sumi as f32 * (dw * d[j]);
+    }
+    sumf
+}
+
+/// Q3_K weights . Q8_0 activations (8 activation blocks per weight block).
+pub fn vec_dot_q3_k_q8_0(w: &[BlockQ3K], a: &[BlockQ8_0]) -> f32 {
+    let mut sumf = 0f32;
+    for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
+        let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
+        let d: Vec<f32> = ys.iter().map(|y| f16_to_f32(y.d)).collect();
+        sumf += superblock_dot(x, &qa, &d);
+    }
+    sumf
+}
+
+row_by_row_gemm!(
+    gemm_q3_k_scalar,
+    BlockQ3K,
+    // SAFETY: row `c` of the prepared codes holds `nbp * 32 >= nb * 32` bytes.
+    |a, c| (qa, d) = (
+        unsafe { std::slice::from_raw_parts(a.qs(c), a.nb * QK) },
+        a.d(c)
+    ),
+    |x, b| superblock_dot(x, &qa[b * QK_K..], &d[b * SUBS..])
+);
+
+impl WeightBlock for BlockQ3K {
+    type Activation = BlockQ8_0;
+    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const GGML_TYPE: u32 = 11;
+    fn dequantize(&self, out: &mut [f32]) {
+        BlockQ3K::dequantize(self, out)
+    }
+    /// candle's port of ggml's K-quant quantization.
+    fn quantize(x: &[f32]) -> Self {
+        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q3K)
+    }
+    fn reference_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
+        vec_dot_q3_k_q8_0(w, a)
+    }
+    fn kernels(isa: Isa) -> TypeKernels {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
+                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q3_k, Layout::Natural)
+            }
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => {
+                TypeKernels::row_major(crate::kernels::arm::neon::gemm_q3_k, Layout::Natural)
+            }
+            _ => TypeKernels::row_major(gemm_q3_k_scalar, Layout::Natural),
+        }
+    }
+}
