@@ -24,6 +24,11 @@
 //! * Q4_0 (4 lines, plus half a line of scales): the nibble lines of Q4_1, the scales placed as
 //!   Q8_0's. The kernels start each dot from `-8 * sum(activation codes)`, which turns the
 //!   unsigned codes' products into those of `q - 8`.
+//! * Q4_K (4 lines per 32-value sub-block) and Q5_K (5): each sub-block as a Q4_0 or Q5_0
+//!   record of its codes, then, after the group's records, [`K_SCALE_LINES`] per superblock:
+//!   `d` and `dmin` of the 16 rows, and their 6-bit scales and mins unpacked to bytes (a
+//!   superblock takes 37 or 45 lines against 36 or 44 for its bytes in the file). The kernels
+//!   form `d * sc` and `dmin * m` per sub-block (both exact in f32) and go on as for Q4_1.
 //! * F16, BF16 (16 lines) and F32 (32 lines): element after element, the 16 rows' values side
 //!   by side, so one register widened from 32 (or 64) bytes holds an element of every row, and a
 //!   broadcast activation times it is one FMA for 16 outputs.
@@ -39,7 +44,7 @@
 //! A type has this layout when it implements [`Repack`] (where its bytes go in a group) and
 //! registers its 16-row kernels in its [`WeightBlock::kernels`].
 
-use super::blocks::QMatrix;
+use super::blocks::{Block, QMatrix};
 use super::matmul::{activation_rows, QWeight};
 use super::prepared::{Line, ZERO_LINE};
 use super::types::{WeightBlock, WeightKind};
@@ -62,6 +67,21 @@ pub(crate) const Q5_0_RECORD_LINES: usize = 5;
 pub(crate) const Q5_1_RECORD_LINES: usize = 6;
 /// The line of a Q5 record that holds its fifth bits.
 pub(crate) const FIFTH_BITS_LINE: usize = 4;
+/// Lines per sub-block record of a packed Q4_K matrix (Q4_0's nibble lines).
+pub(crate) const Q4_K_RECORD_LINES: usize = 4;
+/// Lines per sub-block record of a packed Q5_K matrix (Q5_0's: nibbles, then fifth bits).
+pub(crate) const Q5_K_RECORD_LINES: usize = 5;
+/// Lines per superblock of a packed Q4_K or Q5_K group's scales, after all its sub-block
+/// records: the 16 rows' `d`, then their `dmin` (f16); the 16 rows' 6-bit scale of each
+/// sub-block (16 bytes per sub-block, two lines); then their mins (two lines).
+pub(crate) const K_SCALE_LINES: usize = 5;
+
+/// The first scale line of the superblock holding sub-block (activation block) `b`, in a group
+/// of `nb` sub-blocks per row whose records are `record_lines` lines each.
+#[inline(always)]
+pub(crate) fn k_scales_at(record_lines: usize, nb: usize, b: usize) -> usize {
+    nb * record_lines + b / 8 * K_SCALE_LINES
+}
 
 /// The two bytes of an f16 at byte `at` of line `line` of a group.
 pub(crate) fn f16_at(group: &[u8], line: usize, at: usize) -> [u8; 2] {
@@ -134,8 +154,9 @@ pub trait Repack: WeightBlock {
     /// Block `b` of the group's row `i`, as ggml stores it.
     fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self;
     /// The packed kernels' arithmetic for one block, which they must equal bit for bit:
-    /// `acc` plus `w . a`.
-    fn packed_step(acc: f32, w: &Self, a: &Self::Activation) -> f32;
+    /// `acc` plus `w . a`, `a` the activation blocks the block spans (one, or a superblock's
+    /// eight).
+    fn packed_step(acc: f32, w: &Self, a: &[Self::Activation]) -> f32;
 }
 
 fn as_bytes(lines: &[Line]) -> &[u8] {
@@ -286,14 +307,14 @@ pub fn reference_matmul_packed<W: Repack>(
     w: &PackedMatrix,
     a: &[W::Activation],
 ) -> Result<Vec<f32>> {
-    let nb = w.row_blocks();
-    let m = activation_rows(nb, a.len())?;
+    let (nb, per) = (w.row_blocks(), W::ELEMENTS / W::Activation::ELEMENTS);
+    let m = activation_rows(nb * per, a.len())?;
     let mut out = vec![0f32; m * w.rows()];
-    for (c, act) in a.chunks_exact(nb).enumerate() {
+    for (c, act) in a.chunks_exact(nb * per).enumerate() {
         for r in 0..w.rows() {
             let mut acc = 0f32;
-            for (b, y) in act.iter().enumerate() {
-                acc = W::packed_step(acc, &w.block::<W>(r, b)?, y);
+            for (b, ys) in act.chunks_exact(per).enumerate() {
+                acc = W::packed_step(acc, &w.block::<W>(r, b)?, ys);
             }
             out[c * w.rows() + r] = acc;
         }

@@ -69,6 +69,8 @@ macro_rules! for_each_packed_type {
             $check::<BlockF16>(),
             $check::<BlockBF16>(),
             $check::<BlockF32>(),
+            $check::<BlockQ4K>(),
+            $check::<BlockQ5K>(),
         ]
     };
 }

@@ -103,8 +103,8 @@ fn float_products_are_the_same_bits_on_every_path() {
 
 fn packing_keeps_blocks<W: Sample + Repack>() {
     let mut rng = Rng(11);
-    for &(rows, k) in &[(1usize, 32usize), (16, 64), (20, 96), (37, 576)] {
-        let nb = k / W::ELEMENTS;
+    for &(rows, nb) in &[(1usize, 1usize), (16, 2), (20, 3), (37, 18)] {
+        let k = nb * W::ELEMENTS;
         let w = W::random(&mut rng, rows * nb, true);
         let wm = QMatrix::new(&w, rows, k).expect("shape");
         let p = PackedMatrix::pack(&wm);
@@ -172,21 +172,22 @@ fn packed_matmul_matches<W: Sample + Repack>() {
         }
     }
     for &k in &[32usize, 96, 576, 1536] {
-        let nb = k / W::ELEMENTS;
+        let k = k.next_multiple_of(W::ELEMENTS);
+        let (nb, na) = (k / W::ELEMENTS, k / QK);
         for &rows in &[5usize, 16, 40, 64] {
             let extreme = (rows + k) % 2 == 1;
             let w = W::random(&mut rng, rows * nb, extreme);
             let wm = QMatrix::new(&w, rows, k).expect("shape");
             let packed = PackedMatrix::pack(&wm);
             for &m in &[1usize, 2, 3, 7, 8, 9, 16, 17, 26] {
-                let a = quantized_acts::<W::Activation>(&mut rng, m * nb, !extreme);
+                let a = quantized_acts::<W::Activation>(&mut rng, m * na, !extreme);
                 let want = reference_matmul_packed::<W>(&packed, &a).expect("shapes");
                 for c in 0..m {
-                    let ac = &a[c * nb..(c + 1) * nb];
+                    let ac = &a[c * na..(c + 1) * na];
                     for r in 0..rows {
                         let e = W::reference_dot(wm.row(r), ac);
                         let g = want[c * rows + r];
-                        let t = tol(nb, W::magnitude(wm.row(r), ac));
+                        let t = tol(na, W::magnitude(wm.row(r), ac));
                         assert!(
                             ((g - e) as f64).abs() <= t,
                             "{} reference rows={rows} k={k} m={m} ({c},{r}): {g} vs {e}",
@@ -224,13 +225,15 @@ fn packed_matmul_matches_its_reference() {
 fn packed_matmul_rejects<W: Sample + Repack>() {
     let mut rng = Rng(13);
     let w = W::random(&mut rng, 20 * 2, false);
-    let packed = PackedMatrix::pack(&QMatrix::new(&w, 20, 64).expect("shape"));
-    let a = quantized_acts::<W::Activation>(&mut rng, 3, false);
+    let packed = PackedMatrix::pack(&QMatrix::new(&w, 20, 2 * W::ELEMENTS).expect("shape"));
+    // One row of activation blocks, and a half row more.
+    let na = 2 * W::ELEMENTS / QK;
+    let a = quantized_acts::<W::Activation>(&mut rng, na + na / 2, false);
     let mut out = vec![0f32; 40];
     for kern in available_isas().into_iter().filter_map(Kernels::for_isa) {
         let pool = Pool::single();
         let ok = kern
-            .matmul_packed::<W>(&pool, &packed, &a[..2], &mut out[..20])
+            .matmul_packed::<W>(&pool, &packed, &a[..na], &mut out[..20])
             .is_ok();
         assert_eq!(ok, kern.packs(W::KIND), "{} {}", kern.name(), W::NAME);
         assert!(kern
@@ -240,7 +243,7 @@ fn packed_matmul_rejects<W: Sample + Repack>() {
             .matmul_packed::<W>(&pool, &packed, &[], &mut [])
             .is_err());
         assert!(kern
-            .matmul_packed::<W>(&pool, &packed, &a[..2], &mut out)
+            .matmul_packed::<W>(&pool, &packed, &a[..na], &mut out)
             .is_err());
     }
 }

@@ -125,8 +125,8 @@ macro_rules! float_repack {
             fn get(group: &[u8], _nb: usize, b: usize, i: usize) -> Self {
                 $crate::kernels::types::float::get_float(group, b, i)
             }
-            fn packed_step(acc: f32, x: &Self, y: &BlockF32) -> f32 {
-                $crate::kernels::types::float::float_packed_step(acc, x, y)
+            fn packed_step(acc: f32, x: &Self, a: &[BlockF32]) -> f32 {
+                $crate::kernels::types::float::float_packed_step(acc, x, &a[0])
             }
         }
     };

@@ -162,7 +162,8 @@ impl Repack for BlockQ4_1 {
             qs: get_nibbles(group, rec, i),
         }
     }
-    fn packed_step(acc: f32, x: &Self, y: &BlockQ8_1) -> f32 {
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_1]) -> f32 {
+        let y = &a[0];
         let sumi: i32 = (0..QK).map(|j| x.q(j) as i32 * y.qs[j] as i32).sum();
         let scale = f16_to_f32(x.d) * f16_to_f32(y.d);
         let acc = (sumi as f32).mul_add(scale, acc);

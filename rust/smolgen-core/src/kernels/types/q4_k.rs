@@ -9,6 +9,9 @@ use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::packed::{
+    get_nibbles, k_scales_at, put_nibbles, span_mut, Repack, K_SCALE_LINES, Q4_K_RECORD_LINES,
+};
 use crate::kernels::prepared::Layout;
 
 /// Values per K-quant superblock.
@@ -90,6 +93,17 @@ pub(crate) fn scale_min_k4(q: &[u8; 12], j: usize) -> (u8, u8) {
     }
 }
 
+/// The 12 bytes [`scale_min_k4`] reads the eight 6-bit scales and mins back from.
+pub(crate) fn pack_scale_min_k4(sc: [u8; 8], m: [u8; 8]) -> [u8; 12] {
+    let mut q = [0u8; 12];
+    for j in 0..4 {
+        q[j] = (sc[j] & 63) | ((sc[j + 4] >> 4) << 6);
+        q[j + 4] = (m[j] & 63) | ((m[j + 4] >> 4) << 6);
+        q[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
+    }
+    q
+}
+
 /// Sub-block `j`'s `d * sc` and `dmin * m` in f32.
 #[inline(always)]
 pub(crate) fn sub_scales(d: [u8; 2], dmin: [u8; 2], scales: &[u8; 12], j: usize) -> (f32, f32) {
@@ -104,6 +118,62 @@ pub(crate) trait OffsetSuperblock {
     fn sub_scales(&self, j: usize) -> (f32, f32);
     /// The code of element `e` (0..256).
     fn code(&self, e: usize) -> u8;
+}
+
+/// Sub-block `s`'s 32 codes as a Q4_0 block packs them: byte `j` holds code `j` in its low
+/// nibble, code `16 + j` in its high one (fifth bits dropped).
+pub(crate) fn sub_block_nibbles<K: OffsetSuperblock>(x: &K, s: usize) -> [u8; 16] {
+    std::array::from_fn(|j| (x.code(QK * s + j) & 0x0F) | ((x.code(QK * s + 16 + j) & 0x0F) << 4))
+}
+
+/// Stores superblock `b`'s `d`, `dmin` and unpacked scales and mins for row `i` of a group of
+/// `nb` superblocks whose sub-block records are `record_lines` lines.
+pub(crate) fn put_k_scales(
+    group: &mut [u8],
+    record_lines: usize,
+    nb: usize,
+    b: usize,
+    i: usize,
+    (d, dmin, scales): ([u8; 2], [u8; 2], &[u8; 12]),
+) {
+    let line = k_scales_at(record_lines, nb * SUBS, b * SUBS);
+    span_mut(group, line, 2 * i, 2).copy_from_slice(&d);
+    span_mut(group, line, 32 + 2 * i, 2).copy_from_slice(&dmin);
+    for j in 0..SUBS {
+        let (sc, m) = scale_min_k4(scales, j);
+        group[(line + 1) * 64 + 16 * j + i] = sc;
+        group[(line + 3) * 64 + 16 * j + i] = m;
+    }
+}
+
+/// Row `i`'s `d`, `dmin` and packed scales of superblock `b`, back from [`put_k_scales`].
+pub(crate) fn get_k_scales(
+    group: &[u8],
+    record_lines: usize,
+    nb: usize,
+    b: usize,
+    i: usize,
+) -> ([u8; 2], [u8; 2], [u8; 12]) {
+    let line = k_scales_at(record_lines, nb * SUBS, b * SUBS);
+    let f16 = |at: usize| [group[line * 64 + at], group[line * 64 + at + 1]];
+    let sc = std::array::from_fn(|j| group[(line + 1) * 64 + 16 * j + i]);
+    let m = std::array::from_fn(|j| group[(line + 3) * 64 + 16 * j + i]);
+    (f16(2 * i), f16(32 + 2 * i), pack_scale_min_k4(sc, m))
+}
+
+/// The packed kernels' arithmetic for one superblock: per sub-block `j`,
+/// `acc = fma(sumi, d' * d_a, acc)` then `acc = fma(-m', s_a, acc)`.
+pub(crate) fn offset_packed_step<K: OffsetSuperblock>(acc: f32, x: &K, a: &[BlockQ8_1]) -> f32 {
+    let mut acc = acc;
+    for (j, y) in a.iter().enumerate().take(SUBS) {
+        let (d1, m1) = x.sub_scales(j);
+        let sumi: i32 = (0..QK)
+            .map(|l| x.code(j * QK + l) as i32 * y.qs[l] as i32)
+            .sum();
+        acc = (sumi as f32).mul_add(d1 * f16_to_f32(y.d), acc);
+        acc = (-m1).mul_add(f16_to_f32(y.s), acc);
+    }
+    acc
 }
 
 /// The 256 weights as f32, in ggml's arithmetic (`d' * q - m'` in f32).
@@ -176,7 +246,7 @@ row_by_row_gemm!(
 
 impl WeightBlock for BlockQ4K {
     type Activation = BlockQ8_1;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 12;
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ4K::dequantize(self, out)
@@ -189,16 +259,64 @@ impl WeightBlock for BlockQ4K {
         vec_dot_q4_k_q8_1(w, a)
     }
     fn kernels(isa: Isa) -> TypeKernels {
+        #[cfg(target_arch = "x86_64")]
+        use crate::kernels::x86::avx2;
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q4_k, Layout::Natural)
-            }
+            Isa::Avx2 => TypeKernels::row_major(avx2::gemm_q4_k, Layout::Natural)
+                .with_packed(avx2::gemm_q4_kx16),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => TypeKernels::row_major(avx2::gemm_q4_k, Layout::Natural)
+                .with_packed(avx2::gemm_q4_kx16_vnni),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => TypeKernels::row_major(avx2::gemm_q4_k, Layout::Natural)
+                .with_packed(crate::kernels::x86::avx512::gemm_q4_kx16),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 TypeKernels::row_major(crate::kernels::arm::neon::gemm_q4_k, Layout::Natural)
             }
             _ => TypeKernels::row_major(gemm_q4_k_scalar, Layout::Natural),
         }
+    }
+}
+
+impl Repack for BlockQ4K {
+    fn group_lines(nb: usize) -> usize {
+        nb * (SUBS * Q4_K_RECORD_LINES + K_SCALE_LINES)
+    }
+    fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
+        for s in 0..SUBS {
+            let rec = (b * SUBS + s) * Q4_K_RECORD_LINES;
+            put_nibbles(group, rec, i, &sub_block_nibbles(blk, s));
+        }
+        put_k_scales(
+            group,
+            Q4_K_RECORD_LINES,
+            nb,
+            b,
+            i,
+            (blk.d, blk.dmin, &blk.scales),
+        );
+    }
+    fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
+        let (d, dmin, scales) = get_k_scales(group, Q4_K_RECORD_LINES, nb, b, i);
+        let mut blk = BlockQ4K {
+            d,
+            dmin,
+            scales,
+            ..BlockQ4K::default()
+        };
+        for s in 0..SUBS {
+            let nibbles = get_nibbles(group, (b * SUBS + s) * Q4_K_RECORD_LINES, i);
+            for (j, &byte) in nibbles.iter().enumerate() {
+                for (half, code) in [(0, byte & 0x0F), (16, byte >> 4)] {
+                    blk.qs[32 * (s / 2) + half + j] |= code << (4 * (s % 2));
+                }
+            }
+        }
+        blk
+    }
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_1]) -> f32 {
+        offset_packed_step(acc, x, a)
     }
 }

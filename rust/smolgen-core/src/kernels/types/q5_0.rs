@@ -174,7 +174,8 @@ impl Repack for BlockQ5_0 {
             qs: get_nibbles(group, rec, i),
         }
     }
-    fn packed_step(acc: f32, x: &Self, y: &BlockQ8_0) -> f32 {
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_0]) -> f32 {
+        let y = &a[0];
         (sumi_q5_0(x, &y.qs) as f32).mul_add(f16_to_f32(x.d) * f16_to_f32(y.d), acc)
     }
 }

@@ -158,7 +158,8 @@ impl Repack for BlockQ5_1 {
             qs: get_nibbles(group, rec, i),
         }
     }
-    fn packed_step(acc: f32, x: &Self, y: &BlockQ8_1) -> f32 {
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_1]) -> f32 {
+        let y = &a[0];
         let scale = f16_to_f32(x.d) * f16_to_f32(y.d);
         let acc = (sumi_q5_1(x, &y.qs) as f32).mul_add(scale, acc);
         f16_to_f32(x.m).mul_add(f16_to_f32(y.s), acc)

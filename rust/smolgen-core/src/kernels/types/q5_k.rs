@@ -4,12 +4,17 @@
 use half::f16;
 
 use super::q4_k::{
-    dequantize_offset, sub_scales, superblock_dot, vec_dot_offset, OffsetSuperblock, QK_K, SUBS,
+    dequantize_offset, get_k_scales, offset_packed_step, put_k_scales, sub_block_nibbles,
+    sub_scales, superblock_dot, vec_dot_offset, OffsetSuperblock, QK_K, SUBS,
 };
 use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::packed::{
+    get_fifth_bits, get_nibbles, put_fifth_bits, put_nibbles, span, span_mut, Repack,
+    FIFTH_BITS_LINE, K_SCALE_LINES, Q5_K_RECORD_LINES,
+};
 use crate::kernels::prepared::Layout;
 
 /// ggml's `block_q5_K`: Q4_K's fields, plus `qh`, whose byte `l` holds in bit `j` the fifth
@@ -95,7 +100,7 @@ row_by_row_gemm!(
 
 impl WeightBlock for BlockQ5K {
     type Activation = BlockQ8_1;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 13;
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ5K::dequantize(self, out)
@@ -108,16 +113,72 @@ impl WeightBlock for BlockQ5K {
         vec_dot_q5_k_q8_1(w, a)
     }
     fn kernels(isa: Isa) -> TypeKernels {
+        #[cfg(target_arch = "x86_64")]
+        use crate::kernels::x86::avx2;
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q5_k, Layout::Natural)
-            }
+            Isa::Avx2 => TypeKernels::row_major(avx2::gemm_q5_k, Layout::Natural)
+                .with_packed(avx2::gemm_q5_kx16),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => TypeKernels::row_major(avx2::gemm_q5_k, Layout::Natural)
+                .with_packed(avx2::gemm_q5_kx16_vnni),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => TypeKernels::row_major(avx2::gemm_q5_k, Layout::Natural)
+                .with_packed(crate::kernels::x86::avx512::gemm_q5_kx16),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 TypeKernels::row_major(crate::kernels::arm::neon::gemm_q5_k, Layout::Natural)
             }
             _ => TypeKernels::row_major(gemm_q5_k_scalar, Layout::Natural),
         }
+    }
+}
+
+/// Each sub-block a Q5_0 record: nibble lines, then its fifth bits.
+impl Repack for BlockQ5K {
+    fn group_lines(nb: usize) -> usize {
+        nb * (SUBS * Q5_K_RECORD_LINES + K_SCALE_LINES)
+    }
+    fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
+        for s in 0..SUBS {
+            let rec = (b * SUBS + s) * Q5_K_RECORD_LINES;
+            put_nibbles(group, rec, i, &sub_block_nibbles(blk, s));
+            let qh = (0..QK).fold(0u32, |qh, l| qh | (((blk.qh[l] >> s) & 1) as u32) << l);
+            put_fifth_bits(span_mut(group, rec + FIFTH_BITS_LINE, 0, 64), i, qh);
+        }
+        put_k_scales(
+            group,
+            Q5_K_RECORD_LINES,
+            nb,
+            b,
+            i,
+            (blk.d, blk.dmin, &blk.scales),
+        );
+    }
+    fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
+        let (d, dmin, scales) = get_k_scales(group, Q5_K_RECORD_LINES, nb, b, i);
+        let mut blk = BlockQ5K {
+            d,
+            dmin,
+            scales,
+            ..BlockQ5K::default()
+        };
+        for s in 0..SUBS {
+            let rec = (b * SUBS + s) * Q5_K_RECORD_LINES;
+            let nibbles = get_nibbles(group, rec, i);
+            for (j, &byte) in nibbles.iter().enumerate() {
+                for (half, code) in [(0, byte & 0x0F), (16, byte >> 4)] {
+                    blk.qs[32 * (s / 2) + half + j] |= code << (4 * (s % 2));
+                }
+            }
+            let qh = get_fifth_bits(span(group, rec + FIFTH_BITS_LINE, 0, 64), i);
+            for (l, byte) in blk.qh.iter_mut().enumerate() {
+                *byte |= (((qh >> l) & 1) as u8) << s;
+            }
+        }
+        blk
+    }
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_1]) -> f32 {
+        offset_packed_step(acc, x, a)
     }
 }

@@ -159,7 +159,8 @@ impl Repack for BlockQ8_0 {
         blk.d.copy_from_slice(span(group, line, at + 2 * i, 2));
         blk
     }
-    fn packed_step(acc: f32, x: &Self, y: &BlockQ8_0) -> f32 {
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_0]) -> f32 {
+        let y = &a[0];
         let sumi: i32 =
             x.qs.iter()
                 .zip(&y.qs)

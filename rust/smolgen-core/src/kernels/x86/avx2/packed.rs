@@ -10,8 +10,8 @@ use super::super::walk::{packed_gemm, prefetch_record};
 use super::bits_as_bytes;
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
-    scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q5_0_RECORD_LINES,
-    Q5_1_RECORD_LINES, Q8_0_RECORD_LINES,
+    k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES,
+    Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q8_0_RECORD_LINES,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
 
@@ -139,6 +139,9 @@ macro_rules! nibble_half_tile {
     (@per_row offset, $a:ident, $c0:ident) => {
         std::array::from_fn(|c| $a.s($c0 + c).as_ptr())
     };
+    (@per_row ksuper, $a:ident, $c0:ident) => {
+        nibble_half_tile!(@per_row offset, $a, $c0)
+    };
     // (The i32 corrections' pointers typed as f32 ones, so both kinds fill one array; `@finish`
     // reads them back as i32.)
     (@per_row symmetric, $a:ident, $c0:ident) => {
@@ -159,6 +162,23 @@ macro_rules! nibble_half_tile {
             _mm256_setzero_ps(),
         )
     }};
+    // Q4_K, Q5_K: `d * sc` and `-(dmin * m)` of sub-block `b % 8` for this half's rows, from
+    // the superblock's scale lines after the group's records (both products exact in f32; the
+    // sign flipped as a bit).
+    (@scales ksuper($unused:expr), $lines:expr, $rec:ident, $r:ident, $nb:ident, $b:ident, $half:ident) => {{
+        let k = $rec.add(k_scales_at($lines, $nb, $b)).cast::<u8>();
+        let at = 16 * ($b % 8) + 8 * $half;
+        let byte_lanes = |p: *const u8| {
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(p.cast())))
+        };
+        let d = _mm256_cvtph_ps(_mm_load_si128(k.add(16 * $half).cast()));
+        let dmin = _mm256_cvtph_ps(_mm_load_si128(k.add(32 + 16 * $half).cast()));
+        let mw = _mm256_mul_ps(dmin, byte_lanes(k.add(192 + at)));
+        (
+            _mm256_mul_ps(d, byte_lanes(k.add(64 + at))),
+            _mm256_xor_ps(mw, _mm256_set1_ps(-0.0)),
+        )
+    }};
     (@fifth no, $r:ident, $j:ident, $half:ident) => {
         (_mm256_setzero_si256(), _mm256_setzero_si256())
     };
@@ -177,6 +197,9 @@ macro_rules! nibble_half_tile {
         let acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps($isum), $scale, $acc);
         _mm256_fmadd_ps($mw, _mm256_set1_ps(*$s.add(2 * $b + 1)), acc)
     }};
+    (@finish ksuper($unused:expr), $acc:expr, $isum:expr, $scale:ident, $mw:ident, $s:expr, $b:ident) => {
+        nibble_half_tile!(@finish offset(0), $acc, $isum, $scale, $mw, $s, $b)
+    };
     (@finish symmetric($shift:expr), $acc:expr, $isum:expr, $scale:ident, $mw:ident, $s:expr, $b:ident) => {{
         let _ = $mw; // no offset term
         let start = *$s.cast::<i32>().add($b) >> $shift;
@@ -213,6 +236,10 @@ nibble_half_tiles!(tile_q5_0x16, tile_q5_0x16_vnni, period: 2,
     record: Q5_0_RECORD_LINES, fifth: yes, scales: symmetric(3));
 nibble_half_tiles!(tile_q5_1x16, tile_q5_1x16_vnni, period: 2,
     record: Q5_1_RECORD_LINES, fifth: yes, scales: offset(5));
+nibble_half_tiles!(tile_q4_kx16, tile_q4_kx16_vnni, period: 4,
+    record: Q4_K_RECORD_LINES, fifth: no, scales: ksuper(0));
+nibble_half_tiles!(tile_q5_kx16, tile_q5_kx16_vnni, period: 2,
+    record: Q5_K_RECORD_LINES, fifth: yes, scales: ksuper(0));
 
 /// The Q8_0 tile (codes stored +128) of [`nibble_half_tile`]'s shape, for AVX2: the sign trick
 /// on the unbiased codes, `|w|` times `a` with `w`'s sign, widened to i32 per group of four.
@@ -355,4 +382,6 @@ half_gemms! {
     gemm_q4_0x16, gemm_q4_0x16_vnni: tile_q4_0x16, tile_q4_0x16_vnni, Q4_0_RECORD_LINES;
     gemm_q5_0x16, gemm_q5_0x16_vnni: tile_q5_0x16, tile_q5_0x16_vnni, Q5_0_RECORD_LINES;
     gemm_q5_1x16, gemm_q5_1x16_vnni: tile_q5_1x16, tile_q5_1x16_vnni, Q5_1_RECORD_LINES;
+    gemm_q4_kx16, gemm_q4_kx16_vnni: tile_q4_kx16, tile_q4_kx16_vnni, Q4_K_RECORD_LINES;
+    gemm_q5_kx16, gemm_q5_kx16_vnni: tile_q5_kx16, tile_q5_kx16_vnni, Q5_K_RECORD_LINES;
 }

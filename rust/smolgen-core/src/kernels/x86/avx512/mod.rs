@@ -21,8 +21,8 @@ pub(crate) use float::*;
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
-    scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q5_0_RECORD_LINES,
-    Q5_1_RECORD_LINES, Q8_0_RECORD_LINES,
+    k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES,
+    Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q8_0_RECORD_LINES,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
 use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
@@ -282,6 +282,9 @@ macro_rules! nibble_group_tile {
     (@per_row offset, $a:ident, $c0:ident) => {
         std::array::from_fn(|c| $a.s($c0 + c).as_ptr())
     };
+    (@per_row ksuper, $a:ident, $c0:ident) => {
+        nibble_group_tile!(@per_row offset, $a, $c0)
+    };
     // (The i32 corrections' pointers typed as f32 ones, so both kinds fill one array; `@start`
     // reads them back as i32.)
     (@per_row symmetric, $a:ident, $c0:ident) => {
@@ -312,7 +315,27 @@ macro_rules! nibble_group_tile {
             _mm512_setzero_ps(),
         )
     }};
+    // Q4_K, Q5_K: `d * sc` and `-(dmin * m)` of sub-block `b % 8`, from the superblock's scale
+    // lines after the group's records (both products exact in f32; the sign flipped as a bit).
+    (@scales ksuper($unused:expr), $lines:expr, $rec:ident, $r:ident, $nb:ident, $b:ident) => {{
+        let k = $rec.add(k_scales_at($lines, $nb, $b)).cast::<u8>();
+        let dm = _mm512_load_si512(k.cast());
+        let at = 16 * ($b % 8);
+        let byte_lanes = |p: *const u8| {
+            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_load_si128(p.cast())))
+        };
+        let dw = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(dm)), byte_lanes(k.add(64 + at)));
+        let mw = _mm512_mul_ps(
+            _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dm)),
+            byte_lanes(k.add(192 + at)),
+        );
+        let sign = _mm512_set1_epi32(i32::MIN);
+        (dw, _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(mw), sign)))
+    }};
     (@start offset($line:expr), $s:expr, $b:ident) => {
+        0
+    };
+    (@start ksuper($unused:expr), $s:expr, $b:ident) => {
         0
     };
     (@start symmetric($shift:expr), $s:expr, $b:ident) => {
@@ -321,6 +344,9 @@ macro_rules! nibble_group_tile {
     // SAFETY (offset): a prepared row holds `2 * nbp` values `s`.
     (@offset offset, $acc:expr, $mw:ident, $s:expr, $b:ident) => {
         _mm512_fmadd_ps($mw, _mm512_set1_ps(unsafe { *$s.add(2 * $b + 1) }), $acc)
+    };
+    (@offset ksuper, $acc:expr, $mw:ident, $s:expr, $b:ident) => {
+        nibble_group_tile!(@offset offset, $acc, $mw, $s, $b)
     };
     (@offset symmetric, $acc:expr, $mw:ident, $s:expr, $b:ident) => {{
         let _ = $mw; // no offset term
@@ -343,6 +369,14 @@ nibble_group_tile!(
 nibble_group_tile!(
     /// Q5_1: `d` and `m` in the record's line 5.
     tile_q5_1x16, record: Q5_1_RECORD_LINES, fifth: yes, scales: offset(5)
+);
+nibble_group_tile!(
+    /// Q4_K: each sub-block a Q4_1 block with `d * sc` and `-(dmin * m)`.
+    tile_q4_kx16, record: Q4_K_RECORD_LINES, fifth: no, scales: ksuper(0)
+);
+nibble_group_tile!(
+    /// Q5_K: each sub-block a Q5_1 block with `d * sc` and `-(dmin * m)`.
+    tile_q5_kx16, record: Q5_K_RECORD_LINES, fifth: yes, scales: ksuper(0)
 );
 
 /// 16 weight rows (one group) x `C` activation rows, all blocks; Q8_0 (codes stored +128).
@@ -402,6 +436,22 @@ unsafe fn tile_q8_0x16<const C: usize>(
 }
 
 // The 16-row kernels take 8 activation rows per tile (16 spill).
+packed_gemm!(
+    gemm_q4_kx16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Q4_K_RECORD_LINES,
+    tile_q4_kx16,
+    8,
+    whole_group
+);
+packed_gemm!(
+    gemm_q5_kx16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Q5_K_RECORD_LINES,
+    tile_q5_kx16,
+    8,
+    whole_group
+);
 packed_gemm!(
     gemm_q4_1x16,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
