@@ -29,6 +29,11 @@
 //!   `d` and `dmin` of the 16 rows, and their 6-bit scales and mins unpacked to bytes (a
 //!   superblock takes 37 or 45 lines against 36 or 44 for its bytes in the file). The kernels
 //!   form `d * sc` and `dmin * m` per sub-block (both exact in f32) and go on as for Q4_1.
+//! * Q6_K (6 lines per sub-block): the low nibbles of its codes as Q4_0's, then bits 4 and 5 in
+//!   two lines laid out as the Q5 fifth bits; after the group's records, [`K_SCALE_LINES`] per
+//!   superblock: the 16 rows' `d`, then their sixteen i8 scales (16 bytes per 16 weights). The
+//!   kernels dot the two 16-code halves apart, each started from `-32 * sum(a)` of its half,
+//!   and weight them by their scales in exact i32 (53 lines against 52.5 in the file).
 //! * F16, BF16 (16 lines) and F32 (32 lines): element after element, the 16 rows' values side
 //!   by side, so one register widened from 32 (or 64) bytes holds an element of every row, and a
 //!   broadcast activation times it is one FMA for 16 outputs.
@@ -71,6 +76,9 @@ pub(crate) const FIFTH_BITS_LINE: usize = 4;
 pub(crate) const Q4_K_RECORD_LINES: usize = 4;
 /// Lines per sub-block record of a packed Q5_K matrix (Q5_0's: nibbles, then fifth bits).
 pub(crate) const Q5_K_RECORD_LINES: usize = 5;
+/// Lines per sub-block record of a packed Q6_K matrix: the low nibbles of its codes, then
+/// their bits 4 and 5 as [`FIFTH_BITS_LINE`] lays out a fifth bit.
+pub(crate) const Q6_K_RECORD_LINES: usize = 6;
 /// Lines per superblock of a packed Q4_K or Q5_K group's scales, after all its sub-block
 /// records: the 16 rows' `d`, then their `dmin` (f16); the 16 rows' 6-bit scale of each
 /// sub-block (16 bytes per sub-block, two lines); then their mins (two lines).

@@ -51,6 +51,9 @@ pub struct Prepared {
     cx: Vec<Line>,
     /// Q8_0: `-128 * sum(codes)` per block, the start of a dot against codes biased by +128.
     fix: Vec<i32>,
+    /// Q8_0: `-32 * sum(codes)` of each 16-code half per block, the start of a dot against
+    /// codes biased by +32 (Q6_K's, repacked).
+    half_fix: Vec<i32>,
     /// F32 activations (for float weights): `nb * 32` values per row.
     x: Vec<f32>,
 }
@@ -79,6 +82,12 @@ impl Prepared {
     #[inline(always)]
     pub fn bias_fix(&self, c: usize) -> &[i32] {
         &self.fix[c * self.nbp..(c + 1) * self.nbp]
+    }
+    /// Q8_0: `-32 * sum(codes)` of block `b`'s halves, `[first 16, last 16]`, for row `c`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub fn half_bias_fix(&self, c: usize) -> &[i32] {
+        &self.half_fix[c * 2 * self.nbp..(c + 1) * 2 * self.nbp]
     }
     /// F32 activations: row `c`, `nb * 32` values.
     #[inline(always)]
@@ -116,6 +125,7 @@ impl Prepared {
             sx: Vec::new(),
             cx: Vec::new(),
             fix: Vec::new(),
+            half_fix: Vec::new(),
             x: Vec::new(),
         }
     }
@@ -141,8 +151,10 @@ impl Prepared {
         refill(&mut self.sx, if pairs_q4 { lines } else { 0 });
         refill(&mut self.cx, if pairs_q8 { lines } else { 0 });
         self.fix.clear();
+        self.half_fix.clear();
         if !q8_1 {
             self.fix.resize(m * nbp, 0);
+            self.half_fix.resize(m * 2 * nbp, 0);
         }
     }
 
@@ -213,7 +225,16 @@ impl Prepared {
             for b in 0..nb {
                 let blk = &a[c * nb + b];
                 p.d[c * p.nbp + b] = blk.d().to_f32();
-                p.fix[c * p.nbp + b] = -128 * blk.qs.iter().map(|&q| q as i32).sum::<i32>();
+                let half_sum = |h: usize| {
+                    blk.qs[16 * h..16 * h + 16]
+                        .iter()
+                        .map(|&q| q as i32)
+                        .sum::<i32>()
+                };
+                let (s0, s1) = (half_sum(0), half_sum(1));
+                p.fix[c * p.nbp + b] = -128 * (s0 + s1);
+                p.half_fix[2 * (c * p.nbp + b)] = -32 * s0;
+                p.half_fix[2 * (c * p.nbp + b) + 1] = -32 * s1;
                 let half = b % 2;
                 p.qs[c * lpr + b / 2].0[half * 32..half * 32 + 32]
                     .copy_from_slice(&blk.qs.map(|q| q as u8));

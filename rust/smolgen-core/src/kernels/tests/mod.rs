@@ -71,6 +71,7 @@ macro_rules! for_each_packed_type {
             $check::<BlockF32>(),
             $check::<BlockQ4K>(),
             $check::<BlockQ5K>(),
+            $check::<BlockQ6K>(),
         ]
     };
 }

@@ -51,6 +51,8 @@ pub use q5_0::BlockQ5_0;
 pub use q5_1::BlockQ5_1;
 pub use q5_k::BlockQ5K;
 pub use q6_k::BlockQ6K;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use q6_k::SIXTH_BITS_LINE;
 pub use q8_0::BlockQ8_0;
 pub use q8_1::BlockQ8_1;
 

@@ -8,6 +8,10 @@ use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::packed::{
+    get_fifth_bits, get_nibbles, k_scales_at, put_fifth_bits, put_nibbles, span, span_mut, Repack,
+    FIFTH_BITS_LINE, K_SCALE_LINES, Q6_K_RECORD_LINES,
+};
 use crate::kernels::prepared::Layout;
 
 /// ggml's `block_q6_K`. In each half of 128 weights (`ql` 64 bytes, `qh` 32 bytes): weight
@@ -108,7 +112,7 @@ row_by_row_gemm!(
 
 impl WeightBlock for BlockQ6K {
     type Activation = BlockQ8_0;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 14;
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ6K::dequantize(self, out)
@@ -121,16 +125,87 @@ impl WeightBlock for BlockQ6K {
         vec_dot_q6_k_q8_0(w, a)
     }
     fn kernels(isa: Isa) -> TypeKernels {
+        #[cfg(target_arch = "x86_64")]
+        use crate::kernels::x86::avx2;
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q6_k, Layout::Natural)
-            }
+            Isa::Avx2 => TypeKernels::row_major(avx2::gemm_q6_k, Layout::Natural)
+                .with_packed(avx2::gemm_q6_kx16),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => TypeKernels::row_major(avx2::gemm_q6_k, Layout::Natural)
+                .with_packed(avx2::gemm_q6_kx16_vnni),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => TypeKernels::row_major(avx2::gemm_q6_k, Layout::Natural)
+                .with_packed(crate::kernels::x86::avx512::gemm_q6_kx16),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 TypeKernels::row_major(crate::kernels::arm::neon::gemm_q6_k, Layout::Natural)
             }
             _ => TypeKernels::row_major(gemm_q6_k_scalar, Layout::Natural),
         }
+    }
+}
+
+/// The line of a packed Q6_K record holding bit 5 of its codes (bit 4 is in
+/// [`FIFTH_BITS_LINE`]).
+pub(crate) const SIXTH_BITS_LINE: usize = FIFTH_BITS_LINE + 1;
+
+impl Repack for BlockQ6K {
+    fn group_lines(nb: usize) -> usize {
+        nb * (SUBS * Q6_K_RECORD_LINES + K_SCALE_LINES)
+    }
+    fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
+        for s in 0..SUBS {
+            let rec = (b * SUBS + s) * Q6_K_RECORD_LINES;
+            let code = |l: usize| blk.q(QK * s + l);
+            let nibbles: [u8; 16] = std::array::from_fn(|j| (code(j) & 0x0F) | (code(16 + j) << 4));
+            put_nibbles(group, rec, i, &nibbles);
+            for (line, bit) in [(FIFTH_BITS_LINE, 4), (SIXTH_BITS_LINE, 5)] {
+                let plane = (0..QK).fold(0u32, |p, l| p | (((code(l) >> bit) & 1) as u32) << l);
+                put_fifth_bits(span_mut(group, rec + line, 0, 64), i, plane);
+            }
+        }
+        let line = k_scales_at(Q6_K_RECORD_LINES, nb * SUBS, b * SUBS);
+        span_mut(group, line, 2 * i, 2).copy_from_slice(&blk.d);
+        for (t, &sc) in blk.scales.iter().enumerate() {
+            group[(line + 1) * 64 + 16 * t + i] = sc as u8;
+        }
+    }
+    fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
+        let line = k_scales_at(Q6_K_RECORD_LINES, nb * SUBS, b * SUBS);
+        let mut blk = BlockQ6K {
+            d: [group[line * 64 + 2 * i], group[line * 64 + 2 * i + 1]],
+            scales: std::array::from_fn(|t| group[(line + 1) * 64 + 16 * t + i] as i8),
+            ..BlockQ6K::default()
+        };
+        for s in 0..SUBS {
+            let rec = (b * SUBS + s) * Q6_K_RECORD_LINES;
+            let nibbles = get_nibbles(group, rec, i);
+            let planes = [FIFTH_BITS_LINE, SIXTH_BITS_LINE]
+                .map(|line| get_fifth_bits(span(group, rec + line, 0, 64), i));
+            for l in 0..QK {
+                let low = if l < 16 {
+                    nibbles[l] & 0x0F
+                } else {
+                    nibbles[l - 16] >> 4
+                };
+                let high = ((planes[0] >> l) & 1) | (((planes[1] >> l) & 1) << 1);
+                // Element `32s + l`: half `s / 4`, run `k = s % 4`, position `l` (see `q`).
+                let (half, k) = (s / 4, s % 4);
+                blk.ql[64 * half + l + 32 * (k % 2)] |= low << (4 * (k / 2));
+                blk.qh[32 * half + l] |= (high as u8) << (2 * k);
+            }
+        }
+        blk
+    }
+    /// Per sub-block `j`: each 16-code half's exact dot, weighted by its scale, then
+    /// `acc = fma(sumi, d * d_a, acc)`.
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_0]) -> f32 {
+        let dw = f16_to_f32(x.d);
+        let mut acc = acc;
+        for (j, y) in a.iter().enumerate().take(SUBS) {
+            acc = (sumi_block(x, j, &y.qs) as f32).mul_add(dw * f16_to_f32(y.d), acc);
+        }
+        acc
     }
 }

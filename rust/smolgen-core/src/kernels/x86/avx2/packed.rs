@@ -11,9 +11,11 @@ use super::bits_as_bytes;
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
     k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES,
-    Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q8_0_RECORD_LINES,
+    Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q6_K_RECORD_LINES,
+    Q8_0_RECORD_LINES,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
+use crate::kernels::types::SIXTH_BITS_LINE;
 
 /// Rows per 256-bit register in the 16-row layout: a group is two halves.
 const HALF: usize = 8;
@@ -241,6 +243,121 @@ nibble_half_tiles!(tile_q4_kx16, tile_q4_kx16_vnni, period: 4,
 nibble_half_tiles!(tile_q5_kx16, tile_q5_kx16_vnni, period: 2,
     record: Q5_K_RECORD_LINES, fifth: yes, scales: ksuper(0));
 
+/// Defines the Q6_K tile of [`nibble_half_tile`]'s shape: one half (8 rows, `rows`) of a group
+/// x `C` activation rows, all sub-blocks. The codes are the record's nibbles with bits 4 and 5
+/// spread over them; each 16-code half is dotted apart (`$dot`, widened to i32 by `$widen`
+/// after every line: `vpmaddubsw`'s pairs of 6-bit codes reach 2 * 63 * 127), started from
+/// `-32 * sum(a)` of its half, and weighted by the rows' scales in exact i32, then
+/// `acc = fma(sumi, d * d_a, acc)`.
+///
+/// The generated function's safety contract: the CPU has `$features`; `rec` is the first
+/// record of the group holding `rows` (1 to 8 rows of one half); activation rows `c0..c0 + C`
+/// exist in the natural Q8_0 layout; `out` as in `GemmFn`.
+macro_rules! q6_k_half_tile {
+    ($name:ident, $features:literal, dot: $dot:expr, widen: $widen:expr) => {
+        /// # Safety
+        /// See [`q6_k_half_tile`].
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const C: usize>(
+            rec: *const Line,
+            nb: usize,
+            a: &Prepared,
+            c0: usize,
+            rows: Range<usize>,
+            out: OutPtr,
+            pf: usize,
+        ) {
+            let nibble = _mm256_set1_epi8(0x0F);
+            let (bit4, bit5) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(0x20));
+            let half = (rows.start % GROUP) / HALF;
+            let mut acc = [_mm256_setzero_ps(); C];
+            let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+            let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+            let fix: [*const i32; C] = std::array::from_fn(|c| a.half_bias_fix(c0 + c).as_ptr());
+            for b in 0..nb {
+                // SAFETY: the group has `nb` records of 6 aligned lines, then 5 scale lines per
+                // superblock; a half is 32 aligned bytes of a line, 16 of `d`, 8 of scales, and
+                // 4 bytes of each bit word.
+                let r = unsafe { rec.add(b * Q6_K_RECORD_LINES).cast::<u8>() };
+                prefetch_record(r, pf, Q6_K_RECORD_LINES);
+                let (dw, sc_lo, sc_hi) = unsafe {
+                    let k = rec.add(k_scales_at(Q6_K_RECORD_LINES, nb, b)).cast::<u8>();
+                    let t = 2 * (b % 8);
+                    let scales = |t: usize| {
+                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(k.add(64 + 16 * t + 8 * half).cast()))
+                    };
+                    (
+                        _mm256_cvtph_ps(_mm_load_si128(k.add(16 * half).cast())),
+                        scales(t),
+                        scales(t + 1),
+                    )
+                };
+                let mut lo = [_mm256_setzero_si256(); C];
+                let mut hi = [_mm256_setzero_si256(); C];
+                for j in 0..4 {
+                    // SAFETY: as above.
+                    let (lw, hw) = unsafe {
+                        let l = _mm256_load_si256(r.add(64 * j + 32 * half).cast());
+                        let w4 = r.add(64 * FIFTH_BITS_LINE + 4 * half + 16 * j);
+                        let w5 = r.add(64 * SIXTH_BITS_LINE + 4 * half + 16 * j);
+                        let high = |o: usize| {
+                            _mm256_or_si256(
+                                _mm256_and_si256(bits_as_bytes(w4.add(o)), bit4),
+                                _mm256_and_si256(bits_as_bytes(w5.add(o)), bit5),
+                            )
+                        };
+                        (
+                            _mm256_or_si256(_mm256_and_si256(l, nibble), high(0)),
+                            _mm256_or_si256(
+                                _mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble),
+                                high(8),
+                            ),
+                        )
+                    };
+                    for c in 0..C {
+                        // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element
+                        // order.
+                        let (x, y) = unsafe {
+                            let q = qa[c].add(b * QK + 4 * j);
+                            (
+                                _mm256_set1_epi32(q.cast::<i32>().read_unaligned()),
+                                _mm256_set1_epi32(q.add(16).cast::<i32>().read_unaligned()),
+                            )
+                        };
+                        lo[c] =
+                            _mm256_add_epi32(lo[c], $widen($dot(_mm256_setzero_si256(), lw, x)));
+                        hi[c] =
+                            _mm256_add_epi32(hi[c], $widen($dot(_mm256_setzero_si256(), hw, y)));
+                    }
+                }
+                for c in 0..C {
+                    // SAFETY: a prepared row holds `nbp` scales and `2 * nbp` half-block
+                    // corrections.
+                    let (d, f0, f1) =
+                        unsafe { (*da[c].add(b), *fix[c].add(2 * b), *fix[c].add(2 * b + 1)) };
+                    let l = _mm256_add_epi32(lo[c], _mm256_set1_epi32(f0));
+                    let h = _mm256_add_epi32(hi[c], _mm256_set1_epi32(f1));
+                    let sumi = _mm256_add_epi32(
+                        _mm256_mullo_epi32(l, sc_lo),
+                        _mm256_mullo_epi32(h, sc_hi),
+                    );
+                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
+                    acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), scale, acc[c]);
+                }
+            }
+            // SAFETY: the caller's contract.
+            unsafe { store_half(&acc, c0, rows, out) };
+        }
+    };
+}
+
+q6_k_half_tile!(tile_q6_kx16, "avx2,fma,f16c",
+    dot: |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
+    widen: |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1)));
+q6_k_half_tile!(tile_q6_kx16_vnni, "avx2,fma,f16c,avxvnni",
+    dot: |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x), widen: |isum| isum);
+
 /// The Q8_0 tile (codes stored +128) of [`nibble_half_tile`]'s shape, for AVX2: the sign trick
 /// on the unbiased codes, `|w|` times `a` with `w`'s sign, widened to i32 per group of four.
 ///
@@ -384,4 +501,5 @@ half_gemms! {
     gemm_q5_1x16, gemm_q5_1x16_vnni: tile_q5_1x16, tile_q5_1x16_vnni, Q5_1_RECORD_LINES;
     gemm_q4_kx16, gemm_q4_kx16_vnni: tile_q4_kx16, tile_q4_kx16_vnni, Q4_K_RECORD_LINES;
     gemm_q5_kx16, gemm_q5_kx16_vnni: tile_q5_kx16, tile_q5_kx16_vnni, Q5_K_RECORD_LINES;
+    gemm_q6_kx16, gemm_q6_kx16_vnni: tile_q6_kx16, tile_q6_kx16_vnni, Q6_K_RECORD_LINES;
 }

@@ -22,10 +22,11 @@ use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
     k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES,
-    Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q8_0_RECORD_LINES,
+    Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q6_K_RECORD_LINES,
+    Q8_0_RECORD_LINES,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
-use crate::kernels::types::{BlockQ4_1, BlockQ8_0};
+use crate::kernels::types::{BlockQ4_1, BlockQ8_0, SIXTH_BITS_LINE};
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
@@ -435,7 +436,98 @@ unsafe fn tile_q8_0x16<const C: usize>(
     unsafe { store_group(&acc, c0, rows, out) };
 }
 
+/// Q6_K in the 16-row layout: 16 rows x `C` activation rows, all sub-blocks. The codes are the
+/// record's nibbles with bits 4 and 5 put over them by mask moves; each 16-code half is dotted
+/// apart by `vpdpbusd`, started from `-32 * sum(a)` of its half, and weighted by the rows'
+/// scales in exact i32 (`vpmulld`), then `acc = fma(sumi, d * d_a, acc)`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL + VNNI present; `rec` is the first record of the group that starts at
+/// `rows.start`; `rows` (1 to 16 of them) are written; activation rows `c0..c0 + C` exist in
+/// the natural Q8_0 layout; `out` as in `GemmFn`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q6_kx16<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let nibble = _mm512_set1_epi8(0x0F);
+    let (bit4, bit5) = (_mm512_set1_epi8(0x10), _mm512_set1_epi8(0x20));
+    let mut acc = [_mm512_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let fix: [*const i32; C] = std::array::from_fn(|c| a.half_bias_fix(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: the group has `nb` records of 6 aligned lines, then 5 scale lines per
+        // superblock (`d`, then 16 bytes of scales per 16 weights).
+        let (w, dw, sc_lo, sc_hi) = unsafe {
+            let r = rec.add(b * Q6_K_RECORD_LINES).cast::<u8>();
+            prefetch_record(r, pf, Q6_K_RECORD_LINES);
+            let p4 = r.add(64 * FIFTH_BITS_LINE).cast::<u64>();
+            let p5 = r.add(64 * SIXTH_BITS_LINE).cast::<u64>();
+            let high = |h: usize| {
+                _mm512_or_si512(
+                    _mm512_maskz_mov_epi8(p4.add(h).read(), bit4),
+                    _mm512_maskz_mov_epi8(p5.add(h).read(), bit5),
+                )
+            };
+            let mut w = [_mm512_setzero_si512(); 8];
+            for j in 0..4 {
+                let l = _mm512_load_si512(r.add(64 * j).cast());
+                w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), high(2 * j));
+                w[4 + j] = _mm512_or_si512(
+                    _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
+                    high(2 * j + 1),
+                );
+            }
+            let k = rec.add(k_scales_at(Q6_K_RECORD_LINES, nb, b)).cast::<u8>();
+            let t = 2 * (b % 8);
+            let scales = |t: usize| _mm512_cvtepi8_epi32(_mm_load_si128(k.add(64 + 16 * t).cast()));
+            (
+                w,
+                _mm512_cvtph_ps(_mm256_load_si256(k.cast())),
+                scales(t),
+                scales(t + 1),
+            )
+        };
+        for c in 0..C {
+            // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order, `nbp`
+            // scales and `2 * nbp` half-block corrections.
+            let bcast = |o: usize| unsafe {
+                _mm512_set1_epi32(qa[c].add(b * QK + o).cast::<i32>().read_unaligned())
+            };
+            let (d, f0, f1) =
+                unsafe { (*da[c].add(b), *fix[c].add(2 * b), *fix[c].add(2 * b + 1)) };
+            let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(f0), w[0], bcast(0));
+            let mut hi = _mm512_dpbusd_epi32(_mm512_set1_epi32(f1), w[4], bcast(16));
+            for j in 1..4 {
+                lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
+                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
+            }
+            let sumi =
+                _mm512_add_epi32(_mm512_mullo_epi32(lo, sc_lo), _mm512_mullo_epi32(hi, sc_hi));
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[c]);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_group(&acc, c0, rows, out) };
+}
+
 // The 16-row kernels take 8 activation rows per tile (16 spill).
+packed_gemm!(
+    gemm_q6_kx16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Q6_K_RECORD_LINES,
+    tile_q6_kx16,
+    8,
+    whole_group
+);
 packed_gemm!(
     gemm_q4_kx16,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
