@@ -69,6 +69,16 @@ def test_info_json(smollm2_gguf):
     assert info["weight_types"]["token_embd"] == "Q8_0"
 
 
+def test_quantize_at_load_from_the_command_line(tiny_dir):
+    """Every model command takes --quantize for safetensors, as smolgen.load does."""
+    r = smolgen("info", str(tiny_dir), "--quantize", "q8_0", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["weight_types"]["attn_q"] == "Q8_0" and info["engine"] != "candle"
+    r = smolgen("info", str(tiny_dir), "--quantize", "q9_x")
+    assert r.returncode == 2 and "q4_0" in r.stderr
+
+
 def test_info_table(smollm2_gguf):
     r = smolgen("info", str(smollm2_gguf))
     assert r.returncode == 0, r.stderr

@@ -133,3 +133,32 @@ def test_real_model_first_positions_match_numpy_reference(smollm2, smollm2_gguf)
         assert row_ours.argmax() == row_ref.argmax()
         assert len(set(np.argsort(-row_ours)[:5]) & set(top_ref)) >= 4
         np.testing.assert_allclose(row_ours[top_ref], row_ref[top_ref], atol=0.4)
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K", "Q3_K"])
+def test_safetensors_quantized_at_load_equal_the_converted_gguf(tmp_path, qtype):
+    """``quantize=`` gives what converting the same weights to a GGUF and quantizing them does
+    (the 32-value types quantized by the ``gguf`` package, independently of smolgen): the same
+    types and the same logits."""
+    cfg = tiny_llama.K_CONFIG if qtype.endswith("_K") else tiny_llama.CONFIG
+    weights = tiny_llama.random_weights(seed=5, cfg=cfg)
+    directory = tiny_llama.write_hf_dir(tmp_path / "hf", weights, cfg)
+    gguf_path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", weights, cfg, qtype=qtype)
+    ours = smolgen.load(directory, quantize=qtype.lower())
+    theirs = smolgen.load(gguf_path)
+    kinds = ours.info["weight_types"]
+    assert kinds == {k: v for k, v in theirs.info["weight_types"].items() if k in kinds}
+    assert ours.info["engine"] == theirs.info["engine"] != "candle"
+    ids = IDS[:8]
+    np.testing.assert_allclose(
+        ours.logits(ids, positions="all"), theirs.logits(ids, positions="all"), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_quantize_at_load_refuses_what_it_cannot_do(tiny_dir, tiny_gguf):
+    with pytest.raises(smolgen.InvalidArgumentError, match="dtype"):
+        smolgen.load(tiny_dir, quantize="f16")
+    with pytest.raises(smolgen.InvalidArgumentError, match="q4_0"):
+        smolgen.load(tiny_dir, quantize="q9_x")
+    with pytest.raises(smolgen.InvalidArgumentError, match="safetensors"):
+        smolgen.load(tiny_gguf, quantize="q8_0")

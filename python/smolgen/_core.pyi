@@ -159,6 +159,7 @@ class Model:
         dtype: str | None = None,
         prefix_cache_bytes: int | None = None,
         threads: int | None = None,
+        quantize: str | None = None,
     ) -> Self: ...
     def prefix_cache_stats(self) -> dict[str, int]: ...
     def configure_prefix_cache(

@@ -360,6 +360,7 @@ def run_bench(
     threads: int | None = None,
     device: str = "cpu",
     dtype: str | None = None,
+    quantize: str | None = None,
     prompt_tokens: int = 512,
     gen_tokens: int = 128,
     repeats: int = 3,
@@ -369,10 +370,10 @@ def run_bench(
 ) -> dict[str, Any]:
     """Everything ``smolgen bench`` measures, as one JSON-ready dict.
 
-    ``model`` is a spec that is loaded here (``threads``, ``device``, ``dtype``; prefix cache
-    off), or a loaded :class:`Model` (then ``rss_after_load_bytes`` is the resident memory when
-    this starts). After one warm-up generation it measures, in order, time to first token,
-    prefill, decode, batched decode (:func:`measure_ttft`, :func:`measure_prefill`,
+    ``model`` is a spec that is loaded here (``threads``, ``device``, ``dtype``, ``quantize``;
+    prefix cache off), or a loaded :class:`Model` (then ``rss_after_load_bytes`` is the
+    resident memory when this starts). After one warm-up generation it measures, in order, time
+    to first token, prefill, decode, batched decode (:func:`measure_ttft`, :func:`measure_prefill`,
     :func:`measure_decode`, :func:`measure_batched_decode`), reads the peak resident memory,
     and, unless ``bandwidth=False`` or the device is not the CPU, measures the machine's read
     bandwidth with the same thread count (after the peak, since it allocates its own buffer).
@@ -411,6 +412,7 @@ def run_bench(
             model,
             device=device,
             dtype=dtype,
+            quantize=quantize,
             threads=threads,
             prefix_cache_bytes=0,
             progress=progress is not None,

@@ -140,6 +140,7 @@ def load(
     device: str = "cpu",
     dtype: str | None = None,
     *,
+    quantize: str | None = None,
     progress: bool = True,
     prefix_cache_bytes: int | None = None,
     threads: int | None = None,
@@ -149,7 +150,12 @@ def load(
     ``spec``: a ``.gguf`` path, a local Hugging Face directory, an alias
     (``smollm2-135m-instruct``, the default, pulled into the cache on first use) or a Hugging
     Face repo id. ``device``: ``cpu``, ``cuda[:N]`` or ``metal`` (when built with that feature).
-    ``dtype`` (``f32``, ``f16``, ``bf16``) converts safetensors weights.
+    ``dtype`` (``f32``, ``f16``, ``bf16``) converts safetensors weights; ``quantize`` (``q8_0``,
+    ``q4_k``, ...: ggml's type names, ``smolgen._core.weight_types()``) quantizes their
+    matrices at load, in ggml's reference rounding, so the result equals the same weights
+    converted and quantized by llama.cpp's tools (rows a K-quant's 256-value superblocks do not
+    tile fall back as ``llama-quantize`` does: q4_k to q5_0, q5_k to q5_1, q6_k to q8_0, q2_k
+    and q3_k to q4_0).
     ``prefix_cache_bytes`` bounds the keys and values kept from finished requests so that a
     later prompt with the same beginning skips its prefill (default 256 MiB; ``0`` disables).
     ``threads`` sizes the CPU kernels' thread pool (default: one per core; ``info["threads"]``
@@ -160,4 +166,4 @@ def load(
     ):
         raise InvalidArgumentError(f"threads must be an integer >= 1, got {threads!r}")
     path = resolve(spec, progress=progress)
-    return Model(path, device, dtype, prefix_cache_bytes, threads)
+    return Model(path, device, dtype, prefix_cache_bytes, threads, quantize)

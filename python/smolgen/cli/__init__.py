@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import errors
+
+if TYPE_CHECKING:
+    from ..model import Model
 
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (errors.InvalidArgumentError, 2),
@@ -83,7 +86,29 @@ def model_argument(parser: argparse.ArgumentParser, *, positional: bool = False)
         help="convert safetensors weights to this type",
     )
     parser.add_argument(
+        "--quantize",
+        default=None,
+        metavar="TYPE",
+        help="quantize safetensors weights at load: q8_0, q4_0, q4_k, ... (ggml's reference "
+        "rounding)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="CPU threads (default: one per core)"
+    )
+
+
+def load_model(args: argparse.Namespace, **options: Any) -> Model:
+    """The model the arguments of :func:`model_argument` name, loaded with them (and
+    ``options``, e.g. ``prefix_cache_bytes``)."""
+    from .. import load
+
+    return load(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        quantize=args.quantize,
+        threads=args.threads,
+        **options,
     )
 
 

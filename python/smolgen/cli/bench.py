@@ -82,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
             path,
             device=args.device,
             dtype=args.dtype,
+            quantize=args.quantize,
             bandwidth=not args.no_bandwidth,
             progress=progress,
             **options,

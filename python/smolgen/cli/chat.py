@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import load
+    from . import load_model
 
-    model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    model = load_model(args)
     interactive = sys.stdin.isatty()
     if interactive:
         print(f"smolgen chat with {model.info['path']} ({COMMANDS})", file=sys.stderr)

@@ -41,10 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import load
+    from . import load_model
 
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-    model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    model = load_model(args)
     stream = model.generate(
         prompt,
         **sampling_options(args),

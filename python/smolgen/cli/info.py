@@ -24,9 +24,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .. import load
+    from . import load_model
 
-    info = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads).info
+    info = load_model(args).info
     if args.json:
         print(json.dumps(info))
         return 0

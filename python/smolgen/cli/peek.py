@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .. import load
+    from . import load_model
 
-    model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    model = load_model(args)
     result = model.peek(args.prompt, args.top_k)
     shaped = bool(sampling_options(args))
     after = sampled_distribution(model, args) if shaped or args.plot else {}

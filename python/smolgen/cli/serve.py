@@ -66,20 +66,14 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from .. import load
     from ..hub import DEFAULT_MODEL
+    from . import load_model
 
     if args.max_concurrent < 1 or args.max_queue < 0 or args.prefix_cache_mb < 0:
         raise InvalidArgumentError(
             "--max-concurrent must be >= 1, --max-queue and --prefix-cache-mb >= 0"
         )
-    model = load(
-        args.model,
-        device=args.device,
-        dtype=args.dtype,
-        prefix_cache_bytes=int(args.prefix_cache_mb * 2**20),
-        threads=args.threads,
-    )
+    model = load_model(args, prefix_cache_bytes=int(args.prefix_cache_mb * 2**20))
     spec = args.model or DEFAULT_MODEL
     model_id = args.model_id or served_name(spec)
     aliases = tuple({spec, served_name(spec)} - {model_id})

@@ -61,11 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .. import load
+    from . import load_model
 
     if args.runs < 1:
         raise InvalidArgumentError("--runs must be at least 1")
-    model = load(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    model = load_model(args)
     results = []
     options = sampling_options(args)
     for t in args.temperatures:

@@ -38,13 +38,15 @@ impl std::fmt::Debug for Model {
 
 impl Model {
     /// Loads a `.gguf` file or a Hugging Face directory (`config.json`, `*.safetensors`,
-    /// `tokenizer.json`). `dtype` converts safetensors weights (f32, f16, bf16); a GGUF keeps
-    /// its own quantization. `threads` sizes the CPU kernels' thread pool (0: `SMOLGEN_THREADS`,
-    /// else one per core).
+    /// `tokenizer.json`). `dtype` converts safetensors weights (f32, f16, bf16); `quantize`
+    /// quantizes their matrices at load (ggml's reference rounding, llama-quantize's fallbacks
+    /// for rows a K-quant's superblocks do not tile); a GGUF keeps its own quantization.
+    /// `threads` sizes the CPU kernels' thread pool (0: `SMOLGEN_THREADS`, else one per core).
     pub fn load(
         path: impl AsRef<Path>,
         device: &Device,
         dtype: Option<DType>,
+        quantize: Option<&'static kernels::WeightKind>,
         threads: usize,
     ) -> Result<Self> {
         let path = path.as_ref();
@@ -57,11 +59,12 @@ impl Model {
         }
         let threads = Settings::get()?.threads(threads);
         if path.is_dir() {
-            Self::load_hf_dir(path, device, dtype, t0, threads)
+            Self::load_hf_dir(path, device, dtype, quantize, t0, threads)
         } else if path.exists() {
-            if dtype.is_some() {
+            if dtype.is_some() || quantize.is_some() {
                 return Err(Error::invalid(
-                    "dtype applies to safetensors weights; a GGUF file keeps its own quantization",
+                    "dtype and quantize apply to safetensors weights; a GGUF file keeps its own \
+                     quantization",
                 ));
             }
             Self::load_gguf(path, device, t0, threads)
@@ -147,6 +150,7 @@ impl Model {
         dir: &Path,
         device: &Device,
         dtype: Option<DType>,
+        quantize: Option<&'static kernels::WeightKind>,
         t0: Instant,
         threads: usize,
     ) -> Result<Self> {
@@ -173,7 +177,10 @@ impl Model {
                 ),
             ));
         }
-        let dir_weights = weights::SafetensorsDir::open(dir, dtype)?;
+        let mut dir_weights = weights::SafetensorsDir::open(dir, dtype)?;
+        if let Some(kind) = quantize {
+            dir_weights = dir_weights.quantized(kind)?;
+        }
         let mut weights = weights::Weights::safetensors(dir_weights, device);
         let engine = Engine::load(cfg, &mut weights, device, threads)?;
         Self::finish(engine, tokenizer, &weights, device, t0)

@@ -62,11 +62,12 @@ fn invalid(msg: impl Into<String>) -> PyErr {
 #[pymethods]
 impl Model {
     /// Loads a `.gguf` file or a Hugging Face directory. `device`: `cpu`, `cuda[:N]` or `metal`.
-    /// `dtype` (`f32`, `f16`, `bf16`) converts safetensors weights. `prefix_cache_bytes` bounds
+    /// `dtype` (`f32`, `f16`, `bf16`) converts safetensors weights; `quantize` (a ggml type
+    /// name, e.g. `q8_0`, `q4_K`) quantizes their matrices at load. `prefix_cache_bytes` bounds
     /// the keys and values kept from finished requests for reuse (0 disables the prefix cache).
     /// `threads` sizes the CPU kernels' thread pool (default: one per core).
     #[new]
-    #[pyo3(signature = (path, device = "cpu", dtype = None, prefix_cache_bytes = None, threads = None))]
+    #[pyo3(signature = (path, device = "cpu", dtype = None, prefix_cache_bytes = None, threads = None, quantize = None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -74,6 +75,7 @@ impl Model {
         dtype: Option<&str>,
         prefix_cache_bytes: Option<&Bound<'_, PyAny>>,
         threads: Option<usize>,
+        quantize: Option<&str>,
     ) -> PyResult<Self> {
         if threads == Some(0) {
             return Err(invalid("threads must be at least 1"));
@@ -84,8 +86,14 @@ impl Model {
             .map(smolgen_core::parse_dtype)
             .transpose()
             .map_err(to_py)?;
+        let quantize = quantize
+            .map(smolgen_core::kernels::WeightKind::by_name)
+            .transpose()
+            .map_err(to_py)?;
         let model = py
-            .detach(|| smolgen_core::Model::load(&path, &device, dtype, threads.unwrap_or(0)))
+            .detach(|| {
+                smolgen_core::Model::load(&path, &device, dtype, quantize, threads.unwrap_or(0))
+            })
             .map_err(to_py)?;
         if let Some(bytes) = prefix_cache_bytes {
             model.prefix_cache().set_capacity_bytes(bytes);

@@ -22,16 +22,7 @@ fn quantize<'py>(
     type_name: &str,
     values: PyReadonlyArray1<'_, f32>,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let kind = WEIGHT_KINDS
-        .iter()
-        .copied()
-        .find(|k| k.name.eq_ignore_ascii_case(type_name.trim()))
-        .ok_or_else(|| {
-            to_py(smolgen_core::Error::invalid(format!(
-                "unknown weight type {type_name:?}; known: {}",
-                names().join(", ")
-            )))
-        })?;
+    let kind = WeightKind::by_name(type_name).map_err(to_py)?;
     let values = values.as_slice().map_err(|_| {
         to_py(smolgen_core::Error::invalid(format!(
             "values must be a contiguous array, got shape {:?}",

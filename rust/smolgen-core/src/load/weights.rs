@@ -12,6 +12,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::kernels::WeightKind;
 use crate::load::gguf::GgufFile;
 
 /// Bytes that tensors lie in and kernels read in place: a memory-mapped file, or a buffer
@@ -177,8 +178,15 @@ impl Weights {
                 .map(|t| (crate::load::gguf::ggml_type_id(t.dtype), t.shape.clone())),
             Source::Safetensors(s) => {
                 let (_, info, dtype) = s.locate(name).ok()?;
+                let quantized = match info.shape[..] {
+                    [_, cols] => s.quantized_type(cols).map(|k| k.ggml_type),
+                    _ => None,
+                };
                 let dtype = s.dtype.unwrap_or(dtype);
-                Some((safetensors_ggml_type(dtype)?, info.shape.clone()))
+                Some((
+                    quantized.or(safetensors_ggml_type(dtype))?,
+                    info.shape.clone(),
+                ))
             }
         }
     }
@@ -205,6 +213,21 @@ impl Weights {
                 let (file, info, dtype) = s.locate(name)?;
                 self.check_shape(name, &info.shape, &want)?;
                 let (start, end) = info.data_offsets;
+                if let Some(kind) = s.quantized_type(shape.1) {
+                    let (ggml_type, data) = s.quantize_matrix(name, kind)?;
+                    let raw = RawMatrix {
+                        ggml_type,
+                        len: data.len(),
+                        bytes: Arc::new(Converted {
+                            origin: file.path.clone(),
+                            data,
+                        }),
+                        offset: 0,
+                    };
+                    let dtype = ggml_dtype_name(ggml_type);
+                    self.record(name, dtype, want[0] * want[1], raw.len);
+                    return Ok(raw);
+                }
                 let raw = match s.dtype {
                     Some(to) if to != dtype => {
                         let t = s.tensor(name, &Device::Cpu)?;
@@ -244,13 +267,34 @@ impl Weights {
                 self.record(name, dtype, want[0] * want[1], bytes);
                 Stored::Blocks(q)
             }
-            Source::Safetensors(s) => {
-                let t = s.tensor(name, &self.device)?;
-                self.check_shape(name, t.dims(), &want)?;
-                let bytes = t.elem_count() * t.dtype().size_in_bytes();
-                self.record(name, dtype_name(t.dtype()), t.elem_count(), bytes);
-                Stored::Dense(t)
-            }
+            Source::Safetensors(s) => match s.quantized_type(shape.1) {
+                Some(kind) => {
+                    let (ggml_type, data) = s.quantize_matrix(name, kind)?;
+                    let dtype = crate::load::gguf::ggml_dtype(ggml_type).ok_or_else(|| {
+                        Error::invalid(format!("ggml type {ggml_type} has no candle dtype"))
+                    })?;
+                    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                        dtype,
+                        &data,
+                        want.to_vec(),
+                        &self.device,
+                    )?;
+                    self.record(
+                        name,
+                        ggml_dtype_name(ggml_type),
+                        want[0] * want[1],
+                        data.len(),
+                    );
+                    Stored::Blocks(q)
+                }
+                None => {
+                    let t = s.tensor(name, &self.device)?;
+                    self.check_shape(name, t.dims(), &want)?;
+                    let bytes = t.elem_count() * t.dtype().size_in_bytes();
+                    self.record(name, dtype_name(t.dtype()), t.elem_count(), bytes);
+                    Stored::Dense(t)
+                }
+            },
         })
     }
 
@@ -291,6 +335,12 @@ impl Weights {
     }
 }
 
+/// How `Model.info` names a ggml type (as for a GGUF's tensors).
+fn ggml_dtype_name(id: u32) -> String {
+    crate::load::gguf::ggml_dtype(id)
+        .map_or_else(|| format!("ggml type {id}"), |d| format!("{d:?}"))
+}
+
 pub fn dtype_name(dtype: DType) -> String {
     match dtype {
         DType::F32 => "F32",
@@ -318,6 +368,8 @@ pub struct SafetensorsDir {
     /// llama.cpp name -> (file index, Hugging Face name).
     index: HashMap<String, (usize, String)>,
     dtype: Option<DType>,
+    /// Quantize every matrix to this type at load (ggml's reference rounding).
+    quantize: Option<&'static WeightKind>,
 }
 
 impl SafetensorsDir {
@@ -359,7 +411,37 @@ impl SafetensorsDir {
             files,
             index,
             dtype,
+            quantize: None,
         })
+    }
+
+    /// Quantizes every matrix to `kind` at load, in ggml's reference rounding (what llama.cpp's
+    /// converter then `llama-quantize` write), falling back as llama-quantize does where a
+    /// row is not a whole number of `kind`'s blocks. `kind` must be a quantization.
+    pub fn quantized(mut self, kind: &'static WeightKind) -> Result<Self> {
+        if kind.is_float() {
+            return Err(Error::invalid(format!(
+                "quantize takes a quantization type, not {} (use dtype)",
+                kind.name
+            )));
+        }
+        self.quantize = Some(kind);
+        Ok(self)
+    }
+
+    /// The type a `[rows, cols]` matrix is quantized to, if the directory quantizes.
+    fn quantized_type(&self, cols: usize) -> Option<&'static WeightKind> {
+        self.quantize.map(|kind| quantize_fallback(kind, cols))
+    }
+
+    /// A matrix quantized at load: ggml's type id and its blocks.
+    fn quantize_matrix(&self, name: &str, kind: &'static WeightKind) -> Result<(u32, Vec<u8>)> {
+        let values: Vec<f32> = self
+            .tensor(name, &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        Ok((kind.ggml_type, kind.quantize(&values)?))
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -442,6 +524,22 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
             .collect(),
         other => return Err(Error::Unsupported(format!("{other:?} tensors"))),
     })
+}
+
+/// The type llama-quantize writes for a row of `cols` values asked to be `kind`: a K-quant
+/// whose 256-value superblocks do not tile the row falls back to a 32-value type of about the
+/// same size (as it does for SmolLM2-135M's and 360M's 576- and 960-wide rows).
+fn quantize_fallback(kind: &'static WeightKind, cols: usize) -> &'static WeightKind {
+    if cols.is_multiple_of(kind.block_elements) {
+        return kind;
+    }
+    let fallback = match kind.name {
+        "q4_K" => "q5_0",
+        "q5_K" => "q5_1",
+        "q6_K" => "q8_0",
+        _ => "q4_0",
+    };
+    WeightKind::by_name(fallback).unwrap_or(kind)
 }
 
 /// Hugging Face Llama tensor name -> llama.cpp's.

@@ -243,6 +243,26 @@ impl WeightKind {
         Ok(out)
     }
 
+    /// The weight type named `name` (ggml's name, any case: `"q4_0"`, `"Q4_K"`, `"bf16"`).
+    pub fn by_name(name: &str) -> Result<&'static WeightKind> {
+        WEIGHT_KINDS
+            .iter()
+            .copied()
+            .find(|k| k.name.eq_ignore_ascii_case(name.trim()))
+            .ok_or_else(|| {
+                let known: Vec<_> = WEIGHT_KINDS.iter().map(|k| k.name).collect();
+                Error::invalid(format!(
+                    "unknown weight type {name:?}; known: {}",
+                    known.join(", ")
+                ))
+            })
+    }
+
+    /// Whether this is a float type (F32, F16, BF16) rather than a quantization.
+    pub fn is_float(&self) -> bool {
+        matches!(self.ggml_type, 0 | 1 | 30)
+    }
+
     /// The weight type with ggml type id `id`, if the kernels multiply it.
     pub fn for_ggml_type(id: u32) -> Option<&'static WeightKind> {
         WEIGHT_KINDS.iter().copied().find(|k| k.ggml_type == id)
