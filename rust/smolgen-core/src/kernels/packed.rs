@@ -25,12 +25,12 @@
 //!   Q8_0's. The kernels start each dot from `-8 * sum(activation codes)`, which turns the
 //!   unsigned codes' products into those of `q - 8`.
 //! * Q4_K (4 lines per 32-value sub-block) and Q5_K (5): each sub-block as a Q4_0 or Q5_0
-//!   record of its codes, then, after the group's records, [`K_SCALE_LINES`] per superblock:
+//!   record of its codes, then, after the group's records, `K_SCALE_LINES` per superblock:
 //!   `d` and `dmin` of the 16 rows, and their 6-bit scales and mins unpacked to bytes (a
 //!   superblock takes 37 or 45 lines against 36 or 44 for its bytes in the file). The kernels
 //!   form `d * sc` and `dmin * m` per sub-block (both exact in f32) and go on as for Q4_1.
 //! * Q6_K (6 lines per sub-block): the low nibbles of its codes as Q4_0's, then bits 4 and 5 in
-//!   two lines laid out as the Q5 fifth bits; after the group's records, [`K_SCALE_LINES`] per
+//!   two lines laid out as the Q5 fifth bits; after the group's records, `K_SCALE_LINES` per
 //!   superblock: the 16 rows' `d`, then their sixteen i8 scales (16 bytes per 16 weights). The
 //!   kernels dot the two 16-code halves apart, each started from `-32 * sum(a)` of its half,
 //!   and weight them by their scales in exact i32 (53 lines against 52.5 in the file).

@@ -3,11 +3,8 @@
 
 use half::f16;
 
-use super::float::{float_reference_dot, float_repack, gemm_float_scalar, FloatBlock};
-use super::{BlockF32, TypeKernels, WeightBlock, WeightKind};
+use super::float::{float_weight, FloatBlock};
 use crate::kernels::blocks::{byte_block, QK};
-use crate::kernels::dispatch::Isa;
-use crate::kernels::prepared::Layout;
 
 /// 32 little-endian f16 values.
 #[repr(C)]
@@ -25,45 +22,9 @@ impl FloatBlock for BlockF16 {
     }
 }
 
-impl WeightBlock for BlockF16 {
-    type Activation = BlockF32;
-    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
-    const GGML_TYPE: u32 = 1;
-    fn dequantize(&self, out: &mut [f32]) {
-        for (i, o) in out.iter_mut().enumerate().take(QK) {
-            *o = self.value(i);
-        }
-    }
-    /// ggml's `ggml_fp32_to_fp16_row`: round to nearest, ties to even.
-    fn quantize(x: &[f32]) -> Self {
-        let mut b = BlockF16::default();
-        for (v, &x) in b.v.iter_mut().zip(x) {
-            *v = f16::from_f32(x).to_bits().to_le_bytes();
-        }
-        b
-    }
-    fn reference_dot(w: &[Self], a: &[BlockF32]) -> f32 {
-        float_reference_dot(w, a)
-    }
-    fn kernels(isa: Isa) -> TypeKernels {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_f16, Layout::Natural)
-                    .with_packed(crate::kernels::x86::avx2::gemm_f16x16)
-            }
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx512::gemm_f16, Layout::Natural)
-                    .with_packed(crate::kernels::x86::avx512::gemm_f16x16)
-            }
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => {
-                TypeKernels::row_major(crate::kernels::arm::neon::gemm_f16, Layout::Natural)
-            }
-            _ => TypeKernels::row_major(gemm_float_scalar::<Self>, Layout::Natural),
-        }
-    }
+/// ggml's `ggml_fp32_to_fp16_row`: round to nearest, ties to even.
+fn encode(x: f32) -> [u8; 2] {
+    f16::from_f32(x).to_bits().to_le_bytes()
 }
 
-float_repack!(BlockF16);
+float_weight!(BlockF16, ggml_type: 1, encode: encode, kernels: gemm_f16, gemm_f16x16);

@@ -1,8 +1,8 @@
 //! F32: plain f32 values, 32 to a block; a weight type (F32 GGUF tensors) and the activation
 //! type of every float weight type (the activations stay unrounded).
 
-use super::float::{float_reference_dot, float_repack, gemm_float_scalar, FloatBlock};
-use super::{ActivationBlock, ActivationKind, TypeKernels, WeightBlock, WeightKind};
+use super::float::{float_weight, FloatBlock};
+use super::{ActivationBlock, ActivationKind};
 use crate::kernels::blocks::{byte_block, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::prepared::{Layout, Prepared};
@@ -51,40 +51,4 @@ impl ActivationBlock for BlockF32 {
     }
 }
 
-impl WeightBlock for BlockF32 {
-    type Activation = BlockF32;
-    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
-    const GGML_TYPE: u32 = 0;
-    fn dequantize(&self, out: &mut [f32]) {
-        for (i, o) in out.iter_mut().enumerate().take(QK) {
-            *o = self.value(i);
-        }
-    }
-    fn quantize(x: &[f32]) -> Self {
-        BlockF32::new(x)
-    }
-    fn reference_dot(w: &[Self], a: &[BlockF32]) -> f32 {
-        float_reference_dot(w, a)
-    }
-    fn kernels(isa: Isa) -> TypeKernels {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_f32, Layout::Natural)
-                    .with_packed(crate::kernels::x86::avx2::gemm_f32x16)
-            }
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx512::gemm_f32, Layout::Natural)
-                    .with_packed(crate::kernels::x86::avx512::gemm_f32x16)
-            }
-            #[cfg(target_arch = "aarch64")]
-            Isa::Neon => {
-                TypeKernels::row_major(crate::kernels::arm::neon::gemm_f32, Layout::Natural)
-            }
-            _ => TypeKernels::row_major(gemm_float_scalar::<Self>, Layout::Natural),
-        }
-    }
-}
-
-float_repack!(BlockF32);
+float_weight!(BlockF32, ggml_type: 0, encode: f32::to_le_bytes, kernels: gemm_f32, gemm_f32x16);

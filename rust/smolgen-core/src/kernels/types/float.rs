@@ -112,9 +112,62 @@ pub(crate) fn float_packed_step<W: FloatBlock>(acc: f32, w: &W, a: &BlockF32) ->
     (0..QK).fold(acc, |acc, i| w.value(i).mul_add(a.value(i), acc))
 }
 
-/// Implements [`Repack`](crate::kernels::packed::Repack) for a float block type.
-macro_rules! float_repack {
-    ($block:ty) => {
+/// Registers a float block type: its [`WeightBlock`](super::WeightBlock) impl (values written by
+/// `$encode`, f32 to the type's little-endian bytes; the row-major kernel `$gemm` and the 16-row
+/// kernel `$packed` of each x86 path, NEON's `$gemm`, the scalar reference elsewhere) and its
+/// [`Repack`](crate::kernels::packed::Repack) impl (the 16-row layout of this module).
+macro_rules! float_weight {
+    ($block:ty, ggml_type: $id:expr, encode: $encode:expr, kernels: $gemm:ident, $packed:ident) => {
+        impl $crate::kernels::types::WeightBlock for $block {
+            type Activation = $crate::kernels::types::BlockF32;
+            const KIND: &'static $crate::kernels::types::WeightKind =
+                &$crate::kernels::types::WeightKind::repacked::<Self>();
+            const GGML_TYPE: u32 = $id;
+            fn dequantize(&self, out: &mut [f32]) {
+                use $crate::kernels::types::float::FloatBlock;
+                for (i, o) in out.iter_mut().enumerate().take($crate::kernels::blocks::QK) {
+                    *o = self.value(i);
+                }
+            }
+            fn quantize(x: &[f32]) -> Self {
+                let mut b = <$block>::default();
+                for (v, &x) in b.v.iter_mut().zip(x) {
+                    *v = $encode(x);
+                }
+                b
+            }
+            fn reference_dot(w: &[Self], a: &[$crate::kernels::types::BlockF32]) -> f32 {
+                $crate::kernels::types::float::float_reference_dot(w, a)
+            }
+            fn kernels(isa: $crate::kernels::dispatch::Isa) -> $crate::kernels::types::TypeKernels {
+                use $crate::kernels::dispatch::Isa;
+                use $crate::kernels::prepared::Layout;
+                use $crate::kernels::types::TypeKernels;
+                match isa {
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 | Isa::AvxVnni => {
+                        use $crate::kernels::x86::avx2;
+                        TypeKernels::row_major(avx2::$gemm, Layout::Natural)
+                            .with_packed(avx2::$packed)
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512Vnni => {
+                        use $crate::kernels::x86::avx512;
+                        TypeKernels::row_major(avx512::$gemm, Layout::Natural)
+                            .with_packed(avx512::$packed)
+                    }
+                    #[cfg(target_arch = "aarch64")]
+                    Isa::Neon => {
+                        TypeKernels::row_major($crate::kernels::arm::neon::$gemm, Layout::Natural)
+                    }
+                    _ => TypeKernels::row_major(
+                        $crate::kernels::types::float::gemm_float_scalar::<Self>,
+                        Layout::Natural,
+                    ),
+                }
+            }
+        }
+
         impl $crate::kernels::packed::Repack for $block {
             fn group_lines(nb: usize) -> usize {
                 $crate::kernels::types::float::float_group_lines::<Self>(nb)
@@ -125,10 +178,10 @@ macro_rules! float_repack {
             fn get(group: &[u8], _nb: usize, b: usize, i: usize) -> Self {
                 $crate::kernels::types::float::get_float(group, b, i)
             }
-            fn packed_step(acc: f32, x: &Self, a: &[BlockF32]) -> f32 {
+            fn packed_step(acc: f32, x: &Self, a: &[$crate::kernels::types::BlockF32]) -> f32 {
                 $crate::kernels::types::float::float_packed_step(acc, x, &a[0])
             }
         }
     };
 }
-pub(crate) use float_repack;
+pub(crate) use float_weight;

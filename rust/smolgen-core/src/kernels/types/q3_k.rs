@@ -5,6 +5,7 @@
 use half::f16;
 
 use super::q4_k::{QK_K, SUBS};
+use super::q6_k::vec_dot_superblocks;
 use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
@@ -92,17 +93,6 @@ fn superblock_dot(x: &BlockQ3K, qa: &[i8], d: &[f32]) -> f32 {
     sumf
 }
 
-/// Q3_K weights . Q8_0 activations (8 activation blocks per weight block).
-pub fn vec_dot_q3_k_q8_0(w: &[BlockQ3K], a: &[BlockQ8_0]) -> f32 {
-    let mut sumf = 0f32;
-    for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
-        let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
-        let d: Vec<f32> = ys.iter().map(|y| f16_to_f32(y.d)).collect();
-        sumf += superblock_dot(x, &qa, &d);
-    }
-    sumf
-}
-
 row_by_row_gemm!(
     gemm_q3_k_scalar,
     BlockQ3K,
@@ -126,7 +116,7 @@ impl WeightBlock for BlockQ3K {
         super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q3K)
     }
     fn reference_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
-        vec_dot_q3_k_q8_0(w, a)
+        vec_dot_superblocks(w, a, superblock_dot)
     }
     fn kernels(isa: Isa) -> TypeKernels {
         match isa {

@@ -88,13 +88,18 @@ fn superblock_dot(x: &BlockQ6K, qa: &[i8], d: &[f32]) -> f32 {
     sumf
 }
 
-/// Q6_K weights . Q8_0 activations (8 activation blocks per weight block).
-pub fn vec_dot_q6_k_q8_0(w: &[BlockQ6K], a: &[BlockQ8_0]) -> f32 {
+/// Superblock weights . Q8_0 activations (8 activation blocks per weight block), each superblock
+/// given to `dot` with its activation codes and scales: the scalar dot of Q2_K, Q3_K and Q6_K.
+pub(crate) fn vec_dot_superblocks<W>(
+    w: &[W],
+    a: &[BlockQ8_0],
+    dot: impl Fn(&W, &[i8], &[f32]) -> f32,
+) -> f32 {
     let mut sumf = 0f32;
     for (x, ys) in w.iter().zip(a.chunks_exact(SUBS)) {
         let qa: Vec<i8> = ys.iter().flat_map(|y| y.qs).collect();
         let d: Vec<f32> = ys.iter().map(|y| f16_to_f32(y.d)).collect();
-        sumf += superblock_dot(x, &qa, &d);
+        sumf += dot(x, &qa, &d);
     }
     sumf
 }
@@ -122,7 +127,7 @@ impl WeightBlock for BlockQ6K {
         super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q6K)
     }
     fn reference_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
-        vec_dot_q6_k_q8_0(w, a)
+        vec_dot_superblocks(w, a, superblock_dot)
     }
     fn kernels(isa: Isa) -> TypeKernels {
         #[cfg(target_arch = "x86_64")]
