@@ -200,19 +200,7 @@ impl GgufFile {
     /// bytes stay readable (a later read faults them back in from the file), so any page that
     /// the range shares with a neighbouring tensor is merely read again if that one is used.
     pub fn release(&self, offset: usize, len: usize) {
-        if self.bytes(offset, len).is_none() {
-            return;
-        }
-        #[cfg(unix)]
-        {
-            // SAFETY: the map is read-only, so no page holds changes that dropping it would
-            // lose: every page dropped reads back with the file's bytes, and no reference into
-            // the map ever sees anything else.
-            let _ = unsafe {
-                self.mmap
-                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
-            };
-        }
+        release_mapped(&self.mmap, offset, len)
     }
 
     pub fn load_qtensor(&self, name: &str, device: &Device) -> Result<QTensor> {
@@ -225,6 +213,22 @@ impl GgufFile {
             info.shape.clone(),
             device,
         )?)
+    }
+}
+
+/// Drops this process's resident copy of the pages of `mmap` under `offset..offset + len` (see
+/// [`GgufFile::release`]); nothing when the range is not inside the map.
+pub(crate) fn release_mapped(mmap: &memmap2::Mmap, offset: usize, len: usize) {
+    if offset.checked_add(len).is_none_or(|end| end > mmap.len()) {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        // SAFETY: the map is read-only, so no page holds changes that dropping it would lose:
+        // every page dropped reads back with the file's bytes, and no reference into the map
+        // ever sees anything else.
+        let _ =
+            unsafe { mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
     }
 }
 

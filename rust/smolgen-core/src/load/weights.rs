@@ -269,6 +269,8 @@ impl Weights {
             }
             Source::Safetensors(s) => match s.quantized_type(shape.1) {
                 Some(kind) => {
+                    let (_, info, _) = s.locate(name)?;
+                    self.check_shape(name, &info.shape, &want)?;
                     let (ggml_type, data) = s.quantize_matrix(name, kind)?;
                     let dtype = crate::load::gguf::ggml_dtype(ggml_type).ok_or_else(|| {
                         Error::invalid(format!("ggml type {ggml_type} has no candle dtype"))
@@ -497,6 +499,9 @@ impl SafetensorsDir {
 impl TensorBytes for MappedSafetensors {
     fn bytes(&self, offset: usize, len: usize) -> Option<&[u8]> {
         self.mmap.get(offset..offset.checked_add(len)?)
+    }
+    fn release(&self, offset: usize, len: usize) {
+        crate::load::gguf::release_mapped(&self.mmap, offset, len)
     }
     fn origin(&self) -> &Path {
         &self.path
