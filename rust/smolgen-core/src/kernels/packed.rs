@@ -159,6 +159,12 @@ pub trait Repack: WeightBlock {
     fn group_lines(nb: usize) -> usize;
     /// Stores `blk`, block `b` of the group's row `i`, in `group` (zeroed before the first put).
     fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self);
+    /// Stores the group's row `i`, all `nb` blocks (a type may do it faster than block by block).
+    fn put_row(group: &mut [u8], nb: usize, i: usize, row: &[Self]) {
+        for (b, blk) in row.iter().enumerate() {
+            Self::put(group, nb, b, i, blk);
+        }
+    }
     /// Block `b` of the group's row `i`, as ggml stores it.
     fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self;
     /// The packed kernels' arithmetic for one block, which they must equal bit for bit:
@@ -167,10 +173,18 @@ pub trait Repack: WeightBlock {
     fn packed_step(acc: f32, w: &Self, a: &[Self::Activation]) -> f32;
 }
 
-/// `n` zero lines, asking Linux to back them with transparent huge pages before they are first
-/// touched: a decode step streams every packed matrix once, and 2 MiB pages spare it a TLB miss
-/// every 4 KiB (where the kernel's policy is `madvise`, the common default, only asking helps).
-fn huge_page_lines(n: usize) -> Vec<Line> {
+/// `n` lines filled in parallel, `group_lines` at a time, by `fill` (given the group's index and
+/// its lines, zeroed first). Linux is asked to back them with transparent huge pages before
+/// their first touch: a decode step streams every packed matrix once, and 2 MiB pages spare it
+/// a TLB miss every 4 KiB (where the kernel's policy is `madvise`, the common default, only
+/// asking helps). Each thread's first touch of its groups also spreads the kernel's clearing of
+/// fresh pages (most of the time a large matrix takes to pack) over every core.
+fn packed_lines(
+    n: usize,
+    group_lines: usize,
+    fill: impl Fn(usize, &mut [Line]) + Sync,
+) -> Vec<Line> {
+    use rayon::prelude::*;
     let mut lines: Vec<Line> = Vec::with_capacity(n);
     #[cfg(target_os = "linux")]
     {
@@ -185,7 +199,19 @@ fn huge_page_lines(n: usize) -> Vec<Line> {
                 unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
         }
     }
-    lines.resize(n, ZERO_LINE);
+    lines.spare_capacity_mut()[..n]
+        .par_chunks_mut(group_lines.max(1))
+        .enumerate()
+        .for_each(|(g, group)| {
+            group.fill(std::mem::MaybeUninit::new(ZERO_LINE));
+            // SAFETY: every element of `group` was just initialized, and `MaybeUninit<Line>`
+            // has `Line`'s layout.
+            let group =
+                unsafe { &mut *(group as *mut [std::mem::MaybeUninit<Line>] as *mut [Line]) };
+            fill(g, group);
+        });
+    // SAFETY: the chunks cover `0..n`, and each was initialized above.
+    unsafe { lines.set_len(n) };
     lines
 }
 
@@ -216,15 +242,17 @@ impl PackedMatrix {
     pub fn pack<W: Repack>(w: &QMatrix<'_, W>) -> PackedMatrix {
         let (rows, nb) = (w.rows(), w.row_blocks());
         let group_lines = W::group_lines(nb);
-        let mut lines = huge_page_lines(rows.div_ceil(GROUP) * group_lines);
-        for (g, group) in lines.chunks_exact_mut(group_lines).enumerate() {
-            let group = as_bytes_mut(group);
-            for i in 0..GROUP.min(rows - g * GROUP) {
-                for (b, blk) in w.row(g * GROUP + i).iter().enumerate() {
-                    W::put(group, nb, b, i, blk);
+        // Groups are independent: a large matrix (a 1.7B model's) packs on every core.
+        let lines = packed_lines(
+            rows.div_ceil(GROUP) * group_lines,
+            group_lines,
+            |g, group| {
+                let group = as_bytes_mut(group);
+                for i in 0..GROUP.min(rows - g * GROUP) {
+                    W::put_row(group, nb, i, w.row(g * GROUP + i));
                 }
-            }
-        }
+            },
+        );
         PackedMatrix {
             kind: W::KIND,
             rows,

@@ -93,6 +93,16 @@ pub(crate) fn put_float<W: Block>(group: &mut [u8], b: usize, i: usize, blk: &W)
     }
 }
 
+/// Stores a whole row `i` of a group: value after value into slot `i` of its element, one
+/// fixed-size copy each (packing a large float matrix is this loop).
+pub(crate) fn put_float_row<W: Block>(group: &mut [u8], i: usize, row: &[W]) {
+    let vb = W::SIZE / QK;
+    let values = blocks_as_bytes(row).chunks_exact(vb);
+    for (slot, v) in group.chunks_exact_mut(GROUP * vb).zip(values) {
+        slot[i * vb..(i + 1) * vb].copy_from_slice(v);
+    }
+}
+
 /// Block `b` of a group's row `i`, back from the 16-row layout.
 pub(crate) fn get_float<W: Block + Default>(group: &[u8], b: usize, i: usize) -> W {
     let vb = W::SIZE / QK;
@@ -174,6 +184,9 @@ macro_rules! float_weight {
             }
             fn put(group: &mut [u8], _nb: usize, b: usize, i: usize, blk: &Self) {
                 $crate::kernels::types::float::put_float(group, b, i, blk)
+            }
+            fn put_row(group: &mut [u8], _nb: usize, i: usize, row: &[Self]) {
+                $crate::kernels::types::float::put_float_row(group, i, row)
             }
             fn get(group: &[u8], _nb: usize, b: usize, i: usize) -> Self {
                 $crate::kernels::types::float::get_float(group, b, i)

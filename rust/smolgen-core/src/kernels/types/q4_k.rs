@@ -121,9 +121,11 @@ pub(crate) trait OffsetSuperblock {
 }
 
 /// Sub-block `s`'s 32 codes as a Q4_0 block packs them: byte `j` holds code `j` in its low
-/// nibble, code `16 + j` in its high one (fifth bits dropped).
-pub(crate) fn sub_block_nibbles<K: OffsetSuperblock>(x: &K, s: usize) -> [u8; 16] {
-    std::array::from_fn(|j| (x.code(QK * s + j) & 0x0F) | ((x.code(QK * s + 16 + j) & 0x0F) << 4))
+/// nibble, code `16 + j` in its high one (fifth bits dropped). Q4_K and Q5_K keep sub-block
+/// `2p + t`'s low four bits in nibble `t` of `qs[32p..32p + 32]`.
+pub(crate) fn sub_block_nibbles(qs: &[u8; QK_K / 2], s: usize) -> [u8; 16] {
+    let (run, shift) = (&qs[32 * (s / 2)..32 * (s / 2) + 32], 4 * (s % 2));
+    std::array::from_fn(|j| ((run[j] >> shift) & 0x0F) | (((run[16 + j] >> shift) & 0x0F) << 4))
 }
 
 /// Stores superblock `b`'s `d`, `dmin` and unpacked scales and mins for row `i` of a group of
@@ -287,7 +289,7 @@ impl Repack for BlockQ4K {
     fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
         for s in 0..SUBS {
             let rec = (b * SUBS + s) * Q4_K_RECORD_LINES;
-            put_nibbles(group, rec, i, &sub_block_nibbles(blk, s));
+            put_nibbles(group, rec, i, &sub_block_nibbles(&blk.qs, s));
         }
         put_k_scales(
             group,

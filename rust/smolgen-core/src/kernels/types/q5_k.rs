@@ -142,7 +142,7 @@ impl Repack for BlockQ5K {
     fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
         for s in 0..SUBS {
             let rec = (b * SUBS + s) * Q5_K_RECORD_LINES;
-            put_nibbles(group, rec, i, &sub_block_nibbles(blk, s));
+            put_nibbles(group, rec, i, &sub_block_nibbles(&blk.qs, s));
             let qh = (0..QK).fold(0u32, |qh, l| qh | (((blk.qh[l] >> s) & 1) as u32) << l);
             put_fifth_bits(span_mut(group, rec + FIFTH_BITS_LINE, 0, 64), i, qh);
         }
