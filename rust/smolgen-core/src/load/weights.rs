@@ -12,7 +12,7 @@ use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::kernels::WeightKind;
+use crate::kernels::{BlockBF16, BlockF16, BlockF32, WeightBlock, WeightKind};
 use crate::load::gguf::GgufFile;
 
 /// Bytes that tensors lie in and kernels read in place: a memory-mapped file, or a buffer
@@ -66,9 +66,9 @@ pub struct RawMatrix {
 /// The ggml type id of a safetensors dtype.
 fn safetensors_ggml_type(dtype: DType) -> Option<u32> {
     match dtype {
-        DType::F32 => Some(0),
-        DType::F16 => Some(1),
-        DType::BF16 => Some(30),
+        DType::F32 => Some(<BlockF32 as WeightBlock>::GGML_TYPE),
+        DType::F16 => Some(BlockF16::GGML_TYPE),
+        DType::BF16 => Some(BlockBF16::GGML_TYPE),
         _ => None,
     }
 }

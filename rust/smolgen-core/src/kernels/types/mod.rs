@@ -260,7 +260,7 @@ impl WeightKind {
 
     /// Whether this is a float type (F32, F16, BF16) rather than a quantization.
     pub fn is_float(&self) -> bool {
-        matches!(self.ggml_type, 0 | 1 | 30)
+        *self.activation == *<BlockF32 as ActivationBlock>::KIND
     }
 
     /// The weight type with ggml type id `id`, if the kernels multiply it.

@@ -128,6 +128,16 @@ pub(crate) fn sub_block_nibbles(qs: &[u8; QK_K / 2], s: usize) -> [u8; 16] {
     std::array::from_fn(|j| ((run[j] >> shift) & 0x0F) | (((run[16 + j] >> shift) & 0x0F) << 4))
 }
 
+/// The inverse of [`sub_block_nibbles`]: sub-block `s`'s Q4_0-packed nibbles put back into the
+/// superblock's `qs` (zeroed there before).
+pub(crate) fn set_sub_block_nibbles(qs: &mut [u8; QK_K / 2], s: usize, nibbles: &[u8; 16]) {
+    let (run, shift) = (&mut qs[32 * (s / 2)..32 * (s / 2) + 32], 4 * (s % 2));
+    for (j, &byte) in nibbles.iter().enumerate() {
+        run[j] |= (byte & 0x0F) << shift;
+        run[16 + j] |= (byte >> 4) << shift;
+    }
+}
+
 /// Stores superblock `b`'s `d`, `dmin` and unpacked scales and mins for row `i` of a group of
 /// `nb` superblocks whose sub-block records are `record_lines` lines.
 pub(crate) fn put_k_scales(
@@ -310,11 +320,7 @@ impl Repack for BlockQ4K {
         };
         for s in 0..SUBS {
             let nibbles = get_nibbles(group, (b * SUBS + s) * Q4_K_RECORD_LINES, i);
-            for (j, &byte) in nibbles.iter().enumerate() {
-                for (half, code) in [(0, byte & 0x0F), (16, byte >> 4)] {
-                    blk.qs[32 * (s / 2) + half + j] |= code << (4 * (s % 2));
-                }
-            }
+            set_sub_block_nibbles(&mut blk.qs, s, &nibbles);
         }
         blk
     }

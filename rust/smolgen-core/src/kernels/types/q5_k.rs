@@ -4,8 +4,8 @@
 use half::f16;
 
 use super::q4_k::{
-    dequantize_offset, get_k_scales, offset_packed_step, put_k_scales, sub_block_nibbles,
-    sub_scales, superblock_dot, vec_dot_offset, OffsetSuperblock, QK_K, SUBS,
+    dequantize_offset, get_k_scales, offset_packed_step, put_k_scales, set_sub_block_nibbles,
+    sub_block_nibbles, sub_scales, superblock_dot, vec_dot_offset, OffsetSuperblock, QK_K, SUBS,
 };
 use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, QK};
@@ -165,12 +165,7 @@ impl Repack for BlockQ5K {
         };
         for s in 0..SUBS {
             let rec = (b * SUBS + s) * Q5_K_RECORD_LINES;
-            let nibbles = get_nibbles(group, rec, i);
-            for (j, &byte) in nibbles.iter().enumerate() {
-                for (half, code) in [(0, byte & 0x0F), (16, byte >> 4)] {
-                    blk.qs[32 * (s / 2) + half + j] |= code << (4 * (s % 2));
-                }
-            }
+            set_sub_block_nibbles(&mut blk.qs, s, &get_nibbles(group, rec, i));
             let qh = get_fifth_bits(span(group, rec + FIFTH_BITS_LINE, 0, 64), i);
             for (l, byte) in blk.qh.iter_mut().enumerate() {
                 *byte |= (((qh >> l) & 1) as u8) << s;
