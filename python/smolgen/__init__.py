@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._core import __version__
 from .chat import ChatTemplate, TrimmedMessages, trim_messages
+from .convert import QuantizeResult, TensorConversion, quantize
 from .errors import (
     ChatTemplateError,
     ContextLengthExceededError,
@@ -41,8 +42,10 @@ __all__ = [
     "ModelIOError",
     "ModelNotFoundError",
     "Peek",
+    "QuantizeResult",
     "Score",
     "SmolgenError",
+    "TensorConversion",
     "TokenPiece",
     "TokenScore",
     "Tokenizer",
@@ -51,6 +54,7 @@ __all__ = [
     "__version__",
     "load",
     "pull",
+    "quantize",
     "step_streams",
     "trim_messages",
 ]

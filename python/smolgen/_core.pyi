@@ -1,5 +1,5 @@
 # Type stubs for the Rust extension module `smolgen._core`.
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any, Literal, TypedDict, final, overload
 
@@ -19,11 +19,13 @@ __all__ = [
     "Usage",
     "__version__",
     "check_context",
+    "file_types",
     "kernel_path",
     "kernel_paths",
     "measure_read_bandwidth",
     "percentile",
     "quantize",
+    "quantize_model",
     "sampler_distribution",
     "sampler_draws",
     "step_streams",
@@ -229,4 +231,13 @@ def kernel_paths() -> list[str]: ...
 def measure_read_bandwidth(threads: int, megabytes: int = 256, repeats: int = 5) -> float: ...
 def quantize(type_name: str, values: npt.NDArray[np.float32]) -> bytes: ...
 def weight_types() -> list[str]: ...
+def quantize_model(
+    input: str,
+    output: str,
+    file_type: str,
+    threads: int | None = None,
+    allow_requantize: bool = False,
+    progress: Callable[[int, int, str, str, str], object] | None = None,
+) -> dict[str, Any]: ...
+def file_types() -> list[str]: ...
 def step_streams(streams: Sequence[CompletionStream]) -> list[Chunk | Exception | None]: ...

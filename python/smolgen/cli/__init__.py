@@ -1,5 +1,5 @@
 """The ``smolgen`` command: ``generate``, ``chat``, ``serve``, ``peek``, ``sweep``, ``pull``,
-``info``, ``bench``, ``tokens``, ``cost``, ``decide``.
+``quantize``, ``info``, ``bench``, ``tokens``, ``cost``, ``decide``.
 
 Exit codes follow the kind of failure, never the message text:
 0 ok, 1 other smolgen error, 2 bad argument, 3 model not found, 4 malformed model file,
@@ -31,7 +31,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     from ..lab.cli import cost, decide, tokens
-    from . import bench, chat, generate, info, peek, pull, serve, sweep
+    from . import bench, chat, generate, info, peek, pull, quantize, serve, sweep
 
     parser = argparse.ArgumentParser(
         prog="smolgen",
@@ -39,7 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (generate, chat, serve, peek, sweep, pull, info, bench, tokens, cost, decide):
+    for module in (
+        generate,
+        chat,
+        serve,
+        peek,
+        sweep,
+        pull,
+        quantize,
+        info,
+        bench,
+        tokens,
+        cost,
+        decide,
+    ):
         module.register(sub)
     return parser
 

@@ -12,6 +12,7 @@
 
 pub mod bandwidth;
 pub mod cache;
+pub mod convert;
 pub mod engine;
 pub mod error;
 pub mod fastmath;

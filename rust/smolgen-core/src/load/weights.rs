@@ -433,17 +433,36 @@ impl SafetensorsDir {
 
     /// The type a `[rows, cols]` matrix is quantized to, if the directory quantizes.
     fn quantized_type(&self, cols: usize) -> Option<&'static WeightKind> {
-        self.quantize.map(|kind| quantize_fallback(kind, cols))
+        self.quantize
+            .map(|kind| crate::convert::file_type::quantization_fallback(kind, cols))
     }
 
     /// A matrix quantized at load: ggml's type id and its blocks.
     fn quantize_matrix(&self, name: &str, kind: &'static WeightKind) -> Result<(u32, Vec<u8>)> {
-        let values: Vec<f32> = self
+        Ok((kind.ggml_type, kind.quantize(&self.f32_values(name)?)?))
+    }
+
+    /// A tensor's values as f32, rows as the file stores them (Hugging Face's Q/K order).
+    pub(crate) fn f32_values(&self, name: &str) -> Result<Vec<f32>> {
+        Ok(self
             .tensor(name, &Device::Cpu)?
             .to_dtype(DType::F32)?
             .flatten_all()?
-            .to_vec1()?;
-        Ok((kind.ggml_type, kind.quantize(&values)?))
+            .to_vec1()?)
+    }
+
+    /// Every tensor under llama.cpp's name: its shape (outermost first) and ggml's type id of
+    /// its stored dtype.
+    pub(crate) fn listing(&self) -> Result<Vec<(String, Vec<usize>, u32)>> {
+        self.index
+            .keys()
+            .map(|name| {
+                let (_, info, dtype) = self.locate(name)?;
+                let ggml_type = safetensors_ggml_type(dtype)
+                    .ok_or_else(|| Error::Unsupported(format!("{dtype:?} tensors")))?;
+                Ok((name.clone(), info.shape.clone(), ggml_type))
+            })
+            .collect()
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -529,22 +548,6 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
             .collect(),
         other => return Err(Error::Unsupported(format!("{other:?} tensors"))),
     })
-}
-
-/// The type llama-quantize writes for a row of `cols` values asked to be `kind`: a K-quant
-/// whose 256-value superblocks do not tile the row falls back to a 32-value type of about the
-/// same size (as it does for SmolLM2-135M's and 360M's 576- and 960-wide rows).
-fn quantize_fallback(kind: &'static WeightKind, cols: usize) -> &'static WeightKind {
-    if cols.is_multiple_of(kind.block_elements) {
-        return kind;
-    }
-    let fallback = match kind.name {
-        "q4_K" => "q5_0",
-        "q5_K" => "q5_1",
-        "q6_K" => "q8_0",
-        _ => "q4_0",
-    };
-    WeightKind::by_name(fallback).unwrap_or(kind)
 }
 
 /// Hugging Face Llama tensor name -> llama.cpp's.
