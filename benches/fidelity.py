@@ -1,16 +1,17 @@
-"""Numerical closeness of each engine to an exact float64 forward pass over the same weights.
+"""Numerical closeness of smolgen and of llama.cpp to an exact float64 forward pass over the
+same weights: the criterion issue #14 holds every type to (smolgen's KL at most 1.25x
+llama.cpp's own on the same file).
 
-For every GGUF given, the model's weights are dequantized (by the ``gguf`` package, an
-independent reader) and run through the NumPy reference forward pass of ``tests/`` in float64,
-teacher-forced over a few held-out prompts; each engine's log-probabilities at every position are
-compared with that pass as the mean KL(exact || engine), with the top-1 agreement. Engines:
-smolgen's own kernels (``SMOLGEN_ENGINE=auto``) and candle (``SMOLGEN_ENGINE=candle``, which
-follows ggml's arithmetic, Q8_K activations for the K-quants included), each in its own process
-since the engine is chosen once per process.
+For every GGUF given, the weights are dequantized by the ``gguf`` package (an independent
+reader) and run through the NumPy reference forward pass of ``tests/`` in float64. The text
+(``benches/data/held_out.txt``, written for this) is tokenized and cut into chunks of ``--ctx``
+tokens; every engine reads the same chunks from an empty cache, teacher-forced, and is judged at
+every position: mean KL(exact || engine), and how often its top token is the exact pass's.
+llama.cpp's logits come from ``llama_logits`` (``benches/llama_logits.cpp``, built against
+llama.cpp's libraries: see the README), in float32 as llama.cpp computes them; smolgen's from
+``Model.logits``, in a separate process per engine (the engine is chosen once per process).
 
-    python benches/fidelity.py formats/*.gguf [--json]
-
-The criterion issue #14 holds every type to: smolgen's KL at most 1.25x llama.cpp's own.
+    python benches/fidelity.py formats/*.gguf --llama-logits PATH [--candle] [--json]
 """
 
 from __future__ import annotations
@@ -20,76 +21,115 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-PROMPTS = [
-    "The capital of France is Paris. The theory of relativity was proposed by Albert Einstein in",
-    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) +",
-    "Once upon a time, in a small village by the sea, there lived an old fisherman who",
-    "Photosynthesis converts light energy into chemical energy, which plants store as",
-]
-ENGINES = ["auto", "candle"]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+TEXT = HERE / "data" / "held_out.txt"
 
 LOGITS = (
     "import sys, numpy as np, smolgen\n"
     "m = smolgen.load(sys.argv[1], threads=2)\n"
-    "ids = [int(t) for t in sys.argv[3].split(',')]\n"
-    "np.save(sys.argv[2], m.logits(ids, 'all'))\n"
+    "chunks = np.load(sys.argv[3])\n"
+    "np.save(sys.argv[2], np.stack([m.logits([int(t) for t in c], 'all') for c in chunks]))\n"
 )
 
 
-def engine_logits(path: Path, ids: list[int], engine: str, out: Path) -> np.ndarray:
+def llama_logprobs(binary: str, path: Path, chunks: np.ndarray, work: Path) -> np.ndarray:
+    """llama.cpp's log-probabilities ``[chunks, ctx, vocab]`` for the same chunks."""
+    chunks.astype("<i4").tofile(work / "chunks.i32")
     subprocess.run(
-        [sys.executable, "-c", LOGITS, str(path), str(out), ",".join(map(str, ids))],
-        env={**os.environ, "SMOLGEN_ENGINE": engine},
+        [binary, str(path), str(work / "chunks.i32"), str(chunks.shape[1]), str(work / "out.f32")],
+        capture_output=True,
         check=True,
     )
-    return np.load(out).astype(np.float64)
+    logits = np.fromfile(work / "out.f32", "<f4").reshape(*chunks.shape, -1)
+    return log_softmax(logits.astype(np.float64))
 
 
-def closeness(path: Path, work: Path) -> dict:
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+def smolgen_logprobs(path: Path, chunks: np.ndarray, engine: str, work: Path) -> np.ndarray:
+    np.save(work / "chunks.npy", chunks)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            LOGITS,
+            str(path),
+            str(work / "logits.npy"),
+            str(work / "chunks.npy"),
+        ],
+        env={**os.environ, "SMOLGEN_ENGINE": "auto" if engine == "smolgen" else engine},
+        check=True,
+    )
+    return log_softmax(np.load(work / "logits.npy").astype(np.float64))
+
+
+def closeness(path: Path, ctx: int, llama_logits: str | None, engines: list[str]) -> dict:
     import smolgen
-    from reference_llama import forward, load_gguf_weights, log_softmax
+    from reference_llama import forward, load_gguf_weights
+
+    ids = smolgen.Tokenizer.load(path).encode(TEXT.read_text())
+    n = len(ids) // ctx
+    chunks = np.array(ids[: n * ctx], np.int32).reshape(n, ctx)
+    found: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if llama_logits:
+            found["llama.cpp"] = llama_logprobs(llama_logits, path, chunks, work)
+        for engine in engines:
+            found[engine] = smolgen_logprobs(path, chunks, engine, work)
 
     weights, cfg = load_gguf_weights(str(path))
-    tokenizer = smolgen.Tokenizer.load(path)
-    kl: dict[str, list[np.ndarray]] = {e: [] for e in ENGINES}
-    top1: dict[str, list[np.ndarray]] = {e: [] for e in ENGINES}
-    for prompt in PROMPTS:
-        ids = tokenizer.encode(prompt)
-        exact = log_softmax(forward(weights, cfg, ids, interleaved=True).astype(np.float64))
-        for engine in ENGINES:
-            lp = log_softmax(engine_logits(path, ids, engine, work / "logits.npy"))
-            kl[engine].append((np.exp(exact) * (exact - lp)).sum(-1))
-            top1[engine].append(exact.argmax(-1) == lp.argmax(-1))
-    row: dict = {"file": path.name, "positions": int(sum(len(k) for k in kl["auto"]))}
-    for engine in ENGINES:
-        row[f"kl_{engine}"] = float(np.concatenate(kl[engine]).mean())
-        row[f"top1_{engine}"] = float(np.concatenate(top1[engine]).mean())
+    exact = np.stack(
+        [log_softmax(forward(weights, cfg, [int(t) for t in c], interleaved=True)) for c in chunks]
+    )
+    p = np.exp(exact)
+    row: dict = {"file": path.name, "positions": int(exact.shape[0] * exact.shape[1])}
+    for name, lp in found.items():
+        row[f"kl_{name}"] = float((p * (exact - lp)).sum(-1).mean())
+        row[f"top1_{name}"] = float((exact.argmax(-1) == lp.argmax(-1)).mean())
+    if "llama.cpp" in found:
+        row["kl_ratio"] = row["kl_smolgen"] / row["kl_llama.cpp"]
     return row
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--llama-logits", default=None, help="the llama_logits binary (see the README)")
+    p.add_argument("--candle", action="store_true", help="also measure the candle engine")
+    p.add_argument("--ctx", type=int, default=128, help="tokens per chunk (default: 128)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    work = Path(os.environ.get("TMPDIR", "/tmp"))
-    rows = [closeness(f, work) for f in args.files]
+    engines = ["smolgen"] + (["candle"] if args.candle else [])
+    rows = []
+    for f in args.files:
+        row = closeness(f, args.ctx, args.llama_logits, engines)
+        rows.append(row)
+        if not args.json:
+            print(json.dumps(row), file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print("| file | positions | KL smolgen | KL candle | top-1 smolgen | top-1 candle |")
-    print("|---|---|---|---|---|---|")
+    names = [n for n in ("llama.cpp", *engines) if f"kl_{n}" in rows[0]]
+    print("| file | positions | " + " | ".join(f"KL {n}" for n in names), end="")
+    print(" | smolgen / llama.cpp |" if "llama.cpp" in names else " |", end="")
+    print(" " + " | ".join(f"top-1 {n}" for n in names) + " |")
+    print("|---" * (2 + 2 * len(names) + ("llama.cpp" in names)) + "|")
     for r in rows:
-        print(
-            f"| {r['file']} | {r['positions']} | {r['kl_auto']:.4f} | {r['kl_candle']:.4f} "
-            f"| {r['top1_auto']:.1%} | {r['top1_candle']:.1%} |"
-        )
+        cells = [r["file"], str(r["positions"])] + [f"{r[f'kl_{n}']:.3g}" for n in names]
+        if "llama.cpp" in names:
+            cells.append(f"{r['kl_ratio']:.2f}x")
+        cells += [f"{r[f'top1_{n}']:.1%}" for n in names]
+        print("| " + " | ".join(cells) + " |")
     return 0
 
 

@@ -2,8 +2,9 @@
 
 SmolLM2-360M and 1.7B are not reachable here, so their speed is measured on files of their exact
 shapes: weights drawn from N(0, 0.02) (norms 1), the tokenizer and chat template copied from a
-real SmolLM2 GGUF, written in F16 with the ``gguf`` package. ``--llama-quantize`` then writes
-each of ``--types`` from it, as for a real model; ``benches/formats.py --files`` measures them.
+real SmolLM2 GGUF, written in F16 with the ``gguf`` package. Each of ``--types`` is then
+written from it by ``smolgen quantize``, or by llama.cpp's ``llama-quantize`` when it is given
+(the two write the same file); ``benches/formats.py --files`` measures them.
 Text generated from these files is noise; speed, memory and load time are what they are for.
 
     python benches/shapes.py --tokenizer-from SmolLM2-135M-Instruct.Q4_1.gguf --size 1.7b \\
@@ -95,7 +96,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tokenizer-from", type=Path, required=True, help="a SmolLM2 GGUF")
     p.add_argument("--size", choices=sorted(SHAPES), required=True)
-    p.add_argument("--llama-quantize", type=Path, help="llama.cpp's llama-quantize")
+    p.add_argument(
+        "--llama-quantize", type=Path, help="quantize with llama.cpp's llama-quantize instead"
+    )
     p.add_argument("--types", default="", help="comma-separated, e.g. Q4_K_M,Q8_0")
     p.add_argument("--out-dir", type=Path, default=Path("shapes"))
     args = p.parse_args()
@@ -105,10 +108,14 @@ def main() -> None:
         write_random_gguf(args.tokenizer_from, SHAPES[args.size], f16)
     print(f16)
     for t in filter(None, args.types.split(",")):
-        if args.llama_quantize is None:
-            raise SystemExit("--types needs --llama-quantize")
         dst = args.out_dir / f"smollm2-{args.size}-random.{t}.gguf"
-        if not dst.exists():
+        if dst.exists():
+            pass
+        elif args.llama_quantize is None:
+            import smolgen
+
+            smolgen.quantize(f16, dst, t)
+        else:
             cmd = [str(args.llama_quantize), str(f16), str(dst), t]
             subprocess.run(cmd, check=True, capture_output=True)
         print(dst)
