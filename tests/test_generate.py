@@ -283,7 +283,7 @@ def test_settings_are_read_in_one_place(tiny_gguf):
     model = smolgen.load(tiny_gguf)  # context 96
     with pytest.raises(TypeError, match="temprature"):
         model.generate("hello", temprature=0)
-    with pytest.raises(TypeError, match="argument 'top_k'"):
+    with pytest.raises(smolgen.InvalidArgumentError, match="top_k must be an integer, got str"):
         model.generate("hello", top_k="many")
     with pytest.raises(TypeError, match="max_tokens"):
         _core.sampler_distribution(np.zeros(8, dtype=np.float32), max_tokens=3)

@@ -41,8 +41,10 @@ class ContextLengthExceededError(SmolgenError, ValueError):
     requested: int
 
 
-class InvalidArgumentError(SmolgenError, ValueError):
-    """An argument outside its domain (negative temperature, unknown token id, ...)."""
+class InvalidArgumentError(SmolgenError, ValueError, TypeError):
+    """An argument of the wrong type or outside its domain (negative temperature, unknown token
+    id, an integer that does not fit, text with a lone surrogate, an unknown keyword...). It is
+    both a ``ValueError`` and a ``TypeError``, so code written for either builtin catches it."""
 
 
 class ChatTemplateError(SmolgenError, ValueError):

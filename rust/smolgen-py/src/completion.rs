@@ -380,38 +380,49 @@ impl CompletionStream {
 
 #[pymethods]
 impl CompletionStream {
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<Chunk>> {
-        let Some(generation) = self.generation.as_mut() else {
+    fn __next__(slf: &Bound<'_, Self>) -> PyResult<Option<Chunk>> {
+        let py = slf.py();
+        let mut this = slf.try_borrow_mut().map_err(|_| in_use())?;
+        let Some(generation) = this.generation.as_mut() else {
             return Ok(None);
         };
         let step = py.detach(|| generation.step()).map_err(to_py)?;
-        self.deliver(py, step)
+        this.deliver(py, step)
     }
 
     /// Stops generating (a client went away): no further step runs, and the keys and values
     /// computed so far go to the prefix cache. Closing a finished stream changes nothing.
-    fn close(&mut self, py: Python<'_>) {
-        if let Some(generation) = self.generation.take() {
-            py.detach(move || drop(generation));
+    fn close(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let generation = slf
+            .try_borrow_mut()
+            .map_err(|_| in_use())?
+            .generation
+            .take();
+        if let Some(generation) = generation {
+            slf.py().detach(move || drop(generation));
         }
+        Ok(())
     }
 
     /// Prompt tokens taken from the prefix cache instead of being prefilled.
     #[getter]
-    fn cached_tokens(&self) -> usize {
-        self.generation
+    fn cached_tokens(slf: &Bound<'_, Self>) -> PyResult<usize> {
+        let this = slf.try_borrow().map_err(|_| in_use())?;
+        Ok(this
+            .generation
             .as_ref()
-            .map_or(0, Generation::cached_tokens)
+            .map_or(0, Generation::cached_tokens))
     }
 
     /// The finished result; `None` until the stream is exhausted.
     #[getter]
-    fn completion(&self, py: Python<'_>) -> Option<Py<Completion>> {
-        self.completion.as_ref().map(|c| c.clone_ref(py))
+    fn completion(slf: &Bound<'_, Self>) -> PyResult<Option<Py<Completion>>> {
+        let this = slf.try_borrow().map_err(|_| in_use())?;
+        Ok(this.completion.as_ref().map(|c| c.clone_ref(slf.py())))
     }
 }
 
@@ -451,28 +462,44 @@ impl CompletionStream {
     }
 }
 
+/// A stream is stepped by one caller at a time.
+fn in_use() -> PyErr {
+    crate::arguments::invalid(
+        "this stream is being stepped elsewhere (by another thread, or twice in one \
+         step_streams call): a stream takes one step at a time",
+    )
+}
+
 /// One step of each stream, their forward passes batched into one pass over the weights (the
 /// streams must come from the same model). Returns, per stream, its next `Chunk`, `None` when it
-/// had already finished, or the exception its step raised.
+/// had already finished, or the exception its step raised (a stream given twice, or being
+/// stepped by another thread, gets an `InvalidArgumentError` and the others still step).
 #[pyfunction]
 pub fn step_streams<'py>(
     py: Python<'py>,
     streams: Vec<Bound<'py, CompletionStream>>,
 ) -> PyResult<Vec<Bound<'py, PyAny>>> {
-    let mut borrowed: Vec<PyRefMut<'py, CompletionStream>> = streams
+    let mut borrowed: Vec<Result<PyRefMut<'py, CompletionStream>, PyErr>> = streams
         .iter()
-        .map(|s| s.try_borrow_mut().map_err(PyErr::from))
-        .collect::<PyResult<_>>()?;
+        .map(|s| s.try_borrow_mut().map_err(|_| in_use()))
+        .collect();
     let results = {
         let mut gens: Vec<&mut Generation> = borrowed
             .iter_mut()
-            .filter_map(|s| s.generation.as_mut())
+            .filter_map(|s| s.as_mut().ok()?.generation.as_mut())
             .collect();
         py.detach(|| Generation::step_many(&mut gens))
     };
     let mut results = results.into_iter();
     let mut out = Vec::with_capacity(borrowed.len());
     for stream in borrowed.iter_mut() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                out.push(e.clone_ref(py).into_value(py).into_bound(py).into_any());
+                continue;
+            }
+        };
         let item = if stream.generation.is_none() {
             py.None().into_bound(py)
         } else {

@@ -31,13 +31,20 @@ fn kernel_paths() -> Vec<&'static str> {
 
 /// Best-of-`repeats` read bandwidth in GB/s of `threads` threads reading a `megabytes` buffer.
 #[pyfunction]
-#[pyo3(signature = (threads, megabytes = 256, repeats = 5))]
+#[pyo3(signature = (threads, megabytes = None, repeats = None))]
 fn measure_read_bandwidth(
     py: Python<'_>,
-    threads: usize,
-    megabytes: usize,
-    repeats: usize,
+    threads: &Bound<'_, PyAny>,
+    megabytes: Option<&Bound<'_, PyAny>>,
+    repeats: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<f64> {
+    let size = |name, value: Option<&Bound<'_, PyAny>>, default| match value {
+        Some(v) => crate::arguments::size(name, v, 1),
+        None => Ok(default),
+    };
+    let threads = crate::arguments::size("threads", threads, 1)?;
+    let megabytes = size("megabytes", megabytes, 256)?;
+    let repeats = size("repeats", repeats, 5)?;
     py.detach(|| smolgen_core::bandwidth::measure_read_bandwidth(threads, megabytes, repeats))
         .map_err(to_py)
 }

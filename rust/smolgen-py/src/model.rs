@@ -3,49 +3,40 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyInt, PyString};
+use pyo3::types::{PyDict, PyString};
 use smolgen_core::{Generation, LogitsFor};
 
+use crate::arguments::{self, invalid};
 use crate::completion::{Completion, CompletionStream};
 use crate::errors::to_py;
 use crate::options::generate_options;
-use crate::tokenizer::{checked_ids, pieces, TokenPiece, Tokenizer};
+use crate::tokenizer::{pieces, TokenPiece, Tokenizer};
 
 /// A prompt: text, or token ids (any iterable of ints) taken as they are.
 pub enum Prompt {
     Text(String),
-    Ids(Vec<i64>),
+    Ids(Vec<u32>),
 }
 
 impl<'a, 'py> FromPyObject<'a, 'py> for Prompt {
     type Error = PyErr;
 
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
-        if let Ok(text) = obj.cast::<PyString>() {
-            return Ok(Prompt::Text(text.to_cow()?.into_owned()));
+        if obj.is_instance_of::<PyString>() {
+            return Ok(Prompt::Text(arguments::text("prompt", &obj)?));
         }
-        Ok(Prompt::Ids(ints(
-            &obj,
-            "a prompt must be a string or token ids",
-        )?))
+        if obj.try_iter().is_err() {
+            return Err(invalid(format!(
+                "prompt must be a string or token ids, got {}",
+                obj.get_type().name()?
+            )));
+        }
+        Ok(Prompt::Ids(arguments::token_ids("prompt", &obj)?))
     }
-}
-
-/// Ints from any iterable of them (a list, a tuple, a NumPy array...); `what` says what was
-/// expected when `obj` is not iterable.
-pub fn ints(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
-    let items = obj.try_iter().map_err(|_| {
-        let kind = obj
-            .get_type()
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        pyo3::exceptions::PyTypeError::new_err(format!("{what}, got {kind}"))
-    })?;
-    items.map(|id| id?.extract::<i64>()).collect()
 }
 
 /// A loaded model, shared between Python threads (`smolgen.Model` subclasses it with what only
@@ -53,10 +44,6 @@ pub fn ints(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<i64>> {
 #[pyclass(module = "smolgen._core", frozen, subclass)]
 pub struct Model {
     inner: Arc<smolgen_core::Model>,
-}
-
-fn invalid(msg: impl Into<String>) -> PyErr {
-    to_py(smolgen_core::Error::invalid(msg))
 }
 
 #[pymethods]
@@ -74,12 +61,13 @@ impl Model {
         device: &str,
         dtype: Option<&str>,
         prefix_cache_bytes: Option<&Bound<'_, PyAny>>,
-        threads: Option<usize>,
+        threads: Option<&Bound<'_, PyAny>>,
         quantize: Option<&str>,
     ) -> PyResult<Self> {
-        if threads == Some(0) {
-            return Err(invalid("threads must be at least 1"));
-        }
+        let threads = threads
+            .filter(|t| !t.is_none())
+            .map(|t| arguments::size("threads", t, 1))
+            .transpose()?;
         let prefix_cache_bytes = cache_bytes(prefix_cache_bytes)?;
         let device = smolgen_core::parse_device(device).map_err(to_py)?;
         let dtype = dtype
@@ -184,24 +172,34 @@ impl Model {
     /// Token ids of `text`, without BOS. Special-token text such as `<|im_end|>` stays plain
     /// text unless `special=True`, so user text never turns into control tokens.
     #[pyo3(signature = (text, special = false))]
-    fn tokenize(&self, py: Python<'_>, text: &str, special: bool) -> PyResult<Vec<u32>> {
+    fn tokenize(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyAny>,
+        special: bool,
+    ) -> PyResult<Vec<u32>> {
+        let text = arguments::text("text", text)?;
         let tk = &self.inner.tokenizer;
-        py.detach(|| tk.encode(text, special)).map_err(to_py)
+        py.detach(|| tk.encode(&text, special)).map_err(to_py)
     }
 
     /// The text of `ids` (any iterable of ints).
     fn detokenize(&self, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         self.inner
             .tokenizer
-            .decode(&checked_ids(&ints(ids, "ids must be token ids")?)?)
+            .decode(&arguments::token_ids("ids", ids)?)
             .map_err(to_py)
     }
 
     /// `text` as the model sees it: id, raw bytes and readable text of every token (special-token
     /// text parsed only with `special=True`, as in `tokenize`).
     #[pyo3(signature = (text, special = false))]
-    fn tokens(&self, text: &str, special: bool) -> PyResult<Vec<TokenPiece>> {
-        pieces(&self.inner.tokenizer, text, special)
+    fn tokens(&self, text: &Bound<'_, PyAny>, special: bool) -> PyResult<Vec<TokenPiece>> {
+        pieces(
+            &self.inner.tokenizer,
+            &arguments::text("text", text)?,
+            special,
+        )
     }
 
     /// Next-token logits after `prompt`: float32 `[vocab]` for the last position
@@ -249,7 +247,7 @@ impl Model {
         let layers = layers
             .filter(|ls| !ls.is_none())
             .map(|ls| {
-                ints(ls, "layers must be layer indices")?
+                arguments::integers("layers", ls)?
                     .into_iter()
                     .map(|l| {
                         usize::try_from(l).map_err(|_| invalid(format!("layer {l} does not exist")))
@@ -297,7 +295,7 @@ impl Model {
             let tokenizer = self.inner.tokenizer.clone();
             return Ok(Py::new(py, CompletionStream::new(generation, tokenizer))?.into_any());
         }
-        let completion = py.detach(|| generation.run()).map_err(to_py)?;
+        let completion = run_interruptibly(py, generation)?;
         let completion = Completion::new(py, &self.inner.tokenizer, completion)?;
         Ok(Py::new(py, completion)?.into_any())
     }
@@ -311,23 +309,35 @@ impl Model {
     }
 }
 
-/// A byte count for the prefix cache: an int >= 0 (not a bool), or `None`.
+/// Runs `generation` to its end without the GIL, checking between steps, at most every
+/// [`SIGNAL_CHECK_INTERVAL`], for a signal Python must handle: Ctrl-C raises `KeyboardInterrupt`
+/// within one step, and the model stays usable.
+fn run_interruptibly(
+    py: Python<'_>,
+    mut generation: Generation,
+) -> PyResult<smolgen_core::Completion> {
+    py.detach(|| {
+        let mut checked = Instant::now();
+        while generation.step().map_err(to_py)?.is_some() {
+            if checked.elapsed() >= SIGNAL_CHECK_INTERVAL {
+                Python::attach(|py| py.check_signals())?;
+                checked = Instant::now();
+            }
+        }
+        Ok(generation.completion())
+    })
+}
+
+/// How often a long generation takes the GIL to look for signals: rarely enough that threads
+/// generating at once do not queue on it, often enough that Ctrl-C feels immediate.
+const SIGNAL_CHECK_INTERVAL: Duration = Duration::from_millis(50);
+
+/// A byte count for the prefix cache: an int >= 0, or `None`.
 fn cache_bytes(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
-    let Some(value) = value.filter(|v| !v.is_none()) else {
-        return Ok(None);
-    };
-    let bytes = value
-        .cast::<PyInt>()
-        .ok()
-        .filter(|_| !value.is_instance_of::<PyBool>())
-        .and_then(|n| n.extract::<usize>().ok());
-    match bytes {
-        Some(bytes) => Ok(Some(bytes)),
-        None => Err(invalid(format!(
-            "prefix cache bytes must be an integer >= 0, got {}",
-            value.repr()?
-        ))),
-    }
+    value
+        .filter(|v| !v.is_none())
+        .map(|v| arguments::size("prefix cache bytes", v, 0))
+        .transpose()
 }
 
 impl Model {
@@ -339,7 +349,7 @@ impl Model {
                 let tk = &self.inner.tokenizer;
                 py.detach(|| tk.encode_prompt(&text)).map_err(to_py)
             }
-            Prompt::Ids(ids) => checked_ids(&ids),
+            Prompt::Ids(ids) => Ok(ids),
         }
     }
 }

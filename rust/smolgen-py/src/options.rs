@@ -5,13 +5,12 @@
 //!
 //! A new setting is a field in the core's options type and an arm in [`fill`].
 
-use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 use smolgen_core::{GenerateOptions, SamplingParams};
 
+use crate::arguments::{self, invalid};
 use crate::errors::to_py;
-use crate::tokenizer::checked_ids;
 
 /// Which settings an entry point takes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -39,9 +38,10 @@ pub fn sampling_params(kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<SamplingP
 }
 
 /// Sets each keyword's setting, converting Python's values and checking what only the binding
-/// can (integers that do not fit); the core checks every domain. `None` keeps the default, so a
-/// caller (the server's request models) can pass every field as it came. An unknown keyword is
-/// a `TypeError`, as for any Python function.
+/// can (types, integers that do not fit); the core checks every domain. `None` keeps the
+/// default, so a caller (the server's request models) can pass every field as it came. An
+/// unknown keyword, a value of the wrong type or out of range is an `InvalidArgumentError`
+/// (a `TypeError` too, as Python raises for an unknown keyword) naming the keyword.
 fn fill(
     options: &mut GenerateOptions,
     kwargs: Option<&Bound<'_, PyDict>>,
@@ -52,7 +52,7 @@ fn fill(
     };
     let request = scope == Scope::Generation;
     for (key, value) in kwargs.iter() {
-        let key = key.cast::<PyString>()?.to_cow()?;
+        let key = arguments::text("a keyword", &key)?;
         let given = !value.is_none();
         // `field <- value`: converted only when given.
         macro_rules! set {
@@ -65,94 +65,83 @@ fn fill(
         let s = &mut options.sampling;
         match &*key {
             "temperature" => set!(s.temperature, float(&key, &value)?),
-            "top_k" => set!(s.top_k, non_negative(&key, arg(&key, &value)?)?),
+            "top_k" => set!(s.top_k, arguments::size(&key, &value, 0)?),
             "top_p" => set!(s.top_p, float(&key, &value)?),
             "min_p" => set!(s.min_p, float(&key, &value)?),
             "repetition_penalty" => set!(s.repetition_penalty, float(&key, &value)?),
             "frequency_penalty" => set!(s.frequency_penalty, float(&key, &value)?),
             "presence_penalty" => set!(s.presence_penalty, float(&key, &value)?),
             "logit_bias" => set!(s.logit_bias, logit_bias(&value)?),
-            "seed" if request => set!(s.seed, Some(arg(&key, &value)?)),
-            "max_tokens" if request => {
-                set!(options.max_tokens, Some(positive(arg(&key, &value)?)?))
-            }
-            "stop" if request => set!(options.stop, arg::<Stop>(&key, &value)?.into()),
-            "logprobs" if request => set!(
-                options.logprobs,
-                Some(non_negative(&key, arg(&key, &value)?)?)
+            "seed" if request => set!(
+                s.seed,
+                Some(arguments::integer(&key, &value, 0, u64::MAX.into())? as u64)
             ),
-            "prefix_cache" if request => set!(options.prefix_cache, arg(&key, &value)?),
-            _ => {
-                return Err(PyTypeError::new_err(format!(
-                    "unexpected keyword argument '{key}'"
-                )))
+            "max_tokens" if request => {
+                set!(options.max_tokens, Some(arguments::size(&key, &value, 1)?))
             }
+            "stop" if request => set!(options.stop, stop(&value)?),
+            "logprobs" if request => {
+                set!(options.logprobs, Some(arguments::size(&key, &value, 0)?))
+            }
+            "prefix_cache" if request => set!(options.prefix_cache, boolean(&key, &value)?),
+            _ => return Err(invalid(format!("unexpected keyword argument '{key}'"))),
         }
     }
     Ok(())
 }
 
 /// One stop string or several.
-#[derive(FromPyObject)]
-enum Stop {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl From<Stop> for Vec<String> {
-    fn from(stop: Stop) -> Self {
-        match stop {
-            Stop::One(s) => vec![s],
-            Stop::Many(v) => v,
-        }
+fn stop(value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if value.is_instance_of::<PyString>() {
+        return Ok(vec![arguments::text("stop", value)?]);
     }
+    let items = value
+        .try_iter()
+        .map_err(|_| invalid("stop must be a string or a list of strings"))?;
+    items.map(|item| arguments::text("stop", &item?)).collect()
 }
 
-/// A float setting; the core keeps them in `f32`.
+/// A float setting (an int will do); the core keeps them in `f32`.
 fn float(key: &str, value: &Bound<'_, PyAny>) -> PyResult<f32> {
-    Ok(arg::<f64>(key, value)? as f32)
+    if value.is_instance_of::<PyBool>()
+        || !(value.is_instance_of::<PyFloat>() || value.is_instance_of::<PyInt>())
+    {
+        return Err(invalid(format!(
+            "{key} must be a number, got {}",
+            value.get_type().name()?
+        )));
+    }
+    let v: f64 = value
+        .extract()
+        .map_err(|_| invalid(format!("{key} is too large a number")))?;
+    Ok(v as f32)
 }
 
-/// `value` as a `T`; a value of the wrong type is a `TypeError` that names the argument.
-fn arg<'py, T: FromPyObjectOwned<'py>>(key: &str, value: &Bound<'py, PyAny>) -> PyResult<T> {
-    value.extract::<T>().map_err(|e| {
-        let e: PyErr = e.into();
-        if e.is_instance_of::<PyTypeError>(value.py()) {
-            PyTypeError::new_err(format!("argument '{key}': {}", e.value(value.py())))
-        } else {
-            e
-        }
-    })
-}
-
-/// `max_tokens` as given; 0 is refused by the core.
-fn positive(n: i64) -> PyResult<usize> {
-    usize::try_from(n).map_err(|_| invalid(format!("max_tokens must be positive, got {n}")))
-}
-
-fn non_negative(key: &str, n: i64) -> PyResult<usize> {
-    usize::try_from(n).map_err(|_| invalid(format!("{key} must be >= 0, got {n}")))
+fn boolean(key: &str, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+    value
+        .cast::<PyBool>()
+        .map(|b| b.is_true())
+        .map_err(|_| invalid(format!("{key} must be True or False")))
 }
 
 /// `{token id: bias}` from any mapping, sorted by id so that a run does not depend
 /// on the mapping's order.
 fn logit_bias(value: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, f32)>> {
-    let items = value.call_method0("items").map_err(|_| {
-        PyTypeError::new_err("argument 'logit_bias': must be a mapping of token id to bias")
-    })?;
+    let items = value
+        .call_method0("items")
+        .map_err(|_| invalid("logit_bias must be a mapping of token id to bias"))?;
     let mut bias = items
         .try_iter()?
         .map(|item| {
-            let (id, b): (i64, f64) = arg("logit_bias", &item?)?;
-            Ok((checked_ids(&[id])?[0], b as f32))
+            let (id, b): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item?
+                .extract()
+                .map_err(|_| invalid("logit_bias must be a mapping of token id to bias"))?;
+            let id = arguments::integer("a logit_bias token id", &id, 0, u32::MAX.into())?;
+            Ok((id as u32, float("a logit_bias value", &b)?))
         })
         .collect::<PyResult<Vec<_>>>()?;
     bias.sort_unstable_by_key(|&(id, _)| id);
     Ok(bias)
-}
-
-fn invalid(msg: impl Into<String>) -> PyErr {
-    to_py(smolgen_core::Error::invalid(msg))
 }
 
 /// Checks that `prompt_tokens` and `max_tokens` fit a context window of `context_length` and
@@ -162,11 +151,17 @@ fn invalid(msg: impl Into<String>) -> PyErr {
 #[pyfunction]
 #[pyo3(signature = (context_length, prompt_tokens, max_tokens = None, subject = "prompt"))]
 pub fn check_context(
-    context_length: usize,
-    prompt_tokens: usize,
-    max_tokens: Option<i64>,
+    context_length: &Bound<'_, PyAny>,
+    prompt_tokens: &Bound<'_, PyAny>,
+    max_tokens: Option<&Bound<'_, PyAny>>,
     subject: &str,
 ) -> PyResult<usize> {
+    let context_length = arguments::size("context_length", context_length, 0)?;
+    let prompt_tokens = arguments::size("prompt_tokens", prompt_tokens, 0)?;
+    let max_tokens = max_tokens
+        .filter(|m| !m.is_none())
+        .map(|m| arguments::size("max_tokens", m, 1))
+        .transpose()?;
     let subject = match subject {
         "prompt" => "prompt",
         "messages" => "messages",
@@ -176,11 +171,5 @@ pub fn check_context(
             )))
         }
     };
-    smolgen_core::check_context(
-        context_length,
-        prompt_tokens,
-        max_tokens.map(positive).transpose()?,
-        subject,
-    )
-    .map_err(to_py)
+    smolgen_core::check_context(context_length, prompt_tokens, max_tokens, subject).map_err(to_py)
 }

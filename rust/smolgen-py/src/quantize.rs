@@ -57,11 +57,15 @@ fn quantize_model<'py>(
     input: std::path::PathBuf,
     output: std::path::PathBuf,
     file_type: &str,
-    threads: Option<usize>,
+    threads: Option<&Bound<'py, PyAny>>,
     allow_requantize: bool,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let file_type = FileType::by_name(file_type).map_err(to_py)?;
+    let threads = threads
+        .filter(|t| !t.is_none())
+        .map(|t| crate::arguments::size("threads", t, 1))
+        .transpose()?;
     let options = QuantizeOptions {
         threads: threads.unwrap_or(0),
         allow_requantize,

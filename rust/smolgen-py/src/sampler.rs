@@ -10,9 +10,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use smolgen_core::{Sampler, SamplingParams};
 
+use crate::arguments::checked_ids;
 use crate::errors::to_py;
 use crate::options::sampling_params;
-use crate::tokenizer::checked_ids;
 
 /// Adds `sampler_distribution` and `sampler_draws` to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -87,8 +87,8 @@ struct Request {
 impl Request {
     fn new(prompt_tokens: Vec<i64>, generated: Vec<i64>, params: SamplingParams) -> PyResult<Self> {
         Ok(Self {
-            prompt_tokens: checked_ids(&prompt_tokens)?,
-            generated: checked_ids(&generated)?,
+            prompt_tokens: checked_ids("prompt_tokens", &prompt_tokens)?,
+            generated: checked_ids("generated", &generated)?,
             params,
         })
     }

@@ -7,8 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use smolgen_core::tokenizer;
 
+use crate::arguments;
 use crate::errors::to_py;
-use crate::model::ints;
 
 /// One token: its id, the bytes it stands for, and those bytes as readable text.
 #[pyclass(module = "smolgen._core", frozen)]
@@ -79,33 +79,35 @@ impl Tokenizer {
     /// Token ids of `text`, without BOS. Special-token text such as `<|im_start|>` stays plain
     /// text unless `special=True`, so user text never turns into control tokens.
     #[pyo3(signature = (text, special = false))]
-    fn encode(&self, py: Python<'_>, text: &str, special: bool) -> PyResult<Vec<u32>> {
-        py.detach(|| self.inner.encode(text, special))
+    fn encode(&self, py: Python<'_>, text: &Bound<'_, PyAny>, special: bool) -> PyResult<Vec<u32>> {
+        let text = arguments::text("text", text)?;
+        py.detach(|| self.inner.encode(&text, special))
             .map_err(to_py)
     }
 
     /// What a text prompt becomes for `generate`, `logits`, `peek` and `score`: special-token
     /// text parsed, and BOS first when the model asks for it.
-    fn encode_prompt(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
-        py.detach(|| self.inner.encode_prompt(text)).map_err(to_py)
+    fn encode_prompt(&self, py: Python<'_>, text: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+        let text = arguments::text("text", text)?;
+        py.detach(|| self.inner.encode_prompt(&text)).map_err(to_py)
     }
 
     /// The text of `ids`; special tokens appear as their text, invalid UTF-8 as U+FFFD.
     fn decode(&self, ids: &Bound<'_, PyAny>) -> PyResult<String> {
         self.inner
-            .decode(&checked_ids(&ints(ids, "ids must be token ids")?)?)
+            .decode(&arguments::token_ids("ids", ids)?)
             .map_err(to_py)
     }
 
     /// `text` as the model sees it: a `TokenPiece` per token.
     #[pyo3(signature = (text, special = false))]
-    fn tokens(&self, text: &str, special: bool) -> PyResult<Vec<TokenPiece>> {
-        pieces(&self.inner, text, special)
+    fn tokens(&self, text: &Bound<'_, PyAny>, special: bool) -> PyResult<Vec<TokenPiece>> {
+        pieces(&self.inner, &arguments::text("text", text)?, special)
     }
 
     /// The piece of one token id.
-    fn piece(&self, id: i64) -> PyResult<TokenPiece> {
-        let id = checked_ids(&[id])?[0];
+    fn piece(&self, id: &Bound<'_, PyAny>) -> PyResult<TokenPiece> {
+        let id = arguments::integer("id", id, 0, u32::MAX.into())? as u32;
         let inner = self.inner.piece(id).map_err(to_py)?;
         Ok(TokenPiece { inner })
     }
@@ -153,17 +155,4 @@ pub fn pieces(tk: &tokenizer::Tokenizer, text: &str, special: bool) -> PyResult<
         .into_iter()
         .map(|inner| TokenPiece { inner })
         .collect())
-}
-
-/// Python ints -> token ids, with a typed error for negatives and overflows.
-pub fn checked_ids(ids: &[i64]) -> PyResult<Vec<u32>> {
-    ids.iter()
-        .map(|&id| {
-            u32::try_from(id).map_err(|_| {
-                to_py(smolgen_core::Error::invalid(format!(
-                    "token id {id} is not a valid token id"
-                )))
-            })
-        })
-        .collect()
 }
