@@ -2,21 +2,20 @@
 context window.
 
 The prompt comes from the model's own chat template (Jinja, as Hugging Face ships it), rendered in
-a sandbox: a template may format the messages and nothing else. Attribute access to Python
-internals, writes to the messages and unbounded output are refused with
-:class:`ChatTemplateError`.
+a sandbox (:mod:`smolgen.sandbox`): a template may format the messages and nothing else. Attribute
+access to Python internals, writes to the messages, a render past its deadline (one second unless
+``time_limit`` or ``$SMOLGEN_TEMPLATE_TIME_LIMIT`` says otherwise) and building more than its size
+budget are refused with :class:`ChatTemplateError`.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from . import _core
+from . import _core, sandbox
 from .errors import ChatTemplateError, InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -26,9 +25,8 @@ ROLES = ("system", "user", "assistant")
 # OpenAI's newer name for the system role.
 ROLE_ALIASES = {"developer": "system"}
 
-# A rendered prompt longer than this is a template gone wrong, not a conversation: the largest
-# context windows are a few million characters.
-MAX_RENDERED_CHARS = 16_000_000
+# A rendered prompt longer than this is a template gone wrong, not a conversation.
+MAX_RENDERED_CHARS = sandbox.MAX_VALUE
 
 
 def normalize_messages(messages: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -84,28 +82,53 @@ def message_text(content: Any, where: str = "message") -> str:
 
 
 class ChatTemplate:
-    """A Jinja chat template, compiled once in a sandbox that allows formatting only."""
+    """A Jinja chat template, compiled once in a sandbox that allows formatting only.
 
-    def __init__(self, source: str, *, bos_token: str = "", eos_token: str = "") -> None:
+    Each render must finish within ``time_limit`` seconds (by default
+    ``$SMOLGEN_TEMPLATE_TIME_LIMIT``, else one) and stay inside a size budget on what it builds;
+    see :mod:`smolgen.sandbox`.
+    """
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        bos_token: str = "",
+        eos_token: str = "",
+        time_limit: float | None = None,
+    ) -> None:
         import jinja2
 
         self.source = source
         self.bos_token = bos_token
         self.eos_token = eos_token
+        self.time_limit = (
+            sandbox.default_time_limit()
+            if time_limit is None
+            else sandbox.checked_time_limit(time_limit)
+        )
         # The settings Hugging Face renders templates with, so prompts match theirs exactly.
-        env = _BoundedSandbox(
+        env = sandbox.TemplateSandbox(
             trim_blocks=True,
             lstrip_blocks=True,
             extensions=["jinja2.ext.loopcontrols"],
             undefined=jinja2.Undefined,
         )
-        env.filters["tojson"] = _tojson
-        env.globals["raise_exception"] = _raise_exception
-        env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
         try:
-            self._template = env.from_string(source)
+            sandbox.check_source(env, source)
+            # Jinja folds constant filters while it compiles: they run under a budget too.
+            with sandbox.budget_scope(sandbox.Budget(self.time_limit)):
+                self._template = env.from_string(source)
+        except ChatTemplateError:
+            raise
         except jinja2.TemplateError as e:
             raise ChatTemplateError(f"the chat template does not compile: {e}") from None
+        except (RecursionError, SyntaxError) as e:
+            raise ChatTemplateError(
+                f"the chat template does not compile: it nests too deeply ({type(e).__name__})"
+            ) from None
+        except MemoryError:
+            raise ChatTemplateError("the chat template does not compile: out of memory") from None
 
     def render(
         self, messages: Iterable[Mapping[str, Any]], add_generation_prompt: bool = True
@@ -116,86 +139,47 @@ class ChatTemplate:
         from jinja2.exceptions import SecurityError
 
         normalized = normalize_messages(messages)
+        budget = sandbox.Budget(self.time_limit, (normalized, self.bos_token, self.eos_token))
         parts: list[str] = []
         size = 0
         try:
-            for piece in self._template.generate(
-                messages=normalized,
-                add_generation_prompt=add_generation_prompt,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-            ):
-                size += len(piece)
-                if size > MAX_RENDERED_CHARS:
-                    raise ChatTemplateError(
-                        f"the chat template produced more than {MAX_RENDERED_CHARS:,} characters"
-                    )
-                parts.append(piece)
+            with sandbox.budget_scope(budget):
+                for piece in self._template.generate(
+                    messages=normalized,
+                    add_generation_prompt=add_generation_prompt,
+                    bos_token=self.bos_token,
+                    eos_token=self.eos_token,
+                ):
+                    size += len(piece)
+                    if size > MAX_RENDERED_CHARS:
+                        raise ChatTemplateError(
+                            "the chat template produced more than "
+                            f"{MAX_RENDERED_CHARS:,} characters"
+                        )
+                    parts.append(piece)
         except SecurityError as e:
             raise ChatTemplateError(
                 f"the chat template tried something other than formatting: {e}"
             ) from None
-        except _TemplateRaised as e:
+        except sandbox.TemplateRaised as e:
             raise InvalidArgumentError(f"the chat template rejected the messages: {e}") from None
         except (ChatTemplateError, InvalidArgumentError):
             raise
+        except RecursionError:
+            raise ChatTemplateError(
+                "the chat template recursed too deeply (a macro or a recursive loop calling "
+                "itself without end?)"
+            ) from None
+        except MemoryError:
+            raise ChatTemplateError("the chat template ran out of memory") from None
         except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as e:
             raise ChatTemplateError(f"the chat template failed: {type(e).__name__}: {e}") from None
         return "".join(parts)
 
 
-def _bounded_sandbox_class() -> type:
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class BoundedSandbox(ImmutableSandboxedEnvironment):
-        """Also refuses ``*`` and ``**`` whose result would be huge (``'a' * 10**12``): the
-        stock sandbox bounds ``range`` but builds any string a template multiplies out."""
-
-        intercepted_binops = frozenset(["*", "**"])
-
-        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-            if operator == "*":
-                for seq, n in ((left, right), (right, left)):
-                    if (
-                        isinstance(seq, (str, list, tuple))
-                        and isinstance(n, int)
-                        and len(seq) * n > MAX_RENDERED_CHARS
-                    ):
-                        raise ChatTemplateError(
-                            "the chat template multiplies a sequence past "
-                            f"{MAX_RENDERED_CHARS:,} items"
-                        )
-            if (
-                operator == "**"
-                and isinstance(left, int)
-                and isinstance(right, int)
-                and abs(left) > 1
-                and right * max(abs(left), 2).bit_length() > 4096
-            ):
-                raise ChatTemplateError("the chat template raises a number to a huge power")
-            return super().call_binop(context, operator, left, right)
-
-    return BoundedSandbox
-
-
-_BoundedSandbox = _bounded_sandbox_class()
-
-
-class _TemplateRaised(Exception):
-    """``raise_exception(...)`` inside a template: it refuses the messages on purpose."""
-
-
-def _raise_exception(message: str) -> None:
-    raise _TemplateRaised(message)
-
-
-def _tojson(value: Any, indent: int | None = None) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=indent)
-
-
 @lru_cache(maxsize=8)
-def _compiled(source: str, bos_token: str, eos_token: str) -> ChatTemplate:
-    return ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
+def _compiled(source: str, bos_token: str, eos_token: str, time_limit: float) -> ChatTemplate:
+    return ChatTemplate(source, bos_token=bos_token, eos_token=eos_token, time_limit=time_limit)
 
 
 def chat_template(model: Model) -> ChatTemplate:
@@ -211,7 +195,8 @@ def chat_template(model: Model) -> ChatTemplate:
     def piece(token_id: int | None) -> str:
         return "" if token_id is None else tokenizer.piece(token_id).text
 
-    return _compiled(source, piece(tokenizer.bos_id), piece(tokenizer.eos_id))
+    limit = sandbox.default_time_limit()
+    return _compiled(source, piece(tokenizer.bos_id), piece(tokenizer.eos_id), limit)
 
 
 def chat_prompt_ids(model: Model, messages: Iterable[Mapping[str, Any]]) -> list[int]:
