@@ -1,6 +1,7 @@
 //! For every weight type (`for_each_weight_type!`): every path against the scalar reference, the
 //! scalar reference against ggml's definition in f64, our block decoding and quantization against
-//! candle's, and the 16-row kernels against their scalar statements.
+//! candle's (the K-quants' quantization against ggml's, in [`k_quants`]), and the 16-row kernels
+//! against their scalar statements.
 
 use std::borrow::Cow;
 
@@ -39,9 +40,10 @@ macro_rules! for_each_weight_type {
     };
 }
 
-/// As [`for_each_weight_type`], for the types whose reference quantization is written here (the
-/// K-quants' is candle's for now, so comparing it with candle's would prove nothing; for the
-/// float types it is ggml's rounding of each value).
+/// As [`for_each_weight_type`], for the types whose reference quantization candle's port gives
+/// byte for byte (for the float types it is ggml's rounding of each value). The K-quants are
+/// held to ggml's own bytes in [`k_quants`]: candle quantizes most of them with an older
+/// algorithm.
 macro_rules! for_each_reference_quantized_type {
     ($check:ident) => {
         [
@@ -957,6 +959,8 @@ fn scalar_matches_f64_reference() {
     }
 }
 
+/// The K-quant reference quantizers against ggml's.
+mod k_quants;
 /// All paths, several shapes: SIMD within tolerance of scalar; on each path the matmul is
 /// bit-identical to its own vec_dot and across thread counts.
 mod products;

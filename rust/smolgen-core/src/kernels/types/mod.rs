@@ -21,6 +21,7 @@ mod bf16;
 mod f16;
 mod f32;
 mod float;
+mod k_rounding;
 mod q2_k;
 mod q3_k;
 mod q4_0;
@@ -311,20 +312,3 @@ pub const WEIGHT_KINDS: [&WeightKind; 13] = [
     BlockBF16::KIND,
     <BlockF32 as WeightBlock>::KIND,
 ];
-
-/// One block of `W` quantized by candle (its port of ggml's quantization), for the types whose
-/// reference quantizer is not written here yet.
-fn quantize_with_candle<W: Block + Default>(
-    x: &[f32],
-    dtype: candle_core::quantized::GgmlDType,
-) -> W {
-    use candle_core::quantized::QTensor;
-    use candle_core::{Device, Tensor};
-    let bytes = Tensor::from_slice(x, (1, x.len()), &Device::Cpu)
-        .and_then(|t| QTensor::quantize(&t, dtype))
-        .and_then(|q| q.data().map(|d| d.to_vec()));
-    match bytes.as_deref().map(cast_blocks::<W>) {
-        Ok(Ok([block])) => *block,
-        _ => W::default(),
-    }
-}

@@ -5,10 +5,11 @@
 
 use half::f16;
 
+use super::k_rounding::{groups, make_qkx2_quants, nearest_int, ScaleSearch};
 use super::q4_k::{QK_K, SUBS};
 use super::q6_k::vec_dot_superblocks;
 use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
-use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::prepared::Layout;
@@ -63,6 +64,65 @@ impl BlockQ2K {
     }
 }
 
+/// ggml's `quantize_row_q2_K_ref` for one superblock. Each 16 values get a scale and offset
+/// fit by [`make_qkx2_quants`] (weights `|x|`, least absolute error); the sixteen scales and
+/// the sixteen offsets are then rounded to 4 bits of the largest of each, and every code chosen
+/// again against the rounded scale and offset (a sub-block whose scale rounds to 0 keeps the
+/// fit's codes).
+fn quantize_reference(x: &[f32]) -> BlockQ2K {
+    const SEARCH: ScaleSearch = ScaleSearch {
+        first: -0.5,
+        step: 0.1,
+        steps: 15,
+    };
+    let groups: [[f32; 16]; QK_K / 16] = groups(x);
+    let weights = groups.map(|xs| xs.map(f32::abs));
+    let mut codes = [[0u8; 16]; QK_K / 16];
+    let fits = make_qkx2_quants(&groups, &weights, 3, SEARCH, true, &mut codes);
+    let (scales, mins) = (fits.map(|f| f.0), fits.map(|f| f.1));
+    // Both are fits' largest values, never below 0.
+    let max_scale = scales.iter().fold(0f32, |m, &s| if s > m { s } else { m });
+    let max_min = mins.iter().fold(0f32, |m, &s| if s > m { s } else { m });
+    let mut blk = BlockQ2K::default();
+    if max_scale > 0.0 {
+        let iscale = 15.0 / max_scale;
+        for (sc, &s) in blk.scales.iter_mut().zip(&scales) {
+            *sc = nearest_int(iscale * s) as u8;
+        }
+        blk.d = f16_bytes(f16::from_f32(max_scale / 15.0));
+    }
+    if max_min > 0.0 {
+        let iscale = 15.0 / max_min;
+        for (sc, &m) in blk.scales.iter_mut().zip(&mins) {
+            *sc |= (nearest_int(iscale * m) << 4) as u8;
+        }
+        blk.dmin = f16_bytes(f16::from_f32(max_min / 15.0));
+    }
+    let (d, dmin) = (f16_to_f32(blk.d), f16_to_f32(blk.dmin));
+    for ((xs, qs), &sc) in groups.iter().zip(&mut codes).zip(&blk.scales) {
+        let d = d * (sc & 0xF) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = dmin * (sc >> 4) as f32;
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            *q = nearest_int((v + dm) / d).clamp(0, 3) as u8;
+        }
+    }
+    blk.qs = pack_2bit_codes(codes.as_flattened());
+    blk
+}
+
+/// 256 codes of two bits as Q2_K and Q3_K store them (see [`BlockQ2K`]).
+pub(super) fn pack_2bit_codes(codes: &[u8]) -> [u8; QK_K / 4] {
+    std::array::from_fn(|i| {
+        let (half, l) = (i / 32, i % 32);
+        (0..4).fold(0, |b, j| {
+            b | (codes[128 * half + 32 * j + l] & 3) << (2 * j)
+        })
+    })
+}
+
 /// One superblock against its 8 activation blocks: per activation block `j` the exact
 /// `sumi = sum over its two 16s of sc * sum q a` and `summ = sum of m * sum a`, then
 /// `sumf += sumi * (d * d_a) - summ * (dmin * d_a)`.
@@ -103,9 +163,8 @@ impl WeightBlock for BlockQ2K {
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ2K::dequantize(self, out)
     }
-    /// candle's port of ggml's K-quant quantization.
     fn quantize(x: &[f32]) -> Self {
-        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q2K)
+        quantize_reference(x)
     }
     fn reference_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
         vec_dot_superblocks(w, a, superblock_dot)

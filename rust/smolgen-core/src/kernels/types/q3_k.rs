@@ -4,10 +4,12 @@
 
 use half::f16;
 
+use super::k_rounding::{groups, make_q3_quants, nearest_int};
+use super::q2_k::pack_2bit_codes;
 use super::q4_k::{QK_K, SUBS};
 use super::q6_k::vec_dot_superblocks;
 use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
-use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::prepared::Layout;
@@ -61,6 +63,15 @@ impl BlockQ3K {
             (low | (high << 4)) as i8 - 32
         })
     }
+    /// The inverse of [`BlockQ3K::scales`]: sixteen 6-bit scales (each `sc + 32`) packed.
+    fn pack_scales(sc: &[u8; 16]) -> [u8; 12] {
+        let mut q = [0u8; 12];
+        for (s, &v) in sc.iter().enumerate() {
+            q[s % 8] |= (v & 0xF) << (4 * (s / 8));
+            q[8 + s % 4] |= (v >> 4) << (2 * (s / 4));
+        }
+        q
+    }
     /// The 256 weights as f32, in ggml's arithmetic (`d * (sc - 32)`, then times the code).
     pub fn dequantize(&self, out: &mut [f32]) {
         let d = f16_to_f32(self.d);
@@ -69,6 +80,51 @@ impl BlockQ3K {
             *o = d * scales[e / 16] as f32 * self.q(e) as f32;
         }
     }
+}
+
+/// ggml's `quantize_row_q3_K_ref` for one superblock. Each 16 values get a symmetric scale and
+/// codes from [`make_q3_quants`]; the sixteen scales are rounded to 6 bits of the one of largest
+/// magnitude (`d` is that scale over -32), and every code chosen again against its rounded scale
+/// (a sub-block whose scale rounds to 0 keeps the search's codes).
+fn quantize_reference(x: &[f32]) -> BlockQ3K {
+    let groups: [[f32; 16]; QK_K / 16] = groups(x);
+    let mut codes = [[0u8; 16]; QK_K / 16];
+    let mut scales = [0f32; QK_K / 16];
+    for ((xs, qs), s) in groups.iter().zip(&mut codes).zip(&mut scales) {
+        *s = make_q3_quants(xs, 4, qs);
+    }
+    let (mut max_scale, mut amax) = (0f32, 0f32);
+    for &s in &scales {
+        if s.abs() > amax {
+            (amax, max_scale) = (s.abs(), s);
+        }
+    }
+    let mut blk = BlockQ3K::default();
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        // ggml keeps the rounded scale in an i8 before clamping it.
+        let sc = scales.map(|s| ((nearest_int(iscale * s) as i8).clamp(-32, 31) + 32) as u8);
+        blk.scales = BlockQ3K::pack_scales(&sc);
+        blk.d = f16_bytes(f16::from_f32(1.0 / iscale));
+    }
+    let d = f16_to_f32(blk.d);
+    let sc = blk.scales();
+    for ((xs, qs), &sc) in groups.iter().zip(&mut codes).zip(&sc) {
+        let d = d * sc as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            *q = (nearest_int(v / d).clamp(-4, 3) + 4) as u8;
+        }
+    }
+    // The third bit of code `e` is bit `e / 32` of `hmask[e % 32]`.
+    let codes = codes.as_flattened();
+    for (e, &q) in codes.iter().enumerate() {
+        blk.hmask[e % 32] |= ((q >> 2) & 1) << (e / 32);
+    }
+    blk.qs = pack_2bit_codes(codes);
+    blk
 }
 
 /// One superblock against its 8 activation blocks: per activation block `j` the exact
@@ -111,9 +167,8 @@ impl WeightBlock for BlockQ3K {
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ3K::dequantize(self, out)
     }
-    /// candle's port of ggml's K-quant quantization.
     fn quantize(x: &[f32]) -> Self {
-        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q3K)
+        quantize_reference(x)
     }
     fn reference_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
         vec_dot_superblocks(w, a, superblock_dot)

@@ -5,8 +5,9 @@
 
 use half::f16;
 
+use super::k_rounding::{groups, make_qkx2_quants, nearest_int, ScaleSearch};
 use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
-use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::packed::{
@@ -102,6 +103,79 @@ pub(crate) fn pack_scale_min_k4(sc: [u8; 8], m: [u8; 8]) -> [u8; 12] {
         q[j + 8] = (sc[j + 4] & 0x0F) | ((m[j + 4] & 0x0F) << 4);
     }
     q
+}
+
+/// The scale search of ggml's `quantize_row_q4_K_ref`.
+const Q4_K_SEARCH: ScaleSearch = ScaleSearch {
+    first: -1.0,
+    step: 0.1,
+    steps: 20,
+};
+
+/// A Q4_K or Q5_K superblock before its codes are packed.
+pub(super) struct OffsetQuantized {
+    pub(super) d: [u8; 2],
+    pub(super) dmin: [u8; 2],
+    pub(super) scales: [u8; 12],
+    /// Each sub-block's codes, `0..=nmax`.
+    pub(super) codes: [[u8; QK]; SUBS],
+}
+
+/// ggml's reference quantization of a Q4_K (`nmax` 15) or Q5_K (`nmax` 31) superblock. Each 32
+/// values get a scale and offset fit by [`make_qkx2_quants`] (weights `rms(x) + |x|`, least
+/// squared error, steps `search`); the eight scales and the eight offsets are rounded to 6 bits
+/// of the largest of each, and every code chosen again against the rounded scale and offset (a
+/// sub-block whose scale rounds to 0 keeps the fit's codes).
+pub(super) fn quantize_offset(x: &[f32], nmax: i32, search: ScaleSearch) -> OffsetQuantized {
+    let groups: [[f32; QK]; SUBS] = groups(x);
+    let weights = groups.map(|xs| {
+        let sum_x2 = xs.iter().fold(0f32, |s, &v| s + v * v);
+        let av_x = (sum_x2 / QK as f32).sqrt();
+        xs.map(|v| av_x + v.abs())
+    });
+    let mut codes = [[0u8; QK]; SUBS];
+    let fits = make_qkx2_quants(&groups, &weights, nmax, search, false, &mut codes);
+    let (scales, mins) = (fits.map(|f| f.0), fits.map(|f| f.1));
+    // Both are fits' largest values, never below 0.
+    let max_scale = scales.iter().fold(0f32, |m, &s| if s > m { s } else { m });
+    let max_min = mins.iter().fold(0f32, |m, &s| if s > m { s } else { m });
+    let inverse = |max: f32| if max > 0.0 { 63.0 / max } else { 0.0 };
+    // ggml keeps the rounded values in a u8 before capping them at 63.
+    let six_bits = |inv: f32, v: [f32; SUBS]| v.map(|v| (nearest_int(inv * v) as u8).min(63));
+    let scales = pack_scale_min_k4(
+        six_bits(inverse(max_scale), scales),
+        six_bits(inverse(max_min), mins),
+    );
+    let (d, dmin) = (
+        f16_bytes(f16::from_f32(max_scale / 63.0)),
+        f16_bytes(f16::from_f32(max_min / 63.0)),
+    );
+    for (j, (xs, qs)) in groups.iter().zip(&mut codes).enumerate() {
+        let (sc, m) = scale_min_k4(&scales, j);
+        let d = f16_to_f32(d) * sc as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = f16_to_f32(dmin) * m as f32;
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            *q = nearest_int((v + dm) / d).clamp(0, nmax) as u8;
+        }
+    }
+    OffsetQuantized {
+        d,
+        dmin,
+        scales,
+        codes,
+    }
+}
+
+/// The low four bits of 256 codes as Q4_K and Q5_K store them: sub-block `2p + t` in nibble `t`
+/// of `qs[32p..32p + 32]`.
+pub(super) fn low_nibbles(codes: &[[u8; QK]; SUBS]) -> [u8; QK_K / 2] {
+    std::array::from_fn(|i| {
+        let (p, l) = (i / 32, i % 32);
+        (codes[2 * p][l] & 0x0F) | ((codes[2 * p + 1][l] & 0x0F) << 4)
+    })
 }
 
 /// Sub-block `j`'s `d * sc` and `dmin * m` in f32.
@@ -263,9 +337,15 @@ impl WeightBlock for BlockQ4K {
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ4K::dequantize(self, out)
     }
-    /// candle's port of ggml's K-quant quantization.
+    /// ggml's `quantize_row_q4_K_ref` ([`quantize_offset`] with 15 code steps).
     fn quantize(x: &[f32]) -> Self {
-        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q4K)
+        let q = quantize_offset(x, 15, Q4_K_SEARCH);
+        BlockQ4K {
+            d: q.d,
+            dmin: q.dmin,
+            scales: q.scales,
+            qs: low_nibbles(&q.codes),
+        }
     }
     fn reference_dot(w: &[Self], a: &[BlockQ8_1]) -> f32 {
         vec_dot_q4_k_q8_1(w, a)

@@ -3,9 +3,11 @@
 
 use half::f16;
 
+use super::k_rounding::ScaleSearch;
 use super::q4_k::{
-    dequantize_offset, get_k_scales, offset_packed_step, put_k_scales, set_sub_block_nibbles,
-    sub_block_nibbles, sub_scales, superblock_dot, vec_dot_offset, OffsetSuperblock, QK_K, SUBS,
+    dequantize_offset, get_k_scales, low_nibbles, offset_packed_step, put_k_scales,
+    quantize_offset, set_sub_block_nibbles, sub_block_nibbles, sub_scales, superblock_dot,
+    vec_dot_offset, OffsetSuperblock, QK_K, SUBS,
 };
 use super::{BlockQ8_1, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, QK};
@@ -105,9 +107,27 @@ impl WeightBlock for BlockQ5K {
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ5K::dequantize(self, out)
     }
-    /// candle's port of ggml's K-quant quantization.
+    /// ggml's `quantize_row_q5_K_ref`: Q4_K's choice with 31 code steps and a shorter search.
     fn quantize(x: &[f32]) -> Self {
-        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q5K)
+        const SEARCH: ScaleSearch = ScaleSearch {
+            first: -0.5,
+            step: 0.1,
+            steps: 15,
+        };
+        let q = quantize_offset(x, 31, SEARCH);
+        let mut qh = [0u8; QK_K / 8];
+        for (s, codes) in q.codes.iter().enumerate() {
+            for (h, &code) in qh.iter_mut().zip(codes) {
+                *h |= (code >> 4) << s;
+            }
+        }
+        BlockQ5K {
+            d: q.d,
+            dmin: q.dmin,
+            scales: q.scales,
+            qh,
+            qs: low_nibbles(&q.codes),
+        }
     }
     fn reference_dot(w: &[Self], a: &[BlockQ8_1]) -> f32 {
         vec_dot_q5_k_q8_1(w, a)

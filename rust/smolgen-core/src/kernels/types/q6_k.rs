@@ -3,9 +3,10 @@
 
 use half::f16;
 
+use super::k_rounding::{groups, make_qx_quants, nearest_int, GROUP_MAX_EPS};
 use super::q4_k::{QK_K, SUBS};
 use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
-use crate::kernels::blocks::{byte_block, f16_bits, f16_to_f32, QK};
+use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
 use crate::kernels::packed::{
@@ -61,6 +62,48 @@ impl BlockQ6K {
             *o = d * self.scales[e / 16] as f32 * (self.q(e) as i32 - 32) as f32;
         }
     }
+}
+
+/// ggml's `quantize_row_q6_K_ref` for one superblock. Each 16 values get a symmetric scale and
+/// codes from [`make_qx_quants`]; the sixteen scales are rounded to i8 steps of the one of
+/// largest magnitude (`d` is that scale over -128), and every code chosen again against its
+/// rounded scale (a sub-block whose scale rounds to 0 keeps the search's codes). A superblock
+/// whose scales are all below `GROUP_MAX_EPS` is all zero bytes.
+fn quantize_reference(x: &[f32]) -> BlockQ6K {
+    let groups: [[f32; 16]; QK_K / 16] = groups(x);
+    let mut codes = [[0u8; 16]; QK_K / 16];
+    let scales = make_qx_quants(&groups, 32, &mut codes);
+    let (mut max_scale, mut amax) = (0f32, 0f32);
+    for &s in &scales {
+        if s.abs() > amax {
+            (amax, max_scale) = (s.abs(), s);
+        }
+    }
+    let mut blk = BlockQ6K::default();
+    if amax < GROUP_MAX_EPS {
+        return blk;
+    }
+    let iscale = -128.0 / max_scale;
+    blk.d = f16_bytes(f16::from_f32(1.0 / iscale));
+    // Rounded to at most 127, then kept in an i8 as ggml keeps it.
+    blk.scales = scales.map(|s| nearest_int(iscale * s).min(127) as i8);
+    let d = f16_to_f32(blk.d);
+    for ((xs, qs), &sc) in groups.iter().zip(&mut codes).zip(&blk.scales) {
+        let d = d * sc as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for (q, &v) in qs.iter_mut().zip(xs) {
+            *q = (nearest_int(v / d).clamp(-32, 31) + 32) as u8;
+        }
+    }
+    // Element `128h + 32k + l`: see [`BlockQ6K`].
+    for (e, &q) in codes.as_flattened().iter().enumerate() {
+        let (half, k, l) = (e / 128, (e % 128) / 32, e % 32);
+        blk.ql[64 * half + l + 32 * (k % 2)] |= (q & 0x0F) << (4 * (k / 2));
+        blk.qh[32 * half + l] |= (q >> 4) << (2 * k);
+    }
+    blk
 }
 
 /// Activation block `j`'s exact integer dot: `sc[2j] * sum_16 + sc[2j + 1] * sum_16` over
@@ -122,9 +165,8 @@ impl WeightBlock for BlockQ6K {
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ6K::dequantize(self, out)
     }
-    /// candle's port of ggml's K-quant quantization.
     fn quantize(x: &[f32]) -> Self {
-        super::quantize_with_candle(x, candle_core::quantized::GgmlDType::Q6K)
+        quantize_reference(x)
     }
     fn reference_dot(w: &[Self], a: &[BlockQ8_0]) -> f32 {
         vec_dot_superblocks(w, a, superblock_dot)
