@@ -337,7 +337,7 @@ impl WeightBlock for BlockQ4K {
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ4K::dequantize(self, out)
     }
-    /// ggml's `quantize_row_q4_K_ref` ([`quantize_offset`] with 15 code steps).
+    /// ggml's `quantize_row_q4_K_ref` (`quantize_offset` with 15 code steps).
     fn quantize(x: &[f32]) -> Self {
         let q = quantize_offset(x, 15, Q4_K_SEARCH);
         BlockQ4K {
