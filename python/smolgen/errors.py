@@ -26,7 +26,8 @@ class MalformedModelError(SmolgenError, ValueError):
 
 
 class UnsupportedModelError(SmolgenError):
-    """A well-formed model smolgen cannot run (architecture, quantization, device...)."""
+    """A well-formed model smolgen cannot run (architecture, tensor type, tokenizer...), or a
+    device or kernel path this build or machine lacks. ``path``: the model's file, or None."""
 
 
 class ContextLengthExceededError(SmolgenError, ValueError):

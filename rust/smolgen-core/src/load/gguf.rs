@@ -165,6 +165,14 @@ impl GgufFile {
         Error::malformed(&self.path, reason)
     }
 
+    /// Something in this well-formed file that smolgen does not implement.
+    pub fn unsupported(&self, reason: impl Into<String>) -> Error {
+        Error::Unsupported {
+            path: Some(self.path.clone()),
+            reason: reason.into(),
+        }
+    }
+
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
     }

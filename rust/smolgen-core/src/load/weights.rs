@@ -459,7 +459,7 @@ impl SafetensorsDir {
             .map(|name| {
                 let (_, info, dtype) = self.locate(name)?;
                 let ggml_type = safetensors_ggml_type(dtype)
-                    .ok_or_else(|| Error::Unsupported(format!("{dtype:?} tensors")))?;
+                    .ok_or_else(|| Error::unsupported(format!("{dtype:?} tensors")))?;
                 Ok((name.clone(), info.shape.clone(), ggml_type))
             })
             .collect()
@@ -493,11 +493,12 @@ impl SafetensorsDir {
             safetensors::Dtype::F16 => DType::F16,
             safetensors::Dtype::BF16 => DType::BF16,
             other => {
-                return Err(Error::Unsupported(format!(
-                    "tensor `{hf_name}` in {} has dtype {other:?} (f32, f16 and bf16 are \
-                     supported)",
-                    path.display()
-                )))
+                return Err(Error::Unsupported {
+                    path: Some(path.clone()),
+                    reason: format!(
+                        "tensor `{hf_name}` has dtype {other:?} (f32, f16 and bf16 are supported)"
+                    ),
+                })
             }
         };
         Ok((file, info, dtype))
@@ -546,7 +547,7 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect(),
-        other => return Err(Error::Unsupported(format!("{other:?} tensors"))),
+        other => return Err(Error::unsupported(format!("{other:?} tensors"))),
     })
 }
 
