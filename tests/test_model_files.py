@@ -1,13 +1,34 @@
-"""Errors about a model name its file: what smolgen does not run as much as what is corrupt."""
+"""Model files that parse but lie: a tensor of the wrong type or at the wrong offset, NaN or
+infinity in the weights, a tokenizer larger than the model's vocabulary, each found at load and
+named with its file and tensor; and models smolgen does not run, also naming the file."""
 
 from __future__ import annotations
 
 import json
+import struct
 
+import numpy as np
 import pytest
 
 import smolgen
-from fuzz_gguf import ARRAY, STRING, U32, Kv, parse, serialize
+import tiny_llama
+from fuzz_gguf import ARRAY, STRING, U32, Kv, TensorEntry, parse, serialize
+
+# ggml type ids
+F32, F16, Q8_1, Q8_K, IQ2_XXS = 0, 1, 9, 15, 16
+
+
+@pytest.fixture(scope="module")
+def q8_gguf(tmp_path_factory, tiny_weights):
+    path = tmp_path_factory.mktemp("q8") / "tiny-q8_0.gguf"
+    return tiny_llama.write_gguf(path, tiny_weights, qtype="Q8_0")
+
+
+@pytest.fixture(scope="module")
+def k_gguf(tmp_path_factory):
+    path = tmp_path_factory.mktemp("k") / "tiny-k.gguf"
+    weights = tiny_llama.random_weights(seed=3, cfg=tiny_llama.K_CONFIG)
+    return tiny_llama.write_gguf(path, weights, tiny_llama.K_CONFIG, "F32")
 
 
 def rewrite(source, path, change):
@@ -18,6 +39,15 @@ def rewrite(source, path, change):
     return path
 
 
+def tensor(g, name):
+    return next(t for t in g.tensors if t.name == name)
+
+
+def set_bytes(g, name, at, raw):
+    t = tensor(g, name)
+    t.data = t.data[:at] + raw + t.data[at + len(raw) :]
+
+
 def load_error(path, cls):
     with pytest.raises(cls) as err:
         smolgen.load(path)
@@ -25,6 +55,133 @@ def load_error(path, cls):
     assert path.name in message, message
     assert err.value.path == str(path)
     return message
+
+
+# ---------------------------------------------------------------------------------------------
+# Types and shapes
+
+
+@pytest.mark.parametrize(
+    ("ttype", "name", "source"),
+    [(Q8_1, "Q8_1", "tiny_gguf"), (Q8_K, "Q8_K", "k_gguf"), (IQ2_XXS, "IQ2_XXS", "k_gguf")],
+)
+def test_a_tensor_type_smolgen_does_not_run_is_unsupported_naming_file_tensor_and_type(
+    request, tmp_path, ttype, name, source
+):
+    """ggml's activation types (Q8_1, Q8_K) as a stored weight, and the IQ types."""
+    base = request.getfixturevalue(source)
+    elements, size = {Q8_1: (32, 36), Q8_K: (256, 292), IQ2_XXS: (256, 66)}[ttype]
+
+    def change(g):
+        t = tensor(g, "blk.0.attn_q.weight")
+        t.ttype = ttype
+        t.data = bytes(t.dims[0] * t.dims[1] // elements * size)
+
+    path = rewrite(base, tmp_path / f"{name}.gguf", change)
+    message = load_error(path, smolgen.UnsupportedModelError)
+    assert "blk.0.attn_q.weight" in message and name in message, message
+    assert "Traceback" not in message and "backtrace" not in message
+
+
+def test_a_norm_stored_in_a_type_smolgen_does_not_run_is_unsupported(tmp_path, tiny_gguf):
+    def change(g):
+        t = tensor(g, "blk.1.ffn_norm.weight")
+        t.ttype, t.data = Q8_1, bytes(64 // 32 * 36)
+
+    path = rewrite(tiny_gguf, tmp_path / "norm-q8_1.gguf", change)
+    assert "blk.1.ffn_norm.weight" in load_error(path, smolgen.UnsupportedModelError)
+
+
+def test_a_corrupt_type_that_still_fits_the_file_is_caught(tmp_path, tiny_gguf):
+    """F32 data read as F16 (half the bytes, still inside the file): the values it gives are
+    garbage, often NaN, and the load says which tensor."""
+
+    def change(g):
+        t = tensor(g, "blk.0.ffn_gate.weight")
+        t.ttype = F16
+        t.data = np.full(len(t.data) // 4, np.nan, np.float16).tobytes()
+
+    path = rewrite(tiny_gguf, tmp_path / "type.gguf", change)
+    assert "blk.0.ffn_gate.weight" in load_error(path, smolgen.MalformedModelError)
+
+
+def test_a_tensor_offset_pointing_at_other_bytes_is_caught(tmp_path, tiny_gguf):
+    """A matrix whose offset was corrupted to point at bytes that are not its own (here a
+    tensor the model does not use, holding NaN)."""
+
+    def change(g):
+        down = tensor(g, "blk.1.ffn_down.weight")
+        nan = np.full(len(down.data) // 4, np.nan, np.float32).tobytes()
+        g.tensors.append(TensorEntry("unused.weight", list(down.dims), F32, nan))
+        at = 0
+        for t in g.tensors:
+            at = -(-at // 32) * 32
+            offset = at
+            at += len(t.data)
+        down.offset = offset  # the last tensor's: the unused one
+
+    path = rewrite(tiny_gguf, tmp_path / "offset.gguf", change)
+    assert "blk.1.ffn_down.weight" in load_error(path, smolgen.MalformedModelError)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+
+
+@pytest.mark.parametrize(
+    ("name", "at", "raw"),
+    [
+        ("blk.0.attn_k.weight", 0, struct.pack("<f", np.nan)),
+        ("token_embd.weight", 265 * 64 * 4 - 4, struct.pack("<f", np.inf)),
+        ("blk.1.ffn_down.weight", 4 * 64 * 4, struct.pack("<f", -np.inf)),
+    ],
+)
+def test_non_finite_values_in_a_matrix_are_found_at_load(tmp_path, tiny_gguf, name, at, raw):
+    path = rewrite(tiny_gguf, tmp_path / "nan.gguf", lambda g: set_bytes(g, name, at, raw))
+    message = load_error(path, smolgen.MalformedModelError)
+    assert name in message, message
+
+
+def test_a_nan_scale_in_a_quantized_block_is_found_at_load(tmp_path, q8_gguf):
+    half_nan = np.array([np.nan], np.float16).tobytes()
+    path = rewrite(
+        q8_gguf,
+        tmp_path / "scale.gguf",
+        lambda g: set_bytes(g, "blk.0.attn_output.weight", 0, half_nan),
+    )
+    assert "blk.0.attn_output.weight" in load_error(path, smolgen.MalformedModelError)
+
+
+@pytest.mark.parametrize("index", [0, 13, 63])
+def test_a_norm_is_checked_entirely(tmp_path, tiny_gguf, index):
+    raw = struct.pack("<f", np.nan)
+    path = rewrite(
+        tiny_gguf,
+        tmp_path / f"norm-{index}.gguf",
+        lambda g: set_bytes(g, "blk.0.attn_norm.weight", index * 4, raw),
+    )
+    message = load_error(path, smolgen.MalformedModelError)
+    assert "blk.0.attn_norm.weight" in message and f"element {index}" in message, message
+
+
+# ---------------------------------------------------------------------------------------------
+# The vocabulary
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_malformed(tmp_path, tiny_gguf):
+    """Ids the tokenizer makes must have embeddings; otherwise every prompt that uses them
+    would fail as if the caller had passed a bad token id."""
+
+    def change(g):
+        tokens = next(kv for kv in g.kvs if kv.key == "tokenizer.ggml.tokens")
+        types = next(kv for kv in g.kvs if kv.key == "tokenizer.ggml.token_type")
+        extra = [f"<extra_{i}>" for i in range(5)]
+        tokens.value = (STRING, tokens.value[1] + extra)
+        types.value = (types.value[0], types.value[1] + [1] * len(extra))
+        g.kvs.append(Kv("llama.vocab_size", U32, tiny_llama.CONFIG.vocab_size))
+
+    path = rewrite(tiny_gguf, tmp_path / "vocab.gguf", change)
+    assert "270 tokens" in load_error(path, smolgen.MalformedModelError)
 
 
 # ---------------------------------------------------------------------------------------------

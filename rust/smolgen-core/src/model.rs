@@ -147,6 +147,7 @@ impl Model {
         let mut file = gguf::GgufFile::open(path)?;
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        check_vocabulary(path, &tokenizer, &cfg)?;
         file.shed_header();
         let mut weights = weights::Weights::gguf(file, device);
         let engine = Engine::load(cfg, &mut weights, device, threads)?;
@@ -174,16 +175,7 @@ impl Model {
             read("config.json")?.ok_or_else(|| Error::ModelNotFound(config_path.clone()))?;
         let cfg = Config::from_hf_json(&config_json, &config_path)?;
         let tokenizer = Tokenizer::load(dir)?;
-        if tokenizer.vocab_size() > cfg.vocab_size {
-            return Err(Error::malformed(
-                dir,
-                format!(
-                    "tokenizer has {} tokens, the model's vocabulary only {}",
-                    tokenizer.vocab_size(),
-                    cfg.vocab_size
-                ),
-            ));
-        }
+        check_vocabulary(dir, &tokenizer, &cfg)?;
         let mut dir_weights = weights::SafetensorsDir::open(dir, dtype)?;
         if let Some(kind) = quantize {
             dir_weights = dir_weights.quantized(kind)?;
@@ -208,6 +200,21 @@ impl Model {
             prefix_cache: Mutex::new(PrefixCache::new(DEFAULT_PREFIX_CACHE_BYTES)),
         })
     }
+}
+
+/// The tokenizer makes only ids the model has embeddings for.
+fn check_vocabulary(path: &Path, tokenizer: &Tokenizer, cfg: &Config) -> Result<()> {
+    if tokenizer.vocab_size() > cfg.vocab_size {
+        return Err(Error::malformed(
+            path,
+            format!(
+                "the tokenizer has {} tokens, the model's vocabulary only {}",
+                tokenizer.vocab_size(),
+                cfg.vocab_size
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// `"cpu"`, `"cuda"`, `"cuda:N"` or `"metal"`.
