@@ -1,6 +1,8 @@
-"""Model files that parse but lie: a tensor of the wrong type or at the wrong offset, NaN or
-infinity in the weights, a tokenizer larger than the model's vocabulary, each found at load and
-named with its file and tensor; and models smolgen does not run, also naming the file."""
+"""Model files that parse but lie (a tensor of the wrong type or at the wrong offset, NaN or
+infinity in the weights, values that overflow in the forward pass, a tokenizer larger than the
+model's vocabulary) are found at load where they can be, naming the file and the tensor, and
+otherwise reported as the file's fault when the forward pass shows them, never blamed on the
+caller's arguments. A model smolgen does not run names its file too."""
 
 from __future__ import annotations
 
@@ -162,6 +164,68 @@ def test_a_norm_is_checked_entirely(tmp_path, tiny_gguf, index):
     )
     message = load_error(path, smolgen.MalformedModelError)
     assert "blk.0.attn_norm.weight" in message and f"element {index}" in message, message
+
+
+def test_weights_that_overflow_in_the_forward_pass_are_the_files_fault(tmp_path, tiny_gguf):
+    """Every value finite, so the load passes, but so large that the products overflow: the
+    logits are NaN. That is a broken model file, not a bad argument."""
+
+    def change(g):
+        t = tensor(g, "blk.0.ffn_down.weight")
+        t.data = np.full(len(t.data) // 4, 3e38, np.float32).tobytes()
+
+    path = rewrite(tiny_gguf, tmp_path / "overflow.gguf", change)
+    model = smolgen.load(path)
+    for attempt in (
+        lambda: model.generate("hello", max_tokens=2, temperature=0),
+        lambda: model.generate("hello", max_tokens=2, temperature=0.8, seed=1),
+        lambda: list(model.generate("hello", max_tokens=2, stream=True)),
+        lambda: model.logits([1, 40, 72]),
+    ):
+        with pytest.raises(smolgen.MalformedModelError) as err:
+            attempt()
+        assert not isinstance(err.value, smolgen.InvalidArgumentError)
+        assert path.name in str(err.value) and "non-finite" in str(err.value)
+        assert err.value.path == str(path)
+
+
+def test_a_corrupt_embedding_row_fails_only_the_requests_that_read_it(tmp_path, tiny_weights):
+    """NaN in one row of the embedding (not tied to the output), outside the rows the load
+    samples: the load passes, a prompt with that token fails as the file's fault, and a
+    batch-mate stepped in the same pass goes on exactly as alone."""
+    weights = dict(tiny_weights)
+    weights["output.weight"] = np.random.default_rng(5).standard_normal((265, 64), np.float32)
+    untied = tiny_llama.write_gguf(tmp_path / "untied.gguf", weights)
+    row = 3 + ord("A")  # the byte-level token of "A" (after the three special tokens)
+    nan = np.full(64, np.nan, np.float32).tobytes()
+    path = rewrite(
+        untied,
+        tmp_path / "row.gguf",
+        lambda g: set_bytes(g, "token_embd.weight", row * 64 * 4, nan),
+    )
+    model = smolgen.load(path)  # row 68 lies between the sampled spans
+    alone = model.generate("hi", max_tokens=4, temperature=0)
+    with pytest.raises(smolgen.MalformedModelError, match="non-finite"):
+        model.generate("A", max_tokens=4, temperature=0)
+
+    from smolgen import _core
+
+    bad = model.generate("A", max_tokens=4, temperature=0, stream=True)
+    good = model.generate("hi", max_tokens=4, temperature=0, stream=True)
+    first = _core.step_streams([bad, good])
+    assert isinstance(first[0], smolgen.MalformedModelError), first
+    tokens = [first[1].token_id]
+    while (step := _core.step_streams([good])[0]) is not None:
+        tokens.append(step.token_id)
+    assert tokens == alone.token_ids
+
+
+def test_the_sampler_still_rejects_nan_logits_its_caller_passes():
+    """Logits handed to the sampler directly are the caller's: still an argument error."""
+    from smolgen import _core
+
+    with pytest.raises(smolgen.InvalidArgumentError, match="NaN"):
+        _core.sampler_distribution(np.array([0.0, np.nan, 1.0, 2.0], np.float32))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ class ModelNotFoundError(SmolgenError, FileNotFoundError):
 
 
 class MalformedModelError(SmolgenError, ValueError):
-    """The model file is truncated, corrupt or inconsistent (names the file and the problem)."""
+    """The model file is truncated, corrupt or inconsistent (names the file and the problem),
+    found at load or by weights that give non-finite logits. ``path``: the file."""
 
 
 class UnsupportedModelError(SmolgenError):
