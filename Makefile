@@ -1,6 +1,9 @@
 # Tasks for developers. `make test` is the README's test command.
 PYTHON ?= python3
 CARGO_PROFILE ?= release
+# `make fuzz`: how long, and which run of cases (0 is the one the tests replay).
+FUZZ_SECONDS ?= 1800
+FUZZ_SEED ?= 1
 
 # What the installed package is built from. `pip install .` copies the Python sources too, so a
 # change to any of these means the installed package is stale and `make install` runs again.
@@ -11,7 +14,7 @@ SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md \
 ENV_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')
 STAMP := build/installed-$(ENV_ID)
 
-.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python lint stubtest fmt bench clean
+.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python lint stubtest fmt bench fuzz clean
 
 help:
 	@echo "install      pip install '.[test]' when the sources changed since the last install"
@@ -21,6 +24,7 @@ help:
 	@echo "lint         what CI checks: formatting, clippy, rustdoc, the aarch64 build, ruff, mypy, stubtest"
 	@echo "fmt          format Rust and Python"
 	@echo "bench        criterion micro-benchmarks + the end-to-end comparison"
+	@echo "fuzz         mutated GGUF files against the loader (FUZZ_SECONDS=1800, FUZZ_SEED=1)"
 
 # The release extension for this CPU, with the test extras (the `test` extra in pyproject.toml
 # is the one list of test dependencies).
@@ -78,6 +82,10 @@ fmt:
 bench:
 	cargo bench -p smolgen-core --features bench
 	$(PYTHON) benches/e2e.py
+
+# Failing files land in tests/regressions/, which the tests replay.
+fuzz: install
+	$(PYTHON) tests/fuzz_gguf.py --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
 clean:
 	cargo clean

@@ -22,11 +22,13 @@ class ModelNotFoundError(SmolgenError, FileNotFoundError):
 
 
 class MalformedModelError(SmolgenError, ValueError):
-    """The model file is truncated, corrupt or inconsistent (names the file and the problem)."""
+    """The model file is truncated, corrupt or inconsistent (names the file and the problem),
+    found at load or by weights that give non-finite logits. ``path``: the file."""
 
 
 class UnsupportedModelError(SmolgenError):
-    """A well-formed model smolgen cannot run (architecture, quantization, device...)."""
+    """A well-formed model smolgen cannot run (architecture, tensor type, tokenizer...), or a
+    device or kernel path this build or machine lacks. ``path``: the model's file, or None."""
 
 
 class ContextLengthExceededError(SmolgenError, ValueError):

@@ -15,7 +15,7 @@ use crate::info::ModelInfo;
 use crate::kernels;
 use crate::load::config::Config;
 use crate::load::{gguf, weights};
-use crate::settings::Settings;
+use crate::settings::{EngineChoice, Settings};
 use crate::tokenizer::Tokenizer;
 
 /// Bytes of finished requests' keys and values kept for reuse unless the caller says otherwise.
@@ -57,8 +57,14 @@ impl Model {
                 kernels::pool::MAX_THREADS
             )));
         }
-        let threads = Settings::get()?.threads(threads);
-        if path.is_dir() {
+        let settings = Settings::get()?;
+        // The environment's choice of kernels is checked before the file is read, so that its
+        // error is not taken for the file's.
+        if device.is_cpu() && settings.engine != EngineChoice::Candle {
+            settings.kernels()?;
+        }
+        let threads = settings.threads(threads);
+        let loaded = if path.is_dir() {
             Self::load_hf_dir(path, device, dtype, quantize, t0, threads)
         } else if path.exists() {
             if dtype.is_some() || quantize.is_some() {
@@ -70,7 +76,8 @@ impl Model {
             Self::load_gguf(path, device, t0, threads)
         } else {
             Err(Error::ModelNotFound(path.to_path_buf()))
-        }
+        };
+        loaded.map_err(|e| e.loading(path))
     }
 
     /// The store of reusable prompt prefixes (resize it with `set_capacity_bytes`; 0 disables).
@@ -140,6 +147,7 @@ impl Model {
         let mut file = gguf::GgufFile::open(path)?;
         let cfg = Config::from_gguf(&file)?;
         let tokenizer = Tokenizer::from_gguf(&file)?;
+        check_vocabulary(path, &tokenizer, &cfg)?;
         file.shed_header();
         let mut weights = weights::Weights::gguf(file, device);
         let engine = Engine::load(cfg, &mut weights, device, threads)?;
@@ -167,16 +175,7 @@ impl Model {
             read("config.json")?.ok_or_else(|| Error::ModelNotFound(config_path.clone()))?;
         let cfg = Config::from_hf_json(&config_json, &config_path)?;
         let tokenizer = Tokenizer::load(dir)?;
-        if tokenizer.vocab_size() > cfg.vocab_size {
-            return Err(Error::malformed(
-                dir,
-                format!(
-                    "tokenizer has {} tokens, the model's vocabulary only {}",
-                    tokenizer.vocab_size(),
-                    cfg.vocab_size
-                ),
-            ));
-        }
+        check_vocabulary(dir, &tokenizer, &cfg)?;
         let mut dir_weights = weights::SafetensorsDir::open(dir, dtype)?;
         if let Some(kind) = quantize {
             dir_weights = dir_weights.quantized(kind)?;
@@ -203,10 +202,25 @@ impl Model {
     }
 }
 
+/// The tokenizer makes only ids the model has embeddings for.
+fn check_vocabulary(path: &Path, tokenizer: &Tokenizer, cfg: &Config) -> Result<()> {
+    if tokenizer.vocab_size() > cfg.vocab_size {
+        return Err(Error::malformed(
+            path,
+            format!(
+                "the tokenizer has {} tokens, the model's vocabulary only {}",
+                tokenizer.vocab_size(),
+                cfg.vocab_size
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `"cpu"`, `"cuda"`, `"cuda:N"` or `"metal"`.
 pub fn parse_device(spec: &str) -> Result<Device> {
     let unavailable = |e: candle_core::Error| {
-        Error::Unsupported(format!(
+        Error::unsupported(format!(
             "device `{spec}` is not available in this build: {e}"
         ))
     };

@@ -102,7 +102,7 @@ impl Settings {
         match self.kernels {
             None => Ok(Kernels::best()),
             Some(isa) => Kernels::for_isa(isa).ok_or_else(|| {
-                Error::Unsupported(format!(
+                Error::unsupported(format!(
                     "SMOLGEN_KERNELS asks for the {} kernels, which this CPU (or build) lacks; \
                      it has {}",
                     isa.name(),
@@ -221,7 +221,7 @@ mod tests {
                 engine: EngineChoice::Auto,
                 threads: None,
             };
-            assert!(matches!(s.kernels(), Err(Error::Unsupported(_))));
+            assert!(matches!(s.kernels(), Err(Error::Unsupported { .. })));
         }
     }
 }

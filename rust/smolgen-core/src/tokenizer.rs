@@ -81,7 +81,7 @@ impl Tokenizer {
             .and_then(|v| v.as_str())
             .ok_or_else(|| gguf.malformed("missing metadata key `tokenizer.ggml.model`"))?;
         if model != "gpt2" {
-            return Err(Error::Unsupported(format!(
+            return Err(gguf.unsupported(format!(
                 "tokenizer model `{model}` (smolgen reads byte-level BPE, `gpt2`, from GGUF; \
                  load a Hugging Face directory with tokenizer.json instead)"
             )));
@@ -144,7 +144,7 @@ impl Tokenizer {
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
             "gpt2" | "default" => byte_level.into(),
             other => {
-                return Err(Error::Unsupported(format!(
+                return Err(gguf.unsupported(format!(
                     "GGUF pre-tokenizer `{other}` (supported: smollm, gpt2, default)"
                 )))
             }

@@ -17,7 +17,7 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
     let class = match err {
         Error::ModelNotFound(_) => "ModelNotFoundError",
         Error::MalformedModel { .. } => "MalformedModelError",
-        Error::Unsupported(_) => "UnsupportedModelError",
+        Error::Unsupported { .. } => "UnsupportedModelError",
         Error::ContextLengthExceeded { .. } => "ContextLengthExceededError",
         Error::InvalidArgument(_) => "InvalidArgumentError",
         Error::Io { .. } => "ModelIOError",
@@ -30,6 +30,11 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
         | Error::MalformedModel { path, .. }
         | Error::Io { path, .. } => {
             kwargs.set_item("path", path.display().to_string())?;
+        }
+        Error::Unsupported { path, .. } => {
+            // None for a device or kernel path, which is no file's.
+            let path = path.as_ref().map(|p| p.display().to_string());
+            kwargs.set_item("path", path)?;
         }
         Error::ContextLengthExceeded {
             max_context,

@@ -71,19 +71,21 @@ fn tokenizer_metadata(dir: &Path, vocab_size: usize) -> Result<Vec<(String, Valu
     let bad = |what: &str| Error::malformed(&path, what.to_string());
     let model = &json["model"];
     if model["type"].as_str() != Some("BPE") {
-        return Err(Error::Unsupported(format!(
-            "tokenizer model {} in {} (GGUF export writes byte-level BPE)",
-            model["type"],
-            path.display()
-        )));
+        return Err(Error::Unsupported {
+            path: Some(path.clone()),
+            reason: format!(
+                "tokenizer model {} (GGUF export writes byte-level BPE)",
+                model["type"]
+            ),
+        });
     }
-    let pre = pre_tokenizer_name(&json["pre_tokenizer"]).ok_or_else(|| {
-        Error::Unsupported(format!(
-            "pre-tokenizer {} in {} (GGUF export knows SmolLM2's digits + byte-level and GPT-2's \
-             byte-level)",
-            json["pre_tokenizer"],
-            path.display()
-        ))
+    let pre = pre_tokenizer_name(&json["pre_tokenizer"]).ok_or_else(|| Error::Unsupported {
+        path: Some(path.clone()),
+        reason: format!(
+            "pre-tokenizer {} (GGUF export knows SmolLM2's digits + byte-level and GPT-2's \
+                 byte-level)",
+            json["pre_tokenizer"]
+        ),
     })?;
 
     let mut tokens: Vec<Option<String>> = vec![None; vocab_size];

@@ -79,7 +79,7 @@ pub fn quantize_model(
     let mut input_bytes = 0;
     for t in &tensors {
         let stored = WeightKind::for_ggml_type(t.ggml_type).ok_or_else(|| {
-            Error::Unsupported(format!(
+            Error::unsupported(format!(
                 "tensor `{}` is stored as ggml type {}, which smolgen does not read",
                 t.name, t.ggml_type
             ))

@@ -110,7 +110,7 @@ impl Source {
         match self {
             Source::Gguf(g) => {
                 let kind = WeightKind::for_ggml_type(t.ggml_type).ok_or_else(|| {
-                    Error::Unsupported(format!(
+                    Error::unsupported(format!(
                         "tensor `{}` is stored as ggml type {}, which smolgen does not read",
                         t.name, t.ggml_type
                     ))

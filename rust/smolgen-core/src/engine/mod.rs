@@ -15,6 +15,8 @@ pub mod attention;
 pub mod candle;
 pub mod cpu;
 
+use std::path::PathBuf;
+
 use candle_core::Device;
 
 use crate::cache::kv::KvCache;
@@ -43,6 +45,8 @@ pub struct Engine {
     pub tied_embeddings: bool,
     backend: Backend,
     device: Device,
+    /// The model's file (or directory), named when its weights turn out to be corrupt.
+    source: PathBuf,
 }
 
 /// The most prompt tokens one pass of our CPU kernels takes; longer prompts run in slices.
@@ -81,6 +85,7 @@ impl Engine {
             tied_embeddings,
             backend,
             device: device.clone(),
+            source: weights.path().to_path_buf(),
         })
     }
 
@@ -110,6 +115,8 @@ impl Engine {
 
     /// Runs `tokens` through the model after what `cache` already holds, appending their keys
     /// and values. Returns logits `[vocab]` (`LogitsFor::Last`) or `[tokens, vocab]` row-major.
+    /// Logits that are not all finite are the weights' fault, an [`Error::MalformedModel`]
+    /// naming the file.
     pub fn forward(
         &self,
         tokens: &[u32],
@@ -130,7 +137,7 @@ impl Engine {
         attention: Option<(&[usize], &mut Vec<Vec<f32>>)>,
     ) -> Result<Vec<f32>> {
         self.check_step(tokens, cache)?;
-        match &self.backend {
+        let logits = match &self.backend {
             Backend::Cpu(m) if attention.is_none() && tokens.len() > PREFILL_CHUNK => {
                 // Long prompts in slices: the pass's buffers stay the size of one slice, and the
                 // row-wise arithmetic gives the same bits as one pass over everything.
@@ -147,7 +154,7 @@ impl Engine {
                         logits.append(&mut out.pop().unwrap_or_default());
                     }
                 }
-                Ok(logits)
+                logits
             }
             Backend::Cpu(m) => {
                 let mut seqs = [SeqStep {
@@ -156,20 +163,39 @@ impl Engine {
                     which,
                 }];
                 let mut out = m.forward(&mut seqs, attention)?;
-                Ok(out.pop().unwrap_or_default())
+                out.pop().unwrap_or_default()
             }
-            Backend::Candle(m) => Ok(m
+            Backend::Candle(m) => m
                 .forward(tokens, cache, which, attention)?
                 .flatten_all()?
-                .to_vec1::<f32>()?),
+                .to_vec1::<f32>()?,
+        };
+        self.finite(logits)
+    }
+
+    /// `logits`, if every one is finite. Token ids inside the vocabulary and finite weights
+    /// give finite logits, so a NaN or an infinity here means the weights are corrupt in a way
+    /// the load's checks did not see (a bad block they did not sample, values so large that a
+    /// product overflows): the model file's fault, never the caller's.
+    fn finite(&self, logits: Vec<f32>) -> Result<Vec<f32>> {
+        // Without stopping early, so that the compiler tests many values at once.
+        let all_finite = logits.iter().fold(true, |ok, x| ok & x.is_finite());
+        if all_finite {
+            return Ok(logits);
         }
+        Err(Error::malformed(
+            &self.source,
+            "the weights produce non-finite values (NaN or infinity) in the forward pass: the \
+             file is corrupt",
+        ))
     }
 
     /// Several sequences' next tokens in one pass over the weights (each with its own cache):
     /// the decode steps of concurrent requests cost about one step's weight traffic. Returns
-    /// each sequence's logits as [`Engine::forward`] would. Under candle the sequences run one
-    /// after another.
-    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Vec<f32>>> {
+    /// each sequence's logits as [`Engine::forward`] would, or its own error: corrupt weights
+    /// can give one sequence non-finite logits (a bad row of the embedding) and not the
+    /// others. The outer error is the pass's. Under candle the sequences run one after another.
+    pub fn forward_batch(&self, items: &mut [BatchItem<'_>]) -> Result<Vec<Result<Vec<f32>>>> {
         for item in items.iter() {
             self.check_step(item.tokens, item.cache)?;
         }
@@ -183,12 +209,13 @@ impl Engine {
                         which: it.which,
                     })
                     .collect();
-                m.forward(&mut seqs, None)
+                let logits = m.forward(&mut seqs, None)?;
+                Ok(logits.into_iter().map(|l| self.finite(l)).collect())
             }
-            Backend::Candle(_) => items
+            Backend::Candle(_) => Ok(items
                 .iter_mut()
                 .map(|it| self.forward(it.tokens, it.cache, it.which))
-                .collect(),
+                .collect()),
         }
     }
 

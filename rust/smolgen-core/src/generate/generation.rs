@@ -276,7 +276,7 @@ impl Generation {
                             if !batchable(g) {
                                 return g.step(); // finished (None), or a long prefill
                             }
-                            let l = logits.next().unwrap_or_default();
+                            let l = logits.next().unwrap_or_else(|| Ok(Vec::new()))?;
                             g.take_step(&l, t0).map(Some)
                         })
                         .collect();

@@ -90,9 +90,8 @@ impl Config {
             .ok_or_else(|| gguf.malformed("missing metadata key `general.architecture`"))?
             .to_string();
         if arch != "llama" {
-            return Err(Error::Unsupported(format!(
-                "architecture `{arch}` in {} (smolgen runs Engine-architecture models)",
-                gguf.path.display()
+            return Err(gguf.unsupported(format!(
+                "architecture `{arch}` (smolgen runs Llama-architecture models)"
             )));
         }
         let key = |k: &str| format!("{arch}.{k}");
@@ -141,7 +140,7 @@ impl Config {
         cfg.validate().map_err(|e| gguf.malformed(e))?;
         if let Some(v) = gguf.get(&key("rope.dimension_count")) {
             if v.as_u64() != Some(cfg.head_dim as u64) {
-                return Err(Error::Unsupported(format!(
+                return Err(gguf.unsupported(format!(
                     "partial rotary embeddings (rope.dimension_count = {v:?}, head dim {})",
                     cfg.head_dim
                 )));
@@ -158,15 +157,20 @@ impl Config {
         let is_llama = hf.model_type.as_deref() == Some("llama")
             || archs.iter().any(|a| a == "LlamaForCausalLM");
         if !is_llama {
-            return Err(Error::Unsupported(format!(
-                "model_type {:?} / architectures {archs:?} in {} (smolgen runs Engine-architecture \
-                 models)",
-                hf.model_type,
-                path.display()
-            )));
+            return Err(Error::Unsupported {
+                path: Some(path.to_path_buf()),
+                reason: format!(
+                    "model_type {:?} / architectures {archs:?} (smolgen runs Llama-architecture \
+                     models)",
+                    hf.model_type
+                ),
+            });
         }
         if let Some(scaling) = hf.rope_scaling.filter(|v| !v.is_null()) {
-            return Err(Error::Unsupported(format!("rope_scaling {scaling}")));
+            return Err(Error::Unsupported {
+                path: Some(path.to_path_buf()),
+                reason: format!("rope_scaling {scaling}"),
+            });
         }
         let num_kv_heads = hf.num_key_value_heads.unwrap_or(hf.num_attention_heads);
         let head_dim = hf
@@ -188,10 +192,13 @@ impl Config {
         };
         cfg.validate().map_err(|e| Error::malformed(path, e))?;
         if cfg.head_dim * cfg.num_heads != cfg.hidden_size {
-            return Err(Error::Unsupported(format!(
-                "head_dim {} x {} heads != hidden size {}",
-                cfg.head_dim, cfg.num_heads, cfg.hidden_size
-            )));
+            return Err(Error::Unsupported {
+                path: Some(path.to_path_buf()),
+                reason: format!(
+                    "head_dim {} x {} heads != hidden size {}",
+                    cfg.head_dim, cfg.num_heads, cfg.hidden_size
+                ),
+            });
         }
         Ok(cfg)
     }

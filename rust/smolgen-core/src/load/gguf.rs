@@ -138,8 +138,13 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let mmap = map_file(&path)?;
-        let (version, metadata, tensors) =
-            parse(&mmap).map_err(|reason| Error::malformed(&path, reason))?;
+        let (version, metadata, tensors) = parse(&mmap).map_err(|rejected| match rejected {
+            Rejected::Malformed(reason) => Error::malformed(&path, reason),
+            Rejected::Unsupported(reason) => Error::Unsupported {
+                path: Some(path.clone()),
+                reason,
+            },
+        })?;
         Ok(GgufFile {
             path,
             version,
@@ -163,6 +168,14 @@ impl GgufFile {
 
     pub fn malformed(&self, reason: impl Into<String>) -> Error {
         Error::malformed(&self.path, reason)
+    }
+
+    /// Something in this well-formed file that smolgen does not implement.
+    pub fn unsupported(&self, reason: impl Into<String>) -> Error {
+        Error::Unsupported {
+            path: Some(self.path.clone()),
+            reason: reason.into(),
+        }
     }
 
     pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
@@ -265,6 +278,29 @@ const GGML_TYPES: [(u32, GgmlDType); 15] = [
     (15, GgmlDType::Q8K),
     (30, GgmlDType::BF16),
 ];
+
+/// ggml's names of its type ids (`enum ggml_type`; the gaps are ids ggml retired), for errors.
+const GGML_NAMES: [&str; 40] = [
+    "F32", "F16", "Q4_0", "Q4_1", "", "", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K", "Q4_K",
+    "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S",
+    "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "", "", "", "TQ1_0", "TQ2_0", "",
+    "", "", "MXFP4",
+];
+
+/// ggml's name of a type id (`"Q4_K"`), or `"ggml type N"` for an id ggml does not define.
+pub fn ggml_type_name(id: u32) -> String {
+    match GGML_NAMES.get(id as usize) {
+        Some(name) if !name.is_empty() => (*name).to_string(),
+        _ => format!("ggml type {id}"),
+    }
+}
+
+/// Whether ggml defines type `id`.
+fn is_ggml_type(id: u32) -> bool {
+    GGML_NAMES
+        .get(id as usize)
+        .is_some_and(|name| !name.is_empty())
+}
 
 /// Maps a ggml type id to candle's type.
 pub fn ggml_dtype(id: u32) -> Option<GgmlDType> {
@@ -385,7 +421,26 @@ impl<'a> Cursor<'a> {
 
 type Parsed = (u32, BTreeMap<String, Value>, Vec<TensorInfo>);
 
-fn parse(buf: &[u8]) -> ParseResult<Parsed> {
+/// Why a file was not read: it is corrupt, or it is a well-formed file in a format smolgen does
+/// not read (a tensor of a ggml type it has no reader for).
+#[derive(Debug)]
+enum Rejected {
+    Malformed(String),
+    Unsupported(String),
+}
+
+fn parse(buf: &[u8]) -> std::result::Result<Parsed, Rejected> {
+    let mut unreadable = None;
+    let parsed = parse_table(buf, &mut unreadable).map_err(Rejected::Malformed)?;
+    match unreadable {
+        Some(reason) => Err(Rejected::Unsupported(reason)),
+        None => Ok(parsed),
+    }
+}
+
+/// The header and the tensor table, every count, length and offset checked. A tensor of a type
+/// smolgen has no reader for is left out and named in `unreadable`.
+fn parse_table(buf: &[u8], unreadable: &mut Option<String>) -> ParseResult<Parsed> {
     let mut c = Cursor { buf, pos: 0 };
     let magic = c.take(4, "the magic number").map_err(|_| {
         format!(
@@ -445,15 +500,26 @@ fn parse(buf: &[u8]) -> ParseResult<Parsed> {
             dims.push(d);
         }
         let type_id = c.u32(&format!("the type of `{name}`"))?;
-        let dtype = ggml_dtype(type_id)
-            .ok_or_else(|| format!("tensor `{name}` has unknown ggml type {type_id}"))?;
         let offset = c.u64(&format!("the offset of `{name}`"))?;
         if offset % alignment != 0 {
             return Err(format!(
                 "tensor `{name}` offset {offset} is not a multiple of the alignment {alignment}"
             ));
         }
-        raw.push((name, dims, dtype, offset));
+        match ggml_dtype(type_id) {
+            Some(dtype) => raw.push((name, dims, dtype, offset)),
+            // A type ggml defines but smolgen has no reader for (the IQ and ternary types): the
+            // rest of the file is still checked, so a corrupt file is called corrupt.
+            None if is_ggml_type(type_id) => {
+                unreadable.get_or_insert_with(|| {
+                    format!(
+                        "tensor `{name}` is stored as {}, a type smolgen does not read",
+                        ggml_type_name(type_id)
+                    )
+                });
+            }
+            None => return Err(format!("tensor `{name}` has unknown ggml type {type_id}")),
+        }
     }
 
     let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
@@ -559,12 +625,13 @@ mod tests {
     fn parse_err(buf: &[u8]) -> String {
         match parse(buf) {
             Ok(_) => panic!("expected an error"),
-            Err(e) => e,
+            Err(Rejected::Malformed(e)) => e,
+            Err(Rejected::Unsupported(e)) => panic!("expected malformed, got unsupported: {e}"),
         }
     }
 
     #[test]
-    fn parses_a_small_file() -> ParseResult<()> {
+    fn parses_a_small_file() -> std::result::Result<(), Rejected> {
         let buf = write_gguf(
             &[("w", vec![8, 2], 0, 0)],
             &[("general.architecture", Value::String("llama".into()))],
@@ -660,6 +727,21 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
+    }
+
+    /// A type ggml defines and smolgen does not read is unsupported, not corrupt; one ggml does
+    /// not define is corrupt.
+    #[test]
+    fn names_a_ggml_type_it_does_not_read() {
+        let buf = write_gguf(&[("a", vec![8, 2], 0, 0), ("w", vec![256, 2], 16, 64)], &[]);
+        match parse(&buf) {
+            Err(Rejected::Unsupported(e)) => {
+                assert!(e.contains("`w`") && e.contains("IQ2_XXS"), "{e}");
+            }
+            other => panic!("expected unsupported, got {other:?}"),
+        }
+        let buf = write_gguf(&[("w", vec![8, 2], 31, 0)], &[]);
+        assert!(parse_err(&buf).contains("unknown ggml type 31"));
     }
 
     #[test]

@@ -151,14 +151,53 @@ impl Weights {
         );
     }
 
-    fn check_shape(&self, name: &str, got: &[usize], want: &[usize]) -> Result<()> {
-        if got != want {
+    /// The gate every tensor passes before an engine uses it: the shape the architecture needs
+    /// (`want`), a type the engines read, and finite values: all of them for a vector
+    /// (`whole`), else [`SAMPLE_SPANS`] evenly spaced spans. Each error names the file and the
+    /// tensor.
+    fn check_stored(&self, name: &str, want: &[usize], whole: bool) -> Result<()> {
+        let (origin, ggml_type, shape, bytes): (&Path, u32, &[usize], &[u8]) = match &self.source {
+            Source::Gguf(g) => {
+                let info = g
+                    .tensor_info(name)
+                    .ok_or_else(|| g.malformed(format!("missing tensor `{name}`")))?;
+                let ggml_type = crate::load::gguf::ggml_type_id(info.dtype);
+                (&g.path, ggml_type, &info.shape, g.tensor_bytes(info))
+            }
+            Source::Safetensors(s) => {
+                let (file, info, dtype) = s.locate(name)?;
+                let (start, end) = info.data_offsets;
+                let bytes = &file.mmap[file.data_start + start..file.data_start + end];
+                let ggml_type = safetensors_ggml_type(dtype).unwrap_or(u32::MAX);
+                (&file.path, ggml_type, &info.shape, bytes)
+            }
+        };
+        if shape != want {
             return Err(Error::malformed(
-                self.path(),
-                format!("tensor `{name}` has shape {got:?}, expected {want:?}"),
+                origin,
+                format!("tensor `{name}` has shape {shape:?}, expected {want:?}"),
             ));
         }
-        Ok(())
+        let kind = WeightKind::for_ggml_type(ggml_type).ok_or_else(|| Error::Unsupported {
+            path: Some(origin.to_path_buf()),
+            reason: format!(
+                "tensor `{name}` is stored as {}, a type smolgen does not run (it runs {})",
+                crate::load::gguf::ggml_type_name(ggml_type),
+                crate::kernels::WEIGHT_KINDS
+                    .map(|k| crate::load::gguf::ggml_type_name(k.ggml_type))
+                    .join(", ")
+            ),
+        })?;
+        match first_non_finite(kind, bytes, whole) {
+            None => Ok(()),
+            Some((index, value)) => Err(Error::malformed(
+                origin,
+                format!(
+                    "tensor `{name}` holds {value} at element {index}: its data, type or offset \
+                     is corrupt"
+                ),
+            )),
+        }
     }
 
     /// The GGUF file behind these weights, for readers of raw tensor bytes.
@@ -195,12 +234,12 @@ impl Weights {
     /// without copying anything (a safetensors dtype conversion, asked for at open, copies).
     pub fn raw_matrix(&mut self, name: &str, shape: (usize, usize)) -> Result<RawMatrix> {
         let want = [shape.0, shape.1];
+        self.check_stored(name, &want, false)?;
         let (raw, dtype, elements) = match &self.source {
             Source::Gguf(g) => {
                 let info = g
                     .tensor_info(name)
                     .ok_or_else(|| g.malformed(format!("missing tensor `{name}`")))?;
-                self.check_shape(name, &info.shape, &want)?;
                 let raw = RawMatrix {
                     ggml_type: crate::load::gguf::ggml_type_id(info.dtype),
                     bytes: g.clone(),
@@ -211,7 +250,6 @@ impl Weights {
             }
             Source::Safetensors(s) => {
                 let (file, info, dtype) = s.locate(name)?;
-                self.check_shape(name, &info.shape, &want)?;
                 let (start, end) = info.data_offsets;
                 if let Some(kind) = s.quantized_type(shape.1) {
                     let (ggml_type, data) = s.quantize_matrix(name, kind)?;
@@ -259,18 +297,16 @@ impl Weights {
     /// A `[rows, cols]` tensor as it is stored, its shape checked and recorded.
     fn two_dimensional(&mut self, name: &str, shape: (usize, usize)) -> Result<Stored> {
         let want = [shape.0, shape.1];
+        self.check_stored(name, &want, false)?;
         Ok(match &self.source {
             Source::Gguf(g) => {
                 let q = g.load_qtensor(name, &self.device)?;
-                self.check_shape(name, q.shape().dims(), &want)?;
                 let (dtype, bytes) = (format!("{:?}", q.dtype()), q.storage_size_in_bytes());
                 self.record(name, dtype, want[0] * want[1], bytes);
                 Stored::Blocks(q)
             }
             Source::Safetensors(s) => match s.quantized_type(shape.1) {
                 Some(kind) => {
-                    let (_, info, _) = s.locate(name)?;
-                    self.check_shape(name, &info.shape, &want)?;
                     let (ggml_type, data) = s.quantize_matrix(name, kind)?;
                     let dtype = crate::load::gguf::ggml_dtype(ggml_type).ok_or_else(|| {
                         Error::invalid(format!("ggml type {ggml_type} has no candle dtype"))
@@ -291,7 +327,6 @@ impl Weights {
                 }
                 None => {
                     let t = s.tensor(name, &self.device)?;
-                    self.check_shape(name, t.dims(), &want)?;
                     let bytes = t.elem_count() * t.dtype().size_in_bytes();
                     self.record(name, dtype_name(t.dtype()), t.elem_count(), bytes);
                     Stored::Dense(t)
@@ -310,13 +345,13 @@ impl Weights {
 
     /// A vector (a norm's scale), always f32.
     pub fn vector(&mut self, name: &str, len: usize) -> Result<Tensor> {
+        self.check_stored(name, &[len], true)?;
         let t = match &self.source {
             Source::Gguf(g) => g
                 .load_qtensor(name, &self.device)?
                 .dequantize(&self.device)?,
             Source::Safetensors(s) => s.tensor(name, &self.device)?,
         };
-        self.check_shape(name, t.dims(), &[len])?;
         let bytes = t.elem_count() * t.dtype().size_in_bytes();
         self.record(name, dtype_name(t.dtype()), len, bytes);
         Ok(t.to_dtype(DType::F32)?)
@@ -335,6 +370,52 @@ impl Weights {
             Stored::Dense(t) => QMatMul::Tensor(t),
         })
     }
+}
+
+/// How much of each matrix is checked for NaN and infinity at load: [`SAMPLE_SPANS`] spans,
+/// evenly spaced from the first block to the last, of [`SPAN_BLOCKS`] consecutive blocks (and at
+/// least [`SPAN_VALUES`] values) each. A corrupt type or offset spoils every block, so any span
+/// shows it; a corrupt scale is found as often as by as many scattered blocks, while the spans
+/// touch only a few pages of the file. For the default model that is about a millisecond where
+/// the load repacks the matrices (it reads those pages anyway), two or three where the kernels
+/// read the file in place (the first forward pass then finds the pages mapped). What the spans
+/// miss shows as non-finite logits, which the engine reports as the file's fault too.
+const SAMPLE_SPANS: usize = 4;
+const SPAN_BLOCKS: usize = 16;
+const SPAN_VALUES: usize = 256;
+
+/// The first value among `bytes` (whole blocks of `kind`) that is NaN or infinite, with its
+/// index: in every block when `whole`, else in the sampled spans.
+fn first_non_finite(kind: &WeightKind, bytes: &[u8], whole: bool) -> Option<(usize, f32)> {
+    let (block_bytes, block_elements) = (kind.block_bytes, kind.block_elements);
+    let blocks = bytes.len() / block_bytes;
+    let span = SPAN_BLOCKS
+        .max(SPAN_VALUES.div_ceil(block_elements))
+        .min(blocks);
+    if span == 0 {
+        return None;
+    }
+    let all_spans = blocks.div_ceil(span);
+    let spans = if whole {
+        all_spans
+    } else {
+        all_spans.min(SAMPLE_SPANS)
+    };
+    let mut values = vec![0f32; span * block_elements];
+    for r in 0..spans {
+        let first = if spans == all_spans {
+            r * span
+        } else {
+            (blocks - span) * r / (spans - 1)
+        };
+        let n = span.min(blocks - first);
+        let values = &mut values[..n * block_elements];
+        kind.dequantize_blocks(&bytes[first * block_bytes..][..n * block_bytes], values);
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Some((first * block_elements + i, values[i]));
+        }
+    }
+    None
 }
 
 /// How `Model.info` names a ggml type (as for a GGUF's tensors).
@@ -459,7 +540,7 @@ impl SafetensorsDir {
             .map(|name| {
                 let (_, info, dtype) = self.locate(name)?;
                 let ggml_type = safetensors_ggml_type(dtype)
-                    .ok_or_else(|| Error::Unsupported(format!("{dtype:?} tensors")))?;
+                    .ok_or_else(|| Error::unsupported(format!("{dtype:?} tensors")))?;
                 Ok((name.clone(), info.shape.clone(), ggml_type))
             })
             .collect()
@@ -493,11 +574,12 @@ impl SafetensorsDir {
             safetensors::Dtype::F16 => DType::F16,
             safetensors::Dtype::BF16 => DType::BF16,
             other => {
-                return Err(Error::Unsupported(format!(
-                    "tensor `{hf_name}` in {} has dtype {other:?} (f32, f16 and bf16 are \
-                     supported)",
-                    path.display()
-                )))
+                return Err(Error::Unsupported {
+                    path: Some(path.clone()),
+                    reason: format!(
+                        "tensor `{hf_name}` has dtype {other:?} (f32, f16 and bf16 are supported)"
+                    ),
+                })
             }
         };
         Ok((file, info, dtype))
@@ -546,7 +628,7 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
             .iter()
             .flat_map(|v| v.to_le_bytes())
             .collect(),
-        other => return Err(Error::Unsupported(format!("{other:?} tensors"))),
+        other => return Err(Error::unsupported(format!("{other:?} tensors"))),
     })
 }
 
@@ -581,7 +663,157 @@ fn gguf_name(hf: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::gguf_name;
+    use super::*;
+
+    /// `values` of `shape` in `dtype`'s blocks, as a file stores them.
+    fn blocks(dtype: GgmlDType, values: Vec<f32>, shape: &[usize]) -> Vec<u8> {
+        let t = Tensor::from_vec(values, shape, &Device::Cpu).expect("tensor");
+        let q = QTensor::quantize(&t, dtype).expect("quantize");
+        q.data().expect("bytes").to_vec()
+    }
+
+    /// A GGUF file of one tensor (its name, type, blocks and shape, outermost first), opened.
+    fn weights_of(
+        label: &str,
+        name: &str,
+        dtype: GgmlDType,
+        data: &[u8],
+        shape: &[usize],
+    ) -> Weights {
+        let mut out = b"GGUF".to_vec();
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.extend_from_slice(&1u64.to_le_bytes()); // tensors
+        out.extend_from_slice(&0u64.to_le_bytes()); // metadata
+        out.extend_from_slice(&(name.len() as u64).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&(shape.len() as u32).to_le_bytes());
+        for d in shape.iter().rev() {
+            out.extend_from_slice(&(*d as u64).to_le_bytes());
+        }
+        out.extend_from_slice(&crate::load::gguf::ggml_type_id(dtype).to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes()); // offset
+        out.resize(out.len().next_multiple_of(32), 0);
+        out.extend_from_slice(data);
+        let dir = std::env::temp_dir().join(format!("smolgen-weights-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("{label}.gguf"));
+        std::fs::write(&path, out).expect("write");
+        Weights::gguf(GgufFile::open(&path).expect("open"), &Device::Cpu)
+    }
+
+    fn ramp(n: usize) -> Vec<f32> {
+        (0..n).map(|i| (i % 17) as f32 / 8.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn a_type_no_engine_runs_is_unsupported_naming_the_file_the_tensor_and_the_type() {
+        let name = "blk.0.attn_q.weight";
+        for (dtype, type_name, cols) in
+            [(GgmlDType::Q8_1, "Q8_1", 64), (GgmlDType::Q8K, "Q8_K", 256)]
+        {
+            let data = blocks(dtype, ramp(4 * cols), &[4, cols]);
+            let mut w = weights_of(type_name, name, dtype, &data, &[4, cols]);
+            let path = w.path().to_path_buf();
+            for err in [
+                w.raw_matrix(name, (4, cols)).err(),
+                w.matrix(name, (4, cols)).err(),
+            ] {
+                match err {
+                    Some(Error::Unsupported {
+                        path: Some(p),
+                        reason,
+                    }) => {
+                        assert_eq!(p, path);
+                        assert!(reason.contains("`blk.0.attn_q.weight`"), "{reason}");
+                        assert!(reason.contains(type_name), "{reason}");
+                    }
+                    other => {
+                        panic!("{type_name}: expected Unsupported with the path, got {other:?}")
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_values_are_found_at_load_naming_the_file_and_the_tensor() {
+        let (rows, cols) = (64, 64);
+        let name = "blk.0.ffn_up.weight";
+        let last_block = rows * cols / 32 - 1;
+        for (dtype, at, bad) in [
+            (GgmlDType::F32, 0, f32::NAN),
+            (GgmlDType::F32, rows * cols - 1, f32::INFINITY),
+            (GgmlDType::F16, 5, f32::NAN),
+            // A quantized block's scale (its first two bytes): `at` is the block.
+            (GgmlDType::Q8_0, last_block, f32::NAN),
+            (GgmlDType::Q4_0, 0, f32::INFINITY),
+        ] {
+            let mut values = ramp(rows * cols);
+            let quantized = dtype.block_size() > 1;
+            if !quantized {
+                values[at] = bad;
+            }
+            let mut data = blocks(dtype, values, &[rows, cols]);
+            if quantized {
+                let scale = half::f16::from_f32(bad).to_le_bytes();
+                data[at * dtype.type_size()..][..2].copy_from_slice(&scale);
+            }
+            let label = format!("{dtype:?}-{at}");
+            let mut w = weights_of(&label, name, dtype, &data, &[rows, cols]);
+            let path = w.path().to_path_buf();
+            for err in [
+                w.raw_matrix(name, (rows, cols)).err(),
+                w.matrix(name, (rows, cols)).err(),
+            ] {
+                match err {
+                    Some(Error::MalformedModel { path: p, reason }) => {
+                        assert_eq!(p, path);
+                        assert!(reason.contains("`blk.0.ffn_up.weight`"), "{reason}");
+                    }
+                    other => panic!("{label}: expected MalformedModel, got {other:?}"),
+                }
+            }
+        }
+        // A norm is read whole: a bad value anywhere is found.
+        for at in [0, 17, 575] {
+            let mut values = vec![1.0; 576];
+            values[at] = f32::NAN;
+            let data = blocks(GgmlDType::F32, values, &[576]);
+            let name = "output_norm.weight";
+            let mut w = weights_of(&format!("norm-{at}"), name, GgmlDType::F32, &data, &[576]);
+            match w.vector(name, 576) {
+                Err(Error::MalformedModel { reason, .. }) => {
+                    assert!(reason.contains("`output_norm.weight`"), "{reason}");
+                    assert!(reason.contains(&format!("element {at}")), "{reason}");
+                }
+                other => panic!("norm NaN at {at}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_sample_spans_the_tensor_and_the_whole_check_every_block() {
+        let kind = <crate::kernels::BlockQ8_0 as WeightBlock>::KIND;
+        let n = 1000;
+        let clean = blocks(GgmlDType::Q8_0, ramp(n * 32), &[n, 32]);
+        assert_eq!(first_non_finite(kind, &clean, false), None);
+        assert_eq!(first_non_finite(kind, &clean, true), None);
+        let nan_scale = |block: usize| {
+            let mut bytes = clean.clone();
+            bytes[block * 34..][..2].copy_from_slice(&half::f16::NAN.to_le_bytes());
+            bytes
+        };
+        // The first and the last block are always in the sample.
+        for block in [0, n - 1] {
+            let found = first_non_finite(kind, &nan_scale(block), false).map(|(i, _)| i / 32);
+            assert_eq!(found, Some(block));
+        }
+        // Every block is checked when the whole tensor is.
+        for block in [1, 2, 500, 998] {
+            let found = first_non_finite(kind, &nan_scale(block), true).map(|(i, _)| i / 32);
+            assert_eq!(found, Some(block));
+        }
+    }
 
     #[test]
     fn maps_hf_names() {

@@ -96,7 +96,7 @@ impl CpuEngine {
         let locate = |weights: &mut Weights, name: &str, rows: usize, cols: usize| {
             let raw = weights.raw_matrix(name, (rows, cols))?;
             let kind = WeightKind::for_ggml_type(raw.ggml_type).ok_or_else(|| {
-                Error::Unsupported(format!(
+                Error::unsupported(format!(
                     "the CPU kernels do not multiply ggml type {} matrices ({name})",
                     raw.ggml_type
                 ))

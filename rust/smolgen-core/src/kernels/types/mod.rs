@@ -244,6 +244,15 @@ impl WeightKind {
         Ok(out)
     }
 
+    /// Whole blocks' values in f32, in ggml's arithmetic: `out` holds
+    /// `bytes.len() / block_bytes * block_elements` values.
+    pub fn dequantize_blocks(&self, bytes: &[u8], out: &mut [f32]) {
+        let blocks = bytes.chunks_exact(self.block_bytes);
+        for (block, values) in blocks.zip(out.chunks_exact_mut(self.block_elements)) {
+            (self.dequantize)(block, values);
+        }
+    }
+
     /// The weight type named `name` (ggml's name, any case: `"q4_0"`, `"Q4_K"`, `"bf16"`).
     pub fn by_name(name: &str) -> Result<&'static WeightKind> {
         WEIGHT_KINDS
