@@ -34,13 +34,16 @@ class UnsupportedModelError(SmolgenError):
 class ContextLengthExceededError(SmolgenError, ValueError):
     """Prompt tokens plus ``max_tokens`` exceed the model's context window.
 
-    Attributes: ``max_context``, ``prompt_tokens``, ``max_tokens``, ``requested``.
+    Attributes: ``max_context``, ``prompt_tokens``, ``max_tokens``, ``requested``, and
+    ``at_least``: true when the prompt was refused for its length in bytes, before tokenizing,
+    so that ``prompt_tokens`` is a lower bound.
     """
 
     max_context: int
     prompt_tokens: int
     max_tokens: int
     requested: int
+    at_least: bool = False
 
 
 class InvalidArgumentError(SmolgenError, ValueError, TypeError):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _core
-from .errors import InvalidArgumentError
+from .errors import ContextLengthExceededError, InvalidArgumentError
 from .hub import resolve
 from .peek import Peek, Score, peek, score
 
@@ -39,7 +41,8 @@ class Model(_core.Model):
     """A loaded model. Thread-safe: several threads may generate at once (the GIL is released
     while the model computes).
 
-    Everything but :meth:`chat`, :meth:`peek`, :meth:`score` and :meth:`memory` is the Rust
+    Everything but :meth:`chat`, :meth:`chat_prompt`, :meth:`check_prompt_length`,
+    :attr:`longest_token_bytes`, :meth:`peek`, :meth:`score` and :meth:`memory` is the Rust
     class :class:`smolgen._core.Model`: ``generate`` (its keywords are typed once, by
     ``smolgen._core._GenerateOptions``), ``logits``, ``attention``, ``tokenize`` (special-token
     text stays plain text unless ``special=True``), ``detokenize``, ``tokens``, ``info``,
@@ -59,6 +62,52 @@ class Model(_core.Model):
             "kv_bytes_per_token": info["kv_bytes_per_token"],
             "peak_rss_bytes": peak_rss_bytes(),
         }
+
+    @cached_property
+    def longest_token_bytes(self) -> int:
+        """The byte length of the vocabulary's longest token. Each token of a text stands for
+        at most this many of its bytes, so a text of ``n`` bytes (UTF-8) is at least
+        ``n / longest_token_bytes`` tokens however it is split: the bound by which
+        :meth:`check_prompt_length` refuses a prompt without tokenizing it. Computed once."""
+        tokenizer = self.tokenizer
+        return max((len(tokenizer.piece(i).bytes) for i in range(tokenizer.vocab_size)), default=1)
+
+    def check_prompt_length(self, text: str, subject: str = "prompt") -> None:
+        """Raises :class:`~smolgen.errors.ContextLengthExceededError` when ``text`` is so long
+        that no tokenization of it leaves a token of room in the context window, without
+        tokenizing it: a cost in the length of the text, not in its tokens. A text it lets
+        through is at most ``context_length * longest_token_bytes`` bytes, and may still not
+        fit once tokenized (``check_context`` says so exactly).
+
+        The bound holds for tokenizers whose tokens each stand for the bytes of the text they
+        cover (byte-level BPE, SentencePiece), every one smolgen builds."""
+        window = self.context_length
+        size = len(text.encode("utf-8", "surrogatepass"))
+        at_least = math.ceil(size / self.longest_token_bytes)
+        if at_least < window:
+            return
+        raise ContextLengthExceededError(
+            f"This model's maximum context length is {window} tokens. However, your {subject} "
+            f"({size} bytes) is at least {at_least} tokens. Please reduce the length of the "
+            f"{subject}.",
+            max_context=window,
+            prompt_tokens=at_least,
+            max_tokens=0,
+            requested=at_least,
+            at_least=True,
+        )
+
+    def chat_prompt(self, messages: Iterable[Mapping[str, Any]]) -> list[int]:
+        """The token ids of ``messages`` rendered for a reply through the model's chat
+        template: what :meth:`chat` generates from. A rendered prompt too long for any
+        tokenization of it to fit the context window is refused before it is tokenized
+        (:meth:`check_prompt_length`)."""
+        from .chat import chat_template
+
+        prompt = chat_template(self).render(messages, add_generation_prompt=True)
+        self.check_prompt_length(prompt, "messages")
+        # The template writes special tokens as text (<|im_start|>): parse them as special.
+        return self.tokenize(prompt, special=True)
 
     def peek(self, prompt: str | Sequence[int], top_k: int = 5) -> Peek:
         """The ``top_k`` likeliest next tokens (id, piece, probability, log-probability), the
@@ -106,9 +155,9 @@ class Model(_core.Model):
         A conversation's earlier turns are reused from the prefix cache, so each turn prefills
         only what is new (``usage.cached_tokens``).
         """
-        from .chat import chat_prompt_ids, check_context
+        from .chat import check_context
 
-        ids = chat_prompt_ids(self, messages)
+        ids = self.chat_prompt(messages)
         check_context(self, len(ids), options.get("max_tokens"))
         return self.generate(ids, stream=stream, **options)
 

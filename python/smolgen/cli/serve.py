@@ -45,6 +45,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="requests waiting for a slot before new ones get 503 (default: 32)",
     )
     p.add_argument(
+        "--max-tokens-default",
+        type=int,
+        default=512,
+        help="max_tokens of a request that gives none (or null), capped by what the context "
+        "window has left; a request's own max_tokens wins (default: 512)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=8 * 2**20,
+        help="largest request body; a larger one gets 413 before it is read "
+        "(default: 8388608, 8 MiB)",
+    )
+    p.add_argument(
         "--prefix-cache-mb",
         type=float,
         default=256,
@@ -69,9 +83,14 @@ def run(args: argparse.Namespace) -> int:
     from ..hub import DEFAULT_MODEL
     from . import load_model
 
-    if args.max_concurrent < 1 or args.max_queue < 0 or args.prefix_cache_mb < 0:
+    if (
+        min(args.max_concurrent, args.max_tokens_default, args.max_body_bytes) < 1
+        or args.max_queue < 0
+        or args.prefix_cache_mb < 0
+    ):
         raise InvalidArgumentError(
-            "--max-concurrent must be >= 1, --max-queue and --prefix-cache-mb >= 0"
+            "--max-concurrent, --max-tokens-default and --max-body-bytes must be >= 1, "
+            "--max-queue and --prefix-cache-mb >= 0"
         )
     model = load_model(args, prefix_cache_bytes=int(args.prefix_cache_mb * 2**20))
     spec = args.model or DEFAULT_MODEL
@@ -84,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         api_key=args.api_key,
         max_concurrent=args.max_concurrent,
         max_queue=args.max_queue,
+        max_tokens_default=args.max_tokens_default,
+        max_body_bytes=args.max_body_bytes,
     )
     print(
         f"smolgen: serving {model_id} at http://{args.host}:{args.port}/v1 "

@@ -23,15 +23,26 @@ def create_app(
     api_key: str | None = None,
     max_concurrent: int = 4,
     max_queue: int = 32,
+    max_tokens_default: int = 512,
+    max_body_bytes: int = 8 * 2**20,
 ) -> FastAPI:
-    """The ASGI app serving ``model`` as ``model_id``; run it with any ASGI server."""
+    """The ASGI app serving ``model`` as ``model_id``; run it with any ASGI server.
+
+    ``max_tokens_default`` is the answer's length for a request that gives no ``max_tokens``
+    (or ``null``); a request body over ``max_body_bytes`` is refused (413) before it is read.
+    """
     from .app import create_app as build
     from .scheduler import Scheduler
 
     scheduler = Scheduler(
-        model, model_id, aliases=aliases, max_concurrent=max_concurrent, max_queue=max_queue
+        model,
+        model_id,
+        aliases=aliases,
+        max_concurrent=max_concurrent,
+        max_queue=max_queue,
+        max_tokens_default=max_tokens_default,
     )
-    return build(scheduler, api_key=api_key)
+    return build(scheduler, api_key=api_key, max_body_bytes=max_body_bytes)
 
 
 __all__ = ["create_app"]

@@ -12,30 +12,24 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..errors import SmolgenError
+from ..errors import InvalidArgumentError, SmolgenError
 from . import anthropic, openai
-from .errors import ApiError, api_error, validation_error
+from .body import DEFAULT_MAX_BODY_BYTES, RequestBodies
+from .errors import ApiError, api_error, not_allowed, validation_error
 from .scheduler import Scheduler
 
 
-class JsonBodies:
-    """Every body the API takes is JSON: read it as JSON whatever the content type says, so
-    ``curl -d '{...}'`` (which labels it a form) works as written."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            headers.append((b"content-type", b"application/json"))
-            scope = {**scope, "headers": headers}
-        await self.app(scope, receive, send)
-
-
-def create_app(scheduler: Scheduler, *, api_key: str | None = None) -> FastAPI:
+def create_app(
+    scheduler: Scheduler,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> FastAPI:
     """The server for ``scheduler``'s model. With ``api_key`` every ``/v1`` route asks for it, as
-    ``Authorization: Bearer KEY`` (OpenAI's clients) or ``x-api-key: KEY`` (Anthropic's)."""
+    ``Authorization: Bearer KEY`` (OpenAI's clients) or ``x-api-key: KEY`` (Anthropic's). A
+    request body over ``max_body_bytes`` is refused (413) before it is read."""
+    if max_body_bytes < 1:
+        raise InvalidArgumentError(f"max_body_bytes must be >= 1, got {max_body_bytes}")
 
     async def require_key(request: Request) -> None:
         if api_key is None:
@@ -58,7 +52,7 @@ def create_app(scheduler: Scheduler, *, api_key: str | None = None) -> FastAPI:
         summary="OpenAI- and Anthropic-compatible endpoints for a local SmolLM2",
     )
     app.state.scheduler = scheduler
-    app.add_middleware(JsonBodies)
+    app.add_middleware(RequestBodies, max_body_bytes=max_body_bytes)
     guarded = [Depends(require_key)]
     app.include_router(openai.router(scheduler), dependencies=guarded)
     app.include_router(anthropic.router(scheduler), dependencies=guarded)
@@ -74,6 +68,10 @@ def create_app(scheduler: Scheduler, *, api_key: str | None = None) -> FastAPI:
             "requests": scheduler.counters.as_dict(),
             "max_concurrent": scheduler.max_concurrent,
             "max_queue": scheduler.max_queue,
+            "limits": {
+                "max_tokens_default": scheduler.max_tokens_default,
+                "max_body_bytes": max_body_bytes,
+            },
             "batching": {
                 "steps": scheduler.batcher.steps,
                 "tokens": scheduler.batcher.stepped_tokens,
@@ -82,11 +80,7 @@ def create_app(scheduler: Scheduler, *, api_key: str | None = None) -> FastAPI:
         }
 
     def respond(request: Request, error: ApiError) -> JSONResponse:
-        if request.url.path.startswith("/v1/messages"):
-            return JSONResponse(
-                error.anthropic_body(), error.anthropic_status(), headers=error.headers()
-            )
-        return JSONResponse(error.openai_body(), error.status, headers=error.headers())
+        return error.response(request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -100,6 +94,10 @@ def create_app(scheduler: Scheduler, *, api_key: str | None = None) -> FastAPI:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404:
             message = f"Unknown route: {request.method} {request.url.path}"
+        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+        if exc.status_code == 405 and "allow" in headers:
+            allow = ", ".join(sorted(m.strip() for m in headers["allow"].split(",")))
+            return respond(request, not_allowed(request.method, request.url.path, allow))
         return respond(request, ApiError(exc.status_code, message))
 
     async def on_expected(request: Request, exc: Exception) -> JSONResponse:

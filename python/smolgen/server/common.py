@@ -5,12 +5,12 @@ a request's events that the streaming and the whole response both consume."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..chat import check_context
 from ..errors import InternalError, InvalidArgumentError
@@ -36,8 +36,37 @@ class Response(BaseModel):
         self.__pydantic_fields_set__.update(set(type(self).model_fields) - self.optional)
 
 
+#: The largest count or token id a request may give (a C ``int``): larger ones are no
+#: vocabulary's, no context window's, and would overflow the core's integer types.
+MAX_INT = 2**31 - 1
+
 #: ``max_tokens`` as every API takes it; its default is the API's own.
-MaxTokens = Annotated[int, Field(ge=1)]
+MaxTokens = Annotated[int, Field(ge=1, le=MAX_INT)]
+#: A token id as a request gives it; the model's vocabulary bounds it further
+#: (:func:`check_token_ids`).
+TokenId = Annotated[int, Field(ge=0, le=MAX_INT)]
+#: A ``logit_bias`` key: a token id, as JSON object keys are strings.
+TokenIdKey = Annotated[str, Field(pattern=r"^[0-9]+$")]
+
+
+def messages_schema(roles: tuple[str, ...]) -> dict[str, Any]:
+    """The JSON schema a request's ``messages`` are documented with: ``{role, content}``, the
+    content a string or text parts. Documented only: they are checked when read, in words that
+    name the message."""
+    part = {
+        "type": "object",
+        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+        "required": ["type", "text"],
+    }
+    message = {
+        "type": "object",
+        "properties": {
+            "role": {"enum": list(roles)},
+            "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": part}]},
+        },
+        "required": ["role", "content"],
+    }
+    return {"type": "array", "items": message, "minItems": 1}
 
 
 class SamplingParams(Lenient):
@@ -47,28 +76,35 @@ class SamplingParams(Lenient):
 
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    seed: int | None = None
+    # The sampler's seed is 64 bits; a negative one (some clients' "random") is refused: leave
+    # it out for a random seed.
+    seed: Annotated[int, Field(ge=0, le=2**64 - 1)] | None = None
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
+    logit_bias: dict[TokenIdKey, Annotated[float, Field(ge=-100, le=100)]] | None = None
+    top_k: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
     min_p: Annotated[float, Field(ge=0, le=1)] | None = None
-    repetition_penalty: Annotated[float, Field(gt=0)] | None = None
+    repetition_penalty: Annotated[float, Field(gt=0, le=100)] | None = None
 
-    def sampling_kwargs(self, choice: int) -> dict[str, Any]:
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def token_id_keys(cls, value: Any) -> Any:
+        """Each key a token id, in words that name it (the key pattern's error would not)."""
+        for key in value if isinstance(value, dict) else ():
+            if not (isinstance(key, str) and key.isascii() and key.isdigit()):
+                raise ValueError(f"keys must be token ids, got {key!r}")
+            if int(key) > MAX_INT:
+                raise ValueError(f"keys must be token ids, got {key} (above {MAX_INT})")
+        return value
+
+    def sampling_kwargs(self, choice: int, vocab_size: int) -> dict[str, Any]:
         """The sampling keywords of ``Model.generate`` for choice ``choice`` of the request. A
         field left unset is passed as ``None``, which keeps the core's default."""
         temperature, top_p = self.temperature, self.top_p
         if top_p == 0:  # the limit of a shrinking nucleus: the single likeliest token
             temperature, top_p = 0.0, None
-        bias: dict[int, float] = {}
-        for key, value in (self.logit_bias or {}).items():
-            try:
-                bias[int(key)] = value
-            except ValueError:
-                raise InvalidArgumentError(
-                    f"logit_bias keys must be token ids, got {key!r}", param="logit_bias"
-                ) from None
+        bias = {int(key): value for key, value in (self.logit_bias or {}).items()}
+        check_token_ids(bias, vocab_size, "logit_bias")
         return {
             "temperature": temperature,
             "top_p": top_p,
@@ -83,13 +119,26 @@ class SamplingParams(Lenient):
         }
 
 
-def max_tokens_for(model: Model, prompt_tokens: int, asked: int | None) -> int:
-    """The request's ``max_tokens``, checked against the context window: unset, whatever the
-    window has left. The one place the server settles both; they belong to the core."""
+def check_token_ids(ids: Iterable[int], vocab_size: int, param: str) -> None:
+    """Raises :class:`InvalidArgumentError` naming ``param`` for an id outside the
+    vocabulary."""
+    for token in ids:
+        if not 0 <= token < vocab_size:
+            raise InvalidArgumentError(
+                f"{param}: {token} is not a token id of this model (its vocabulary has "
+                f"{vocab_size})",
+                param=param,
+            )
+
+
+def max_tokens_for(model: Model, prompt_tokens: int, asked: int | None, default: int) -> int:
+    """The request's ``max_tokens``, checked against the context window: unset, ``default``
+    or what the window has left, whichever is less. The one place the server settles both;
+    they belong to the core."""
     check_context(model, prompt_tokens, asked)
     if asked is not None:
         return asked
-    return max(model.context_length - prompt_tokens, 1)
+    return max(min(default, model.context_length - prompt_tokens), 1)
 
 
 # --- events of a generation --------------------------------------------------------------------
@@ -202,7 +251,21 @@ def event_stream(body: AsyncIterator[str]) -> StreamingResponse:
     )
 
 
-#: How a route documents its streamed answer in ``/openapi.json``.
+#: How a route documents its streamed answer in ``/openapi.json``: the schema of one event
+#: (OpenAPI 3.1 has a stream's ``schema`` describe each of its events).
 SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    200: {
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "object",
+                    "description": "One server-sent event, with `stream: true`: its data a JSON "
+                    "chunk of the answer (OpenAI's stream ends with `data: [DONE]`), named by "
+                    "its event in Anthropic's.",
+                    "properties": {"event": {"type": "string"}, "data": {"type": "string"}},
+                    "required": ["data"],
+                }
+            }
+        }
+    }
 }

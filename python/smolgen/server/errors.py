@@ -2,14 +2,19 @@
 and Anthropic's ``{"type": "error", "error": {type, message}}``.
 
 Statuses come from exception classes, never from message text. A bug is logged with its
-traceback and answered with a generic 500 that leaks nothing.
+traceback and answered with a generic 500 that leaks nothing. The same shapes, as models, document
+each route's errors in ``/openapi.json``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from .. import errors
 
@@ -41,6 +46,8 @@ class ApiError(Exception):
     retry_after: int | None = None
     # Anthropic's wording where it differs from OpenAI's.
     anthropic_message: str | None = None
+    # The methods a route takes, for a 405.
+    allow: str | None = None
 
     def openai_body(self) -> dict[str, Any]:
         return {
@@ -56,12 +63,36 @@ class ApiError(Exception):
         return ANTHROPIC_STATUS.get(self.status, self.status)
 
     def anthropic_body(self) -> dict[str, Any]:
-        kind = ANTHROPIC_TYPES.get(self.anthropic_status(), "api_error")
+        status = self.anthropic_status()
+        # Another client error (a 405) is the client's mistake all the same.
+        kind = ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
         message = self.anthropic_message or self.message
         return {"type": "error", "error": {"type": kind, "message": message}}
 
     def headers(self) -> dict[str, str] | None:
-        return None if self.retry_after is None else {"retry-after": str(self.retry_after)}
+        headers = {}
+        if self.retry_after is not None:
+            headers["retry-after"] = str(self.retry_after)
+        if self.allow is not None:
+            headers["allow"] = self.allow
+        return headers or None
+
+    def response(self, path: str) -> JSONResponse:
+        """The error in the shape of the API ``path`` belongs to."""
+        if path.startswith("/v1/messages"):
+            body, status = self.anthropic_body(), self.anthropic_status()
+        else:
+            body, status = self.openai_body(), self.status
+        return ErrorResponse(body, status, headers=self.headers())
+
+
+class ErrorResponse(JSONResponse):
+    """An error body that renders whatever text it quotes: a character UTF-8 cannot carry (a
+    lone surrogate a client sent) is written as its JSON escape, not raised."""
+
+    def render(self, content: Any) -> bytes:
+        text = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+        return text.encode("utf-8", "backslashreplace")
 
 
 def api_error(exc: BaseException) -> ApiError:
@@ -69,15 +100,19 @@ def api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, errors.ContextLengthExceededError):
+        wording = (
+            f"prompt is too long: {exc.prompt_tokens} tokens + {exc.max_tokens} max_tokens > "
+            f"{exc.max_context} maximum"
+        )
+        if exc.at_least:  # counted from its bytes, without tokenizing
+            wording = f"prompt is too long: at least {exc.prompt_tokens} tokens > "
+            wording += f"{exc.max_context} maximum"
         return ApiError(
             400,
             exc.message,
             param="messages",
             code="context_length_exceeded",
-            anthropic_message=(
-                f"prompt is too long: {exc.prompt_tokens} tokens + {exc.max_tokens} max_tokens "
-                f"> {exc.max_context} maximum"
-            ),
+            anthropic_message=wording,
         )
     if isinstance(exc, (errors.InvalidArgumentError, errors.ChatTemplateError)):
         return ApiError(400, str(exc), param=getattr(exc, "param", None), code="invalid_value")
@@ -101,11 +136,30 @@ def unknown_model(requested: str, served: str) -> ApiError:
     )
 
 
+def too_large(limit: int) -> ApiError:
+    return ApiError(
+        413,
+        f"The request body is larger than this server's limit of {limit} bytes.",
+        code="request_too_large",
+    )
+
+
+def not_allowed(method: str, path: str, allow: str) -> ApiError:
+    return ApiError(
+        405,
+        f"{path} does not take {method}; it takes {allow}.",
+        code="method_not_allowed",
+        allow=allow,
+    )
+
+
 def validation_error(problems: list[dict[str, Any]]) -> ApiError:
     """A request body that does not fit the schema: 400, naming the first bad field."""
     first = problems[0] if problems else {}
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     message = first.get("msg", "invalid request")
+    if first.get("type") == "value_error":  # our own validators' words, without pydantic's prefix
+        message = str(first.get("ctx", {}).get("error", message))
     if len(problems) > 1:
         message += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
     return ApiError(
@@ -114,3 +168,54 @@ def validation_error(problems: list[dict[str, Any]]) -> ApiError:
         param=where or None,
         code="invalid_value" if where else "invalid_request",
     )
+
+
+# --- the error shapes in the OpenAPI document ----------------------------------------------------
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    """OpenAI's error body."""
+
+    error: OpenAIErrorDetail
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """Anthropic's error body."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+ERROR_DESCRIPTIONS: dict[int | str, str] = {
+    400: "A malformed request, a field out of its range (named), or a prompt that does not fit "
+    "the context window with max_tokens (context_length_exceeded)",
+    401: "The server has an API key and the request did not give it",
+    404: "Another model than the one this server serves",
+    413: "A request body over the server's limit",
+    "4XX": "Another client error, such as a method the route does not take (405, with Allow)",
+    500: "A bug in the server: logged there, never detailed here",
+    503: "Every slot busy and the queue full: retry after Retry-After seconds",
+    529: "Every slot busy and the queue full: retry after Retry-After seconds",
+}
+
+
+def documented(model: type[BaseModel], *statuses: int | str) -> dict[int | str, dict[str, Any]]:
+    """``responses`` of a route: each status with its description and the API's error body.
+    Naming "4XX" also keeps FastAPI from documenting a 422 this server never sends (its
+    validation errors are 400s)."""
+    return {
+        status: {"model": model, "description": ERROR_DESCRIPTIONS[status]}
+        for status in (*statuses, "4XX")
+    }

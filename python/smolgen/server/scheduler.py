@@ -80,15 +80,21 @@ class Scheduler:
         aliases: tuple[str, ...] = (),
         max_concurrent: int = 4,
         max_queue: int = 32,
+        max_tokens_default: int = 512,
     ) -> None:
-        if max_concurrent < 1 or max_queue < 0:
-            raise InvalidArgumentError("max_concurrent must be >= 1 and max_queue >= 0")
+        if max_concurrent < 1 or max_queue < 0 or max_tokens_default < 1:
+            raise InvalidArgumentError(
+                "max_concurrent and max_tokens_default must be >= 1, max_queue >= 0"
+            )
         self.model = model
         self.model_id = model_id
         self.aliases = {model_id, *aliases}
         self.created = int(time.time())
         self.max_concurrent = max_concurrent
         self.max_queue = max_queue
+        # A request's max_tokens when it gives none: not the rest of the context window,
+        # which is minutes of decoding on a CPU.
+        self.max_tokens_default = max_tokens_default
         self.counters = Counters()
         self._slots = anyio.Semaphore(max_concurrent)
         self._threads = anyio.CapacityLimiter(max_concurrent)
@@ -113,11 +119,23 @@ class Scheduler:
         self.counters.waiting += 1
         return Ticket(self)
 
+    def check_count(self, count: int) -> None:
+        """Raises :class:`InvalidArgumentError` for a request of more generations than the
+        server ever holds at once (running and waiting): a 400, as no retry would get it in."""
+        places = self.max_concurrent + self.max_queue
+        if count > places:
+            raise InvalidArgumentError(
+                f"n: the request asks for {count} generations (n for each prompt); this server "
+                f"holds at most {places} at once",
+                param="n",
+            )
+
     def start(self, count: int, create: Callable[[int], CompletionStream]) -> list[Admitted]:
         """Admits ``count`` generations of one request, all or none, and only then creates
         them with ``create(i)`` (which may copy the prompt's keys and values from the prefix
         cache): a refused request costs nothing. A generation that cannot be created (a bad
         argument) gives back every place taken."""
+        self.check_count(count)
         tickets: list[Ticket] = []
         streams: list[CompletionStream] = []
         try:

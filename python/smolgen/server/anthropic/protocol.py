@@ -7,14 +7,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..common import Lenient, MaxTokens, Response, SamplingParams
+from ..common import Lenient, MaxTokens, Response, SamplingParams, messages_schema
 
 MAX_STOP = 16
 
 
+#: Anthropic's turns: user and assistant (the system prompt is its own field).
+Messages = Annotated[
+    list[dict[str, Any]], Field(json_schema_extra=messages_schema(("user", "assistant")))
+]
+
+
 class MessagesRequest(SamplingParams):
     model: str
-    messages: list[dict[str, Any]]
+    messages: Messages
     max_tokens: MaxTokens
     system: str | list[dict[str, Any]] | None = None
     stop_sequences: Annotated[list[str], Field(max_length=MAX_STOP)] | None = None
@@ -31,7 +37,7 @@ class MessagesRequest(SamplingParams):
 
 class CountTokensRequest(Lenient):
     model: str
-    messages: list[dict[str, Any]]
+    messages: Messages
     system: str | list[dict[str, Any]] | None = None
 
 

@@ -23,7 +23,13 @@ from ..common import (
 )
 from ..errors import api_error, unknown_model
 from ..scheduler import Scheduler
-from .protocol import MessagesRequest, MessagesResponse, MessagesUsage, TextBlock
+from .protocol import (
+    CountTokensRequest,
+    MessagesRequest,
+    MessagesResponse,
+    MessagesUsage,
+    TextBlock,
+)
 
 if TYPE_CHECKING:
     from ...model import Completion
@@ -50,13 +56,16 @@ def chat_messages(system: Any, messages: list[dict[str, Any]]) -> list[dict[str,
     return out
 
 
-def prompt_ids(
-    scheduler: Scheduler, model: str, system: Any, messages: list[dict[str, Any]]
-) -> list[int]:
-    """The prompt of a Messages request, as the model reads it."""
-    if not scheduler.serves(model):
-        raise unknown_model(model, scheduler.model_id)
-    return chat_prompt_ids(scheduler.model, chat_messages(system, messages))
+def prompt_ids(scheduler: Scheduler, req: MessagesRequest | CountTokensRequest) -> list[int]:
+    """The prompt of a Messages request, as the model reads it. A request to answer is refused
+    before tokenizing when its prompt is too long for any tokenization of it to fit the context
+    window; one to count is counted (the body's limit bounds its cost)."""
+    if not scheduler.serves(req.model):
+        raise unknown_model(req.model, scheduler.model_id)
+    messages = chat_messages(req.system, req.messages)
+    if isinstance(req, CountTokensRequest):
+        return chat_prompt_ids(scheduler.model, messages)
+    return scheduler.model.chat_prompt(messages)
 
 
 def outcome(done: Completion) -> dict[str, Any]:
@@ -76,8 +85,8 @@ class MessagesServing:
     def __init__(self, scheduler: Scheduler, req: MessagesRequest, ids: list[int]) -> None:
         self.scheduler, self.ids = scheduler, ids
         model = scheduler.model
-        max_tokens = max_tokens_for(model, len(ids), req.max_tokens)
-        sampling = req.sampling_kwargs(0)
+        max_tokens = max_tokens_for(model, len(ids), req.max_tokens, scheduler.max_tokens_default)
+        sampling = req.sampling_kwargs(0, model.tokenizer.vocab_size)
         stop = req.stop_sequences or None
         self.job = Job(0, ids, first_of_prompt=True)
         self.admitted = scheduler.start(

@@ -6,9 +6,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from ..common import Lenient, MaxTokens, Response, SamplingParams
+from ..common import (
+    MAX_INT,
+    Lenient,
+    MaxTokens,
+    Response,
+    SamplingParams,
+    TokenId,
+    messages_schema,
+)
 
 # More alternatives than this per token is a payload, not an answer.
 MAX_N = 16
@@ -34,18 +42,56 @@ class OpenAIRequest(SamplingParams):
 
 
 class ChatCompletionRequest(OpenAIRequest):
-    messages: list[dict[str, Any]]
+    messages: Annotated[
+        list[dict[str, Any]],
+        Field(json_schema_extra=messages_schema(("system", "developer", "user", "assistant"))),
+    ]
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
 
+    def asked_max_tokens(self) -> int | None:
+        """``max_completion_tokens`` (the newer name) or ``max_tokens``; ``None`` for
+        neither."""
+        return self.max_completion_tokens or self.max_tokens
+
 
 class CompletionRequest(OpenAIRequest):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
     max_tokens: MaxTokens | None = 16  # the legacy endpoint's default
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     echo: bool = False
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def prompt_shape(cls, value: Any) -> Any:
+        """One of the four shapes, in words that say so (the union's own errors list every
+        shape it tried)."""
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            items = [t for v in value for t in (v if isinstance(v, list) else [v])]
+            for token in items:
+                if _is_int(token) and not 0 <= token <= MAX_INT:
+                    raise ValueError(f"token ids must be from 0 to {MAX_INT}, got {token}")
+            if (
+                all(isinstance(v, str) for v in value)
+                or all(_is_int(v) for v in value)
+                or all(isinstance(v, list) and all(_is_int(t) for t in v) for v in value)
+            ):
+                return value
+        raise ValueError(
+            "must be a string, a list of strings, a list of token ids or a list of lists of "
+            "token ids"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    """An integer as JSON has it: ``3`` or ``3.0``."""
+    if isinstance(value, float):
+        return value.is_integer()
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- responses -----------------------------------------------------------------------------------

@@ -9,9 +9,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ...chat import chat_prompt_ids
 from ..common import SSE_RESPONSE, dump, event_stream
-from ..errors import unknown_model
+from ..errors import OpenAIError, documented, unknown_model
 from ..scheduler import Scheduler
 from .protocol import (
     ChatCompletionRequest,
@@ -21,7 +20,12 @@ from .protocol import (
     ModelCard,
     ModelList,
 )
-from .serving import ChatServing, CompletionServing, prompt_id_lists
+from .serving import ChatServing, CompletionServing, prompt_count, prompt_id_lists
+
+# The errors each route may answer with, in OpenAI's shape.
+LISTED = documented(OpenAIError, 401, 500)
+LOOKED_UP = documented(OpenAIError, 401, 404, 500)
+GENERATED = {**SSE_RESPONSE, **documented(OpenAIError, 400, 401, 404, 413, 500, 503)}
 
 
 def router(scheduler: Scheduler) -> APIRouter:
@@ -34,36 +38,37 @@ def router(scheduler: Scheduler) -> APIRouter:
     def card() -> ModelCard:
         return ModelCard(id=scheduler.model_id, created=scheduler.created, owned_by="smolgen")
 
-    @api.get("/v1/models", response_model=ModelList)
+    @api.get("/v1/models", response_model=ModelList, responses=LISTED)
     async def list_models() -> JSONResponse:
         """The model this server serves."""
         listed = card()
         listed.context_length = scheduler.model.context_length
         return JSONResponse(dump(ModelList(data=[listed])))
 
-    @api.get("/v1/models/{model_id}", response_model=ModelCard)
+    @api.get("/v1/models/{model_id}", response_model=ModelCard, responses=LOOKED_UP)
     async def get_model(model_id: str) -> JSONResponse:
         check_model(model_id)
         return JSONResponse(dump(card()))
 
-    @api.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=SSE_RESPONSE)
+    @api.post("/v1/chat/completions", response_model=ChatCompletionResponse, responses=GENERATED)
     async def chat_completions(
         req: ChatCompletionRequest, request: Request
     ) -> JSONResponse | StreamingResponse:
         """A chat completion, whole or streamed as server-sent events."""
         check_model(req.model)
-        ids = await scheduler.run_sync(chat_prompt_ids, scheduler.model, req.messages)
+        ids = await scheduler.run_sync(scheduler.model.chat_prompt, req.messages)
         serving = ChatServing(scheduler, req, ids)
         if req.stream:
             return event_stream(serving.stream())
         return JSONResponse(dump(await serving.whole(request.is_disconnected)))
 
-    @api.post("/v1/completions", response_model=CompletionResponse, responses=SSE_RESPONSE)
+    @api.post("/v1/completions", response_model=CompletionResponse, responses=GENERATED)
     async def completions(
         req: CompletionRequest, request: Request
     ) -> JSONResponse | StreamingResponse:
         """A text completion of one prompt or several (strings or token ids)."""
         check_model(req.model)
+        scheduler.check_count(req.n * prompt_count(req.prompt))  # before tokenizing them
         prompts = await scheduler.run_sync(prompt_id_lists, scheduler, req.prompt)
         serving = CompletionServing(scheduler, req, prompts)
         if req.stream:

@@ -13,7 +13,18 @@ from typing import Any
 from ... import __version__
 from ...errors import InvalidArgumentError
 from ...peek import log_softmax
-from ..common import Delta, Event, Finished, Job, Started, Usage, generate, max_tokens_for, sse_data
+from ..common import (
+    Delta,
+    Event,
+    Finished,
+    Job,
+    Started,
+    Usage,
+    check_token_ids,
+    generate,
+    max_tokens_for,
+    sse_data,
+)
 from ..errors import api_error
 from ..scheduler import Admitted, Scheduler
 from .protocol import (
@@ -71,9 +82,12 @@ class ChatServing:
     def __init__(self, scheduler: Scheduler, req: ChatCompletionRequest, ids: list[int]) -> None:
         self.scheduler, self.req = scheduler, req
         model = scheduler.model
-        max_tokens = max_tokens_for(model, len(ids), req.max_completion_tokens or req.max_tokens)
+        max_tokens = max_tokens_for(
+            model, len(ids), req.asked_max_tokens(), scheduler.max_tokens_default
+        )
         top = (req.top_logprobs or 0) if req.logprobs else None
-        sampling = [req.sampling_kwargs(i) for i in range(req.n)]
+        vocab_size = model.tokenizer.vocab_size
+        sampling = [req.sampling_kwargs(i, vocab_size) for i in range(req.n)]
         self.jobs = [Job(i, ids, first_of_prompt=i == 0) for i in range(req.n)]
         self.admitted = scheduler.start(
             req.n,
@@ -164,19 +178,39 @@ class ChatServing:
             yield sse_data(api_error(e).openai_body())
 
 
+def prompt_count(prompt: Any) -> int:
+    """How many prompts ``prompt`` of ``/v1/completions`` holds."""
+    if isinstance(prompt, str) or all(isinstance(p, int) for p in prompt):
+        return 1
+    return len(prompt)
+
+
 def prompt_id_lists(scheduler: Scheduler, prompt: Any) -> list[list[int]]:
-    """``prompt`` of ``/v1/completions`` as token id lists: a string, strings, ids, id lists."""
-    # Read as `generate` reads a text prompt: special-token text parsed, BOS when asked for.
-    encode = scheduler.model.tokenizer.encode_prompt
+    """``prompt`` of ``/v1/completions`` as token id lists: a string, strings, ids, id lists.
+    A string too long for any tokenization of it to fit the context window is refused before
+    it is tokenized."""
+    model = scheduler.model
+    tokenizer = model.tokenizer
+
+    def encode(text: str) -> list[int]:
+        model.check_prompt_length(text)
+        # Read as `generate` reads a text prompt: special-token text parsed, BOS when asked.
+        return tokenizer.encode_prompt(text)
+
     if isinstance(prompt, str):
         return [encode(prompt)]
     if not prompt:
         raise InvalidArgumentError("prompt must not be empty", param="prompt")
     if all(isinstance(p, str) for p in prompt):
         return [encode(p) for p in prompt]
-    if all(isinstance(p, int) for p in prompt):
-        return [list(prompt)]
-    return [list(p) for p in prompt]
+    lists = [list(prompt)] if all(isinstance(p, int) for p in prompt) else [list(p) for p in prompt]
+    for ids in lists:
+        if not ids:
+            raise InvalidArgumentError(
+                "prompt: a list of token ids must not be empty", param="prompt"
+            )
+        check_token_ids(ids, tokenizer.vocab_size, "prompt")
+    return lists
 
 
 class CompletionServing:
@@ -187,13 +221,16 @@ class CompletionServing:
     ) -> None:
         self.scheduler, self.req = scheduler, req
         model = scheduler.model
+        vocab_size = model.tokenizer.vocab_size
         self.jobs: list[Job] = []
         calls: list[dict[str, Any]] = []
         for p, ids in enumerate(prompts):
-            max_tokens = max_tokens_for(model, len(ids), req.max_tokens)
+            max_tokens = max_tokens_for(
+                model, len(ids), req.max_tokens, scheduler.max_tokens_default
+            )
             for i in range(req.n):
                 self.jobs.append(Job(p * req.n + i, ids, first_of_prompt=i == 0))
-                kwargs = req.sampling_kwargs(i)
+                kwargs = req.sampling_kwargs(i, vocab_size)
                 calls.append({"prompt": ids, "max_tokens": max_tokens, **kwargs})
         self.admitted: list[Admitted] = scheduler.start(
             len(calls),
@@ -354,4 +391,4 @@ def join_legacy(first: LegacyLogprobs, second: LegacyLogprobs, shift: int) -> Le
     )
 
 
-__all__ = ["ChatServing", "CompletionServing", "prompt_id_lists"]
+__all__ = ["ChatServing", "CompletionServing", "prompt_count", "prompt_id_lists"]
