@@ -39,7 +39,7 @@ FLOAT_SETTINGS = ["temperature", "top_p", "min_p", "repetition_penalty", "freque
 @pytest.mark.parametrize(
     ("name", "value"),
     [(name, v) for name, values in INTEGER_SETTINGS.items() for v in values]
-    + [(name, v) for name in FLOAT_SETTINGS for v in ["hot", 10**400, None and 0]]
+    + [(name, v) for name in FLOAT_SETTINGS for v in ["hot", 10**400]]
     + [("temperature", math.nan), ("temperature", -math.inf), ("top_p", math.inf)]
     + [("logit_bias", "abc"), ("logit_bias", {HUGE: 1.0}), ("logit_bias", {10**23: 1.0})]
     + [("logit_bias", {-1: 1.0}), ("logit_bias", {5: "x"}), ("logit_bias", {5: math.nan})]
@@ -47,8 +47,6 @@ FLOAT_SETTINGS = ["temperature", "top_p", "min_p", "repetition_penalty", "freque
     + [("prefix_cache", "yes"), ("temprature", 0.5)],
 )
 def test_bad_settings_are_invalid_arguments(model, name, value):
-    if value is None:
-        return
     with pytest.raises(smolgen.InvalidArgumentError, match=name.split("_")[0]):
         model.generate("hello", **{name: value})
 

@@ -199,9 +199,16 @@ def chat_template(model: Model) -> ChatTemplate:
     return _compiled(source, piece(tokenizer.bos_id), piece(tokenizer.eos_id), limit)
 
 
-def chat_prompt_ids(model: Model, messages: Iterable[Mapping[str, Any]]) -> list[int]:
-    """The token ids of ``messages`` rendered for a reply: what the model reads."""
+def chat_prompt_ids(
+    model: Model, messages: Iterable[Mapping[str, Any]], *, bounded: bool = True
+) -> list[int]:
+    """The token ids of ``messages`` rendered for a reply: what the model reads. ``bounded``:
+    a rendered prompt too long for any tokenization of it to fit the context window is refused
+    before it is tokenized (:meth:`Model.check_prompt_length`); without it, any length is
+    counted."""
     prompt = chat_template(model).render(messages, add_generation_prompt=True)
+    if bounded:
+        model.check_prompt_length(prompt, "messages")
     # The template writes special tokens as text (<|im_start|>): parse them as special.
     return model.tokenize(prompt, special=True)
 
@@ -261,7 +268,7 @@ def trim_messages(
 
     def size(start: int) -> int:  # rendering and tokenizing is the cost: once per start
         if start not in sizes:
-            sizes[start] = len(chat_prompt_ids(model, kept(start)))
+            sizes[start] = len(chat_prompt_ids(model, kept(start), bounded=False))
         return sizes[start]
 
     # Fewer turns never make a longer prompt: find the smallest start that fits by bisection.

@@ -102,12 +102,9 @@ class Model(_core.Model):
         template: what :meth:`chat` generates from. A rendered prompt too long for any
         tokenization of it to fit the context window is refused before it is tokenized
         (:meth:`check_prompt_length`)."""
-        from .chat import chat_template
+        from .chat import chat_prompt_ids
 
-        prompt = chat_template(self).render(messages, add_generation_prompt=True)
-        self.check_prompt_length(prompt, "messages")
-        # The template writes special tokens as text (<|im_start|>): parse them as special.
-        return self.tokenize(prompt, special=True)
+        return chat_prompt_ids(self, messages)
 
     def peek(self, prompt: str | Sequence[int], top_k: int = 5) -> Peek:
         """The ``top_k`` likeliest next tokens (id, piece, probability, log-probability), the

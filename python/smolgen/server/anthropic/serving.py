@@ -64,7 +64,7 @@ def prompt_ids(scheduler: Scheduler, req: MessagesRequest | CountTokensRequest) 
         raise unknown_model(req.model, scheduler.model_id)
     messages = chat_messages(req.system, req.messages)
     if isinstance(req, CountTokensRequest):
-        return chat_prompt_ids(scheduler.model, messages)
+        return chat_prompt_ids(scheduler.model, messages, bounded=False)
     return scheduler.model.chat_prompt(messages)
 
 
