@@ -222,9 +222,9 @@ def _pack_scalar(vtype: int, value: object) -> bytes:
 def serialize(g: Gguf) -> tuple[bytearray, Layout]:
     out, lay = bytearray(), Layout()
 
-    def put(kind: str, fmt: str, value: object) -> None:
+    def put(kind: str, fmt: str, value: int) -> None:
         lay.fields.append((kind, len(out), fmt))
-        out.extend(struct.pack(fmt, value))
+        out.extend(struct.pack(fmt, value & ((1 << (8 * struct.calcsize(fmt))) - 1)))
 
     def put_string(kind: str, s: str) -> None:
         raw = s.encode("utf-8", "surrogatepass")
@@ -269,7 +269,7 @@ def serialize(g: Gguf) -> tuple[bytearray, Layout]:
         for d in t.dims:
             put("dimension", "<Q", d)
         put("tensor type", "<I", t.ttype)
-        put("tensor offset", "<Q", offset & (2**64 - 1))
+        put("tensor offset", "<Q", offset)
     lay.data_start = -(-len(out) // alignment) * alignment
     out.extend(bytes(lay.data_start - len(out)))
     at = 0
@@ -880,7 +880,14 @@ def run_cases(
         while (cases is None or i < cases) and (
             seconds is None or time.monotonic() - start < seconds
         ):
-            name, data = make_case(seed, i, bases)
+            try:
+                name, data = make_case(seed, i, bases)
+            except Exception as e:  # the fuzzer's own bug: say so, and go on with the next case
+                failures.append(Failure(f"{seed}:{i} generator", f"generator: {e!r}", b""))
+                if report:
+                    report(f"FAIL case {seed}:{i}: the generator raised {e!r}")
+                i += 1
+                continue
             path = workdir / f"case-{seed}-{i}.gguf"
             path.write_bytes(data)
             outcome = runner.run(path)
@@ -954,6 +961,8 @@ def main(argv: list[str] | None = None) -> int:
     # One file per kind of failure, the smallest.
     smallest: dict[str, Failure] = {}
     for f in failures:
+        if not f.data:
+            continue  # the generator's own failure: no file to keep
         sig = signature(f.why)
         if sig not in smallest or len(f.data) < len(smallest[sig].data):
             smallest[sig] = f
