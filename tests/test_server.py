@@ -37,16 +37,25 @@ def free_port() -> int:
 
 
 class Server:
+    """``smolgen serve`` in its own process, as a user starts it; the API key is the one given
+    here (none: no key), whatever the environment says."""
+
     def __init__(
-        self, gguf: Path, *extra: str, key: str | None = KEY, port: int | None = None
+        self,
+        gguf: Path,
+        *extra: str,
+        key: str | None = KEY,
+        port: int | None = None,
+        model_id: str = MODEL,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [sys.executable, "-m", "smolgen", "serve", "-m", str(gguf)]
-        args += ["--model-id", MODEL, "--port", str(self.port), "--log-level", "warning"]
+        args += ["--model-id", model_id, "--port", str(self.port), "--log-level", "warning"]
         args += ["--api-key", key] if key else []
+        env = {k: v for k, v in os.environ.items() if k != "SMOLGEN_API_KEY"}
         self.process = subprocess.Popen(
-            [*args, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*args, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

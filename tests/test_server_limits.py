@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ except ImportError:
     import httpx
 
 import smolgen
+from test_server import Server
 
 MODEL = "tiny"
 END_TOKENS = {"0": -100, "1": -100, "2": -100}  # the tiny vocabulary's special tokens
@@ -64,34 +64,12 @@ def call(app, *requests: tuple[str, str, dict | bytes | None]) -> list:
 # --- a server process, reached over plain sockets -------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Served:
-    """``smolgen serve`` on the tiny model in its own process, as a user starts it."""
+class Served(Server):
+    """``smolgen serve`` on the tiny model in its own process, as a user starts it (no API key),
+    reached over plain sockets."""
 
     def __init__(self, gguf: Path, *flags: str) -> None:
-        self.port = free_port()
-        args = [sys.executable, "-m", "smolgen", "serve", "-m", str(gguf), "--model-id", MODEL]
-        args += ["--port", str(self.port), "--log-level", "warning", *flags]
-        env = {k: v for k, v in os.environ.items() if k != "SMOLGEN_API_KEY"}
-        self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read()}")
-            try:
-                with self.connection() as conn:
-                    if exchange(conn, "GET", "/health")[0].status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
+        super().__init__(gguf, *flags, key=None, model_id=MODEL)
 
     def connection(self) -> closing[http.client.HTTPConnection]:
         """A keep-alive connection, closed when its ``with`` block ends."""

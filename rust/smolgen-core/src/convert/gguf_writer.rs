@@ -240,40 +240,28 @@ mod tests {
             ("x.f".to_string(), Value::F32(0.5)),
         ];
         let values: Vec<u8> = (0..3 * 5).flat_map(|i| (i as f32).to_le_bytes()).collect();
-        let tensors = vec![
-            TensorEntry {
-                name: "norm".into(),
-                shape: vec![5],
-                ggml_type: 0,
-                bytes: 20,
-            },
-            TensorEntry {
-                name: "matrix".into(),
-                shape: vec![3, 5],
-                ggml_type: 0,
-                bytes: 60,
-            },
-        ];
-        let mut w = GgufWriter::create(&path, &metadata, tensors).unwrap();
+        let table = || {
+            vec![
+                TensorEntry {
+                    name: "norm".into(),
+                    shape: vec![5],
+                    ggml_type: 0,
+                    bytes: 20,
+                },
+                TensorEntry {
+                    name: "matrix".into(),
+                    shape: vec![3, 5],
+                    ggml_type: 0,
+                    bytes: 60,
+                },
+            ]
+        };
+        let mut w = GgufWriter::create(&path, &metadata, table()).unwrap();
         assert!(w.write_tensor("matrix", &values).is_err(), "out of order");
         drop(w);
         assert!(!path.exists() && std::fs::read_dir(&dir).unwrap().next().is_none());
 
-        let tensors = vec![
-            TensorEntry {
-                name: "norm".into(),
-                shape: vec![5],
-                ggml_type: 0,
-                bytes: 20,
-            },
-            TensorEntry {
-                name: "matrix".into(),
-                shape: vec![3, 5],
-                ggml_type: 0,
-                bytes: 60,
-            },
-        ];
-        let mut w = GgufWriter::create(&path, &metadata, tensors).unwrap();
+        let mut w = GgufWriter::create(&path, &metadata, table()).unwrap();
         w.write_tensor("norm", &values[..20]).unwrap();
         w.write_tensor("matrix", &values).unwrap();
         w.finish().unwrap();
