@@ -81,15 +81,6 @@ class Served(Server):
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
         return {k: int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM")}
 
-    def stop(self) -> str:
-        self.process.terminate()
-        try:
-            _, err = self.process.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            _, err = self.process.communicate()
-        return err
-
 
 @pytest.fixture(scope="module")
 def served(tiny_gguf):
