@@ -270,6 +270,61 @@ def test_a_prompt_too_long_for_any_tokenization_is_refused_without_tokenizing(
     assert all(n < 1000 for n in tokenized), tokenized  # the long text was never tokenized
 
 
+HUGE = "a" * 20_000_000  # 20 MB: seconds to tokenize, refused in microseconds
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        lambda m, text: m.generate(text, max_tokens=1),
+        lambda m, text: m.generate(text, max_tokens=1, stream=True),
+        lambda m, text: m.logits(text),
+        lambda m, text: m.logits(text, positions="all"),
+        lambda m, text: m.attention(text),
+        lambda m, text: m.peek(text),
+        lambda m, text: m.score(text),
+        lambda m, text: m.check_prompt_length(text),
+    ],
+    ids=[
+        "generate",
+        "generate-stream",
+        "logits",
+        "logits-all",
+        "attention",
+        "peek",
+        "score",
+        "check_prompt_length",
+    ],
+)
+def test_python_entry_points_refuse_a_text_too_long_for_any_tokenization(tiny, entry):
+    # at_least is set only by the refusal from the text's length: had the text been tokenized,
+    # the error would carry its exact count instead.
+    with pytest.raises(smolgen.errors.ContextLengthExceededError) as e:
+        entry(tiny, HUGE)
+    assert e.value.at_least and e.value.max_context == tiny.context_length
+    assert e.value.prompt_tokens >= len(HUGE) // tiny.longest_token_bytes
+    assert f"({len(HUGE)} bytes) is at least" in str(e.value)
+
+
+def test_a_text_prompt_is_refused_by_its_bytes_only_when_it_cannot_fit(tiny):
+    # The longest token over and over: the one text whose every token is as long as the bound
+    # assumes. Window - 1 of them plus BOS (when the model adds one) fill the window exactly.
+    window = tiny.context_length
+    bos = len(tiny.tokenizer.encode_prompt(""))
+    edge = "<|endoftext|>" * (window - bos)
+    assert len(tiny.logits(edge, positions="all")) == window
+    for too_long in (lambda: tiny.generate(edge, max_tokens=1), lambda: tiny.logits(edge + "x")):
+        with pytest.raises(smolgen.errors.ContextLengthExceededError) as e:
+            too_long()
+        assert e.value.at_least
+    # Short tokens pass the bound and are judged on their exact count once tokenized.
+    short = "\n" * (window + 5)
+    with pytest.raises(smolgen.errors.ContextLengthExceededError) as e:
+        tiny.logits(short)
+    assert not e.value.at_least
+    assert e.value.prompt_tokens == len(tiny.tokenizer.encode_prompt(short))
+
+
 # --- 3. bounded integers and valid Unicode: a 400 that names the field, never a 500 -------------
 
 CHAT = '"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1'

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _core
-from .errors import ContextLengthExceededError, InvalidArgumentError
+from .errors import InvalidArgumentError
 from .hub import resolve
 from .peek import Peek, Score, peek, score
 
@@ -41,12 +39,12 @@ class Model(_core.Model):
     """A loaded model. Thread-safe: several threads may generate at once (the GIL is released
     while the model computes).
 
-    Everything but :meth:`chat`, :meth:`chat_prompt`, :meth:`check_prompt_length`,
-    :attr:`longest_token_bytes`, :meth:`peek`, :meth:`score` and :meth:`memory` is the Rust
-    class :class:`smolgen._core.Model`: ``generate`` (its keywords are typed once, by
-    ``smolgen._core._GenerateOptions``), ``logits``, ``attention``, ``tokenize`` (special-token
-    text stays plain text unless ``special=True``), ``detokenize``, ``tokens``, ``info``,
-    ``context_length``, ``prefix_cache_stats``, ``configure_prefix_cache``.
+    Everything but :meth:`chat`, :meth:`chat_prompt`, :meth:`peek`, :meth:`score` and
+    :meth:`memory` is the Rust class :class:`smolgen._core.Model`: ``generate`` (its keywords
+    are typed once, by ``smolgen._core._GenerateOptions``), ``logits``, ``attention``,
+    ``tokenize`` (special-token text stays plain text unless ``special=True``), ``detokenize``,
+    ``tokens``, ``info``, ``context_length``, ``longest_token_bytes``, ``check_prompt_length``,
+    ``prefix_cache_stats``, ``configure_prefix_cache``.
     """
 
     @property
@@ -62,40 +60,6 @@ class Model(_core.Model):
             "kv_bytes_per_token": info["kv_bytes_per_token"],
             "peak_rss_bytes": peak_rss_bytes(),
         }
-
-    @cached_property
-    def longest_token_bytes(self) -> int:
-        """The byte length of the vocabulary's longest token. Each token of a text stands for
-        at most this many of its bytes, so a text of ``n`` bytes (UTF-8) is at least
-        ``n / longest_token_bytes`` tokens however it is split: the bound by which
-        :meth:`check_prompt_length` refuses a prompt without tokenizing it. Computed once."""
-        tokenizer = self.tokenizer
-        return max((len(tokenizer.piece(i).bytes) for i in range(tokenizer.vocab_size)), default=1)
-
-    def check_prompt_length(self, text: str, subject: str = "prompt") -> None:
-        """Raises :class:`~smolgen.errors.ContextLengthExceededError` when ``text`` is so long
-        that no tokenization of it leaves a token of room in the context window, without
-        tokenizing it: a cost in the length of the text, not in its tokens. A text it lets
-        through is at most ``context_length * longest_token_bytes`` bytes, and may still not
-        fit once tokenized (``check_context`` says so exactly).
-
-        The bound holds for tokenizers whose tokens each stand for the bytes of the text they
-        cover (byte-level BPE, SentencePiece), every one smolgen builds."""
-        window = self.context_length
-        size = len(text.encode("utf-8", "surrogatepass"))
-        at_least = math.ceil(size / self.longest_token_bytes)
-        if at_least < window:
-            return
-        raise ContextLengthExceededError(
-            f"This model's maximum context length is {window} tokens. However, your {subject} "
-            f"({size} bytes) is at least {at_least} tokens. Please reduce the length of the "
-            f"{subject}.",
-            max_context=window,
-            prompt_tokens=at_least,
-            max_tokens=0,
-            requested=at_least,
-            at_least=True,
-        )
 
     def chat_prompt(self, messages: Iterable[Mapping[str, Any]]) -> list[int]:
         """The token ids of ``messages`` rendered for a reply through the model's chat

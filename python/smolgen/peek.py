@@ -120,8 +120,13 @@ def peek(model: Model, prompt: str | Sequence[int], top_k: int = 5) -> Peek:
 
 
 def score(model: Model, text: str | Sequence[int]) -> Score:
-    # A text reads as generate reads a prompt: BOS first when the model asks for it.
-    ids = model.tokenizer.encode_prompt(text) if isinstance(text, str) else list(text)
+    # A text reads as generate reads a prompt: BOS first when the model asks for it, and one
+    # too long to fit is refused before it is tokenized.
+    if isinstance(text, str):
+        model.check_prompt_length(text)
+        ids = model.tokenizer.encode_prompt(text)
+    else:
+        ids = list(text)
     if len(ids) < 2:
         return Score([])
     logprobs = log_softmax(model.logits(ids, positions="all"))

@@ -25,12 +25,15 @@ pub enum Error {
 
     /// The prompt plus the requested completion do not fit the model's context window. Built
     /// by [`Error::context_exceeded`]; `max_new_tokens == 0` when the prompt alone does not fit.
-    #[error("{}", context_message(*.max_context, *.prompt_tokens, *.max_new_tokens, .subject))]
+    /// Built by [`Error::text_exceeds_context`] for a text refused for its length in bytes,
+    /// before tokenizing: then `prompt_bytes` is set and `prompt_tokens` is a lower bound.
+    #[error("{}", context_message(*.max_context, *.prompt_tokens, *.max_new_tokens, *.prompt_bytes, .subject))]
     ContextLengthExceeded {
         max_context: usize,
         requested: usize,
         prompt_tokens: usize,
         max_new_tokens: usize,
+        prompt_bytes: Option<usize>,
         /// What the prompt was made from, as the caller knows it: `"prompt"` or `"messages"`.
         subject: &'static str,
     },
@@ -62,8 +65,20 @@ fn unsupported_message(path: Option<&Path>, reason: &str) -> String {
 }
 
 /// The context-window error in the words API users know (OpenAI's).
-fn context_message(window: usize, prompt: usize, new: usize, subject: &str) -> String {
-    if new == 0 {
+fn context_message(
+    window: usize,
+    prompt: usize,
+    new: usize,
+    bytes: Option<usize>,
+    subject: &str,
+) -> String {
+    if let Some(bytes) = bytes {
+        format!(
+            "This model's maximum context length is {window} tokens. However, your {subject} \
+             ({bytes} bytes) is at least {prompt} tokens. Please reduce the length of the \
+             {subject}."
+        )
+    } else if new == 0 {
         format!(
             "This model's maximum context length is {window} tokens. However, your {subject} \
              resulted in {prompt} tokens. Please reduce the length of the {subject}."
@@ -132,6 +147,25 @@ impl Error {
             requested: prompt_tokens.saturating_add(max_new_tokens),
             prompt_tokens,
             max_new_tokens,
+            prompt_bytes: None,
+            subject,
+        }
+    }
+
+    /// A text of `prompt_bytes` bytes that no tokenization fits into `max_context` tokens with
+    /// room to spare: every tokenization of it has at least `fewest_tokens`.
+    pub fn text_exceeds_context(
+        max_context: usize,
+        prompt_bytes: usize,
+        fewest_tokens: usize,
+        subject: &'static str,
+    ) -> Self {
+        Error::ContextLengthExceeded {
+            max_context,
+            requested: fewest_tokens,
+            prompt_tokens: fewest_tokens,
+            max_new_tokens: 0,
+            prompt_bytes: Some(prompt_bytes),
             subject,
         }
     }

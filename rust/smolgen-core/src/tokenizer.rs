@@ -51,6 +51,8 @@ pub struct Tokenizer {
     /// Treats special-token text as plain text.
     plain: tokenizers::Tokenizer,
     token_bytes: Vec<Vec<u8>>,
+    /// The byte length of the longest token (at least 1): see [`Tokenizer::fewest_tokens`].
+    longest_token_bytes: usize,
     special: Vec<bool>,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
@@ -290,10 +292,12 @@ impl Tokenizer {
     ) -> Result<Self> {
         let mut plain = with_special.clone();
         plain.set_encode_special_tokens(true);
+        let longest_token_bytes = token_bytes.iter().map(Vec::len).max().unwrap_or(0).max(1);
         Ok(Tokenizer {
             with_special,
             plain,
             token_bytes,
+            longest_token_bytes,
             special,
             bos_id,
             eos_id,
@@ -351,6 +355,53 @@ impl Tokenizer {
         }
         ids.extend(self.encode(text, true)?);
         Ok(ids)
+    }
+
+    /// [`Tokenizer::encode_prompt`] for a model whose window holds `window` tokens, of which the
+    /// caller needs `room` after the prompt. A text that cannot fit however it is split is
+    /// refused before tokenizing ([`Tokenizer::check_length`]): the cost of a refusal is in
+    /// the text's length, not in its tokens.
+    pub fn encode_prompt_within(&self, text: &str, window: usize, room: usize) -> Result<Vec<u32>> {
+        let bos = usize::from(self.add_bos);
+        self.check_length(text, bos, window, room, "prompt")?;
+        self.encode_prompt(text)
+    }
+
+    /// The byte length of the vocabulary's longest token, special tokens' text included.
+    pub fn longest_token_bytes(&self) -> usize {
+        self.longest_token_bytes
+    }
+
+    /// The fewest tokens `text` can become: each token stands for at most
+    /// [`Tokenizer::longest_token_bytes`] of its bytes. This holds for tokenizers whose tokens
+    /// each cover the bytes of the text they stand for (byte-level BPE, SentencePiece with byte
+    /// fallback), every one smolgen builds.
+    pub fn fewest_tokens(&self, text: &str) -> usize {
+        text.len().div_ceil(self.longest_token_bytes)
+    }
+
+    /// Refuses, without tokenizing it, a `text` whose every tokenization, after `leading`
+    /// tokens (BOS), leaves fewer than `room` of `window` tokens free, as
+    /// [`Error::ContextLengthExceeded`] with the byte length and the lower bound. A text let
+    /// through may still not fit once tokenized.
+    pub fn check_length(
+        &self,
+        text: &str,
+        leading: usize,
+        window: usize,
+        room: usize,
+        subject: &'static str,
+    ) -> Result<()> {
+        let fewest = self.fewest_tokens(text).saturating_add(leading);
+        if fewest.saturating_add(room) <= window {
+            return Ok(());
+        }
+        Err(Error::text_exceeds_context(
+            window,
+            text.len(),
+            fewest,
+            subject,
+        ))
     }
 
     pub fn token_bytes(&self, id: u32) -> Result<&[u8]> {

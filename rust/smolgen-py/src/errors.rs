@@ -41,8 +41,10 @@ fn build(py: Python<'_>, err: &Error) -> PyResult<PyErr> {
             requested,
             prompt_tokens,
             max_new_tokens,
+            prompt_bytes,
             ..
         } => {
+            kwargs.set_item("at_least", prompt_bytes.is_some())?;
             kwargs.set_item("max_context", max_context)?;
             kwargs.set_item("requested", requested)?;
             kwargs.set_item("prompt_tokens", prompt_tokens)?;

@@ -13,7 +13,7 @@ use smolgen_core::{Generation, LogitsFor};
 use crate::arguments::{self, invalid};
 use crate::completion::{Completion, CompletionStream};
 use crate::errors::to_py;
-use crate::options::generate_options;
+use crate::options::{generate_options, subject_name};
 use crate::tokenizer::{pieces, TokenPiece, Tokenizer};
 
 /// A prompt: text, or token ids (any iterable of ints) taken as they are.
@@ -162,6 +162,32 @@ impl Model {
         self.inner.info.context_length
     }
 
+    /// The byte length of the vocabulary's longest token. Each token of a text stands for at
+    /// most this many of its bytes, so a text of `n` bytes (UTF-8) is at least
+    /// `n / longest_token_bytes` tokens however it is split: the bound by which
+    /// `check_prompt_length` refuses a prompt without tokenizing it.
+    #[getter]
+    fn longest_token_bytes(&self) -> usize {
+        self.inner.tokenizer.longest_token_bytes()
+    }
+
+    /// Raises `ContextLengthExceededError` (with `at_least` set) when `text` is so long that no
+    /// tokenization of it leaves a token of room in the context window, without tokenizing it:
+    /// a cost in the length of the text, not in its tokens. A text it lets through is at most
+    /// `context_length * longest_token_bytes` bytes, and may still not fit once tokenized
+    /// (`check_context` says so exactly). `subject`: `"prompt"` or `"messages"`, for the
+    /// message. `generate`, `logits` and `attention` check a text prompt so themselves.
+    #[pyo3(signature = (text, subject = "prompt"))]
+    fn check_prompt_length(&self, text: &Bound<'_, PyAny>, subject: &str) -> PyResult<()> {
+        let text = arguments::text("text", text)?;
+        let subject = subject_name(subject)?;
+        let window = self.inner.info.context_length;
+        self.inner
+            .tokenizer
+            .check_length(&text, 0, window, 1, subject)
+            .map_err(to_py)
+    }
+
     #[getter]
     fn tokenizer(&self) -> Tokenizer {
         Tokenizer {
@@ -221,7 +247,7 @@ impl Model {
                 )))
             }
         };
-        let ids = self.prompt_ids(py, prompt)?;
+        let ids = self.prompt_ids(py, prompt, 0)?;
         let model = &self.inner;
         let (values, rows) = py.detach(|| model.logits(&ids, which)).map_err(to_py)?;
         let vocab = values.len() / rows.max(1);
@@ -243,7 +269,7 @@ impl Model {
         prompt: Prompt,
         layers: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let ids = self.prompt_ids(py, prompt)?;
+        let ids = self.prompt_ids(py, prompt, 0)?;
         let layers = layers
             .filter(|ls| !ls.is_none())
             .map(|ls| {
@@ -289,7 +315,7 @@ impl Model {
         options: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
         let options = generate_options(options)?;
-        let ids = self.prompt_ids(py, prompt)?;
+        let ids = self.prompt_ids(py, prompt, 1)?;
         let generation = Generation::new(self.inner.clone(), ids, options).map_err(to_py)?;
         if stream {
             let tokenizer = self.inner.tokenizer.clone();
@@ -342,12 +368,15 @@ fn cache_bytes(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
 
 impl Model {
     /// A text prompt as generation sees it (BOS first when the model asks for it), or ids as
-    /// they are.
-    fn prompt_ids(&self, py: Python<'_>, prompt: Prompt) -> PyResult<Vec<u32>> {
+    /// they are. A text too long for any tokenization of it to leave `room` tokens of the
+    /// context window is refused before it is tokenized.
+    fn prompt_ids(&self, py: Python<'_>, prompt: Prompt, room: usize) -> PyResult<Vec<u32>> {
         match prompt {
             Prompt::Text(text) => {
                 let tk = &self.inner.tokenizer;
-                py.detach(|| tk.encode_prompt(&text)).map_err(to_py)
+                let window = self.inner.info.context_length;
+                py.detach(|| tk.encode_prompt_within(&text, window, room))
+                    .map_err(to_py)
             }
             Prompt::Ids(ids) => Ok(ids),
         }

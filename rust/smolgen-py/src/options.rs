@@ -144,6 +144,17 @@ fn logit_bias(value: &Bound<'_, PyAny>) -> PyResult<Vec<(u32, f32)>> {
     Ok(bias)
 }
 
+/// What a prompt was made from, as the context error says it.
+pub fn subject_name(subject: &str) -> PyResult<&'static str> {
+    match subject {
+        "prompt" => Ok("prompt"),
+        "messages" => Ok("messages"),
+        other => Err(invalid(format!(
+            "subject must be \"prompt\" or \"messages\", got {other:?}"
+        ))),
+    }
+}
+
 /// Checks that `prompt_tokens` and `max_tokens` fit a context window of `context_length` and
 /// returns how many tokens the request may generate (unset: the core's default). Raises
 /// `ContextLengthExceededError` in the one wording every entry point uses; `subject` is what the
@@ -162,14 +173,6 @@ pub fn check_context(
         .filter(|m| !m.is_none())
         .map(|m| arguments::size("max_tokens", m, 1))
         .transpose()?;
-    let subject = match subject {
-        "prompt" => "prompt",
-        "messages" => "messages",
-        other => {
-            return Err(invalid(format!(
-                "subject must be \"prompt\" or \"messages\", got {other:?}"
-            )))
-        }
-    };
+    let subject = subject_name(subject)?;
     smolgen_core::check_context(context_length, prompt_tokens, max_tokens, subject).map_err(to_py)
 }
