@@ -1,6 +1,7 @@
 //! Our quantized kernels against candle's `QMatMul::forward` on the same bytes, at SmolLM2-135M
 //! shapes: the down projection (576 x 1536) and gate/up (1536 x 576) as decode matvecs, the
-//! Q8_0 LM head (49152 x 576), and a 512-token prefill through gate/up. Both sides take f32
+//! Q8_0 LM head (49152 x 576), and 512-token prefills through gate/up (Q4_1 and the float
+//! types) and down (F32, and Q2_K and Q3_K, whose superblocks need its 1536-wide rows). Both sides take f32
 //! activations and quantize them inside the timed call. Throughput is weight bytes read per
 //! call; GFLOP/s is `2 * m * rows * cols / time`.
 //!
@@ -22,8 +23,8 @@ use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smolgen_core::kernels::{
-    available_isas, Activation, BlockQ4_1, BlockQ8_0, Isa, Kernels, PackedMatrix, Pool, QWeight,
-    WeightBlock, WeightKind,
+    available_isas, Activation, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4_1,
+    BlockQ8_0, Isa, Kernels, PackedMatrix, Pool, QWeight, WeightBlock, WeightKind,
 };
 use smolgen_core::load::gguf::ggml_dtype;
 
@@ -51,7 +52,7 @@ struct Case {
     m: usize,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 11] = [
     Case {
         name: "q4_1_matvec_576x1536",
         kind: <BlockQ4_1 as WeightBlock>::KIND,
@@ -85,6 +86,48 @@ const CASES: [Case; 5] = [
         kind: <BlockQ4_1 as WeightBlock>::KIND,
         rows: 1536,
         cols: 576,
+        m: 512,
+    },
+    Case {
+        name: "f16_prefill_m512_1536x576",
+        kind: <BlockF16 as WeightBlock>::KIND,
+        rows: 1536,
+        cols: 576,
+        m: 512,
+    },
+    Case {
+        name: "bf16_prefill_m512_1536x576",
+        kind: <BlockBF16 as WeightBlock>::KIND,
+        rows: 1536,
+        cols: 576,
+        m: 512,
+    },
+    Case {
+        name: "f32_prefill_m512_576x1536",
+        kind: <BlockF32 as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
+        m: 512,
+    },
+    Case {
+        name: "f16_prefill_m512_2048x8192",
+        kind: <BlockF16 as WeightBlock>::KIND,
+        rows: 2048,
+        cols: 8192,
+        m: 512,
+    },
+    Case {
+        name: "q2_k_prefill_m512_576x1536",
+        kind: <BlockQ2K as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
+        m: 512,
+    },
+    Case {
+        name: "q3_k_prefill_m512_576x1536",
+        kind: <BlockQ3K as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
         m: 512,
     },
 ];
@@ -146,15 +189,19 @@ fn bench_kernels(c: &mut Criterion) {
             }
         }
 
-        let dtype = ggml_dtype(case.kind.ggml_type).expect("a ggml type");
-        let storage =
-            QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, dtype).expect("storage");
-        let qt = QTensor::new(storage, (case.rows, case.cols)).expect("qtensor");
-        let mm = QMatMul::from_qtensor(qt).expect("qmatmul");
-        let xt = Tensor::from_slice(&x, (case.m, case.cols), &Device::Cpu).expect("tensor");
-        group.bench_function(format!("candle/t{candle_threads}"), |b| {
-            b.iter(|| mm.forward(black_box(&xt)).expect("forward"))
+        // candle where it takes the type (not BF16).
+        let candle = ggml_dtype(case.kind.ggml_type).and_then(|dtype| {
+            QStorage::from_data(Cow::Borrowed(&bytes), &Device::Cpu, dtype)
+                .and_then(|storage| QTensor::new(storage, (case.rows, case.cols)))
+                .and_then(QMatMul::from_qtensor)
+                .ok()
         });
+        if let Some(mm) = candle {
+            let xt = Tensor::from_slice(&x, (case.m, case.cols), &Device::Cpu).expect("tensor");
+            group.bench_function(format!("candle/t{candle_threads}"), |b| {
+                b.iter(|| mm.forward(black_box(&xt)).expect("forward"))
+            });
+        }
         group.finish();
     }
 }

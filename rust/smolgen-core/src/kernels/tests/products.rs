@@ -179,7 +179,7 @@ fn packed_matmul_matches<W: Sample + Repack>() {
             let w = W::random(&mut rng, rows * nb, extreme);
             let wm = QMatrix::new(&w, rows, k).expect("shape");
             let packed = PackedMatrix::pack(&wm);
-            for &m in &[1usize, 2, 3, 7, 8, 9, 16, 17, 26] {
+            for &m in &[1usize, 2, 3, 7, 8, 9, 16, 17, 26, 80] {
                 let a = quantized_acts::<W::Activation>(&mut rng, m * na, !extreme);
                 let want = reference_matmul_packed::<W>(&packed, &a).expect("shapes");
                 for c in 0..m {

@@ -256,7 +256,7 @@ pub(crate) fn whole_group(rows: Range<usize>) -> std::iter::Once<Range<usize>> {
 
 /// Activation rows per chunk of the float 16-row kernels: a chunk's f32 rows stay in L2 while
 /// each run of weight groups is reused across all of them.
-pub(crate) const FLOAT_MC: usize = 64;
+pub(crate) const FLOAT_MC: usize = 72;
 
 /// The walk of the float 16-row kernels: calls `tile(g, ng, c0, nc)` over the groups of `rows`
 /// (which starts on a group) in runs of `ng` groups and tiles of `nc <= c_max` activation rows,

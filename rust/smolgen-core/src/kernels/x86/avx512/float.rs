@@ -145,8 +145,9 @@ unsafe fn packed_tile<const T: u8, const G: usize, const C: usize>(
 }
 
 /// The 16-row gemm of float type `T`: runs of four groups for one or two activation rows
-/// (independent chains to cover the FMA latency), else two groups x up to six rows (twelve
-/// accumulators).
+/// (independent chains to cover the FMA latency), else two groups x up to twelve rows
+/// (twenty-four accumulators: each widened weight register serves twelve FMAs, so the weights'
+/// loads and widening cost less per FMA; 13% faster than six rows at SmolLM2's shapes).
 ///
 /// # Safety
 /// See `GemmFn`: `w` is packed, of float type `T`; `a` holds f32 activations.
@@ -160,7 +161,7 @@ unsafe fn gemm_packed_float<const T: u8>(
 ) {
     let k = a.nb * QK;
     let run = |n: usize| if n <= 2 { 4 } else { 2 };
-    for_each_group_run(rows.clone(), a.m, run, 6, |g, ng, c0, nc| {
+    for_each_group_run(rows.clone(), a.m, run, 12, |g, ng, c0, nc| {
         // SAFETY: the walk stays inside the matrix's groups and `0..m`; the caller's contract.
         unsafe {
             match (ng, nc) {
@@ -171,13 +172,25 @@ unsafe fn gemm_packed_float<const T: u8>(
                 (2, 3) => packed_tile::<T, 2, 3>(w, g, k, a, c0, &rows, out),
                 (2, 4) => packed_tile::<T, 2, 4>(w, g, k, a, c0, &rows, out),
                 (2, 5) => packed_tile::<T, 2, 5>(w, g, k, a, c0, &rows, out),
-                (2, _) => packed_tile::<T, 2, 6>(w, g, k, a, c0, &rows, out),
+                (2, 6) => packed_tile::<T, 2, 6>(w, g, k, a, c0, &rows, out),
+                (2, 7) => packed_tile::<T, 2, 7>(w, g, k, a, c0, &rows, out),
+                (2, 8) => packed_tile::<T, 2, 8>(w, g, k, a, c0, &rows, out),
+                (2, 9) => packed_tile::<T, 2, 9>(w, g, k, a, c0, &rows, out),
+                (2, 10) => packed_tile::<T, 2, 10>(w, g, k, a, c0, &rows, out),
+                (2, 11) => packed_tile::<T, 2, 11>(w, g, k, a, c0, &rows, out),
+                (2, _) => packed_tile::<T, 2, 12>(w, g, k, a, c0, &rows, out),
                 (_, 1) => packed_tile::<T, 1, 1>(w, g, k, a, c0, &rows, out),
                 (_, 2) => packed_tile::<T, 1, 2>(w, g, k, a, c0, &rows, out),
                 (_, 3) => packed_tile::<T, 1, 3>(w, g, k, a, c0, &rows, out),
                 (_, 4) => packed_tile::<T, 1, 4>(w, g, k, a, c0, &rows, out),
                 (_, 5) => packed_tile::<T, 1, 5>(w, g, k, a, c0, &rows, out),
-                _ => packed_tile::<T, 1, 6>(w, g, k, a, c0, &rows, out),
+                (_, 6) => packed_tile::<T, 1, 6>(w, g, k, a, c0, &rows, out),
+                (_, 7) => packed_tile::<T, 1, 7>(w, g, k, a, c0, &rows, out),
+                (_, 8) => packed_tile::<T, 1, 8>(w, g, k, a, c0, &rows, out),
+                (_, 9) => packed_tile::<T, 1, 9>(w, g, k, a, c0, &rows, out),
+                (_, 10) => packed_tile::<T, 1, 10>(w, g, k, a, c0, &rows, out),
+                (_, 11) => packed_tile::<T, 1, 11>(w, g, k, a, c0, &rows, out),
+                _ => packed_tile::<T, 1, 12>(w, g, k, a, c0, &rows, out),
             }
         }
     });
