@@ -347,7 +347,7 @@ GGML_IDS += [31, 36, 39, 41, 99, 2**31, 2**32 - 1]
 
 def _near(rng: random.Random, v: int) -> int:
     return rng.choice(
-        [v + 1, v - 1, v * 2, v // 2, v + rng.randint(2, 64), rng.randint(0, 2 * v + 8)]
+        [v + 1, v - 1, v * 2, v // 2, v + rng.randint(2, 64), rng.randint(0, 2 * abs(v) + 8)]
     )
 
 
