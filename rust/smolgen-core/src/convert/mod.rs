@@ -24,8 +24,6 @@ use source::Source;
 
 /// ggml's `GGML_QNT_VERSION`: the block formats' revision, stored with every file.
 const QUANTIZATION_VERSION: u32 = 2;
-/// Values quantized per task: enough to keep a thread busy, small enough to balance.
-const VALUES_PER_TASK: usize = 1 << 16;
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QuantizeOptions {
@@ -142,7 +140,7 @@ pub fn quantize_model(
             Some(bytes) => writer.write_tensor(&t.name, bytes)?,
             None => {
                 let values = source.values(t, &cfg)?;
-                let bytes = pool.install(|| quantize_rows(target, &values, entries[i].bytes));
+                let bytes = pool.install(|| target.quantize(&values))?;
                 writer.write_tensor(&t.name, &bytes)?;
             }
         }
@@ -166,19 +164,6 @@ pub fn quantize_model(
         input_bytes,
         output_bytes,
     })
-}
-
-/// `values` (whole blocks of `kind`) quantized on the current thread pool, in chunks of whole
-/// blocks: the bytes do not depend on the thread count.
-fn quantize_rows(kind: &'static WeightKind, values: &[f32], bytes: usize) -> Vec<u8> {
-    use rayon::prelude::*;
-    let blocks_per_task = (VALUES_PER_TASK / kind.block_elements).max(1);
-    let mut out = vec![0u8; bytes];
-    values
-        .par_chunks(blocks_per_task * kind.block_elements)
-        .zip(out.par_chunks_mut(blocks_per_task * kind.block_bytes))
-        .for_each(|(x, o)| (kind.quantize)(x, o));
-    out
 }
 
 /// Writing over the input while reading it would destroy it.

@@ -229,8 +229,13 @@ impl WeightKind {
         self.activation.name
     }
 
-    /// `x` in this type, ggml's reference rounding: a whole number of blocks' values.
+    /// `x` in this type, ggml's reference rounding: a whole number of blocks' values. Large
+    /// inputs are split across the current rayon pool in runs of whole blocks, so the bytes do
+    /// not depend on the thread count.
     pub fn quantize(&self, x: &[f32]) -> Result<Vec<u8>> {
+        use rayon::prelude::*;
+        /// Values per task: enough to keep a thread busy, small enough to balance.
+        const VALUES_PER_TASK: usize = 1 << 16;
         if !x.len().is_multiple_of(self.block_elements) {
             return Err(Error::invalid(format!(
                 "{} values are not whole {} blocks of {}",
@@ -240,7 +245,10 @@ impl WeightKind {
             )));
         }
         let mut out = vec![0u8; x.len() / self.block_elements * self.block_bytes];
-        (self.quantize)(x, &mut out);
+        let blocks_per_task = (VALUES_PER_TASK / self.block_elements).max(1);
+        x.par_chunks(blocks_per_task * self.block_elements)
+            .zip(out.par_chunks_mut(blocks_per_task * self.block_bytes))
+            .for_each(|(x, o)| (self.quantize)(x, o));
         Ok(out)
     }
 
