@@ -23,8 +23,9 @@ use candle_core::quantized::{QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smolgen_core::kernels::{
-    available_isas, Activation, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4_1,
-    BlockQ8_0, Isa, Kernels, PackedMatrix, Pool, QWeight, WeightBlock, WeightKind,
+    available_isas, Activation, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4K,
+    BlockQ4_1, BlockQ6K, BlockQ8_0, Isa, Kernels, PackedMatrix, Pool, QWeight, WeightBlock,
+    WeightKind,
 };
 use smolgen_core::load::gguf::ggml_dtype;
 
@@ -52,7 +53,7 @@ struct Case {
     m: usize,
 }
 
-const CASES: [Case; 11] = [
+const CASES: [Case; 13] = [
     Case {
         name: "q4_1_matvec_576x1536",
         kind: <BlockQ4_1 as WeightBlock>::KIND,
@@ -72,6 +73,20 @@ const CASES: [Case; 11] = [
         kind: <BlockQ8_0 as WeightBlock>::KIND,
         rows: 49152,
         cols: 576,
+        m: 1,
+    },
+    Case {
+        name: "q4_k_matvec_8192x2048",
+        kind: <BlockQ4K as WeightBlock>::KIND,
+        rows: 8192,
+        cols: 2048,
+        m: 1,
+    },
+    Case {
+        name: "q6_k_matvec_2048x8192",
+        kind: <BlockQ6K as WeightBlock>::KIND,
+        rows: 2048,
+        cols: 8192,
         m: 1,
     },
     Case {

@@ -51,6 +51,6 @@ pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
 pub use packed::{PackedMatrix, Repack};
 pub use pool::Pool;
 pub use types::{
-    ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4_1, BlockQ8_0,
-    BlockQ8_1, WeightBlock, WeightKind, WEIGHT_KINDS,
+    ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_1,
+    BlockQ6K, BlockQ8_0, BlockQ8_1, WeightBlock, WeightKind, WEIGHT_KINDS,
 };
