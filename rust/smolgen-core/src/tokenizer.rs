@@ -221,8 +221,18 @@ impl Tokenizer {
         config: Option<&serde_json::Value>,
         chat_template: Option<String>,
     ) -> Result<Self> {
-        let tk = tokenizers::Tokenizer::from_file(tokenizer_json)
-            .map_err(|e| Error::malformed(tokenizer_json, format!("tokenizer.json: {e}")))?;
+        let malformed = |e: &dyn std::fmt::Display| {
+            Error::malformed(tokenizer_json, format!("tokenizer.json: {e}"))
+        };
+        let bytes = std::fs::read(tokenizer_json).map_err(|e| Error::Io {
+            path: tokenizer_json.to_path_buf(),
+            source: e,
+        })?;
+        // `tokenizers` panics on a syntax error inside the decoder (its `expect("Helper")`), and
+        // its nesting is bounded only there: what is not JSON, or nests deeper than serde_json's
+        // limit, is refused before it gets the file.
+        serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| malformed(&e))?;
+        let tk = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| malformed(&e))?;
         let vocab_size = tk.get_vocab_size(true);
         let added = tk.get_added_tokens_decoder();
         let byte_level = matches!(
@@ -527,6 +537,38 @@ mod tests {
         assert_eq!(escape_invalid_utf8("é".as_bytes()), "é");
         assert_eq!(escape_invalid_utf8(&[0xc3]), "\\xc3");
         assert_eq!(escape_invalid_utf8(b"a\xe6\x9db"), "a\\xe6\\x9db");
+    }
+
+    /// A `tokenizer.json` holding `json`, loaded.
+    fn from_json(label: &str, json: &str) -> Result<Tokenizer> {
+        let dir = std::env::temp_dir().join(format!("smolgen-tokenizer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("{label}.json"));
+        std::fs::write(&path, json).expect("write");
+        Tokenizer::from_hf_files(&path, None, None)
+    }
+
+    const BPE: &str = r#""model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}"#;
+
+    #[test]
+    fn a_broken_tokenizer_json_is_malformed_naming_the_file_not_a_panic() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for (label, json) in [
+            // Cut short inside the decoder: `tokenizers` panicked there.
+            (
+                "cut",
+                format!(r#"{{{BPE}, "decoder": {{"type": "ByteLevel", "#),
+            ),
+            ("deep", format!(r#"{{{BPE}, "decoder": {deep}}}"#)),
+        ] {
+            match from_json(label, &json) {
+                Err(Error::MalformedModel { path, reason }) => {
+                    assert!(path.ends_with(format!("{label}.json")), "{path:?}");
+                    assert!(reason.starts_with("tokenizer.json: "), "{reason}");
+                }
+                other => panic!("{label}: expected MalformedModel, got {other:?}"),
+            }
+        }
     }
 
     #[test]
