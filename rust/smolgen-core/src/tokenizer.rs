@@ -19,6 +19,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use crate::error::{Error, Result};
+use crate::load::config::MAX_VOCAB;
 use crate::load::gguf::GgufFile;
 
 /// llama.cpp's `llama_token_type`.
@@ -233,7 +234,17 @@ impl Tokenizer {
         // limit, is refused before it gets the file.
         serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| malformed(&e))?;
         let tk = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| malformed(&e))?;
-        let vocab_size = tk.get_vocab_size(true);
+        // The ids, not their count, size the vocabulary: a file may skip ids or number a token
+        // past the others, and the model needs an embedding for each id the tokenizer makes.
+        let vocab_size = match tk.get_vocab(true).into_iter().max_by_key(|(_, id)| *id) {
+            Some((token, id)) if id as usize >= MAX_VOCAB => {
+                return Err(malformed(&format!(
+                    "token {token:?} has id {id}, beyond any vocabulary ({MAX_VOCAB} ids)"
+                )))
+            }
+            Some((_, id)) => tk.get_vocab_size(true).max(id as usize + 1),
+            None => 0,
+        };
         let added = tk.get_added_tokens_decoder();
         let byte_level = matches!(
             tk.get_decoder(),
@@ -568,6 +579,24 @@ mod tests {
                 }
                 other => panic!("{label}: expected MalformedModel, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn the_largest_id_sizes_the_vocabulary() {
+        let bpe = BPE.replace(r#""b": 1"#, r#""b": 9"#);
+        let tk = from_json("gap", &format!("{{{bpe}}}")).expect("loads");
+        assert_eq!(tk.vocab_size(), 10);
+        assert_eq!(tk.encode("b", false).expect("encodes"), [9]);
+        let bpe = BPE.replace(r#""b": 1"#, r#""b": 4294967295"#);
+        match from_json("huge", &format!("{{{bpe}}}")) {
+            Err(Error::MalformedModel { reason, .. }) => {
+                assert!(
+                    reason.contains(r#"token "b" has id 4294967295"#),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected MalformedModel, got {other:?}"),
         }
     }
 

@@ -38,6 +38,8 @@ pub struct Config {
 const MAX_DIM: usize = 1 << 20;
 const MAX_LAYERS: usize = 1024;
 const MAX_CONTEXT: usize = 1 << 24;
+/// The most token ids a vocabulary may have (a tokenizer's largest id is below it).
+pub const MAX_VOCAB: usize = 1 << 24;
 
 impl Config {
     /// Checks the invariants the forward pass relies on, so a bad header fails here, once.
@@ -54,7 +56,7 @@ impl Config {
         in_range("layer count", self.num_layers, MAX_LAYERS)?;
         in_range("head count", self.num_heads, MAX_DIM)?;
         in_range("KV head count", self.num_kv_heads, MAX_DIM)?;
-        in_range("vocabulary size", self.vocab_size, 1 << 24)?;
+        in_range("vocabulary size", self.vocab_size, MAX_VOCAB)?;
         in_range("context length", self.context_length, MAX_CONTEXT)?;
         if !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(format!(
