@@ -1,7 +1,8 @@
 # Tasks for developers. `make test` is the README's test command.
 PYTHON ?= python3
 CARGO_PROFILE ?= release
-# `make fuzz`: how long, and which run of cases (0 is the one the tests replay).
+# `make fuzz`: how long in all (half for each fuzzer), and which run of cases (0 is the one the
+# tests replay).
 FUZZ_SECONDS ?= 1800
 FUZZ_SEED ?= 1
 
@@ -24,7 +25,7 @@ help:
 	@echo "lint         what CI checks: formatting, clippy, rustdoc, the aarch64 build, ruff, mypy, stubtest"
 	@echo "fmt          format Rust and Python"
 	@echo "bench        criterion micro-benchmarks + the end-to-end comparison"
-	@echo "fuzz         mutated GGUF files against the loader (FUZZ_SECONDS=1800, FUZZ_SEED=1)"
+	@echo "fuzz         mutated GGUF files and safetensors directories (FUZZ_SECONDS=1800 in all, FUZZ_SEED=1)"
 
 # The release extension for this CPU, with the test extras (the `test` extra in pyproject.toml
 # is the one list of test dependencies).
@@ -83,9 +84,14 @@ bench:
 	cargo bench -p smolgen-core --features bench
 	$(PYTHON) benches/e2e.py
 
-# Failing files land in tests/regressions/, which the tests replay.
+# Failing files land in tests/regressions/ (directories in tests/regressions/safetensors/), which
+# the tests replay. Both fuzzers run even when the first finds failures; either fails the target.
 fuzz: install
-	$(PYTHON) tests/fuzz_gguf.py --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
+	@status=0; \
+	$(PYTHON) tests/fuzz_gguf.py --seconds $$(($(FUZZ_SECONDS) / 2)) --seed $(FUZZ_SEED) || status=1; \
+	$(PYTHON) tests/fuzz_safetensors.py --seconds $$(($(FUZZ_SECONDS) / 2)) --seed $(FUZZ_SEED) \
+		|| status=1; \
+	exit $$status
 
 clean:
 	cargo clean

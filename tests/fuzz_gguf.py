@@ -749,8 +749,17 @@ def run_one(smolgen, path: str) -> dict:
     return {"stage": "done"}
 
 
+def names_model(message: str, path: Path) -> bool:
+    """Whether an error message names the model at `path`: a file by its name, a directory by
+    its path or the path of anything inside it (`.../config.json`)."""
+    if path.is_dir():
+        return re.search(re.escape(str(path)) + r"(?![\w.-])", message) is not None
+    return path.name in message
+
+
 def judge(outcome: dict, path: Path) -> str | None:
-    """Why an outcome is a failure, or None when it is acceptable."""
+    """Why an outcome is a failure, or None when it is acceptable. `path`: the model file or
+    directory, which a load error must name (`names_model`)."""
     stage = outcome["stage"]
     if stage in ("crash", "hang"):
         return outcome["why"]
@@ -761,11 +770,11 @@ def judge(outcome: dict, path: Path) -> str | None:
         return f"{stage}: untyped {outcome['module']}.{cls}: {message[:300]}"
     if cls == "InternalError" or "backtrace" in message.lower() or "panicked" in message:
         return f"{stage}: {cls}: {message[:300]}"
-    if stage == "load" and cls != "InvalidArgumentError" and path.name not in message:
+    if stage == "load" and cls != "InvalidArgumentError" and not names_model(message, path):
         return f"load: {cls} does not name the file: {message[:300]}"
     if stage == "generate" and cls == "InvalidArgumentError":
         return f"generate: the model's fault blamed on the arguments: {message[:300]}"
-    if stage == "generate" and cls == "MalformedModelError" and path.name not in message:
+    if stage == "generate" and cls == "MalformedModelError" and not names_model(message, path):
         return f"generate: MalformedModelError does not name the file: {message[:300]}"
     return None
 

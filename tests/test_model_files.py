@@ -245,7 +245,7 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_malformed(tmp_path, tiny_gguf
         g.kvs.append(Kv("llama.vocab_size", U32, tiny_llama.CONFIG.vocab_size))
 
     path = rewrite(tiny_gguf, tmp_path / "vocab.gguf", change)
-    assert "270 tokens" in load_error(path, smolgen.MalformedModelError)
+    assert "270 token ids" in load_error(path, smolgen.MalformedModelError)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -208,7 +208,7 @@ fn check_vocabulary(path: &Path, tokenizer: &Tokenizer, cfg: &Config) -> Result<
         return Err(Error::malformed(
             path,
             format!(
-                "the tokenizer has {} tokens, the model's vocabulary only {}",
+                "the tokenizer has {} token ids, the model's vocabulary only {}",
                 tokenizer.vocab_size(),
                 cfg.vocab_size
             ),

@@ -19,6 +19,7 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::{AddedToken, PreTokenizerWrapper};
 
 use crate::error::{Error, Result};
+use crate::load::config::MAX_VOCAB;
 use crate::load::gguf::GgufFile;
 
 /// llama.cpp's `llama_token_type`.
@@ -221,9 +222,29 @@ impl Tokenizer {
         config: Option<&serde_json::Value>,
         chat_template: Option<String>,
     ) -> Result<Self> {
-        let tk = tokenizers::Tokenizer::from_file(tokenizer_json)
-            .map_err(|e| Error::malformed(tokenizer_json, format!("tokenizer.json: {e}")))?;
-        let vocab_size = tk.get_vocab_size(true);
+        let malformed = |e: &dyn std::fmt::Display| {
+            Error::malformed(tokenizer_json, format!("tokenizer.json: {e}"))
+        };
+        let bytes = std::fs::read(tokenizer_json).map_err(|e| Error::Io {
+            path: tokenizer_json.to_path_buf(),
+            source: e,
+        })?;
+        // `tokenizers` panics on a syntax error inside the decoder (its `expect("Helper")`), and
+        // its nesting is bounded only there: what is not JSON, or nests deeper than serde_json's
+        // limit, is refused before it gets the file.
+        serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| malformed(&e))?;
+        let tk = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| malformed(&e))?;
+        // The ids, not their count, size the vocabulary: a file may skip ids or number a token
+        // past the others, and the model needs an embedding for each id the tokenizer makes.
+        let vocab_size = match tk.get_vocab(true).into_iter().max_by_key(|(_, id)| *id) {
+            Some((token, id)) if id as usize >= MAX_VOCAB => {
+                return Err(malformed(&format!(
+                    "token {token:?} has id {id}, beyond any vocabulary ({MAX_VOCAB} ids)"
+                )))
+            }
+            Some((_, id)) => tk.get_vocab_size(true).max(id as usize + 1),
+            None => 0,
+        };
         let added = tk.get_added_tokens_decoder();
         let byte_level = matches!(
             tk.get_decoder(),
@@ -527,6 +548,56 @@ mod tests {
         assert_eq!(escape_invalid_utf8("é".as_bytes()), "é");
         assert_eq!(escape_invalid_utf8(&[0xc3]), "\\xc3");
         assert_eq!(escape_invalid_utf8(b"a\xe6\x9db"), "a\\xe6\\x9db");
+    }
+
+    /// A `tokenizer.json` holding `json`, loaded.
+    fn from_json(label: &str, json: &str) -> Result<Tokenizer> {
+        let dir = std::env::temp_dir().join(format!("smolgen-tokenizer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(format!("{label}.json"));
+        std::fs::write(&path, json).expect("write");
+        Tokenizer::from_hf_files(&path, None, None)
+    }
+
+    const BPE: &str = r#""model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}"#;
+
+    #[test]
+    fn a_broken_tokenizer_json_is_malformed_naming_the_file_not_a_panic() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for (label, json) in [
+            // Cut short inside the decoder: `tokenizers` panicked there.
+            (
+                "cut",
+                format!(r#"{{{BPE}, "decoder": {{"type": "ByteLevel", "#),
+            ),
+            ("deep", format!(r#"{{{BPE}, "decoder": {deep}}}"#)),
+        ] {
+            match from_json(label, &json) {
+                Err(Error::MalformedModel { path, reason }) => {
+                    assert!(path.ends_with(format!("{label}.json")), "{path:?}");
+                    assert!(reason.starts_with("tokenizer.json: "), "{reason}");
+                }
+                other => panic!("{label}: expected MalformedModel, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_largest_id_sizes_the_vocabulary() {
+        let bpe = BPE.replace(r#""b": 1"#, r#""b": 9"#);
+        let tk = from_json("gap", &format!("{{{bpe}}}")).expect("loads");
+        assert_eq!(tk.vocab_size(), 10);
+        assert_eq!(tk.encode("b", false).expect("encodes"), [9]);
+        let bpe = BPE.replace(r#""b": 1"#, r#""b": 4294967295"#);
+        match from_json("huge", &format!("{{{bpe}}}")) {
+            Err(Error::MalformedModel { reason, .. }) => {
+                assert!(
+                    reason.contains(r#"token "b" has id 4294967295"#),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected MalformedModel, got {other:?}"),
+        }
     }
 
     #[test]

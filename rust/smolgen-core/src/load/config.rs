@@ -38,6 +38,8 @@ pub struct Config {
 const MAX_DIM: usize = 1 << 20;
 const MAX_LAYERS: usize = 1024;
 const MAX_CONTEXT: usize = 1 << 24;
+/// The most token ids a vocabulary may have (a tokenizer's largest id is below it).
+pub const MAX_VOCAB: usize = 1 << 24;
 
 impl Config {
     /// Checks the invariants the forward pass relies on, so a bad header fails here, once.
@@ -54,7 +56,9 @@ impl Config {
         in_range("layer count", self.num_layers, MAX_LAYERS)?;
         in_range("head count", self.num_heads, MAX_DIM)?;
         in_range("KV head count", self.num_kv_heads, MAX_DIM)?;
-        in_range("vocabulary size", self.vocab_size, 1 << 24)?;
+        // A `config.json` names it: bounded, so that no product of sizes overflows.
+        in_range("head dimension", self.head_dim, MAX_DIM)?;
+        in_range("vocabulary size", self.vocab_size, MAX_VOCAB)?;
         in_range("context length", self.context_length, MAX_CONTEXT)?;
         if !self.hidden_size.is_multiple_of(self.num_heads) {
             return Err(format!(
@@ -224,4 +228,31 @@ struct HfConfig {
     rms_norm_eps: Option<f64>,
     rope_theta: Option<f64>,
     rope_scaling: Option<serde_json::Value>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_dim_whose_product_with_the_heads_wraps_is_malformed() {
+        // 2 heads of 2^63 + 16 wrap around to the hidden size of 32: this loaded, then the
+        // forward pass panicked allocating for the huge head.
+        let json = r#"{"model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+            "head_dim": 9223372036854775824, "vocab_size": 265, "max_position_embeddings": 32}"#;
+        let path = std::path::Path::new("m/config.json");
+        match Config::from_hf_json(json, path) {
+            Err(Error::MalformedModel { path: p, reason }) => {
+                assert_eq!(p, path);
+                assert!(reason.contains("head dimension"), "{reason}");
+            }
+            other => panic!("expected MalformedModel, got {other:?}"),
+        }
+        let fine = json.replace("9223372036854775824", "16");
+        assert_eq!(
+            Config::from_hf_json(&fine, path).expect("loads").head_dim,
+            16
+        );
+    }
 }
