@@ -622,7 +622,8 @@ def m_heads(rng: random.Random, d: ModelDir) -> str:
             if ("k_proj" in t.name or "v_proj" in t.name) and n and isinstance(shape, list):
                 t.shape = [h, *shape[1:]]
                 want = len(t.data) // n * h * math.prod(shape[1:])
-                t.data = (t.data * (want // len(t.data) + 1))[:want]
+                if 0 < want <= 1 << 22:  # else (sizes already mutated) the data stays
+                    t.data = (t.data * (want // len(t.data) + 1))[:want]
     if rng.random() < 0.5 and heads > 0:
         c["head_dim"] = h // heads + 2**64 // heads
     return "heads"
