@@ -34,6 +34,14 @@
 //!   superblock: the 16 rows' `d`, then their sixteen i8 scales (16 bytes per 16 weights). The
 //!   kernels dot the two 16-code halves apart, each started from `-32 * sum(a)` of its half,
 //!   and weight them by their scales in exact i32 (53 lines against 52.5 in the file).
+//! * Q3_K (3 lines per sub-block) and Q2_K (2): the low two bits of its codes, four to a byte
+//!   (`TWO_BIT_LINES`), and for Q3_K their third bit in a line laid out as the Q5 fifth bits;
+//!   after the group's records, `K_SCALE_LINES` per superblock: the 16 rows' `d` (Q2_K: then
+//!   `dmin`), then their sixteen scales as Q6_K's (Q3_K: each i8, less 32 as ggml applies it;
+//!   Q2_K: each byte as the file has it, scale in the low nibble and min in the high one). The
+//!   kernels dot each 16-code half apart as for Q6_K (Q3_K started from `-4 * sum(a)`), and
+//!   Q2_K adds `-(dmin * d_a)` times the exact `m . sum(a)` of the halves (29 lines per
+//!   superblock against 27.5 in the file for Q3_K, 21 against 21 for Q2_K).
 //! * F16, BF16 (16 lines) and F32 (32 lines): element after element, the 16 rows' values side
 //!   by side, so one register widened from 32 (or 64) bytes holds an element of every row, and a
 //!   broadcast activation times it is one FMA for 16 outputs.
@@ -79,6 +87,17 @@ pub(crate) const Q5_K_RECORD_LINES: usize = 5;
 /// Lines per sub-block record of a packed Q6_K matrix: the low nibbles of its codes, then
 /// their bits 4 and 5 as [`FIFTH_BITS_LINE`] lays out a fifth bit.
 pub(crate) const Q6_K_RECORD_LINES: usize = 6;
+/// Lines of a record holding 2-bit codes (Q2_K, Q3_K): line `h` holds the codes of elements
+/// `16h..16h+16`, row `i`'s byte `4i + k` those of elements `16h + 4j + k` at bits `2j`, so
+/// the register of elements `16h + 4j..` is the line shifted right by `2j`, masked.
+pub(crate) const TWO_BIT_LINES: usize = 2;
+/// Lines per sub-block record of a packed Q2_K matrix: its [`TWO_BIT_LINES`].
+pub(crate) const Q2_K_RECORD_LINES: usize = TWO_BIT_LINES;
+/// Lines per sub-block record of a packed Q3_K matrix: the low two bits of its codes, then
+/// their third bits as [`FIFTH_BITS_LINE`] lays out a fifth bit.
+pub(crate) const Q3_K_RECORD_LINES: usize = TWO_BIT_LINES + 1;
+/// The line of a packed Q3_K record holding its codes' third bits.
+pub(crate) const THIRD_BITS_LINE: usize = TWO_BIT_LINES;
 /// Lines per superblock of a packed Q4_K or Q5_K group's scales, after all its sub-block
 /// records: the 16 rows' `d`, then their `dmin` (f16); the 16 rows' 6-bit scale of each
 /// sub-block (16 bytes per sub-block, two lines); then their mins (two lines).
@@ -114,6 +133,25 @@ pub(crate) fn get_nibbles(group: &[u8], rec: usize, i: usize) -> [u8; 16] {
         qs[4 * j..4 * j + 4].copy_from_slice(span(group, rec + j, 4 * i, 4));
     }
     qs
+}
+
+/// Stores row `i`'s 32 codes (each below 4) in the [`TWO_BIT_LINES`] of the record starting at
+/// line `rec`.
+pub(crate) fn put_two_bit_codes(group: &mut [u8], rec: usize, i: usize, codes: &[u8; 32]) {
+    for h in 0..TWO_BIT_LINES {
+        for k in 0..4 {
+            group[(rec + h) * 64 + 4 * i + k] =
+                (0..4).fold(0, |b, j| b | (codes[16 * h + 4 * j + k] & 3) << (2 * j));
+        }
+    }
+}
+
+/// Row `i`'s 32 two-bit codes back from the record starting at line `rec`.
+pub(crate) fn get_two_bit_codes(group: &[u8], rec: usize, i: usize) -> [u8; 32] {
+    std::array::from_fn(|e| {
+        let (h, j, k) = (e / 16, (e % 16) / 4, e % 4);
+        (group[(rec + h) * 64 + 4 * i + k] >> (2 * j)) & 3
+    })
 }
 
 /// The fifth bits of a record's 16 rows, as [`FIFTH_BITS_LINE`] stores them: eight u64 words,

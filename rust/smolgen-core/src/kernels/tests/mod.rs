@@ -74,6 +74,8 @@ macro_rules! for_each_packed_type {
             $check::<BlockQ4K>(),
             $check::<BlockQ5K>(),
             $check::<BlockQ6K>(),
+            $check::<BlockQ2K>(),
+            $check::<BlockQ3K>(),
         ]
     };
 }

@@ -12,6 +12,10 @@ use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::packed::{
+    get_two_bit_codes, k_scales_at, put_two_bit_codes, span_mut, Repack, K_SCALE_LINES,
+    Q2_K_RECORD_LINES,
+};
 use crate::kernels::prepared::Layout;
 
 /// ggml's `block_q2_K`. In each half of 128 weights (32 bytes of `qs`), weight `32j + l` (`j` in
@@ -131,18 +135,26 @@ fn superblock_dot(x: &BlockQ2K, qa: &[i8], d: &[f32]) -> f32 {
     let (dw, dmin) = (f16_to_f32(x.d), f16_to_f32(x.dmin));
     let mut sumf = 0f32;
     for j in 0..SUBS {
-        let (mut sumi, mut summ) = (0i32, 0i32);
-        for g in 0..2 {
-            let s = 2 * j + g;
-            let a = &qa[j * QK + 16 * g..][..16];
-            let dot: i32 = (0..16).map(|l| x.q(16 * s + l) as i32 * a[l] as i32).sum();
-            let sum: i32 = a.iter().map(|&v| v as i32).sum();
-            sumi += (x.scales[s] & 0xF) as i32 * dot;
-            summ += (x.scales[s] >> 4) as i32 * sum;
-        }
+        let (sumi, summ) = block_sums(x, j, &qa[j * QK..]);
         sumf += sumi as f32 * (dw * d[j]) - summ as f32 * (dmin * d[j]);
     }
     sumf
+}
+
+/// Activation block `j`'s exact integer sums, `qa` its 32 codes: `sumi`, the scaled dots of
+/// its two 16s, and `summ`, their mins times the sums of their activation codes.
+#[inline(always)]
+fn block_sums(x: &BlockQ2K, j: usize, qa: &[i8]) -> (i32, i32) {
+    let (mut sumi, mut summ) = (0i32, 0i32);
+    for g in 0..2 {
+        let s = 2 * j + g;
+        let a = &qa[16 * g..][..16];
+        let dot: i32 = (0..16).map(|l| x.q(16 * s + l) as i32 * a[l] as i32).sum();
+        let sum: i32 = a.iter().map(|&v| v as i32).sum();
+        sumi += (x.scales[s] & 0xF) as i32 * dot;
+        summ += (x.scales[s] >> 4) as i32 * sum;
+    }
+    (sumi, summ)
 }
 
 row_by_row_gemm!(
@@ -158,7 +170,7 @@ row_by_row_gemm!(
 
 impl WeightBlock for BlockQ2K {
     type Activation = BlockQ8_0;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 10;
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ2K::dequantize(self, out)
@@ -170,16 +182,72 @@ impl WeightBlock for BlockQ2K {
         vec_dot_superblocks(w, a, superblock_dot)
     }
     fn kernels(isa: Isa) -> TypeKernels {
+        #[cfg(target_arch = "x86_64")]
+        use crate::kernels::x86::avx2;
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q2_k, Layout::Natural)
-            }
+            Isa::Avx2 => TypeKernels::row_major(avx2::gemm_q2_k, Layout::Natural)
+                .with_packed(avx2::gemm_q2_kx16),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => TypeKernels::row_major(avx2::gemm_q2_k, Layout::Natural)
+                .with_packed(avx2::gemm_q2_kx16_vnni),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => TypeKernels::row_major(avx2::gemm_q2_k, Layout::Natural)
+                .with_packed(crate::kernels::x86::avx512::gemm_q2_kx16),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 TypeKernels::row_major(crate::kernels::arm::neon::gemm_q2_k, Layout::Natural)
             }
             _ => TypeKernels::row_major(gemm_q2_k_scalar, Layout::Natural),
         }
+    }
+}
+
+impl Repack for BlockQ2K {
+    fn group_lines(nb: usize) -> usize {
+        nb * (SUBS * Q2_K_RECORD_LINES + K_SCALE_LINES)
+    }
+    fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
+        for s in 0..SUBS {
+            let codes: [u8; QK] = std::array::from_fn(|l| blk.q(QK * s + l));
+            put_two_bit_codes(group, (b * SUBS + s) * Q2_K_RECORD_LINES, i, &codes);
+        }
+        let line = k_scales_at(Q2_K_RECORD_LINES, nb * SUBS, b * SUBS);
+        span_mut(group, line, 2 * i, 2).copy_from_slice(&blk.d);
+        span_mut(group, line, 32 + 2 * i, 2).copy_from_slice(&blk.dmin);
+        for (t, &sc) in blk.scales.iter().enumerate() {
+            group[(line + 1) * 64 + 16 * t + i] = sc;
+        }
+    }
+    fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
+        let line = k_scales_at(Q2_K_RECORD_LINES, nb * SUBS, b * SUBS);
+        let mut codes = [0u8; QK_K];
+        for (s, sub) in codes.chunks_exact_mut(QK).enumerate() {
+            sub.copy_from_slice(&get_two_bit_codes(
+                group,
+                (b * SUBS + s) * Q2_K_RECORD_LINES,
+                i,
+            ));
+        }
+        let at = line * 64 + 2 * i;
+        BlockQ2K {
+            scales: std::array::from_fn(|t| group[(line + 1) * 64 + 16 * t + i]),
+            qs: pack_2bit_codes(&codes),
+            d: [group[at], group[at + 1]],
+            dmin: [group[at + 32], group[at + 33]],
+        }
+    }
+    /// Per activation block `j` its exact `sumi` and `summ`, then
+    /// `acc = fma(sumi, d * d_a, acc)` and `acc = fma(summ, -dmin * d_a, acc)`.
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_0]) -> f32 {
+        let (dw, dmin) = (f16_to_f32(x.d), f16_to_f32(x.dmin));
+        let mut acc = acc;
+        for (j, y) in a.iter().enumerate().take(SUBS) {
+            let (sumi, summ) = block_sums(x, j, &y.qs);
+            let da = f16_to_f32(y.d);
+            acc = (sumi as f32).mul_add(dw * da, acc);
+            acc = (summ as f32).mul_add(-dmin * da, acc);
+        }
+        acc
     }
 }

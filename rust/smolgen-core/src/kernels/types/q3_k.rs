@@ -12,6 +12,10 @@ use super::{BlockQ8_0, TypeKernels, WeightBlock, WeightKind};
 use crate::kernels::blocks::{byte_block, f16_bits, f16_bytes, f16_to_f32, QK};
 use crate::kernels::dispatch::Isa;
 use crate::kernels::dot::row_by_row_gemm;
+use crate::kernels::packed::{
+    get_fifth_bits, get_two_bit_codes, k_scales_at, put_fifth_bits, put_two_bit_codes, span,
+    span_mut, Repack, K_SCALE_LINES, Q3_K_RECORD_LINES, THIRD_BITS_LINE,
+};
 use crate::kernels::prepared::Layout;
 
 /// ggml's `block_q3_K`. In each half of 128 weights (32 bytes of `qs`), weight `32j + l` (`j` in
@@ -72,6 +76,15 @@ impl BlockQ3K {
         }
         q
     }
+    /// Stores 256 codes, each its signed value plus 4 (0..8): the low two bits in `qs`, the
+    /// third bit of code `e` at bit `e / 32` of `hmask[e % 32]`.
+    fn set_codes(&mut self, codes: &[u8]) {
+        self.hmask = [0; QK_K / 8];
+        for (e, &q) in codes.iter().enumerate() {
+            self.hmask[e % 32] |= ((q >> 2) & 1) << (e / 32);
+        }
+        self.qs = pack_2bit_codes(codes);
+    }
     /// The 256 weights as f32, in ggml's arithmetic (`d * (sc - 32)`, then times the code).
     pub fn dequantize(&self, out: &mut [f32]) {
         let d = f16_to_f32(self.d);
@@ -118,33 +131,34 @@ fn quantize_reference(x: &[f32]) -> BlockQ3K {
             *q = (nearest_int(v / d).clamp(-4, 3) + 4) as u8;
         }
     }
-    // The third bit of code `e` is bit `e / 32` of `hmask[e % 32]`.
-    let codes = codes.as_flattened();
-    for (e, &q) in codes.iter().enumerate() {
-        blk.hmask[e % 32] |= ((q >> 2) & 1) << (e / 32);
-    }
-    blk.qs = pack_2bit_codes(codes);
+    blk.set_codes(codes.as_flattened());
     blk
 }
 
-/// One superblock against its 8 activation blocks: per activation block `j` the exact
-/// `sumi = sc[2j] * sum_16 q a + sc[2j + 1] * sum_16 q a`, then `sumf += sumi * (d * d_a)`.
+/// Activation block `j`'s exact integer dot, `qa` its 32 codes:
+/// `sc[2j] * sum_16 q a + sc[2j + 1] * sum_16 q a`.
+#[inline(always)]
+fn sumi_block(x: &BlockQ3K, scales: &[i8; 16], j: usize, qa: &[i8]) -> i32 {
+    (0..2)
+        .map(|g| {
+            let s = 16 * (2 * j + g);
+            let sum: i32 = (0..16)
+                .map(|l| x.q(s + l) as i32 * qa[16 * g + l] as i32)
+                .sum();
+            scales[2 * j + g] as i32 * sum
+        })
+        .sum()
+}
+
+/// One superblock against its 8 activation blocks: per activation block `j` its exact `sumi`,
+/// then `sumf += sumi * (d * d_a)`.
 #[inline(always)]
 fn superblock_dot(x: &BlockQ3K, qa: &[i8], d: &[f32]) -> f32 {
     let dw = f16_to_f32(x.d);
     let scales = x.scales();
     let mut sumf = 0f32;
     for j in 0..SUBS {
-        let sumi: i32 = (0..2)
-            .map(|g| {
-                let s = 16 * (2 * j + g);
-                let sum: i32 = (0..16)
-                    .map(|l| x.q(s + l) as i32 * qa[j * QK + 16 * g + l] as i32)
-                    .sum();
-                scales[2 * j + g] as i32 * sum
-            })
-            .sum();
-        sumf += sumi as f32 * (dw * d[j]);
+        sumf += sumi_block(x, &scales, j, &qa[j * QK..]) as f32 * (dw * d[j]);
     }
     sumf
 }
@@ -162,7 +176,7 @@ row_by_row_gemm!(
 
 impl WeightBlock for BlockQ3K {
     type Activation = BlockQ8_0;
-    const KIND: &'static WeightKind = &WeightKind::of::<Self>();
+    const KIND: &'static WeightKind = &WeightKind::repacked::<Self>();
     const GGML_TYPE: u32 = 11;
     fn dequantize(&self, out: &mut [f32]) {
         BlockQ3K::dequantize(self, out)
@@ -174,16 +188,75 @@ impl WeightBlock for BlockQ3K {
         vec_dot_superblocks(w, a, superblock_dot)
     }
     fn kernels(isa: Isa) -> TypeKernels {
+        #[cfg(target_arch = "x86_64")]
+        use crate::kernels::x86::avx2;
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::AvxVnni | Isa::Avx512Vnni => {
-                TypeKernels::row_major(crate::kernels::x86::avx2::gemm_q3_k, Layout::Natural)
-            }
+            Isa::Avx2 => TypeKernels::row_major(avx2::gemm_q3_k, Layout::Natural)
+                .with_packed(avx2::gemm_q3_kx16),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => TypeKernels::row_major(avx2::gemm_q3_k, Layout::Natural)
+                .with_packed(avx2::gemm_q3_kx16_vnni),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => TypeKernels::row_major(avx2::gemm_q3_k, Layout::Natural)
+                .with_packed(crate::kernels::x86::avx512::gemm_q3_kx16),
             #[cfg(target_arch = "aarch64")]
             Isa::Neon => {
                 TypeKernels::row_major(crate::kernels::arm::neon::gemm_q3_k, Layout::Natural)
             }
             _ => TypeKernels::row_major(gemm_q3_k_scalar, Layout::Natural),
         }
+    }
+}
+
+impl Repack for BlockQ3K {
+    fn group_lines(nb: usize) -> usize {
+        nb * (SUBS * Q3_K_RECORD_LINES + K_SCALE_LINES)
+    }
+    fn put(group: &mut [u8], nb: usize, b: usize, i: usize, blk: &Self) {
+        for s in 0..SUBS {
+            let rec = (b * SUBS + s) * Q3_K_RECORD_LINES;
+            // Each code plus 4, in 0..8: the unsigned operand of the kernels' products.
+            let codes: [u8; QK] = std::array::from_fn(|l| (blk.q(QK * s + l) + 4) as u8);
+            put_two_bit_codes(group, rec, i, &codes);
+            let third = (0..QK).fold(0u32, |p, l| p | (((codes[l] >> 2) & 1) as u32) << l);
+            put_fifth_bits(span_mut(group, rec + THIRD_BITS_LINE, 0, 64), i, third);
+        }
+        let line = k_scales_at(Q3_K_RECORD_LINES, nb * SUBS, b * SUBS);
+        span_mut(group, line, 2 * i, 2).copy_from_slice(&blk.d);
+        for (t, &sc) in blk.scales().iter().enumerate() {
+            group[(line + 1) * 64 + 16 * t + i] = sc as u8;
+        }
+    }
+    fn get(group: &[u8], nb: usize, b: usize, i: usize) -> Self {
+        let line = k_scales_at(Q3_K_RECORD_LINES, nb * SUBS, b * SUBS);
+        let scales: [u8; 16] =
+            std::array::from_fn(|t| (group[(line + 1) * 64 + 16 * t + i] as i8 + 32) as u8);
+        let mut codes = [0u8; QK_K];
+        for s in 0..SUBS {
+            let rec = (b * SUBS + s) * Q3_K_RECORD_LINES;
+            let low = get_two_bit_codes(group, rec, i);
+            let third = get_fifth_bits(span(group, rec + THIRD_BITS_LINE, 0, 64), i);
+            for l in 0..QK {
+                codes[QK * s + l] = low[l] | (((third >> l) & 1) as u8) << 2;
+            }
+        }
+        let mut blk = BlockQ3K {
+            d: [group[line * 64 + 2 * i], group[line * 64 + 2 * i + 1]],
+            scales: BlockQ3K::pack_scales(&scales),
+            ..BlockQ3K::default()
+        };
+        blk.set_codes(&codes);
+        blk
+    }
+    /// Per activation block `j` its exact `sumi`, then `acc = fma(sumi, d * d_a, acc)`.
+    fn packed_step(acc: f32, x: &Self, a: &[BlockQ8_0]) -> f32 {
+        let (dw, scales) = (f16_to_f32(x.d), x.scales());
+        let mut acc = acc;
+        for (j, y) in a.iter().enumerate().take(SUBS) {
+            let sumi = sumi_block(x, &scales, j, &y.qs);
+            acc = (sumi as f32).mul_add(dw * f16_to_f32(y.d), acc);
+        }
+        acc
     }
 }

@@ -10,9 +10,9 @@ use super::super::walk::{packed_gemm, prefetch_record};
 use super::bits_as_bytes;
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
-    k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES,
-    Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q6_K_RECORD_LINES,
-    Q8_0_RECORD_LINES,
+    k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q2_K_RECORD_LINES, Q3_K_RECORD_LINES,
+    Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES,
+    Q5_K_RECORD_LINES, Q6_K_RECORD_LINES, Q8_0_RECORD_LINES, THIRD_BITS_LINE,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
 use crate::kernels::types::SIXTH_BITS_LINE;
@@ -243,20 +243,26 @@ nibble_half_tiles!(tile_q4_kx16, tile_q4_kx16_vnni, period: 4,
 nibble_half_tiles!(tile_q5_kx16, tile_q5_kx16_vnni, period: 2,
     record: Q5_K_RECORD_LINES, fifth: yes, scales: ksuper(0));
 
-/// Defines the Q6_K tile of [`nibble_half_tile`]'s shape: one half (8 rows, `rows`) of a group
-/// x `C` activation rows, all sub-blocks. The codes are the record's nibbles with bits 4 and 5
-/// spread over them; each 16-code half is dotted apart (`$dot`, widened to i32 by `$widen`
-/// after every line: `vpmaddubsw`'s pairs of 6-bit codes reach 2 * 63 * 127), started from
-/// `-32 * sum(a)` of its half, and weighted by the rows' scales in exact i32, then
-/// `acc = fma(sumi, d * d_a, acc)`.
+/// Defines the tile of [`nibble_half_tile`]'s shape for a type scaled per 16 weights (Q6_K,
+/// Q3_K, Q2_K): one half (8 rows, `rows`) of a group x `C` activation rows, all sub-blocks.
+/// `codes:` names how a record's lines make the unsigned codes of elements `4j..` and
+/// `16 + 4j..` (Q6_K: nibbles with bits 4 and 5 spread over them; Q3_K: two-bit codes with the
+/// third bit spread over them; Q2_K: two-bit codes). Each 16-code half is dotted apart (`$dot`,
+/// widened to i32 by `$widen` every `$period` lines), started from `-32 * sum(a)` of its half
+/// shifted right by the type's shift (Q6_K 0, Q3_K 3; Q2_K from 0), and weighted by the rows'
+/// scales in exact i32, then `acc = fma(sumi, d * d_a, acc)`; Q2_K then adds
+/// `fma(summ, -dmin * d_a, acc)`, `summ` its rows' mins against the halves' activation sums.
 ///
 /// The generated function's safety contract: the CPU has `$features`; `rec` is the first
 /// record of the group holding `rows` (1 to 8 rows of one half); activation rows `c0..c0 + C`
 /// exist in the natural Q8_0 layout; `out` as in `GemmFn`.
-macro_rules! q6_k_half_tile {
-    ($name:ident, $features:literal, dot: $dot:expr, widen: $widen:expr) => {
+macro_rules! k_half_tile {
+    (
+        $name:ident, $features:literal, dot: $dot:expr, widen: $widen:expr, period: $period:literal,
+        record: $lines:expr, codes: $codes:ident
+    ) => {
         /// # Safety
-        /// See [`q6_k_half_tile`].
+        /// See [`k_half_tile`].
         #[inline]
         #[target_feature(enable = $features)]
         unsafe fn $name<const C: usize>(
@@ -268,53 +274,31 @@ macro_rules! q6_k_half_tile {
             out: OutPtr,
             pf: usize,
         ) {
-            let nibble = _mm256_set1_epi8(0x0F);
-            let (bit4, bit5) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(0x20));
             let half = (rows.start % GROUP) / HALF;
             let mut acc = [_mm256_setzero_ps(); C];
             let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
             let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
             let fix: [*const i32; C] = std::array::from_fn(|c| a.half_bias_fix(c0 + c).as_ptr());
             for b in 0..nb {
-                // SAFETY: the group has `nb` records of 6 aligned lines, then 5 scale lines per
-                // superblock; a half is 32 aligned bytes of a line, 16 of `d`, 8 of scales, and
-                // 4 bytes of each bit word.
-                let r = unsafe { rec.add(b * Q6_K_RECORD_LINES).cast::<u8>() };
-                prefetch_record(r, pf, Q6_K_RECORD_LINES);
-                let (dw, sc_lo, sc_hi) = unsafe {
-                    let k = rec.add(k_scales_at(Q6_K_RECORD_LINES, nb, b)).cast::<u8>();
+                // SAFETY: the group has `nb` records of `$lines` aligned lines, then 5 scale
+                // lines per superblock; a half is 32 aligned bytes of a line, 16 of `d` (and of
+                // `dmin`), 8 of scales, and 4 bytes of each bit word.
+                let r = unsafe { rec.add(b * $lines).cast::<u8>() };
+                prefetch_record(r, pf, $lines);
+                let (dw, sc_lo, sc_hi, mins) = unsafe {
+                    let k = rec.add(k_scales_at($lines, nb, b)).cast::<u8>();
                     let t = 2 * (b % 8);
-                    let scales = |t: usize| {
-                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(k.add(64 + 16 * t + 8 * half).cast()))
-                    };
-                    (
-                        _mm256_cvtph_ps(_mm_load_si128(k.add(16 * half).cast())),
-                        scales(t),
-                        scales(t + 1),
-                    )
+                    let run = |t: usize| _mm_loadl_epi64(k.add(64 + 16 * t + 8 * half).cast());
+                    let (sc_lo, sc_hi, mins) = k_half_tile!(@scales $codes, run(t), run(t + 1), k, half);
+                    (_mm256_cvtph_ps(_mm_load_si128(k.add(16 * half).cast())), sc_lo, sc_hi, mins)
                 };
                 let mut lo = [_mm256_setzero_si256(); C];
                 let mut hi = [_mm256_setzero_si256(); C];
+                let mut part_lo = [_mm256_setzero_si256(); C];
+                let mut part_hi = [_mm256_setzero_si256(); C];
                 for j in 0..4 {
                     // SAFETY: as above.
-                    let (lw, hw) = unsafe {
-                        let l = _mm256_load_si256(r.add(64 * j + 32 * half).cast());
-                        let w4 = r.add(64 * FIFTH_BITS_LINE + 4 * half + 16 * j);
-                        let w5 = r.add(64 * SIXTH_BITS_LINE + 4 * half + 16 * j);
-                        let high = |o: usize| {
-                            _mm256_or_si256(
-                                _mm256_and_si256(bits_as_bytes(w4.add(o)), bit4),
-                                _mm256_and_si256(bits_as_bytes(w5.add(o)), bit5),
-                            )
-                        };
-                        (
-                            _mm256_or_si256(_mm256_and_si256(l, nibble), high(0)),
-                            _mm256_or_si256(
-                                _mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble),
-                                high(8),
-                            ),
-                        )
-                    };
+                    let (lw, hw) = unsafe { k_half_tile!(@codes $codes, r, j, half) };
                     for c in 0..C {
                         // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element
                         // order.
@@ -325,10 +309,14 @@ macro_rules! q6_k_half_tile {
                                 _mm256_set1_epi32(q.add(16).cast::<i32>().read_unaligned()),
                             )
                         };
-                        lo[c] =
-                            _mm256_add_epi32(lo[c], $widen($dot(_mm256_setzero_si256(), lw, x)));
-                        hi[c] =
-                            _mm256_add_epi32(hi[c], $widen($dot(_mm256_setzero_si256(), hw, y)));
+                        part_lo[c] = $dot(part_lo[c], lw, x);
+                        part_hi[c] = $dot(part_hi[c], hw, y);
+                        if (j + 1).is_multiple_of($period) {
+                            lo[c] = _mm256_add_epi32(lo[c], $widen(part_lo[c]));
+                            hi[c] = _mm256_add_epi32(hi[c], $widen(part_hi[c]));
+                            part_lo[c] = _mm256_setzero_si256();
+                            part_hi[c] = _mm256_setzero_si256();
+                        }
                     }
                 }
                 for c in 0..C {
@@ -336,27 +324,136 @@ macro_rules! q6_k_half_tile {
                     // corrections.
                     let (d, f0, f1) =
                         unsafe { (*da[c].add(b), *fix[c].add(2 * b), *fix[c].add(2 * b + 1)) };
-                    let l = _mm256_add_epi32(lo[c], _mm256_set1_epi32(f0));
-                    let h = _mm256_add_epi32(hi[c], _mm256_set1_epi32(f1));
+                    let (l, h) = k_half_tile!(@start $codes, lo[c], hi[c], f0, f1);
                     let sumi = _mm256_add_epi32(
                         _mm256_mullo_epi32(l, sc_lo),
                         _mm256_mullo_epi32(h, sc_hi),
                     );
-                    let scale = _mm256_mul_ps(dw, _mm256_set1_ps(d));
-                    acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), scale, acc[c]);
+                    let d = _mm256_set1_ps(d);
+                    acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dw, d), acc[c]);
+                    acc[c] = k_half_tile!(@mins $codes, acc[c], mins, f0, f1, d);
                 }
             }
             // SAFETY: the caller's contract.
             unsafe { store_half(&acc, c0, rows, out) };
         }
     };
+    // The rows' scales of the sub-block's two 16-weight runs as i32 lanes, and for Q2_K their
+    // mins as i16 pairs (first run's low, second's high) with `-dmin`.
+    (@scales q6_k, $run0:expr, $run1:expr, $k:ident, $half:ident) => {
+        (_mm256_cvtepi8_epi32($run0), _mm256_cvtepi8_epi32($run1), ())
+    };
+    (@scales q3_k, $run0:expr, $run1:expr, $k:ident, $half:ident) => {
+        k_half_tile!(@scales q6_k, $run0, $run1, $k, $half)
+    };
+    (@scales q2_k, $run0:expr, $run1:expr, $k:ident, $half:ident) => {{
+        let nibble = _mm256_set1_epi32(0x0F);
+        let (s0, s1) = (_mm256_cvtepu8_epi32($run0), _mm256_cvtepu8_epi32($run1));
+        let mins = _mm256_or_si256(
+            _mm256_srli_epi32::<4>(s0),
+            _mm256_slli_epi32::<16>(_mm256_srli_epi32::<4>(s1)),
+        );
+        let dmin = _mm256_cvtph_ps(_mm_load_si128($k.add(32 + 16 * $half).cast()));
+        (
+            _mm256_and_si256(s0, nibble),
+            _mm256_and_si256(s1, nibble),
+            (mins, _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0))),
+        )
+    }};
+    (@codes q6_k, $r:ident, $j:ident, $half:ident) => {{
+        let nibble = _mm256_set1_epi8(0x0F);
+        let (bit4, bit5) = (_mm256_set1_epi8(0x10), _mm256_set1_epi8(0x20));
+        let l = _mm256_load_si256($r.add(64 * $j + 32 * $half).cast());
+        let w4 = $r.add(64 * FIFTH_BITS_LINE + 4 * $half + 16 * $j);
+        let w5 = $r.add(64 * SIXTH_BITS_LINE + 4 * $half + 16 * $j);
+        let high = |o: usize| {
+            _mm256_or_si256(
+                _mm256_and_si256(bits_as_bytes(w4.add(o)), bit4),
+                _mm256_and_si256(bits_as_bytes(w5.add(o)), bit5),
+            )
+        };
+        (
+            _mm256_or_si256(_mm256_and_si256(l, nibble), high(0)),
+            _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(l), nibble), high(8)),
+        )
+    }};
+    (@codes q2_k, $r:ident, $j:ident, $half:ident) => {{
+        let low = _mm256_set1_epi8(3);
+        let shift = _mm_cvtsi32_si128(2 * $j as i32);
+        let codes = |line: usize| {
+            let l = _mm256_load_si256($r.add(64 * line + 32 * $half).cast());
+            _mm256_and_si256(_mm256_srl_epi16(l, shift), low)
+        };
+        (codes(0), codes(1))
+    }};
+    (@codes q3_k, $r:ident, $j:ident, $half:ident) => {{
+        let bit2 = _mm256_set1_epi8(0x04);
+        let (lw, hw) = k_half_tile!(@codes q2_k, $r, $j, $half);
+        let words = $r.add(64 * THIRD_BITS_LINE + 4 * $half + 16 * $j);
+        (
+            _mm256_or_si256(lw, _mm256_and_si256(bits_as_bytes(words), bit2)),
+            _mm256_or_si256(hw, _mm256_and_si256(bits_as_bytes(words.add(8)), bit2)),
+        )
+    }};
+    // Each half's dot from its start: `-32 * sum(a)` for Q6_K, `-4 * sum(a)` for Q3_K (the
+    // correction shifted right by 3, exactly), 0 for Q2_K.
+    (@start q6_k, $lo:expr, $hi:expr, $f0:ident, $f1:ident) => {
+        (
+            _mm256_add_epi32($lo, _mm256_set1_epi32($f0)),
+            _mm256_add_epi32($hi, _mm256_set1_epi32($f1)),
+        )
+    };
+    (@start q3_k, $lo:expr, $hi:expr, $f0:ident, $f1:ident) => {
+        (
+            _mm256_add_epi32($lo, _mm256_set1_epi32($f0 >> 3)),
+            _mm256_add_epi32($hi, _mm256_set1_epi32($f1 >> 3)),
+        )
+    };
+    (@start q2_k, $lo:expr, $hi:expr, $f0:ident, $f1:ident) => {
+        ($lo, $hi)
+    };
+    (@mins q6_k, $acc:expr, $mins:ident, $f0:ident, $f1:ident, $d:ident) => {{
+        let () = $mins;
+        $acc
+    }};
+    (@mins q3_k, $acc:expr, $mins:ident, $f0:ident, $f1:ident, $d:ident) => {
+        k_half_tile!(@mins q6_k, $acc, $mins, $f0, $f1, $d)
+    };
+    // A half's activation sum is its correction shifted right by 5, negated (an i16).
+    (@mins q2_k, $acc:expr, $mins:ident, $f0:ident, $f1:ident, $d:ident) => {{
+        let (mins, neg_dmin) = $mins;
+        let sums = (-($f0 >> 5) & 0xFFFF) | (-($f1 >> 5) << 16);
+        let summ = _mm256_madd_epi16(mins, _mm256_set1_epi32(sums));
+        _mm256_fmadd_ps(_mm256_cvtepi32_ps(summ), _mm256_mul_ps(neg_dmin, $d), $acc)
+    }};
 }
 
-q6_k_half_tile!(tile_q6_kx16, "avx2,fma,f16c",
-    dot: |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
-    widen: |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1)));
-q6_k_half_tile!(tile_q6_kx16_vnni, "avx2,fma,f16c,avxvnni",
-    dot: |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x), widen: |isum| isum);
+/// Defines a type's two [`k_half_tile`]s: `$avx2` with `vpmaddubsw` summing in i16 and widened
+/// by `vpmaddwd` every `$period` lines, `$vnni` with `vpdpbusd` straight into i32 lanes.
+macro_rules! k_half_tiles {
+    ($avx2:ident, $vnni:ident, period: $period:literal, $($layout:tt)*) => {
+        k_half_tile!(
+            $avx2, "avx2,fma,f16c",
+            dot: |isum, w, x| _mm256_add_epi16(isum, _mm256_maddubs_epi16(w, x)),
+            widen: |isum| _mm256_madd_epi16(isum, _mm256_set1_epi16(1)), period: $period,
+            $($layout)*
+        );
+        k_half_tile!(
+            $vnni, "avx2,fma,f16c,avxvnni",
+            dot: |isum, w, x| _mm256_dpbusd_avx_epi32(isum, w, x), widen: |isum| isum, period: 4,
+            $($layout)*
+        );
+    };
+}
+
+// `vpmaddubsw`'s pairs of 6-bit codes reach 2 * 63 * 127, so Q6_K widens every line; four
+// lines of 3-bit codes reach 4 * 2 * 7 * 127 and sum in i16.
+k_half_tiles!(tile_q6_kx16, tile_q6_kx16_vnni, period: 1,
+    record: Q6_K_RECORD_LINES, codes: q6_k);
+k_half_tiles!(tile_q3_kx16, tile_q3_kx16_vnni, period: 4,
+    record: Q3_K_RECORD_LINES, codes: q3_k);
+k_half_tiles!(tile_q2_kx16, tile_q2_kx16_vnni, period: 4,
+    record: Q2_K_RECORD_LINES, codes: q2_k);
 
 /// The Q8_0 tile (codes stored +128) of [`nibble_half_tile`]'s shape, for AVX2: the sign trick
 /// on the unbiased codes, `|w|` times `a` with `w`'s sign, widened to i32 per group of four.
@@ -502,4 +599,6 @@ half_gemms! {
     gemm_q4_kx16, gemm_q4_kx16_vnni: tile_q4_kx16, tile_q4_kx16_vnni, Q4_K_RECORD_LINES;
     gemm_q5_kx16, gemm_q5_kx16_vnni: tile_q5_kx16, tile_q5_kx16_vnni, Q5_K_RECORD_LINES;
     gemm_q6_kx16, gemm_q6_kx16_vnni: tile_q6_kx16, tile_q6_kx16_vnni, Q6_K_RECORD_LINES;
+    gemm_q3_kx16, gemm_q3_kx16_vnni: tile_q3_kx16, tile_q3_kx16_vnni, Q3_K_RECORD_LINES;
+    gemm_q2_kx16, gemm_q2_kx16_vnni: tile_q2_kx16, tile_q2_kx16_vnni, Q2_K_RECORD_LINES;
 }

@@ -21,9 +21,9 @@ pub(crate) use float::*;
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
-    k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES,
-    Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q6_K_RECORD_LINES,
-    Q8_0_RECORD_LINES,
+    k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q2_K_RECORD_LINES, Q3_K_RECORD_LINES,
+    Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES,
+    Q5_K_RECORD_LINES, Q6_K_RECORD_LINES, Q8_0_RECORD_LINES, THIRD_BITS_LINE,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
 use crate::kernels::types::{BlockQ4_1, BlockQ8_0, SIXTH_BITS_LINE};
@@ -436,6 +436,63 @@ unsafe fn tile_q8_0x16<const C: usize>(
     unsafe { store_group(&acc, c0, rows, out) };
 }
 
+/// The 16 rows' sub-block of 32 codes (`w`: the registers of elements `4j..4j + 4`, then of
+/// `16 + 4j..`) against one activation row's (`qa`): each 16-code half dotted apart by
+/// `vpdpbusd` from its `start`, and weighted by the rows' scales of that half (`sc`) in exact
+/// i32. The inner product of Q2_K, Q3_K and Q6_K.
+///
+/// # Safety
+/// 32 codes readable at `qa`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn scaled_half_dots(
+    w: &[__m512i; 8],
+    qa: *const i8,
+    start: [i32; 2],
+    sc: [__m512i; 2],
+) -> __m512i {
+    // SAFETY: the caller's contract.
+    let bcast = |o: usize| unsafe { _mm512_set1_epi32(qa.add(o).cast::<i32>().read_unaligned()) };
+    let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(start[0]), w[0], bcast(0));
+    let mut hi = _mm512_dpbusd_epi32(_mm512_set1_epi32(start[1]), w[4], bcast(16));
+    for j in 1..4 {
+        lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
+        hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
+    }
+    _mm512_add_epi32(_mm512_mullo_epi32(lo, sc[0]), _mm512_mullo_epi32(hi, sc[1]))
+}
+
+/// The 16 rows' scale bytes of 16-weight run `t` of a superblock whose `K_SCALE_LINES` start at
+/// `k`, as i32 lanes (sign-extended, or with `unsigned` zero-extended).
+///
+/// # Safety
+/// `k` is a superblock's first scale line.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn run_scales<const UNSIGNED: bool>(k: *const u8, t: usize) -> __m512i {
+    // SAFETY: the caller's contract: the scale lines hold 16 bytes per run.
+    let bytes = unsafe { _mm_load_si128(k.add(64 + 16 * t).cast()) };
+    if UNSIGNED {
+        _mm512_cvtepu8_epi32(bytes)
+    } else {
+        _mm512_cvtepi8_epi32(bytes)
+    }
+}
+
+/// The four registers of a line of 2-bit codes (`TWO_BIT_LINES`' layout): register `j` holds
+/// bits `2j..2j + 2` of each byte.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn two_bit_codes(l: __m512i) -> [__m512i; 4] {
+    let low = _mm512_set1_epi8(3);
+    [
+        _mm512_and_si512(l, low),
+        _mm512_and_si512(_mm512_srli_epi16::<2>(l), low),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(l), low),
+        _mm512_and_si512(_mm512_srli_epi16::<6>(l), low),
+    ]
+}
+
 /// Q6_K in the 16-row layout: 16 rows x `C` activation rows, all sub-blocks. The codes are the
 /// record's nibbles with bits 4 and 5 put over them by mask moves; each 16-code half is dotted
 /// apart by `vpdpbusd`, started from `-32 * sum(a)` of its half, and weighted by the rows'
@@ -465,7 +522,7 @@ unsafe fn tile_q6_kx16<const C: usize>(
     for b in 0..nb {
         // SAFETY: the group has `nb` records of 6 aligned lines, then 5 scale lines per
         // superblock (`d`, then 16 bytes of scales per 16 weights).
-        let (w, dw, sc_lo, sc_hi) = unsafe {
+        let (w, dw, sc) = unsafe {
             let r = rec.add(b * Q6_K_RECORD_LINES).cast::<u8>();
             prefetch_record(r, pf, Q6_K_RECORD_LINES);
             let p4 = r.add(64 * FIFTH_BITS_LINE).cast::<u64>();
@@ -487,32 +544,165 @@ unsafe fn tile_q6_kx16<const C: usize>(
             }
             let k = rec.add(k_scales_at(Q6_K_RECORD_LINES, nb, b)).cast::<u8>();
             let t = 2 * (b % 8);
-            let scales = |t: usize| _mm512_cvtepi8_epi32(_mm_load_si128(k.add(64 + 16 * t).cast()));
             (
                 w,
                 _mm512_cvtph_ps(_mm256_load_si256(k.cast())),
-                scales(t),
-                scales(t + 1),
+                [run_scales::<false>(k, t), run_scales::<false>(k, t + 1)],
             )
         };
         for c in 0..C {
             // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order, `nbp`
             // scales and `2 * nbp` half-block corrections.
-            let bcast = |o: usize| unsafe {
-                _mm512_set1_epi32(qa[c].add(b * QK + o).cast::<i32>().read_unaligned())
+            let (sumi, d) = unsafe {
+                let start = [*fix[c].add(2 * b), *fix[c].add(2 * b + 1)];
+                (
+                    scaled_half_dots(&w, qa[c].add(b * QK), start, sc),
+                    *da[c].add(b),
+                )
             };
-            let (d, f0, f1) =
-                unsafe { (*da[c].add(b), *fix[c].add(2 * b), *fix[c].add(2 * b + 1)) };
-            let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(f0), w[0], bcast(0));
-            let mut hi = _mm512_dpbusd_epi32(_mm512_set1_epi32(f1), w[4], bcast(16));
-            for j in 1..4 {
-                lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
-                hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
-            }
-            let sumi =
-                _mm512_add_epi32(_mm512_mullo_epi32(lo, sc_lo), _mm512_mullo_epi32(hi, sc_hi));
             let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[c]);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_group(&acc, c0, rows, out) };
+}
+
+/// Q3_K in the 16-row layout: as [`tile_q6_kx16`], the codes (plus 4) the record's two-bit
+/// lines with their third bits put over them by mask moves, each half started from
+/// `-4 * sum(a)` of its half.
+///
+/// # Safety
+/// As [`tile_q6_kx16`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q3_kx16<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let bit2 = _mm512_set1_epi8(0x04);
+    let mut acc = [_mm512_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let fix: [*const i32; C] = std::array::from_fn(|c| a.half_bias_fix(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: the group has `nb` records of 3 aligned lines, then 5 scale lines per
+        // superblock (`d`, then 16 bytes of scales per 16 weights).
+        let (w, dw, sc) = unsafe {
+            let r = rec.add(b * Q3_K_RECORD_LINES).cast::<u8>();
+            prefetch_record(r, pf, Q3_K_RECORD_LINES);
+            let third = r.add(64 * THIRD_BITS_LINE).cast::<u64>();
+            let low = two_bit_codes(_mm512_load_si512(r.cast()));
+            let high = two_bit_codes(_mm512_load_si512(r.add(64).cast()));
+            let mut w = [_mm512_setzero_si512(); 8];
+            for j in 0..4 {
+                w[j] =
+                    _mm512_or_si512(low[j], _mm512_maskz_mov_epi8(third.add(2 * j).read(), bit2));
+                w[4 + j] = _mm512_or_si512(
+                    high[j],
+                    _mm512_maskz_mov_epi8(third.add(2 * j + 1).read(), bit2),
+                );
+            }
+            let k = rec.add(k_scales_at(Q3_K_RECORD_LINES, nb, b)).cast::<u8>();
+            let t = 2 * (b % 8);
+            (
+                w,
+                _mm512_cvtph_ps(_mm256_load_si256(k.cast())),
+                [run_scales::<false>(k, t), run_scales::<false>(k, t + 1)],
+            )
+        };
+        for c in 0..C {
+            // SAFETY: as in `tile_q6_kx16`; `-32 * sum(a)` shifted right by 3 is `-4 * sum(a)`
+            // exactly.
+            let (sumi, d) = unsafe {
+                let start = [*fix[c].add(2 * b) >> 3, *fix[c].add(2 * b + 1) >> 3];
+                (
+                    scaled_half_dots(&w, qa[c].add(b * QK), start, sc),
+                    *da[c].add(b),
+                )
+            };
+            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[c]);
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { store_group(&acc, c0, rows, out) };
+}
+
+/// Q2_K in the 16-row layout: the record's two-bit codes, each 16-code half dotted apart from 0
+/// and weighted by the rows' 4-bit scales in exact i32; the rows' mins of the two halves, as
+/// i16 pairs, against the halves' activation sums (from the `-32 * sum(a)` corrections) in one
+/// `vpmaddwd`. Then `acc = fma(sumi, d * d_a, acc)` and `acc = fma(summ, -dmin * d_a, acc)`.
+///
+/// # Safety
+/// As [`tile_q6_kx16`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile_q2_kx16<const C: usize>(
+    rec: *const Line,
+    nb: usize,
+    a: &Prepared,
+    c0: usize,
+    rows: Range<usize>,
+    out: OutPtr,
+    pf: usize,
+) {
+    let nibble = _mm512_set1_epi32(0x0F);
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let mut acc = [_mm512_setzero_ps(); C];
+    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+    let fix: [*const i32; C] = std::array::from_fn(|c| a.half_bias_fix(c0 + c).as_ptr());
+    for b in 0..nb {
+        // SAFETY: the group has `nb` records of 2 aligned lines, then 5 scale lines per
+        // superblock (`d` and `dmin`, then 16 bytes of scales and mins per 16 weights).
+        let (w, dw, neg_dmin, sc, mins) = unsafe {
+            let r = rec.add(b * Q2_K_RECORD_LINES).cast::<u8>();
+            prefetch_record(r, pf, Q2_K_RECORD_LINES);
+            let low = two_bit_codes(_mm512_load_si512(r.cast()));
+            let high = two_bit_codes(_mm512_load_si512(r.add(64).cast()));
+            let w = [
+                low[0], low[1], low[2], low[3], high[0], high[1], high[2], high[3],
+            ];
+            let k = rec.add(k_scales_at(Q2_K_RECORD_LINES, nb, b)).cast::<u8>();
+            let dm = _mm512_load_si512(k.cast());
+            let dmin = _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(dm));
+            let t = 2 * (b % 8);
+            let (s0, s1) = (run_scales::<true>(k, t), run_scales::<true>(k, t + 1));
+            // Lane `i`: row `i`'s min of the first half in its low i16, of the second in its
+            // high one.
+            let mins = _mm512_or_si512(
+                _mm512_srli_epi32::<4>(s0),
+                _mm512_slli_epi32::<16>(_mm512_srli_epi32::<4>(s1)),
+            );
+            (
+                w,
+                _mm512_cvtph_ps(_mm512_castsi512_si256(dm)),
+                _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(dmin), sign)),
+                [_mm512_and_si512(s0, nibble), _mm512_and_si512(s1, nibble)],
+                mins,
+            )
+        };
+        for c in 0..C {
+            // SAFETY: as in `tile_q6_kx16`. A half's correction is `-32 * sum(a)` exactly, so
+            // its sum is the correction shifted right by 5, negated (at most 16 * 127: an i16).
+            let (sumi, sums, d) = unsafe {
+                let sum = |h: usize| -(*fix[c].add(2 * b + h) >> 5);
+                (
+                    scaled_half_dots(&w, qa[c].add(b * QK), [0, 0], sc),
+                    (sum(0) & 0xFFFF) | (sum(1) << 16),
+                    *da[c].add(b),
+                )
+            };
+            let summ = _mm512_madd_epi16(mins, _mm512_set1_epi32(sums));
+            let d = _mm512_set1_ps(d);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dw, d), acc[c]);
+            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ), _mm512_mul_ps(neg_dmin, d), acc[c]);
         }
     }
     // SAFETY: the caller's contract.
@@ -525,6 +715,22 @@ packed_gemm!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     Q6_K_RECORD_LINES,
     tile_q6_kx16,
+    8,
+    whole_group
+);
+packed_gemm!(
+    gemm_q3_kx16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Q3_K_RECORD_LINES,
+    tile_q3_kx16,
+    8,
+    whole_group
+);
+packed_gemm!(
+    gemm_q2_kx16,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    Q2_K_RECORD_LINES,
+    tile_q2_kx16,
     8,
     whole_group
 );
