@@ -9,8 +9,9 @@ Two steps, both optional:
    per-tensor mix and its fallbacks where a row is not a multiple of 256).
 2. For each file (``--files``, or the ones just made), alternating, ``--repeats`` times each:
    ``smolgen bench FILE --json`` (prefill of 512 tokens, decode of 128, TTFT of a 16-token
-   prompt, resident memory after load) and, with ``--llama-bench PATH``, ``llama-bench -p 512
-   -n 128`` on the same thread count. Medians, and smolgen / llama.cpp ratios.
+   prompt, the resident memory the load added, the rate decode reads the weights at next to
+   the machine's read bandwidth) and, with ``--llama-bench PATH``, ``llama-bench -p 512 -n
+   128`` on the same thread count. Medians, and smolgen / llama.cpp ratios.
 
     python benches/formats.py --make-from model.Q4_1.gguf \\
         --llama-quantize build/bin/llama-quantize --llama-bench build/bin/llama-bench \\
@@ -98,8 +99,9 @@ def smolgen_run(path: Path, threads: int) -> dict[str, float]:
         "prefill": r["prefill"]["tokens_per_s"],
         "decode": r["decode"]["tokens_per_s"],
         "ttft_ms": r["ttft"]["ttft_s"] * 1e3,
-        "rss_mb": r["memory"]["rss_after_load_bytes"] / 1e6,
+        "rss_mb": r["memory"]["model_rss_bytes"] / 1e6,
         "file_mb": r["model"]["file_bytes"] / 1e6,
+        "read_gbps": r["bandwidth"]["weight_read_gb_per_s"],
     }
 
 
@@ -132,7 +134,17 @@ def llama_run(bench: Path, path: Path, threads: int) -> dict[str, float]:
     return speed
 
 
+def machine_bandwidth(threads: int) -> float:
+    """The machine's read bandwidth in GB/s on ``threads`` threads, as ``smolgen bench``
+    measures it, in a fresh process (so nothing of a model is resident)."""
+    code = f"from smolgen.bench import measure_bandwidth; print(measure_bandwidth({threads}))"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(out.stdout)
+
+
 def measure(files: list[Path], bench: Path | None, threads: int, repeats: int) -> list[dict]:
+    # Measured before and after the files: the median of the two is each row's reference.
+    before = machine_bandwidth(threads)
     table = []
     for path in files:
         ours: list[dict[str, float]] = []
@@ -154,6 +166,7 @@ def measure(files: list[Path], bench: Path | None, threads: int, repeats: int) -
             "file_mb": ours[0]["file_mb"],
             "rss_mb": med(ours, "rss_mb"),
             "ttft_ms": med(ours, "ttft_ms"),
+            "read_gbps": med(ours, "read_gbps"),
         }
         for key in ("prefill", "decode"):
             row[key] = med(ours, key)
@@ -161,6 +174,10 @@ def measure(files: list[Path], bench: Path | None, threads: int, repeats: int) -
             mine, peer = row[key], row[f"llama_{key}"]
             row[f"{key}_ratio"] = mine / peer if mine and peer else None
         table.append(row)
+    machine = statistics.median([before, machine_bandwidth(threads)])
+    for row in table:
+        row["machine_gbps"] = machine
+        row["read_share"] = row["read_gbps"] / machine if row["read_gbps"] else None
     return table
 
 
@@ -170,16 +187,19 @@ def markdown(table: list[dict]) -> str:
 
     lines = [
         "| file | smolgen engine | prefill 512 tok/s, smolgen / llama.cpp | decode 128 tok/s, "
-        "smolgen / llama.cpp | TTFT 16 (ms) | RSS / file (MB) |",
-        "|---|---|---|---|---|---|",
+        "smolgen / llama.cpp | decode reads, GB/s (share of the machine's) "
+        "| TTFT 16 (ms) | model RSS / file (MB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in table:
+        share = 100 * r["read_share"] if r["read_share"] else None
         lines.append(
             f"| {r['file']} | {r['engine']} "
             f"| {num(r['prefill'], '.0f')} / {num(r['llama_prefill'], '.0f')} "
             f"({num(r['prefill_ratio'], '.2f')}x) "
             f"| {num(r['decode'], '.0f')} / {num(r['llama_decode'], '.0f')} "
             f"({num(r['decode_ratio'], '.2f')}x) "
+            f"| {num(r['read_gbps'], '.1f')} ({num(share, '.0f')}% of {r['machine_gbps']:.1f}) "
             f"| {num(r['ttft_ms'], '.1f')} | {num(r['rss_mb'], '.0f')} / {r['file_mb']:.0f} |"
         )
     return "\n".join(lines)

@@ -52,6 +52,10 @@ def check_report(r: dict, *, gen_tokens: int, repeats: int, batches: list[int]) 
     if sys.platform.startswith("linux"):
         assert positive(mem["rss_after_load_bytes"])
         assert mem["peak_rss_bytes"] >= mem["rss_after_load_bytes"]
+        if mem["rss_before_load_bytes"] is not None:
+            assert positive(mem["rss_before_load_bytes"])
+            grown = mem["rss_after_load_bytes"] - mem["rss_before_load_bytes"]
+            assert mem["model_rss_bytes"] == grown
 
     ttft, prefill, decode = r["ttft"], r["prefill"], r["decode"]
     assert ttft["prompt_tokens"] == bench.SHORT_PROMPT_TOKENS
@@ -198,6 +202,9 @@ def test_run_bench_on_a_loaded_model(tiny):
         progress=lambda description, step, total: seen.append((step, total)),
     )
     check_report(r, gen_tokens=3, repeats=1, batches=[2])
+    # Loaded before the bench started: what the load added is not known.
+    assert r["memory"]["rss_before_load_bytes"] is None
+    assert r["memory"]["model_rss_bytes"] is None
     assert [s for s, _ in seen] == list(range(1, len(seen) + 1))
     assert {t for _, t in seen} == {len(seen)}
 

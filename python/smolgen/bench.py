@@ -372,7 +372,8 @@ def run_bench(
 
     ``model`` is a spec that is loaded here (``threads``, ``device``, ``dtype``, ``quantize``;
     prefix cache off), or a loaded :class:`Model` (then ``rss_after_load_bytes`` is the
-    resident memory when this starts). After one warm-up generation it measures, in order, time
+    resident memory when this starts, and ``rss_before_load_bytes`` and ``model_rss_bytes``, the
+    growth the load caused, are ``None``). After one warm-up generation it measures, in order, time
     to first token, prefill, decode, batched decode (:func:`measure_ttft`, :func:`measure_prefill`,
     :func:`measure_decode`, :func:`measure_batched_decode`), reads the peak resident memory,
     and, unless ``bandwidth=False`` or the device is not the CPU, measures the machine's read
@@ -403,11 +404,13 @@ def run_bench(
         if progress is not None:
             progress(description, step, total)
 
+    rss_before_load: int | None = None
     if isinstance(model, Model):
         report("model already loaded")
         m = model
     else:
         report("loading the model")
+        rss_before_load = resident_bytes()
         m = load(
             model,
             device=device,
@@ -489,7 +492,16 @@ def run_bench(
             "repeats": repeats,
             "batch_sizes": batch_sizes,
         },
-        "memory": {"rss_after_load_bytes": rss_after_load, "peak_rss_bytes": peak},
+        "memory": {
+            "rss_before_load_bytes": rss_before_load,
+            "rss_after_load_bytes": rss_after_load,
+            "model_rss_bytes": (
+                rss_after_load - rss_before_load
+                if rss_after_load is not None and rss_before_load is not None
+                else None
+            ),
+            "peak_rss_bytes": peak,
+        },
         "ttft": ttft,
         "prefill": prefill,
         "decode": decode,

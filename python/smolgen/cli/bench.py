@@ -155,10 +155,13 @@ def _print_table(r: dict[str, Any]) -> None:
     )
     table.add_row("load", f"{model['load_s'] * 1e3:.0f} ms", "cold load, as the model reports it")
     mem = r["memory"]
+    grown = mem.get("model_rss_bytes")
     table.add_row(
         "memory",
         _mb(mem["rss_after_load_bytes"]),
-        f"resident after load; peak {_mb(mem['peak_rss_bytes'])} while measuring",
+        "resident after load"
+        + (f" ({_mb(grown)} of it the load's)" if grown is not None else "")
+        + f"; peak {_mb(mem['peak_rss_bytes'])} while measuring",
         end_section=True,
     )
     table.add_row(
