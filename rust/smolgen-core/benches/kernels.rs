@@ -53,7 +53,7 @@ struct Case {
     m: usize,
 }
 
-const CASES: [Case; 13] = [
+const CASES: [Case; 15] = [
     Case {
         name: "q4_1_matvec_576x1536",
         kind: <BlockQ4_1 as WeightBlock>::KIND,
@@ -78,6 +78,20 @@ const CASES: [Case; 13] = [
     Case {
         name: "q4_k_matvec_8192x2048",
         kind: <BlockQ4K as WeightBlock>::KIND,
+        rows: 8192,
+        cols: 2048,
+        m: 1,
+    },
+    Case {
+        name: "q2_k_matvec_8192x2048",
+        kind: <BlockQ2K as WeightBlock>::KIND,
+        rows: 8192,
+        cols: 2048,
+        m: 1,
+    },
+    Case {
+        name: "q3_k_matvec_8192x2048",
+        kind: <BlockQ3K as WeightBlock>::KIND,
         rows: 8192,
         cols: 2048,
         m: 1,

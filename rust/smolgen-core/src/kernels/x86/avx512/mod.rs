@@ -438,11 +438,28 @@ unsafe fn tile_q8_0x16<const C: usize>(
 
 /// The 16 rows' sub-block of 32 codes (`w`: the registers of elements `4j..4j + 4`, then of
 /// `16 + 4j..`) against one activation row's (`qa`): each 16-code half dotted apart by
-/// `vpdpbusd` from its `start`, and weighted by the rows' scales of that half (`sc`) in exact
-/// i32. The inner product of Q2_K, Q3_K and Q6_K.
+/// `vpdpbusd` from its `start`. The inner product of Q2_K, Q3_K and Q6_K, before their scales.
 ///
 /// # Safety
 /// 32 codes readable at `qa`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn half_dots(w: &[__m512i; 8], qa: *const i8, start: [i32; 2]) -> [__m512i; 2] {
+    // SAFETY: the caller's contract.
+    let bcast = |o: usize| unsafe { _mm512_set1_epi32(qa.add(o).cast::<i32>().read_unaligned()) };
+    let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(start[0]), w[0], bcast(0));
+    let mut hi = _mm512_dpbusd_epi32(_mm512_set1_epi32(start[1]), w[4], bcast(16));
+    for j in 1..4 {
+        lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
+        hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
+    }
+    [lo, hi]
+}
+
+/// [`half_dots`] weighted by the rows' scales of each half (`sc`) in exact i32.
+///
+/// # Safety
+/// As [`half_dots`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn scaled_half_dots(
@@ -452,14 +469,60 @@ unsafe fn scaled_half_dots(
     sc: [__m512i; 2],
 ) -> __m512i {
     // SAFETY: the caller's contract.
-    let bcast = |o: usize| unsafe { _mm512_set1_epi32(qa.add(o).cast::<i32>().read_unaligned()) };
-    let mut lo = _mm512_dpbusd_epi32(_mm512_set1_epi32(start[0]), w[0], bcast(0));
-    let mut hi = _mm512_dpbusd_epi32(_mm512_set1_epi32(start[1]), w[4], bcast(16));
-    for j in 1..4 {
-        lo = _mm512_dpbusd_epi32(lo, w[j], bcast(4 * j));
-        hi = _mm512_dpbusd_epi32(hi, w[4 + j], bcast(16 + 4 * j));
-    }
+    let [lo, hi] = unsafe { half_dots(w, qa, start) };
     _mm512_add_epi32(_mm512_mullo_epi32(lo, sc[0]), _mm512_mullo_epi32(hi, sc[1]))
+}
+
+/// [`scaled_half_dots`] for codes of at most 3 bits, whose half dots fit in an i16 (at most
+/// 16 * 4 * 127 in magnitude): the two dots as i16 pairs against the rows' scales as pairs
+/// ([`i16_pairs`]), one `vpdpwssd`.
+///
+/// # Safety
+/// As [`half_dots`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn paired_half_dots(
+    w: &[__m512i; 8],
+    qa: *const i8,
+    start: [i32; 2],
+    sc_pairs: __m512i,
+) -> __m512i {
+    // SAFETY: the caller's contract.
+    let [lo, hi] = unsafe { half_dots(w, qa, start) };
+    _mm512_dpwssd_epi32(_mm512_setzero_si512(), i16_pairs(lo, hi), sc_pairs)
+}
+
+/// The scaled half dots of a code type of at most 3 bits, in a tile of `C` activation rows:
+/// with one (decode, where the chain's latency counts) by `vpmulld`, with more (where
+/// instructions count) as i16 pairs. Both are exact, so their bits are the same.
+///
+/// # Safety
+/// As [`half_dots`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn k_half_dots<const C: usize>(
+    w: &[__m512i; 8],
+    qa: *const i8,
+    start: [i32; 2],
+    sc: [__m512i; 2],
+    sc_pairs: __m512i,
+) -> __m512i {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if C == 1 {
+            scaled_half_dots(w, qa, start, sc)
+        } else {
+            paired_half_dots(w, qa, start, sc_pairs)
+        }
+    }
+}
+
+/// Lane `i` of `first` in the low i16 of lane `i`, of `second` in its high one (both i16
+/// values held in i32 lanes).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn i16_pairs(first: __m512i, second: __m512i) -> __m512i {
+    _mm512_mask_blend_epi16(0xAAAA_AAAA, first, _mm512_slli_epi32::<16>(second))
 }
 
 /// The 16 rows' scale bytes of 16-weight run `t` of a superblock whose `K_SCALE_LINES` start at
@@ -616,13 +679,14 @@ unsafe fn tile_q3_kx16<const C: usize>(
                 [run_scales::<false>(k, t), run_scales::<false>(k, t + 1)],
             )
         };
+        let sc_pairs = i16_pairs(sc[0], sc[1]);
         for c in 0..C {
             // SAFETY: as in `tile_q6_kx16`; `-32 * sum(a)` shifted right by 3 is `-4 * sum(a)`
             // exactly.
             let (sumi, d) = unsafe {
                 let start = [*fix[c].add(2 * b) >> 3, *fix[c].add(2 * b + 1) >> 3];
                 (
-                    scaled_half_dots(&w, qa[c].add(b * QK), start, sc),
+                    k_half_dots::<C>(&w, qa[c].add(b * QK), start, sc, sc_pairs),
                     *da[c].add(b),
                 )
             };
@@ -688,13 +752,14 @@ unsafe fn tile_q2_kx16<const C: usize>(
                 mins,
             )
         };
+        let sc_pairs = i16_pairs(sc[0], sc[1]);
         for c in 0..C {
             // SAFETY: as in `tile_q6_kx16`. A half's correction is `-32 * sum(a)` exactly, so
             // its sum is the correction shifted right by 5, negated (at most 16 * 127: an i16).
             let (sumi, sums, d) = unsafe {
                 let sum = |h: usize| -(*fix[c].add(2 * b + h) >> 5);
                 (
-                    scaled_half_dots(&w, qa[c].add(b * QK), [0, 0], sc),
+                    k_half_dots::<C>(&w, qa[c].add(b * QK), [0, 0], sc, sc_pairs),
                     (sum(0) & 0xFFFF) | (sum(1) << 16),
                     *da[c].add(b),
                 )
