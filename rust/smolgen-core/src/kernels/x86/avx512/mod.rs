@@ -556,147 +556,117 @@ fn two_bit_codes(l: __m512i) -> [__m512i; 4] {
     ]
 }
 
-/// Q6_K in the 16-row layout: 16 rows x `C` activation rows, all sub-blocks. The codes are the
-/// record's nibbles with bits 4 and 5 put over them by mask moves; each 16-code half is dotted
-/// apart by `vpdpbusd`, started from `-32 * sum(a)` of its half, and weighted by the rows'
-/// scales in exact i32 (`vpmulld`), then `acc = fma(sumi, d * d_a, acc)`.
+/// Defines the 16-row tile of a type with a signed scale per 16 weights and a `d` per
+/// superblock (Q6_K, Q3_K): 16 rows x `C` activation rows, all sub-blocks. `codes:` names how
+/// a record's lines make the unsigned codes of elements `4j..` and `16 + 4j..` (Q6_K: nibbles
+/// with bits 4 and 5 put over them by mask moves; Q3_K: two-bit codes, plus 4, with their
+/// third bits put over them). Each 16-code half is dotted apart by `vpdpbusd`, started from
+/// `-32 * sum(a)` of its half shifted right by `$shift` (exact: `-4 * sum(a)` for Q3_K), and
+/// weighted by the rows' scales in exact i32, then `acc = fma(sumi, d * d_a, acc)`.
 ///
-/// # Safety
-/// AVX-512 F/BW/VL + VNNI present; `rec` is the first record of the group that starts at
-/// `rows.start`; `rows` (1 to 16 of them) are written; activation rows `c0..c0 + C` exist in
-/// the natural Q8_0 layout; `out` as in `GemmFn`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q6_kx16<const C: usize>(
-    rec: *const Line,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    rows: Range<usize>,
-    out: OutPtr,
-    pf: usize,
-) {
-    let nibble = _mm512_set1_epi8(0x0F);
-    let (bit4, bit5) = (_mm512_set1_epi8(0x10), _mm512_set1_epi8(0x20));
-    let mut acc = [_mm512_setzero_ps(); C];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    let fix: [*const i32; C] = std::array::from_fn(|c| a.half_bias_fix(c0 + c).as_ptr());
-    for b in 0..nb {
-        // SAFETY: the group has `nb` records of 6 aligned lines, then 5 scale lines per
-        // superblock (`d`, then 16 bytes of scales per 16 weights).
-        let (w, dw, sc) = unsafe {
-            let r = rec.add(b * Q6_K_RECORD_LINES).cast::<u8>();
-            prefetch_record(r, pf, Q6_K_RECORD_LINES);
-            let p4 = r.add(64 * FIFTH_BITS_LINE).cast::<u64>();
-            let p5 = r.add(64 * SIXTH_BITS_LINE).cast::<u64>();
-            let high = |h: usize| {
-                _mm512_or_si512(
-                    _mm512_maskz_mov_epi8(p4.add(h).read(), bit4),
-                    _mm512_maskz_mov_epi8(p5.add(h).read(), bit5),
-                )
-            };
-            let mut w = [_mm512_setzero_si512(); 8];
-            for j in 0..4 {
-                let l = _mm512_load_si512(r.add(64 * j).cast());
-                w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), high(2 * j));
-                w[4 + j] = _mm512_or_si512(
-                    _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
-                    high(2 * j + 1),
-                );
+/// Each generated function's safety contract: AVX-512 F/BW/VL + VNNI present; `rec` is the
+/// first record of the group that starts at `rows.start`; `rows` (1 to 16 of them) are
+/// written; activation rows `c0..c0 + C` exist in the natural Q8_0 layout; `out` as in
+/// `GemmFn`.
+macro_rules! signed_k_group_tile {
+    ($name:ident, record: $lines:expr, codes: $codes:ident, shift: $shift:literal) => {
+        /// # Safety
+        /// See [`signed_k_group_tile`].
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+        unsafe fn $name<const C: usize>(
+            rec: *const Line,
+            nb: usize,
+            a: &Prepared,
+            c0: usize,
+            rows: Range<usize>,
+            out: OutPtr,
+            pf: usize,
+        ) {
+            let mut acc = [_mm512_setzero_ps(); C];
+            let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
+            let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
+            let fix: [*const i32; C] =
+                std::array::from_fn(|c| a.half_bias_fix(c0 + c).as_ptr());
+            for b in 0..nb {
+                // SAFETY: the group has `nb` records of `$lines` aligned lines, then 5 scale
+                // lines per superblock (`d`, then 16 bytes of scales per 16 weights).
+                let (w, dw, sc) = unsafe {
+                    let r = rec.add(b * $lines).cast::<u8>();
+                    prefetch_record(r, pf, $lines);
+                    let w = signed_k_group_tile!(@codes $codes, r);
+                    let k = rec.add(k_scales_at($lines, nb, b)).cast::<u8>();
+                    let t = 2 * (b % 8);
+                    (
+                        w,
+                        _mm512_cvtph_ps(_mm256_load_si256(k.cast())),
+                        [run_scales::<false>(k, t), run_scales::<false>(k, t + 1)],
+                    )
+                };
+                let sc_pairs = i16_pairs(sc[0], sc[1]);
+                for c in 0..C {
+                    // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element
+                    // order, `nbp` scales and `2 * nbp` half-block corrections.
+                    let (sumi, d) = unsafe {
+                        let start = [*fix[c].add(2 * b) >> $shift, *fix[c].add(2 * b + 1) >> $shift];
+                        let q = qa[c].add(b * QK);
+                        (signed_k_group_tile!(@dots $codes, C, w, q, start, sc, sc_pairs), *da[c].add(b))
+                    };
+                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
+                    acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[c]);
+                }
             }
-            let k = rec.add(k_scales_at(Q6_K_RECORD_LINES, nb, b)).cast::<u8>();
-            let t = 2 * (b % 8);
-            (
-                w,
-                _mm512_cvtph_ps(_mm256_load_si256(k.cast())),
-                [run_scales::<false>(k, t), run_scales::<false>(k, t + 1)],
+            // SAFETY: the caller's contract.
+            unsafe { store_group(&acc, c0, rows, out) };
+        }
+    };
+    (@codes q6_k, $r:ident) => {{
+        let nibble = _mm512_set1_epi8(0x0F);
+        let (bit4, bit5) = (_mm512_set1_epi8(0x10), _mm512_set1_epi8(0x20));
+        let p4 = $r.add(64 * FIFTH_BITS_LINE).cast::<u64>();
+        let p5 = $r.add(64 * SIXTH_BITS_LINE).cast::<u64>();
+        let high = |h: usize| {
+            _mm512_or_si512(
+                _mm512_maskz_mov_epi8(p4.add(h).read(), bit4),
+                _mm512_maskz_mov_epi8(p5.add(h).read(), bit5),
             )
         };
-        for c in 0..C {
-            // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element order, `nbp`
-            // scales and `2 * nbp` half-block corrections.
-            let (sumi, d) = unsafe {
-                let start = [*fix[c].add(2 * b), *fix[c].add(2 * b + 1)];
-                (
-                    scaled_half_dots(&w, qa[c].add(b * QK), start, sc),
-                    *da[c].add(b),
-                )
-            };
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[c]);
+        let mut w = [_mm512_setzero_si512(); 8];
+        for j in 0..4 {
+            let l = _mm512_load_si512($r.add(64 * j).cast());
+            w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), high(2 * j));
+            w[4 + j] = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
+                high(2 * j + 1),
+            );
         }
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_group(&acc, c0, rows, out) };
+        w
+    }};
+    (@codes q3_k, $r:ident) => {{
+        let bit2 = _mm512_set1_epi8(0x04);
+        let third = $r.add(64 * THIRD_BITS_LINE).cast::<u64>();
+        let low = two_bit_codes(_mm512_load_si512($r.cast()));
+        let high = two_bit_codes(_mm512_load_si512($r.add(64).cast()));
+        let mut w = [_mm512_setzero_si512(); 8];
+        for j in 0..4 {
+            w[j] = _mm512_or_si512(low[j], _mm512_maskz_mov_epi8(third.add(2 * j).read(), bit2));
+            w[4 + j] =
+                _mm512_or_si512(high[j], _mm512_maskz_mov_epi8(third.add(2 * j + 1).read(), bit2));
+        }
+        w
+    }};
+    // Q6_K's half dots can pass an i16; Q3_K's cannot (see `k_half_dots`).
+    (@dots q6_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {{
+        let _ = $pairs;
+        scaled_half_dots(&$w, $q, $start, $sc)
+    }};
+    (@dots q3_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {
+        k_half_dots::<$c>(&$w, $q, $start, $sc, $pairs)
+    };
 }
 
-/// Q3_K in the 16-row layout: as [`tile_q6_kx16`], the codes (plus 4) the record's two-bit
-/// lines with their third bits put over them by mask moves, each half started from
-/// `-4 * sum(a)` of its half.
-///
-/// # Safety
-/// As [`tile_q6_kx16`].
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile_q3_kx16<const C: usize>(
-    rec: *const Line,
-    nb: usize,
-    a: &Prepared,
-    c0: usize,
-    rows: Range<usize>,
-    out: OutPtr,
-    pf: usize,
-) {
-    let bit2 = _mm512_set1_epi8(0x04);
-    let mut acc = [_mm512_setzero_ps(); C];
-    let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
-    let da: [*const f32; C] = std::array::from_fn(|c| a.d(c0 + c).as_ptr());
-    let fix: [*const i32; C] = std::array::from_fn(|c| a.half_bias_fix(c0 + c).as_ptr());
-    for b in 0..nb {
-        // SAFETY: the group has `nb` records of 3 aligned lines, then 5 scale lines per
-        // superblock (`d`, then 16 bytes of scales per 16 weights).
-        let (w, dw, sc) = unsafe {
-            let r = rec.add(b * Q3_K_RECORD_LINES).cast::<u8>();
-            prefetch_record(r, pf, Q3_K_RECORD_LINES);
-            let third = r.add(64 * THIRD_BITS_LINE).cast::<u64>();
-            let low = two_bit_codes(_mm512_load_si512(r.cast()));
-            let high = two_bit_codes(_mm512_load_si512(r.add(64).cast()));
-            let mut w = [_mm512_setzero_si512(); 8];
-            for j in 0..4 {
-                w[j] =
-                    _mm512_or_si512(low[j], _mm512_maskz_mov_epi8(third.add(2 * j).read(), bit2));
-                w[4 + j] = _mm512_or_si512(
-                    high[j],
-                    _mm512_maskz_mov_epi8(third.add(2 * j + 1).read(), bit2),
-                );
-            }
-            let k = rec.add(k_scales_at(Q3_K_RECORD_LINES, nb, b)).cast::<u8>();
-            let t = 2 * (b % 8);
-            (
-                w,
-                _mm512_cvtph_ps(_mm256_load_si256(k.cast())),
-                [run_scales::<false>(k, t), run_scales::<false>(k, t + 1)],
-            )
-        };
-        let sc_pairs = i16_pairs(sc[0], sc[1]);
-        for c in 0..C {
-            // SAFETY: as in `tile_q6_kx16`; `-32 * sum(a)` shifted right by 3 is `-4 * sum(a)`
-            // exactly.
-            let (sumi, d) = unsafe {
-                let start = [*fix[c].add(2 * b) >> 3, *fix[c].add(2 * b + 1) >> 3];
-                (
-                    k_half_dots::<C>(&w, qa[c].add(b * QK), start, sc, sc_pairs),
-                    *da[c].add(b),
-                )
-            };
-            let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
-            acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[c]);
-        }
-    }
-    // SAFETY: the caller's contract.
-    unsafe { store_group(&acc, c0, rows, out) };
-}
+signed_k_group_tile!(tile_q6_kx16, record: Q6_K_RECORD_LINES, codes: q6_k, shift: 0);
+signed_k_group_tile!(tile_q3_kx16, record: Q3_K_RECORD_LINES, codes: q3_k, shift: 3);
 
 /// Q2_K in the 16-row layout: the record's two-bit codes, each 16-code half dotted apart from 0
 /// and weighted by the rows' 4-bit scales in exact i32; the rows' mins of the two halves, as
@@ -704,7 +674,7 @@ unsafe fn tile_q3_kx16<const C: usize>(
 /// `vpmaddwd`. Then `acc = fma(sumi, d * d_a, acc)` and `acc = fma(summ, -dmin * d_a, acc)`.
 ///
 /// # Safety
-/// As [`tile_q6_kx16`].
+/// As the tiles of [`signed_k_group_tile`].
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile_q2_kx16<const C: usize>(
@@ -754,7 +724,7 @@ unsafe fn tile_q2_kx16<const C: usize>(
         };
         let sc_pairs = i16_pairs(sc[0], sc[1]);
         for c in 0..C {
-            // SAFETY: as in `tile_q6_kx16`. A half's correction is `-32 * sum(a)` exactly, so
+            // SAFETY: as in `signed_k_group_tile`. A half's correction is `-32 * sum(a)` exactly, so
             // its sum is the correction shifted right by 5, negated (at most 16 * 127: an i16).
             let (sumi, sums, d) = unsafe {
                 let sum = |h: usize| -(*fix[c].add(2 * b + h) >> 5);
