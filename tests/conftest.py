@@ -12,6 +12,9 @@ import smolgen
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
+# The fuzzers' tests assert inside the shared driver; show those failures as pytest shows its own.
+pytest.register_assert_rewrite("fuzz_driver")
+
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:

@@ -8,7 +8,8 @@ vocabulary sizes, truncation, bit flips in the data and in quantization scales),
 back. Each case loads with ``smolgen.load`` in a worker subprocess and, when it loads, runs one
 short ``generate``. The outcome must be a success or an exception of a ``smolgen.SmolgenError``
 class: never a crash, a hang, a Rust panic, an ``InternalError``, an untyped exception, a load
-error that does not name the file, or a model-file problem blamed on the caller's arguments.
+error that does not name the file, or a model-file problem blamed on the caller's arguments
+(``fuzz_driver.judge``).
 
 Long runs (failing files are saved under ``tests/regressions/``)::
 
@@ -19,28 +20,19 @@ Long runs (failing files are saved under ``tests/regressions/``)::
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import hashlib
-import json
 import math
-import os
 import random
-import re
-import select
 import struct
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fuzz_driver
+from fuzz_driver import Failure, Format
+
 HERE = Path(__file__).resolve().parent
 REGRESSIONS = HERE / "regressions"
-
-# Seconds one case may take (load plus a two-token generation of a tiny model).
-CASE_TIMEOUT = 10.0
 
 # GGUF metadata value types.
 U8, I8, U16, I16, U32, I32, F32, BOOL, STRING, ARRAY, U64, I64, F64 = range(13)
@@ -715,272 +707,35 @@ def make_case(seed: int, index: int, bases: list[tuple[str, bytes]]) -> tuple[st
 
 
 # ---------------------------------------------------------------------------------------------
-# Running cases: a worker process loads each file and generates, the parent judges.
-
-
-def worker() -> None:
-    """Reads file paths on stdin, one per line; writes one JSON outcome per line."""
-    import smolgen
-
-    for line in sys.stdin:
-        path = line.rstrip("\n")
-        print(json.dumps(run_one(smolgen, path)), flush=True)
-
-
-def _describe(stage: str, e: BaseException, smolgen) -> dict:
-    return {
-        "stage": stage,
-        "class": type(e).__name__,
-        "module": type(e).__module__,
-        "smolgen": isinstance(e, smolgen.SmolgenError),
-        "message": str(e)[:4000],
-    }
-
-
-def run_one(smolgen, path: str) -> dict:
-    try:
-        model = smolgen.load(path, threads=2)
-    except BaseException as e:  # a panic is a BaseException
-        return _describe("load", e, smolgen)
-    try:
-        model.generate("hi there 42", max_tokens=2, temperature=0)
-    except BaseException as e:
-        return _describe("generate", e, smolgen)
-    return {"stage": "done"}
-
-
-def names_model(message: str, path: Path) -> bool:
-    """Whether an error message names the model at `path`: a file by its name, a directory by
-    its path or the path of anything inside it (`.../config.json`)."""
-    if path.is_dir():
-        return re.search(re.escape(str(path)) + r"(?![\w.-])", message) is not None
-    return path.name in message
-
-
-def judge(outcome: dict, path: Path) -> str | None:
-    """Why an outcome is a failure, or None when it is acceptable. `path`: the model file or
-    directory, which a load error must name (`names_model`)."""
-    stage = outcome["stage"]
-    if stage in ("crash", "hang"):
-        return outcome["why"]
-    if stage == "done":
-        return None
-    cls, message = outcome["class"], outcome["message"]
-    if not outcome["smolgen"]:
-        return f"{stage}: untyped {outcome['module']}.{cls}: {message[:300]}"
-    if cls == "InternalError" or "backtrace" in message.lower() or "panicked" in message:
-        return f"{stage}: {cls}: {message[:300]}"
-    if stage == "load" and cls != "InvalidArgumentError" and not names_model(message, path):
-        return f"load: {cls} does not name the file: {message[:300]}"
-    if stage == "generate" and cls == "InvalidArgumentError":
-        return f"generate: the model's fault blamed on the arguments: {message[:300]}"
-    if stage == "generate" and cls == "MalformedModelError" and not names_model(message, path):
-        return f"generate: MalformedModelError does not name the file: {message[:300]}"
-    return None
-
-
-class Runner:
-    """A worker subprocess, restarted after a crash, a hang or any failure."""
-
-    def __init__(self, timeout: float = CASE_TIMEOUT, engine: str | None = None) -> None:
-        self.timeout = timeout
-        self.engine = engine
-        self.proc: subprocess.Popen[str] | None = None
-        # Held for the runner's life (each worker writes its stderr there); closed by close().
-        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115
-        self.started = 0
-
-    def _start(self) -> subprocess.Popen[str]:
-        if self.proc is None:
-            self.stderr.seek(0)
-            self.stderr.truncate()
-            # Backtraces on, so that an error that would show one to a user is seen here.
-            env = dict(os.environ, RUST_BACKTRACE="1", PYTHONFAULTHANDLER="1")
-            if self.engine:
-                env["SMOLGEN_ENGINE"] = self.engine
-            self.proc = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=self.stderr,
-                text=True,
-                env=env,
-            )
-            self.started += 1
-        return self.proc
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            proc, self.proc = self.proc, None
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            for pipe in (proc.stdin, proc.stdout):
-                if pipe is not None:
-                    with contextlib.suppress(OSError):
-                        pipe.close()
-
-    def close(self) -> None:
-        self.stop()
-        self.stderr.close()
-
-    def _stderr_tail(self) -> str:
-        self.stderr.seek(0)
-        return self.stderr.read().decode(errors="replace")[-1500:]
-
-    def run(self, path: Path) -> dict:
-        # The first case of a worker also pays for its start (importing smolgen).
-        deadline = time.monotonic() + self.timeout + (10.0 if self.proc is None else 0.0)
-        proc = self._start()
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            proc.stdin.write(f"{path}\n")
-            proc.stdin.flush()
-        except BrokenPipeError:
-            pass
-        while True:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([proc.stdout], [], [], max(left, 0))
-            if ready:
-                line = proc.stdout.readline()
-                if line:
-                    return json.loads(line)
-                proc.wait()
-                tail = self._stderr_tail()
-                self.stop()
-                return {"stage": "crash", "why": f"the process died ({proc.returncode}): {tail}"}
-            if left <= 0:
-                self.stop()
-                return {"stage": "hang", "why": f"no answer within {self.timeout:.0f} s"}
-
-
-@dataclass
-class Failure:
-    name: str
-    why: str
-    data: bytes
-
-
-def signature(why: str) -> str:
-    """What a failure is, without the numbers and names that differ between cases."""
-    why = re.sub(r"`[^`]*`", "`_`", why.splitlines()[0] if why else "")
-    return re.sub(r"\d+", "N", why)[:160]
-
-
-def run_cases(
-    seed: int,
-    workdir: Path,
-    *,
-    cases: int | None = None,
-    seconds: float | None = None,
-    report=None,
-    outcomes: dict[str, int] | None = None,
-    engine: str | None = None,
-) -> tuple[int, list[Failure]]:
-    """Runs cases `0..cases` (or until `seconds` pass) of run `seed`; returns how many ran and
-    the failures. `outcomes` counts each kind of outcome (stage and class); `engine` sets
-    `SMOLGEN_ENGINE` for the worker."""
-    bases = base_files(workdir / "bases")
-    runner = Runner(engine=engine)
-    failures: list[Failure] = []
-    start = time.monotonic()
-    i = 0
-    try:
-        while (cases is None or i < cases) and (
-            seconds is None or time.monotonic() - start < seconds
-        ):
-            try:
-                name, data = make_case(seed, i, bases)
-            except Exception as e:  # the fuzzer's own bug: say so, and go on with the next case
-                failures.append(Failure(f"{seed}:{i} generator", f"generator: {e!r}", b""))
-                if report:
-                    report(f"FAIL case {seed}:{i}: the generator raised {e!r}")
-                i += 1
-                continue
-            path = workdir / f"case-{seed}-{i}.gguf"
-            path.write_bytes(data)
-            outcome = runner.run(path)
-            why = judge(outcome, path)
-            if outcomes is not None:
-                kind = f"{outcome['stage']} {outcome.get('class', '')}".strip()
-                outcomes[kind] = outcomes.get(kind, 0) + 1
-            if why is not None:
-                failures.append(Failure(f"{seed}:{i} {name}", why, data))
-                runner.stop()  # a fresh worker for the next case
-                if report:
-                    report(f"FAIL case {seed}:{i} {name}: {why}")
-            path.unlink()
-            i += 1
-            if report and i % 500 == 0:
-                report(f"{i} cases, {len(failures)} failures, {time.monotonic() - start:.0f} s")
-    finally:
-        runner.close()
-    return i, failures
-
-
-def replay(paths: list[Path], engine: str | None = None) -> list[tuple[Path, str]]:
-    """Each file's failure, if it still fails."""
-    runner = Runner(engine=engine)
-    bad = []
-    try:
-        for path in paths:
-            why = judge(runner.run(path), path)
-            if why is not None:
-                bad.append((path, why))
-                runner.stop()
-    finally:
-        runner.close()
-    return bad
+# Cases as files, for `fuzz_driver`.
 
 
 def save_regression(failure: Failure, directory: Path = REGRESSIONS) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    kind = failure.name.split(" ", 1)[1].split(":", 1)[1].split("+")[0]
     digest = hashlib.sha1(failure.data).hexdigest()[:8]
-    path = directory / f"{kind}-{digest}.gguf"
+    path = directory / f"{failure.first_mutation}-{digest}.gguf"
     path.write_bytes(failure.data)
     return path
 
 
+FORMAT = Format(
+    bases=base_files,
+    make_case=make_case,
+    write_case=Path.write_bytes,
+    encode=bytes,
+    save_regression=save_regression,
+    suffix=".gguf",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=1800.0, help="how long to run")
-    parser.add_argument("--cases", type=int, default=None, help="stop after this many cases")
-    parser.add_argument("--seed", type=int, default=1, help="which run of cases (0 is the test's)")
-    parser.add_argument("--save", type=Path, default=REGRESSIONS, help="where failing files go")
-    parser.add_argument(
-        "--engine", choices=["auto", "candle"], default=None, help="SMOLGEN_ENGINE for the loads"
+    return fuzz_driver.main(
+        FORMAT,
+        argv,
+        description=__doc__.split("\n\n")[0],
+        regressions=REGRESSIONS,
+        tmp_prefix="smolgen-fuzz-",
     )
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.worker:
-        worker()
-        return 0
-    outcomes: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix="smolgen-fuzz-") as tmp:
-        ran, failures = run_cases(
-            args.seed,
-            Path(tmp),
-            cases=args.cases,
-            seconds=args.seconds,
-            report=lambda line: print(line, flush=True),
-            outcomes=outcomes,
-            engine=args.engine,
-        )
-    # One file per kind of failure, the smallest.
-    smallest: dict[str, Failure] = {}
-    for f in failures:
-        if not f.data:
-            continue  # the generator's own failure: no file to keep
-        sig = signature(f.why)
-        if sig not in smallest or len(f.data) < len(smallest[sig].data):
-            smallest[sig] = f
-    saved = {sig: save_regression(f, args.save) for sig, f in smallest.items()}
-    print(f"{ran} cases, {len(failures)} failures ({len(saved)} kinds)")
-    print("outcomes: " + ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())))
-    for sig, path in saved.items():
-        print(f"  {path.name}: {sig}")
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

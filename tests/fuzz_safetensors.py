@@ -22,7 +22,7 @@ directory would differ, and written back:
   out of the directory (smolgen reads every ``*.safetensors`` in the directory, not the index).
 
 Each case loads with ``smolgen.load(dir, threads=2)`` in a worker subprocess and, when it loads,
-runs one short ``generate``; the outcome is judged as ``fuzz_gguf.judge`` judges a GGUF file
+runs one short ``generate``; ``fuzz_driver.judge`` judges the outcome as it does a GGUF file's
 (a load error must name the directory or a file in it).
 
 Long runs (failing directories are saved under ``tests/regressions/safetensors/``)::
@@ -34,7 +34,6 @@ Long runs (failing directories are saved under ``tests/regressions/safetensors/`
 
 from __future__ import annotations
 
-import argparse
 import copy
 import hashlib
 import json
@@ -43,13 +42,13 @@ import random
 import shutil
 import struct
 import sys
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fuzz_driver
 import fuzz_gguf
-from fuzz_gguf import INTERESTING_FLOATS, INTERESTING_U64, Failure, Runner, _near
+from fuzz_driver import Failure, Format
+from fuzz_gguf import INTERESTING_FLOATS, INTERESTING_U64, _near
 
 REGRESSIONS = fuzz_gguf.REGRESSIONS / "safetensors"
 
@@ -1032,8 +1031,7 @@ def make_case(seed: int, index: int, bases: list[tuple[str, ModelDir]]) -> tuple
 
 
 # ---------------------------------------------------------------------------------------------
-# Running cases: `fuzz_gguf.Runner`'s worker loads each directory and generates, the parent
-# judges with `fuzz_gguf.judge`.
+# Cases as directories, for `fuzz_driver`.
 
 
 def digest(files: dict[str, bytes]) -> str:
@@ -1041,56 +1039,6 @@ def digest(files: dict[str, bytes]) -> str:
     for name in sorted(files):
         h.update(name.encode() + b"\0" + hashlib.sha1(files[name]).digest())
     return h.hexdigest()
-
-
-def run_cases(
-    seed: int,
-    workdir: Path,
-    *,
-    cases: int | None = None,
-    seconds: float | None = None,
-    report=None,
-    outcomes: dict[str, int] | None = None,
-    engine: str | None = None,
-) -> tuple[int, list[Failure]]:
-    """Runs cases `0..cases` (or until `seconds` pass) of run `seed`; returns how many ran and
-    the failures (`Failure.data`: the case's files as JSON, see `encode_files`)."""
-    bases = base_dirs(workdir / "bases")
-    runner = Runner(engine=engine)
-    failures: list[Failure] = []
-    start = time.monotonic()
-    i = 0
-    try:
-        while (cases is None or i < cases) and (
-            seconds is None or time.monotonic() - start < seconds
-        ):
-            try:
-                name, files = make_case(seed, i, bases)
-            except Exception as e:  # the fuzzer's own bug: say so, and go on with the next case
-                failures.append(Failure(f"{seed}:{i} generator", f"generator: {e!r}", b""))
-                if report:
-                    report(f"FAIL case {seed}:{i}: the generator raised {e!r}")
-                i += 1
-                continue
-            path = workdir / f"case-{seed}-{i}"
-            write_dir(path, files)
-            outcome = runner.run(path)
-            why = fuzz_gguf.judge(outcome, path)
-            if outcomes is not None:
-                kind = f"{outcome['stage']} {outcome.get('class', '')}".strip()
-                outcomes[kind] = outcomes.get(kind, 0) + 1
-            if why is not None:
-                failures.append(Failure(f"{seed}:{i} {name}", why, encode_files(files)))
-                runner.stop()  # a fresh worker for the next case
-                if report:
-                    report(f"FAIL case {seed}:{i} {name}: {why}")
-            shutil.rmtree(path)
-            i += 1
-            if report and i % 500 == 0:
-                report(f"{i} cases, {len(failures)} failures, {time.monotonic() - start:.0f} s")
-    finally:
-        runner.close()
-    return i, failures
 
 
 def encode_files(files: dict[str, bytes]) -> bytes:
@@ -1102,11 +1050,6 @@ def decode_files(data: bytes) -> dict[str, bytes]:
     return {k: bytes.fromhex(v) for k, v in json.loads(data).items()}
 
 
-def replay(paths: list[Path], engine: str | None = None) -> list[tuple[Path, str]]:
-    """Each saved directory's failure, if it still fails."""
-    return fuzz_gguf.replay(paths, engine=engine)
-
-
 def saved_cases(directory: Path = REGRESSIONS) -> list[Path]:
     return sorted(p for p in directory.glob("*") if p.is_dir()) if directory.is_dir() else []
 
@@ -1114,50 +1057,30 @@ def saved_cases(directory: Path = REGRESSIONS) -> list[Path]:
 def save_regression(failure: Failure, directory: Path = REGRESSIONS) -> Path:
     """The failing case as a directory `<first mutation>-<digest>` under `directory`."""
     files = decode_files(failure.data)
-    kind = failure.name.split(" ", 1)[1].split(":", 1)[1].split("+")[0]
-    path = directory / f"{kind}-{digest(files)[:8]}"
+    path = directory / f"{failure.first_mutation}-{digest(files)[:8]}"
     shutil.rmtree(path, ignore_errors=True)
     write_dir(path, files)
     return path
 
 
+FORMAT = Format(
+    bases=base_dirs,
+    make_case=make_case,
+    write_case=write_dir,
+    encode=encode_files,
+    save_regression=save_regression,
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=1800.0, help="how long to run")
-    parser.add_argument("--cases", type=int, default=None, help="stop after this many cases")
-    parser.add_argument("--seed", type=int, default=1, help="which run of cases (0 is the test's)")
-    parser.add_argument("--save", type=Path, default=REGRESSIONS, help="where failing cases go")
-    parser.add_argument(
-        "--engine", choices=["auto", "candle"], default=None, help="SMOLGEN_ENGINE for the loads"
+    return fuzz_driver.main(
+        FORMAT,
+        argv,
+        description=__doc__.split("\n\n")[0],
+        regressions=REGRESSIONS,
+        tmp_prefix="smolgen-fuzz-st-",
+        summary_seconds=True,
     )
-    args = parser.parse_args(argv)
-    outcomes: dict[str, int] = {}
-    start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="smolgen-fuzz-st-") as tmp:
-        ran, failures = run_cases(
-            args.seed,
-            Path(tmp),
-            cases=args.cases,
-            seconds=args.seconds,
-            report=lambda line: print(line, flush=True),
-            outcomes=outcomes,
-            engine=args.engine,
-        )
-    # One directory per kind of failure, the smallest.
-    smallest: dict[str, Failure] = {}
-    for f in failures:
-        if not f.data:
-            continue  # the generator's own failure: nothing to keep
-        sig = fuzz_gguf.signature(f.why)
-        if sig not in smallest or len(f.data) < len(smallest[sig].data):
-            smallest[sig] = f
-    saved = {sig: save_regression(f, args.save) for sig, f in smallest.items()}
-    elapsed = time.monotonic() - start
-    print(f"{ran} cases, {len(failures)} failures ({len(saved)} kinds), {elapsed:.0f} s")
-    print("outcomes: " + ", ".join(f"{k} {n}" for k, n in sorted(outcomes.items())))
-    for sig, path in saved.items():
-        print(f"  {path.name}: {sig}")
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

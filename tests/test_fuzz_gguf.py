@@ -1,11 +1,12 @@
 """The GGUF fuzzer's fixed cases and every file it ever caught: each loads and generates, or
-fails with a typed smolgen error that names the file (``fuzz_gguf.judge``). Longer runs:
+fails with a typed smolgen error that names the file (``fuzz_driver.judge``). Longer runs:
 ``make fuzz``."""
 
 from __future__ import annotations
 
 import pytest
 
+import fuzz_driver
 import fuzz_gguf
 
 # Cases per engine: a few seconds of fuzzing, always the same files.
@@ -17,28 +18,18 @@ REGRESSION_FILES = sorted(fuzz_gguf.REGRESSIONS.glob("*.gguf"))
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("engine", sorted(CASES))
 def test_fuzzed_gguf_files_load_or_fail_cleanly(tmp_path, engine):
-    ran, failures = fuzz_gguf.run_cases(
-        0, tmp_path, cases=CASES[engine], engine=None if engine == "auto" else engine
-    )
-    assert ran == CASES[engine]
-    report = "\n".join(f"case {f.name}: {f.why}" for f in failures[:10])
-    assert not failures, f"{len(failures)} of {ran} cases failed:\n{report}"
+    fuzz_driver.check_cases(fuzz_gguf.FORMAT, tmp_path, CASES[engine], engine)
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("engine", sorted(CASES))
 def test_every_saved_regression_loads_or_fails_cleanly(engine):
     assert REGRESSION_FILES, "tests/regressions/ holds the files the fuzzer has caught"
-    bad = fuzz_gguf.replay(REGRESSION_FILES, engine=None if engine == "auto" else engine)
-    assert not bad, "\n".join(f"{path.name}: {why}" for path, why in bad)
+    fuzz_driver.check_replay(REGRESSION_FILES, engine)
 
 
 def test_cases_are_the_same_on_every_run(tmp_path):
-    bases = fuzz_gguf.base_files(tmp_path / "bases")
-    first = [fuzz_gguf.make_case(0, i, bases) for i in range(20)]
-    again = [fuzz_gguf.make_case(0, i, bases) for i in range(20)]
-    assert first == again
-    assert len({data for _, data in first}) == 20
+    fuzz_driver.check_cases_repeat(fuzz_gguf.FORMAT, tmp_path)
 
 
 def test_the_generator_handles_negative_values():
@@ -68,7 +59,7 @@ def test_the_judge_accepts_typed_errors_and_nothing_else(tmp_path):
         outcome("generate", "ContextLengthExceededError", "x"),
     ]
     for o in ok:
-        assert fuzz_gguf.judge(o, path) is None, o
+        assert fuzz_driver.judge(o, path) is None, o
     bad = [
         {"stage": "crash", "why": "the process died (-11)"},
         {"stage": "hang", "why": "no answer"},
@@ -79,4 +70,4 @@ def test_the_judge_accepts_typed_errors_and_nothing_else(tmp_path):
         outcome("generate", "MalformedModelError", "no path"),
     ]
     for o in bad:
-        assert fuzz_gguf.judge(o, path) is not None, o
+        assert fuzz_driver.judge(o, path) is not None, o

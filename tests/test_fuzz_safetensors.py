@@ -1,12 +1,12 @@
 """The safetensors fuzzer's fixed cases and every directory it ever caught: each loads and
 generates, or fails with a typed smolgen error that names the directory or a file in it
-(``fuzz_gguf.judge``). Longer runs: ``make fuzz``."""
+(``fuzz_driver.judge``). Longer runs: ``make fuzz``."""
 
 from __future__ import annotations
 
 import pytest
 
-import fuzz_gguf
+import fuzz_driver
 import fuzz_safetensors
 import smolgen
 
@@ -19,28 +19,18 @@ REGRESSION_DIRS = fuzz_safetensors.saved_cases()
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("engine", sorted(CASES))
 def test_fuzzed_directories_load_or_fail_cleanly(tmp_path, engine):
-    ran, failures = fuzz_safetensors.run_cases(
-        0, tmp_path, cases=CASES[engine], engine=None if engine == "auto" else engine
-    )
-    assert ran == CASES[engine]
-    report = "\n".join(f"case {f.name}: {f.why}" for f in failures[:10])
-    assert not failures, f"{len(failures)} of {ran} cases failed:\n{report}"
+    fuzz_driver.check_cases(fuzz_safetensors.FORMAT, tmp_path, CASES[engine], engine)
 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("engine", sorted(CASES))
 def test_every_saved_regression_loads_or_fails_cleanly(engine):
     assert REGRESSION_DIRS, "tests/regressions/safetensors/ holds the directories caught"
-    bad = fuzz_safetensors.replay(REGRESSION_DIRS, engine=None if engine == "auto" else engine)
-    assert not bad, "\n".join(f"{path.name}: {why}" for path, why in bad)
+    fuzz_driver.check_replay(REGRESSION_DIRS, engine)
 
 
 def test_cases_are_the_same_on_every_run(tmp_path):
-    bases = fuzz_safetensors.base_dirs(tmp_path / "bases")
-    first = [fuzz_safetensors.make_case(0, i, bases) for i in range(20)]
-    again = [fuzz_safetensors.make_case(0, i, bases) for i in range(20)]
-    assert first == again
-    assert len({fuzz_safetensors.digest(files) for _, files in first}) == 20
+    fuzz_driver.check_cases_repeat(fuzz_safetensors.FORMAT, tmp_path)
 
 
 def test_the_parts_of_a_valid_directory_write_back_to_the_same_files(tmp_path):
@@ -70,9 +60,9 @@ def test_a_directory_is_named_by_its_path_or_a_path_inside_it(tmp_path):
     case = tmp_path / "case-0-3"
     case.mkdir()
     for message in (f"model not found: {case}", f"malformed model file {case}/config.json: x"):
-        assert fuzz_gguf.names_model(message, case), message
+        assert fuzz_driver.names_model(message, case), message
     for message in (f"malformed model file {case}1/config.json: x", "config.json: bad"):
-        assert not fuzz_gguf.names_model(message, case), message
+        assert not fuzz_driver.names_model(message, case), message
     unnamed = {
         "stage": "load",
         "class": "MalformedModelError",
@@ -80,5 +70,5 @@ def test_a_directory_is_named_by_its_path_or_a_path_inside_it(tmp_path):
         "smolgen": True,
         "message": "config.json: bad",
     }
-    assert fuzz_gguf.judge(unnamed, case) is not None
-    assert fuzz_gguf.judge(dict(unnamed, message=f"{case}/tokenizer.json: bad"), case) is None
+    assert fuzz_driver.judge(unnamed, case) is not None
+    assert fuzz_driver.judge(dict(unnamed, message=f"{case}/tokenizer.json: bad"), case) is None
