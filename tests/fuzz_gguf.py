@@ -602,10 +602,7 @@ def m_tensor_data(rng: random.Random, g: Gguf) -> str:
         end = min(len(data), at + size * rng.choice([1, 4, blocks]))
         data[at:end] = b"\xff" * (end - at)
     else:
-        for _ in range(rng.choice([1, 8, 64])):
-            if data:
-                k = rng.randrange(len(data))
-                data[k] ^= 1 << rng.randrange(8)
+        flip_bits(rng, data, [1, 8, 64])
     t.data = bytes(data)
     return "tensor-data"
 
@@ -661,6 +658,15 @@ def b_truncate(rng: random.Random, buf: bytearray, lay: Layout) -> str:
     )
     del buf[max(cut, 0) :]
     return "truncate"
+
+
+def flip_bits(rng: random.Random, buf: bytearray, counts: list[int], start: int = 0) -> None:
+    """Flips one random bit of ``buf[start:]``, ``rng.choice(counts)`` times (each a no-op
+    while that part is empty)."""
+    for _ in range(rng.choice(counts)):
+        if len(buf) > start:
+            k = rng.randrange(start, len(buf))
+            buf[k] ^= 1 << rng.randrange(8)
 
 
 def b_flip_header(rng: random.Random, buf: bytearray, lay: Layout) -> str:

@@ -48,7 +48,7 @@ from pathlib import Path
 import fuzz_driver
 import fuzz_gguf
 from fuzz_driver import Failure, Format
-from fuzz_gguf import INTERESTING_FLOATS, INTERESTING_U64, _near
+from fuzz_gguf import INTERESTING_FLOATS, INTERESTING_U64, _near, flip_bits
 
 REGRESSIONS = fuzz_gguf.REGRESSIONS / "safetensors"
 
@@ -518,10 +518,7 @@ def m_data(rng: random.Random, d: ModelDir) -> str:
         end = min(len(data), at + size * rng.choice([1, 16, n]))
         data[at:end] = b"\xff" * (end - at)
     else:
-        for _ in range(rng.choice([1, 8, 64])):
-            if data:
-                k = rng.randrange(len(data))
-                data[k] ^= 1 << rng.randrange(8)
+        flip_bits(rng, data, [1, 8, 64])
     t.data = bytes(data)
     return "data"
 
@@ -964,11 +961,7 @@ def b_flip_header(rng: random.Random, files: dict, layouts: dict[str, Layout]) -
 def b_flip_data(rng: random.Random, files: dict, layouts: dict[str, Layout]) -> str:
     name = _shard_name(rng, files, layouts)
     if name is not None:
-        buf, start = files[name], layouts[name].header_end
-        for _ in range(rng.choice([1, 16, 256])):
-            if len(buf) > start:
-                k = rng.randrange(start, len(buf))
-                buf[k] ^= 1 << rng.randrange(8)
+        flip_bits(rng, files[name], [1, 16, 256], start=layouts[name].header_end)
     return "flip-data"
 
 
