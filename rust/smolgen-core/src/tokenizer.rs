@@ -16,7 +16,10 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, PreTokenizerWrapper};
+use tokenizers::{
+    AddedToken, AddedVocabulary, Model, OffsetReferential, OffsetType, PreTokenizer,
+    PreTokenizerWrapper,
+};
 
 use crate::error::{Error, Result};
 use crate::load::config::MAX_VOCAB;
@@ -49,8 +52,10 @@ pub struct TokenPiece {
 pub struct Tokenizer {
     /// Parses special tokens out of the text (`<|im_start|>` -> id 1).
     with_special: tokenizers::Tokenizer,
-    /// Treats special-token text as plain text.
-    plain: tokenizers::Tokenizer,
+    /// The added tokens of `with_special`, set to treat special-token text as plain text. Only
+    /// this part differs between the two ways of encoding: a second `tokenizers::Tokenizer` would
+    /// hold another copy of the BPE vocabulary and merges (about 10 MB for SmolLM2's).
+    plain_added: AddedVocabulary,
     token_bytes: Vec<Vec<u8>>,
     /// The byte length of the longest token (at least 1): see [`Tokenizer::fewest_tokens`].
     longest_token_bytes: usize,
@@ -311,12 +316,12 @@ impl Tokenizer {
         end_of_generation: Vec<u32>,
         chat_template: Option<String>,
     ) -> Result<Self> {
-        let mut plain = with_special.clone();
-        plain.set_encode_special_tokens(true);
+        let mut plain_added = with_special.get_added_vocabulary().clone();
+        plain_added.set_encode_special_tokens(true);
         let longest_token_bytes = token_bytes.iter().map(Vec::len).max().unwrap_or(0).max(1);
         Ok(Tokenizer {
             with_special,
-            plain,
+            plain_added,
             token_bytes,
             longest_token_bytes,
             special,
@@ -360,12 +365,26 @@ impl Tokenizer {
 
     /// `special`: parse special-token text such as `<|im_start|>` into its id. Never adds BOS.
     pub fn encode(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        let tk = if special {
-            &self.with_special
-        } else {
-            &self.plain
-        };
-        Ok(tk.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+        let tk = &self.with_special;
+        if special {
+            return Ok(tk.encode(text, false).map_err(tok_err)?.get_ids().to_vec());
+        }
+        // `tokenizers::Tokenizer::encode`'s own steps, with the plain added vocabulary.
+        let mut words = self
+            .plain_added
+            .extract_and_normalize(tk.get_normalizer(), text);
+        if let Some(pre_tokenizer) = tk.get_pre_tokenizer() {
+            pre_tokenizer.pre_tokenize(&mut words).map_err(tok_err)?;
+        }
+        let model = tk.get_model();
+        words
+            .tokenize(|word| model.tokenize(word.get()))
+            .map_err(tok_err)?;
+        Ok(words
+            .get_splits(OffsetReferential::Original, OffsetType::None)
+            .into_iter()
+            .flat_map(|(_, _, tokens)| tokens.iter().flatten().map(|t| t.id))
+            .collect())
     }
 
     /// What a text prompt becomes for generation: BOS first when the model asks for it.
@@ -598,6 +617,38 @@ mod tests {
             }
             other => panic!("expected MalformedModel, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn plain_encoding_equals_a_tokenizer_told_to_encode_special_tokens() {
+        let added = |id: u32, content: &str, normalized: bool, special: bool| {
+            format!(
+                r#"{{"id": {id}, "content": "{content}", "single_word": false, "lstrip": false,
+                    "rstrip": false, "normalized": {normalized}, "special": {special}}}"#
+            )
+        };
+        let json = format!(
+            r#"{{"model": {{"type": "BPE", "vocab": {{"a": 0, "b": 1, "ab": 2, "<": 3, "s": 4,
+                ">": 5, "[": 6, "x": 7, "]": 8, " ": 9}}, "merges": ["a b"]}},
+                "normalizer": {{"type": "Lowercase"}},
+                "added_tokens": [{}, {}, {}]}}"#,
+            added(10, "<s>", false, true),
+            added(11, "[x]", true, false),
+            added(12, "ba", false, false),
+        );
+        let tk = from_json("plain", &json).expect("loads");
+        let mut reference = tk.with_special.clone();
+        reference.set_encode_special_tokens(true);
+        for text in ["", "ab<s>ba", "AB [X] a<s>", "<s><s>", "[x]ab", "bab <S> b"] {
+            let expected = reference.encode(text, false).expect("encodes");
+            assert_eq!(
+                tk.encode(text, false).expect("encodes"),
+                expected.get_ids(),
+                "{text:?}"
+            );
+        }
+        assert_eq!(tk.encode("<s>[x]", false).expect("encodes"), [3, 4, 5, 11]);
+        assert_eq!(tk.encode("<s>[x]", true).expect("encodes"), [10, 11]);
     }
 
     #[test]
