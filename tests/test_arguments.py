@@ -136,11 +136,16 @@ def test_a_stream_steps_in_one_place_at_a_time(model):
 
 CHILD = """
 import sys, time, smolgen
+from smolgen.bench import no_stop_bias
 model = smolgen.load(sys.argv[1], threads=1)
 print("ready", flush=True)
 t0 = time.monotonic()
 try:
-    model.generate([5] * 4, max_tokens=int(sys.argv[2]), temperature=0.7, seed=1)
+    # End-of-generation tokens suppressed: the run must outlast the signal.
+    model.generate(
+        [5] * 4, max_tokens=int(sys.argv[2]), temperature=0.7, seed=1,
+        logit_bias=no_stop_bias(model),
+    )
 except KeyboardInterrupt:
     print("interrupted after", round(time.monotonic() - t0, 2), flush=True)
     c = model.generate("hello", max_tokens=2, temperature=0)
