@@ -53,7 +53,7 @@ struct Case {
     m: usize,
 }
 
-const CASES: [Case; 15] = [
+const CASES: [Case; 16] = [
     Case {
         name: "q4_1_matvec_576x1536",
         kind: <BlockQ4_1 as WeightBlock>::KIND,
@@ -143,6 +143,13 @@ const CASES: [Case; 15] = [
         kind: <BlockF16 as WeightBlock>::KIND,
         rows: 2048,
         cols: 8192,
+        m: 512,
+    },
+    Case {
+        name: "q8_0_prefill_m512_576x1536",
+        kind: <BlockQ8_0 as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
         m: 512,
     },
     Case {
