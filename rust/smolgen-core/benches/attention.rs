@@ -32,6 +32,7 @@ fn bench_attention(c: &mut Criterion) {
             keys: &keys,
             values: &values,
             width,
+            stride: width,
         };
         let mut scratch = vec![0f32; context];
         let mut group = c.benchmark_group(format!("attend_head_{context}"));

@@ -4,8 +4,8 @@
 //! not reserve the memory of an 8K-token one.
 //!
 //! On the CPU a layer's keys are plain memory, position-major: row `p` holds position `p`'s keys
-//! for every KV head (`[capacity, kv_heads * head_dim]`), so appending a token writes one
-//! contiguous row and growing is a reallocation. On an accelerator they are candle tensors
+//! for every KV head (`[capacity, stride]`, the first `kv_heads * head_dim` floats of each row
+//! used), so appending a token writes one row and growing is a reallocation. On an accelerator they are candle tensors
 //! `[1, kv_heads, capacity, head_dim]`.
 
 use candle_core::{DType, Tensor};
@@ -20,11 +20,13 @@ const INITIAL_CAPACITY: usize = 64;
 #[derive(Debug, Clone)]
 enum LayerKv {
     Empty,
-    /// `capacity * width` floats each; only the first `len` rows are meaningful.
+    /// `capacity * stride` floats each; only the first `len` rows are meaningful, and the
+    /// first `width` floats of each.
     Host {
         keys: Vec<f32>,
         values: Vec<f32>,
         width: usize,
+        stride: usize,
     },
     Device {
         keys: Tensor,
@@ -32,13 +34,27 @@ enum LayerKv {
     },
 }
 
-/// One layer's cached keys and values on the CPU, read in place: `[positions, width]` each,
-/// `width = kv_heads * head_dim`.
+/// One layer's cached keys and values on the CPU, read in place: `[positions, stride]` each,
+/// of which the first `width = kv_heads * head_dim` floats of a row are its keys (values).
 #[derive(Debug, Clone, Copy)]
 pub struct HostKv<'a> {
     pub keys: &'a [f32],
     pub values: &'a [f32],
     pub width: usize,
+    pub stride: usize,
+}
+
+/// The floats from one cached position to the next for rows of `width` floats. A row of a
+/// multiple of 1 KiB (SmolLM2-1.7B's 32 KV heads x 64 = 8 KiB) puts one head's keys at every
+/// position in the same few cache sets, which then hold only a fraction of them: attention
+/// re-read them from L3 for every query and took a fifth of a 512-token prefill. One more cache
+/// line per row spreads them over all sets.
+fn row_stride(width: usize) -> usize {
+    if (width * 4).is_multiple_of(1024) {
+        width + 16
+    } else {
+        width
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,16 +120,18 @@ impl KvCache {
                         keys,
                         values,
                         width,
+                        stride,
                     } => {
                         let copy = |src: &[f32]| {
-                            let mut v = vec![0f32; capacity * width];
-                            v[..len * width].copy_from_slice(&src[..len * width]);
+                            let mut v = vec![0f32; capacity * stride];
+                            v[..len * stride].copy_from_slice(&src[..len * stride]);
                             v
                         };
                         LayerKv::Host {
                             keys: copy(keys),
                             values: copy(values),
                             width: *width,
+                            stride: *stride,
                         }
                     }
                     LayerKv::Device { keys, values } => {
@@ -152,15 +170,25 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
-    /// Room for `t` more positions of `layer` on the CPU: the key and value rows
-    /// `self.len()..self.len() + t` to write (`[t, width]` each). Call [`KvCache::advance`]
-    /// once every layer has written them.
-    pub fn host_rows_mut(
+    /// Writes the keys and values of `t` more positions of `layer` on the CPU (`[t, width]`
+    /// each) after the first `self.len()`. Call [`KvCache::advance`] once every layer has
+    /// written them.
+    pub fn write_host_rows(
         &mut self,
         layer: usize,
-        t: usize,
         width: usize,
-    ) -> Result<(&mut [f32], &mut [f32])> {
+        new_keys: &[f32],
+        new_values: &[f32],
+    ) -> Result<()> {
+        if width == 0 || !new_keys.len().is_multiple_of(width) || new_values.len() != new_keys.len()
+        {
+            return Err(Error::invalid(format!(
+                "{} keys and {} values are not rows of {width}",
+                new_keys.len(),
+                new_values.len()
+            )));
+        }
+        let t = new_keys.len() / width;
         let needed = self.len + t;
         let capacity = Self::capacity_for(needed, self.max_len);
         let slot = self
@@ -172,6 +200,7 @@ impl KvCache {
                 keys: Vec::new(),
                 values: Vec::new(),
                 width,
+                stride: row_stride(width),
             };
         }
         match slot {
@@ -179,19 +208,26 @@ impl KvCache {
                 keys,
                 values,
                 width: w,
+                stride,
             } if *w == width => {
-                if keys.len() < needed * width {
+                let stride = *stride;
+                if keys.len() < needed * stride {
                     // A fresh zeroed allocation comes from the OS untouched: pages past the
                     // rows actually written are never faulted in.
-                    let filled = self.len * width;
+                    let filled = self.len * stride;
                     for buf in [&mut *keys, &mut *values] {
-                        let mut grown = vec![0f32; capacity * width];
+                        let mut grown = vec![0f32; capacity * stride];
                         grown[..filled].copy_from_slice(&buf[..filled]);
                         *buf = grown;
                     }
                 }
-                let rows = self.len * width..needed * width;
-                Ok((&mut keys[rows.clone()], &mut values[rows]))
+                for (dst, src) in [(keys, new_keys), (values, new_values)] {
+                    let rows = dst[self.len * stride..needed * stride].chunks_exact_mut(stride);
+                    for (row, new) in rows.zip(src.chunks_exact(width)) {
+                        row[..width].copy_from_slice(new);
+                    }
+                }
+                Ok(())
             }
             _ => Err(Error::invalid(format!(
                 "KV cache layer {layer} does not hold CPU rows of width {width}"
@@ -206,10 +242,12 @@ impl KvCache {
                 keys,
                 values,
                 width,
-            } if keys.len() >= upto * width => Some(HostKv {
-                keys: &keys[..upto * width],
-                values: &values[..upto * width],
+                stride,
+            } if keys.len() >= upto * stride => Some(HostKv {
+                keys: &keys[..upto * stride],
+                values: &values[..upto * stride],
                 width: *width,
+                stride: *stride,
             }),
             _ => None,
         }
@@ -235,10 +273,7 @@ impl KvCache {
                     .flatten_all()?
                     .to_vec1::<f32>()?)
             };
-            let (kr, vr) = (rows(k)?, rows(v)?);
-            let (kd, vd) = self.host_rows_mut(layer, t, heads * dim)?;
-            kd.copy_from_slice(&kr);
-            vd.copy_from_slice(&vr);
+            self.write_host_rows(layer, heads * dim, &rows(k)?, &rows(v)?)?;
             return Ok(None);
         }
         let needed = self.len + t;
@@ -287,5 +322,65 @@ impl KvCache {
     /// Marks `t` more positions as filled (after every layer appended them).
     pub fn advance(&mut self, t: usize) {
         self.len += t;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_of_a_multiple_of_1_kib_are_padded_by_a_cache_line() {
+        assert_eq!(row_stride(192), 192); // SmolLM2-135M: 3 KV heads of 64
+        assert_eq!(row_stride(320), 320); // 360M: 5 KV heads
+        assert_eq!(row_stride(2048), 2064); // 1.7B: 32 KV heads
+        assert_eq!(row_stride(256), 272);
+    }
+
+    #[test]
+    fn written_rows_read_back_at_the_stride_and_survive_growth_and_copies() {
+        let width = 256; // padded to 272
+        let mut cache = KvCache::new(1, 1000);
+        let row = |p: usize| -> Vec<f32> { (0..width).map(|i| (p * 1000 + i) as f32).collect() };
+        let mut written = 0;
+        for t in [1, 3, 70, 5] {
+            let keys: Vec<f32> = (written..written + t).flat_map(row).collect();
+            let values: Vec<f32> = keys.iter().map(|k| -k).collect();
+            cache
+                .write_host_rows(0, width, &keys, &values)
+                .expect("writes");
+            cache.advance(t);
+            written += t;
+        }
+        let check = |cache: &KvCache, n: usize| {
+            let kv = cache.host_layer(0, n).expect("CPU rows");
+            assert_eq!((kv.width, kv.stride), (width, 272));
+            for p in 0..n {
+                assert_eq!(kv.keys[p * kv.stride..][..width], row(p)[..]);
+                assert_eq!(kv.values[p * kv.stride + 7], -row(p)[7]);
+            }
+        };
+        check(&cache, written);
+        check(&cache.copy_prefix(40).expect("copies"), 40);
+        // 79 positions: grown from 64 rows to 128, each of the padded stride.
+        assert_eq!(cache.allocated_bytes(), 2 * 128 * 272 * 4);
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_the_width_are_refused() {
+        let mut cache = KvCache::new(2, 16);
+        for (keys, values) in [(5, 5), (8, 4), (0, 0)] {
+            let (k, v) = (vec![0f32; keys], vec![0f32; values]);
+            let width = if keys == 0 { 0 } else { 4 };
+            assert!(
+                cache.write_host_rows(0, width, &k, &v).is_err(),
+                "{keys} {values}"
+            );
+        }
+        assert!(cache.write_host_rows(2, 4, &[0.0; 4], &[0.0; 4]).is_err());
+        cache
+            .write_host_rows(1, 4, &[0.0; 4], &[0.0; 4])
+            .expect("layer 1");
+        assert!(cache.write_host_rows(1, 8, &[0.0; 8], &[0.0; 8]).is_err());
     }
 }

@@ -96,8 +96,8 @@ pub fn attend_head(
         &mut on_heap[..]
     };
     let (keys, values) = (
-        Rows::new(kv.keys, kv.width, g * dim),
-        Rows::new(kv.values, kv.width, g * dim),
+        Rows::new(kv.keys, kv.stride, g * dim),
+        Rows::new(kv.values, kv.stride, g * dim),
     );
     for i in 0..t {
         let seen = pos + i + 1; // keys 0..=pos + i
@@ -118,25 +118,25 @@ pub fn attend_head(
     }
 }
 
-/// One head's slice of every cached position: row `j` is `data[j * width + offset..][..dim]`.
+/// One head's slice of every cached position: row `j` is `data[j * stride + offset..][..dim]`.
 #[derive(Clone, Copy)]
 struct Rows<'a> {
     data: &'a [f32],
-    width: usize,
+    stride: usize,
     offset: usize,
 }
 
 impl<'a> Rows<'a> {
-    fn new(data: &'a [f32], width: usize, offset: usize) -> Self {
+    fn new(data: &'a [f32], stride: usize, offset: usize) -> Self {
         Rows {
             data,
-            width,
+            stride,
             offset,
         }
     }
     #[inline(always)]
     fn row(&self, j: usize, dim: usize) -> &'a [f32] {
-        &self.data[j * self.width + self.offset..][..dim]
+        &self.data[j * self.stride + self.offset..][..dim]
     }
 }
 
@@ -144,7 +144,7 @@ impl<'a> Rows<'a> {
 fn score_keys(q: &[f32], keys: Rows<'_>, scale: f32, scores: &mut [f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if q.len().is_multiple_of(8) && wide_vectors() {
-        // SAFETY: the CPU has AVX2 (checked once by `wide_vectors`).
+        // SAFETY: the CPU has AVX2 and FMA (checked once by `wide_vectors`).
         return unsafe { x86::score_keys(q, keys, scale, scores) };
     }
     score_keys_portable(q, keys, scale, scores)
@@ -163,7 +163,7 @@ fn score_keys_portable(q: &[f32], keys: Rows<'_>, scale: f32, scores: &mut [f32]
 fn mix_values(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if acc.len().is_multiple_of(8) && wide_vectors() {
-        // SAFETY: the CPU has AVX2 (checked once by `wide_vectors`).
+        // SAFETY: the CPU has AVX2 and FMA (checked once by `wide_vectors`).
         return unsafe { x86::mix_values(probs, values, acc) };
     }
     mix_values_portable(probs, values, acc)
@@ -173,28 +173,32 @@ fn mix_values_portable(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
     let dim = acc.len();
     acc.fill(0.0);
     for (j, &p) in probs.iter().enumerate() {
-        for (o, x) in acc.iter_mut().zip(values.row(j, dim)) {
-            *o += p * x;
+        for (o, &x) in acc.iter_mut().zip(values.row(j, dim)) {
+            *o = p.mul_add(x, *o);
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 fn wide_vectors() -> bool {
-    static AVX2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX2.get_or_init(|| is_x86_feature_detected!("avx2"))
+    static AVX2_FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX2_FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
 }
 
 /// The same arithmetic as the portable loops, in 256-bit vectors: the same eight running sums
-/// per dot product, reduced in the same order, and multiplies and adds kept apart (never
-/// fused), so both give identical bits.
+/// per dot product, each step one fused multiply-add as `f32::mul_add` is, reduced in the same
+/// order, so both give identical bits.
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use super::Rows;
 
-    #[target_feature(enable = "avx2")]
+    /// Keys scored side by side in [`score_keys_64`]: enough chains of 4-cycle FMAs to keep
+    /// both FMA units busy, few enough that they and the query fit the 16 registers.
+    const KEYS_AT_ONCE: usize = 8;
+
+    #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
         // ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), as `super::dot` adds them.
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -203,8 +207,8 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2 is available; `q.len()` is a multiple of 8; every key row is in bounds.
-    #[target_feature(enable = "avx2")]
+    /// AVX2 and FMA are available; `q.len()` is a multiple of 8; every key row is in bounds.
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn score_keys(
         q: &[f32],
         keys: Rows<'_>,
@@ -228,7 +232,7 @@ mod x86 {
                         _mm256_loadu_ps(k.as_ptr().add(c)),
                     )
                 };
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(x, y));
+                acc = _mm256_fmadd_ps(x, y, acc);
             }
             *s = hsum(acc) * scale;
             max = max.max(*s);
@@ -236,13 +240,14 @@ mod x86 {
         max
     }
 
-    /// [`score_keys`] for 64-wide heads (SmolLM2's): the query stays in registers and four
-    /// keys run side by side, so that their chains of dependent adds overlap (one key's chain
-    /// bounded the loop). Each key's arithmetic is unchanged.
+    /// [`score_keys`] for 64-wide heads (SmolLM2's): the query stays in registers and
+    /// [`KEYS_AT_ONCE`] keys run side by side, so that their chains of dependent fused
+    /// multiply-adds overlap (one key's chain bounded the loop). Each key's arithmetic is
+    /// unchanged.
     ///
     /// # Safety
     /// As [`score_keys`], with `q.len() == 64`.
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn score_keys_64(q: &[f32], keys: Rows<'_>, scale: f32, scores: &mut [f32]) -> f32 {
         // Plain loops, no closures: a closure here gets this function's target features, so
         // a generic helper such as `array::from_fn` could not inline it in a portable build
@@ -253,34 +258,32 @@ mod x86 {
             *x = unsafe { _mm256_loadu_ps(q.as_ptr().add(8 * c)) };
         }
         let mut max = f32::NEG_INFINITY;
-        let quads = scores.len() / 4 * 4;
-        for j in (0..quads).step_by(4) {
-            let rows = [
-                keys.row(j, 64).as_ptr(),
-                keys.row(j + 1, 64).as_ptr(),
-                keys.row(j + 2, 64).as_ptr(),
-                keys.row(j + 3, 64).as_ptr(),
-            ];
-            let mut acc = [_mm256_setzero_ps(); 4];
+        let runs = scores.len() / KEYS_AT_ONCE * KEYS_AT_ONCE;
+        for j in (0..runs).step_by(KEYS_AT_ONCE) {
+            let mut rows = [std::ptr::null::<f32>(); KEYS_AT_ONCE];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = keys.row(j + r, 64).as_ptr();
+            }
+            let mut acc = [_mm256_setzero_ps(); KEYS_AT_ONCE];
             for (c, x) in qv.iter().enumerate() {
                 for (a, k) in acc.iter_mut().zip(rows) {
                     // SAFETY: a key row holds 64 floats.
                     let y = unsafe { _mm256_loadu_ps(k.add(8 * c)) };
-                    *a = _mm256_add_ps(*a, _mm256_mul_ps(*x, y));
+                    *a = _mm256_fmadd_ps(*x, y, *a);
                 }
             }
-            for (s, a) in scores[j..j + 4].iter_mut().zip(acc) {
+            for (s, a) in scores[j..j + KEYS_AT_ONCE].iter_mut().zip(acc) {
                 *s = hsum(a) * scale;
                 max = max.max(*s);
             }
         }
-        for (j, s) in scores.iter_mut().enumerate().skip(quads) {
+        for (j, s) in scores.iter_mut().enumerate().skip(runs) {
             let k = keys.row(j, 64).as_ptr();
             let mut acc = _mm256_setzero_ps();
             for (c, x) in qv.iter().enumerate() {
                 // SAFETY: a key row holds 64 floats.
                 let y = unsafe { _mm256_loadu_ps(k.add(8 * c)) };
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(*x, y));
+                acc = _mm256_fmadd_ps(*x, y, acc);
             }
             *s = hsum(acc) * scale;
             max = max.max(*s);
@@ -289,8 +292,8 @@ mod x86 {
     }
 
     /// # Safety
-    /// AVX2 is available; `acc.len()` is a multiple of 8; every value row is in bounds.
-    #[target_feature(enable = "avx2")]
+    /// AVX2 and FMA are available; `acc.len()` is a multiple of 8; every value row is in bounds.
+    #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn mix_values(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
         let dim = acc.len();
         // Up to 64 outputs at a time in registers, so each value row is read once per span.
@@ -317,9 +320,9 @@ mod x86 {
     /// Outputs `c..c + 8N`: each summed over the rows in order, as the portable loop does.
     ///
     /// # Safety
-    /// AVX2 is available; `c + 8N <= acc.len()` and every value row holds `acc.len()` floats.
+    /// AVX2 and FMA are available; `c + 8N <= acc.len()` and every value row holds `acc.len()` floats.
     #[inline]
-    #[target_feature(enable = "avx2")]
+    #[target_feature(enable = "avx2,fma")]
     unsafe fn mix_span<const N: usize>(probs: &[f32], values: Rows<'_>, acc: &mut [f32], c: usize) {
         let dim = acc.len();
         let mut sums = [_mm256_setzero_ps(); N];
@@ -329,7 +332,7 @@ mod x86 {
             for (k, sum) in sums.iter_mut().enumerate() {
                 // SAFETY: `c + 8k + 8 <= dim` and the row holds `dim` floats.
                 let x = unsafe { _mm256_loadu_ps(v.add(c + 8 * k)) };
-                *sum = _mm256_add_ps(*sum, _mm256_mul_ps(pv, x));
+                *sum = _mm256_fmadd_ps(pv, x, *sum);
             }
         }
         for (k, sum) in sums.iter().enumerate() {
@@ -342,8 +345,8 @@ mod x86 {
 /// Head sizes up to this are accumulated on the stack (Llama models use 64 or 128).
 const MAX_STACK_HEAD_DIM: usize = 256;
 
-/// A dot product in a fixed order: eight running sums (so it vectorizes), added up the same
-/// way every time.
+/// A dot product in a fixed order: eight running sums of fused multiply-adds (so it
+/// vectorizes), added up the same way every time.
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
@@ -351,13 +354,13 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (b8, b_rest) = b.split_at(a8.len());
     for (x, y) in a8.chunks_exact(8).zip(b8.chunks_exact(8)) {
         for l in 0..8 {
-            lanes[l] += x[l] * y[l];
+            lanes[l] = x[l].mul_add(y[l], lanes[l]);
         }
     }
     let mut sum = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
         + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
-    for (x, y) in a_rest.iter().zip(b_rest) {
-        sum += x * y;
+    for (&x, &y) in a_rest.iter().zip(b_rest) {
+        sum = x.mul_add(y, sum);
     }
     sum
 }
@@ -426,6 +429,7 @@ mod tests {
             keys: &k,
             values: &v,
             width,
+            stride: width,
         };
         let (y_all, probs) = causal_attention(&q_all, kv, 0, total, heads, true);
         let want = reference(&q_all, &k, &v, 0, total, heads);
@@ -464,7 +468,7 @@ mod tests {
             let q: Vec<f32> = (0..dim).map(|_| lcg(&mut seed)).collect();
             let rows = Rows::new(&keys, width, offset);
             let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
-            // SAFETY: AVX2 checked above; dim is a multiple of 8; rows are in bounds.
+            // SAFETY: AVX2 and FMA checked above; dim is a multiple of 8; rows are in bounds.
             let max_simd = unsafe { x86::score_keys(&q, rows, 0.125, &mut a) };
             let max_portable = score_keys_portable(&q, rows, 0.125, &mut b);
             assert_eq!(a, b);

@@ -56,9 +56,12 @@ impl CpuEngine {
         self.rope(&mut s.q[..m * q_width], nh, &s.cos, &s.sin);
         self.rope(&mut s.k[..m * kv_width], nkv, &s.cos, &s.sin);
         for &(i, first, _, t) in &s.spans {
-            let (kd, vd) = seqs[i].cache.host_rows_mut(layer, t, kv_width)?;
-            kd.copy_from_slice(&s.k[first * kv_width..][..t * kv_width]);
-            vd.copy_from_slice(&s.v[first * kv_width..][..t * kv_width]);
+            seqs[i].cache.write_host_rows(
+                layer,
+                kv_width,
+                &s.k[first * kv_width..][..t * kv_width],
+                &s.v[first * kv_width..][..t * kv_width],
+            )?;
         }
         self.attend(seqs, s, layer, keep)?;
         let o = self.weight(&lw.o)?;
