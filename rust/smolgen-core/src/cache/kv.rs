@@ -5,8 +5,8 @@
 //!
 //! On the CPU a layer's keys are plain memory, position-major: row `p` holds position `p`'s keys
 //! for every KV head (`[capacity, stride]`, the first `kv_heads * head_dim` floats of each row
-//! used), so appending a token writes one row and growing is a reallocation. On an accelerator they are candle tensors
-//! `[1, kv_heads, capacity, head_dim]`.
+//! used), so appending a token writes one row and growing is a reallocation. On an accelerator
+//! they are candle tensors `[1, kv_heads, capacity, head_dim]`.
 
 use candle_core::{DType, Tensor};
 
@@ -47,8 +47,8 @@ pub struct HostKv<'a> {
 /// The floats from one cached position to the next for rows of `width` floats. A row of a
 /// multiple of 1 KiB (SmolLM2-1.7B's 32 KV heads x 64 = 8 KiB) puts one head's keys at every
 /// position in the same few cache sets, which then hold only a fraction of them: attention
-/// re-read them from L3 for every query and took a fifth of a 512-token prefill. One more cache
-/// line per row spreads them over all sets.
+/// re-read them from L3 for every query and took a fifth of the 1.7B model's 512-token
+/// prefill. One more cache line per row spreads them over all sets.
 fn row_stride(width: usize) -> usize {
     if (width * 4).is_multiple_of(1024) {
         width + 16
