@@ -43,7 +43,7 @@ impl Vocabulary {
             .ok_or("the BPE model serialized without merges")?;
         let mut merges = Vec::with_capacity(pairs.len());
         for pair in pairs {
-            let part = |i: usize| pair.get(i).and_then(|v| v.as_str()).map(str::to_owned);
+            let part = |i: usize| pair.get(i).and_then(|v| v.as_str());
             match (part(0), part(1)) {
                 (Some(a), Some(b)) => merges.push((a, b)),
                 _ => return Err(format!("a serialized merge is not two tokens: {pair}")),
@@ -59,7 +59,7 @@ impl Vocabulary {
         }
         Ok(Vocabulary::Bpe(CompactBpe::new(
             tokens,
-            merges.iter().map(|(a, b)| (a, b)),
+            merges,
             bpe.ignore_merges,
         )?))
     }
@@ -190,23 +190,33 @@ impl CompactBpe {
 
     /// Appends the ids of the pre-token `word` to `ids`.
     pub(crate) fn encode_word(&self, word: &str, merging: &mut Merging, ids: &mut Vec<u32>) {
-        if self.ignore_merges {
-            if let Some(id) = self.token_to_id(word) {
-                ids.push(id);
-                return;
-            }
-        }
         self.merge(word, merging);
         ids.extend(merging.merged().map(|s| s.id));
     }
 
-    /// `word`'s characters merged by rank, into `merging`. Characters that are no token are
-    /// dropped (`tokenizers`' BPE without an unknown token does the same).
+    /// `word`'s characters merged by rank, into `merging`; with `ignore_merges`, a word that is
+    /// a token is that token. Characters that are no token are dropped (`tokenizers`' BPE
+    /// without an unknown token does the same).
     fn merge(&self, word: &str, merging: &mut Merging) {
         // Symbols as a doubly linked list over the characters.
         let Merging { symbols, queue } = merging;
         symbols.clear();
         queue.clear();
+        if word.is_empty() {
+            return;
+        }
+        if self.ignore_merges {
+            if let Some(id) = self.token_to_id(word) {
+                symbols.push(Symbol {
+                    id,
+                    start: 0,
+                    end: word.len(),
+                    prev: None,
+                    next: None,
+                });
+                return;
+            }
+        }
         for (start, c) in word.char_indices() {
             let end = start + c.len_utf8();
             let id = match self.small_chars.get(c as usize) {
@@ -315,18 +325,6 @@ impl Model for CompactBpe {
     type Trainer = BpeTrainer;
 
     fn tokenize(&self, sequence: &str) -> tokenizers::Result<Vec<Token>> {
-        if sequence.is_empty() {
-            return Ok(Vec::new());
-        }
-        if self.ignore_merges {
-            if let Some(id) = self.token_to_id(sequence) {
-                return Ok(vec![Token::new(
-                    id,
-                    sequence.to_owned(),
-                    (0, sequence.len()),
-                )]);
-            }
-        }
         let mut merging = Merging::default();
         self.merge(sequence, &mut merging);
         Ok(merging
@@ -492,6 +490,33 @@ mod tests {
             }
             assert_eq!(ours.get_vocab(), reference.get_vocab());
             assert_eq!(ours.get_vocab_size(), reference.get_vocab_size());
+        }
+    }
+
+    #[test]
+    fn ignore_merges_takes_a_word_that_is_a_token_whole() {
+        // "abc" is a token no merge makes: merged, it is "ab" + "c".
+        let tokens = ["a", "b", "c", "ab", "abc"];
+        for ignore_merges in [false, true] {
+            let vocab: tokenizers::models::bpe::Vocab = tokens
+                .iter()
+                .enumerate()
+                .map(|(id, t)| (t.to_string(), id as u32))
+                .collect();
+            let reference = BPE::builder()
+                .vocab_and_merges(vocab, vec![("a".into(), "b".into())])
+                .ignore_merges(ignore_merges)
+                .build()
+                .expect("builds");
+            let ours =
+                CompactBpe::new(tokens.map(Some), [("a", "b")], ignore_merges).expect("builds");
+            let expected: Vec<u32> = if ignore_merges { vec![4] } else { vec![3, 2] };
+            let ids = |t: Vec<Token>| t.into_iter().map(|t| t.id).collect::<Vec<_>>();
+            assert_eq!(ids(reference.tokenize("abc").expect("encodes")), expected);
+            assert_eq!(ids(ours.tokenize("abc").expect("encodes")), expected);
+            let mut encoded = Vec::new();
+            ours.encode_word("abc", &mut Merging::default(), &mut encoded);
+            assert_eq!(encoded, expected);
         }
     }
 
