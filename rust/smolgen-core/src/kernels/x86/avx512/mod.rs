@@ -9,6 +9,7 @@
 //! the accumulator starts from the prepared `-128 * sum(a)` per lane, which cancels the bias
 //! exactly in integers.
 //! Float weights (F32, F16, BF16) x f32 activations: [`float`].
+//! Q3_K in long prefills: widened to Q8_0 records, a group at a time ([`widen`]).
 
 // Register tiles are indexed in lockstep (acc[r][c], wq[r], qa[c]); index loops read best.
 #![allow(clippy::needless_range_loop)]
@@ -16,7 +17,9 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 mod float;
+mod widen;
 pub(crate) use float::*;
+pub(crate) use widen::gemm_q3_kx16;
 
 use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;
@@ -556,6 +559,34 @@ fn two_bit_codes(l: __m512i) -> [__m512i; 4] {
     ]
 }
 
+/// The unsigned codes (the signed ones plus 4) of a packed Q3_K record at `r`, in the registers
+/// of elements `4j..4j + 4`, then of `16 + 4j..`: the two-bit codes with their third bits put
+/// over them by mask moves.
+///
+/// # Safety
+/// `r` is a Q3_K record: `Q3_K_RECORD_LINES` aligned lines.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q3_k_codes(r: *const u8) -> [__m512i; 8] {
+    let bit2 = _mm512_set1_epi8(0x04);
+    // SAFETY: the caller's contract.
+    let (third, low, high) = unsafe {
+        (
+            r.add(64 * THIRD_BITS_LINE).cast::<u64>(),
+            two_bit_codes(_mm512_load_si512(r.cast())),
+            two_bit_codes(_mm512_load_si512(r.add(64).cast())),
+        )
+    };
+    // SAFETY: the third-bits line holds eight u64 words.
+    let bits = |word: usize| unsafe { _mm512_maskz_mov_epi8(third.add(word).read(), bit2) };
+    let mut w = [_mm512_setzero_si512(); 8];
+    for j in 0..4 {
+        w[j] = _mm512_or_si512(low[j], bits(2 * j));
+        w[4 + j] = _mm512_or_si512(high[j], bits(2 * j + 1));
+    }
+    w
+}
+
 /// Defines the 16-row tile of a type with a signed scale per 16 weights and a `d` per
 /// superblock (Q6_K, Q3_K): 16 rows x `C` activation rows, all sub-blocks. `codes:` names how
 /// a record's lines make the unsigned codes of elements `4j..` and `16 + 4j..` (Q6_K: nibbles
@@ -642,19 +673,9 @@ macro_rules! signed_k_group_tile {
         }
         w
     }};
-    (@codes q3_k, $r:ident) => {{
-        let bit2 = _mm512_set1_epi8(0x04);
-        let third = $r.add(64 * THIRD_BITS_LINE).cast::<u64>();
-        let low = two_bit_codes(_mm512_load_si512($r.cast()));
-        let high = two_bit_codes(_mm512_load_si512($r.add(64).cast()));
-        let mut w = [_mm512_setzero_si512(); 8];
-        for j in 0..4 {
-            w[j] = _mm512_or_si512(low[j], _mm512_maskz_mov_epi8(third.add(2 * j).read(), bit2));
-            w[4 + j] =
-                _mm512_or_si512(high[j], _mm512_maskz_mov_epi8(third.add(2 * j + 1).read(), bit2));
-        }
-        w
-    }};
+    (@codes q3_k, $r:ident) => {
+        q3_k_codes($r)
+    };
     // Q6_K's half dots can pass an i16; Q3_K's cannot (see `k_half_dots`).
     (@dots q6_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {{
         let _ = $pairs;
@@ -754,7 +775,7 @@ packed_gemm!(
     whole_group
 );
 packed_gemm!(
-    gemm_q3_kx16,
+    gemm_q3_kx16_tiles,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     Q3_K_RECORD_LINES,
     tile_q3_kx16,

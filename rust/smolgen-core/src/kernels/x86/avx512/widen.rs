@@ -1,0 +1,137 @@
+//! Q3_K prefill through the Q8_0 tile.
+//!
+//! A Q3_K weight is `d * s * q`: a 6-bit signed scale `s` per 16 weights, a code `q` in
+//! `-4..=3`. Their product `s * q` lies in `-124..=128`, so its negation fits an i8, and a
+//! group's sub-block of products, stored +128, is a Q8_0 record whose scale is `-d`. The Q8_0
+//! tile does 8 `vpdpbusd` per sub-block and activation row, where the Q3_K tile spends about
+//! half as much again forming codes and weighting its two halves. Widening costs about as
+//! much per sub-block as one activation row does, so it pays where a group meets many rows:
+//! a long prefill widens each group once per chunk of activation rows and sweeps the chunk.
+//!
+//! The bits are the Q3_K tile's: both sums are exact in i32 (this one is the negation of the
+//! other), and `cvt(-x) * (-d * d_a)` is `cvt(x) * (d * d_a)` exactly.
+
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+use std::ops::Range;
+
+use super::super::walk::dispatch_cols;
+use super::{gemm_q3_kx16_tiles, q3_k_codes, run_scales, tile_q8_0x16};
+use crate::kernels::blocks::QK;
+use crate::kernels::matmul::QWeight;
+use crate::kernels::packed::{k_scales_at, scales_at, GROUP, Q3_K_RECORD_LINES, Q8_0_RECORD_LINES};
+use crate::kernels::prepared::{Line, OutPtr, Prepared, ZERO_LINE};
+
+/// Activation rows from which a gemm widens its groups: below it, widening a group would cost
+/// more than its tiles save.
+const WIDEN_FROM_ROWS: usize = 64;
+/// Bytes of activation codes swept per widened group: they stay in L2 between groups. (Tests
+/// take a small chunk, so that their short batches span several.)
+const CHUNK_BYTES: usize = if cfg!(test) { 4 << 10 } else { 512 << 10 };
+/// Activation rows per tile, as the Q8_0 gemm takes them.
+const COLS: usize = 8;
+
+thread_local! {
+    /// One widened group, reused across calls on this thread.
+    static WIDENED: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The Q3_K 16-row gemm (see `GemmFn`): short batches on the Q3_K tile, long ones widened.
+///
+/// # Safety
+/// See `GemmFn`: `w` is a packed Q3_K matrix; `a` holds Q8_0 activations in the natural layout.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn gemm_q3_kx16(w: &QWeight<'_>, a: &Prepared, rows: Range<usize>, out: OutPtr) {
+    if a.m < WIDEN_FROM_ROWS {
+        // SAFETY: the caller's contract.
+        return unsafe { gemm_q3_kx16_tiles(w, a, rows, out) };
+    }
+    let nb = a.nb;
+    let chunk_rows = (CHUNK_BYTES / (nb * QK)).max(WIDEN_FROM_ROWS);
+    WIDENED.with_borrow_mut(|widened| {
+        let lines = nb * Q8_0_RECORD_LINES + nb.div_ceil(2);
+        if widened.len() < lines {
+            widened.resize(lines, ZERO_LINE);
+        }
+        let mut chunk = 0;
+        while chunk < a.m {
+            let chunk_end = (chunk + chunk_rows).min(a.m);
+            for g in rows.start / GROUP..rows.end.div_ceil(GROUP) {
+                let r0 = g * GROUP;
+                let group_rows = r0..rows.end.min(r0 + GROUP);
+                // SAFETY: `g` is a group of the matrix (the caller's contract); `widened`
+                // holds a Q8_0 group of `nb` blocks.
+                unsafe { widen_group(w.group(g), nb, widened.as_mut_ptr()) };
+                let mut c0 = chunk;
+                while c0 < chunk_end {
+                    let nc = COLS.min(chunk_end - c0);
+                    // SAFETY: `widened` is a Q8_0 group of `nb` blocks for these rows; the
+                    // activation rows exist; the caller's contract for `out`.
+                    unsafe {
+                        dispatch_cols!(
+                            8,
+                            tile_q8_0x16,
+                            nc,
+                            widened.as_ptr(),
+                            nb,
+                            a,
+                            c0,
+                            group_rows.clone(),
+                            out,
+                            0
+                        )
+                    };
+                    c0 += nc;
+                }
+            }
+            chunk = chunk_end;
+        }
+    });
+}
+
+/// Writes the Q3_K group at `rec` (`nb` sub-blocks per row) as a Q8_0 group at `dst`: each
+/// sub-block's `-s * q + 128` in the Q8_0 record, its superblock's `-d` as the block scale.
+///
+/// # Safety
+/// AVX-512 F/BW present; `rec` is a packed Q3_K group of `nb` sub-blocks per row; `dst` holds
+/// `nb * Q8_0_RECORD_LINES + nb.div_ceil(2)` lines.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn widen_group(rec: *const Line, nb: usize, dst: *mut Line) {
+    let sign = _mm256_set1_epi16(i16::MIN);
+    for b in 0..nb {
+        // SAFETY: the caller's contract: record `b` and its superblock's scale lines exist in
+        // `rec`; record `b` and its scale slot exist in `dst`.
+        unsafe {
+            let codes = q3_k_codes(rec.add(b * Q3_K_RECORD_LINES).cast());
+            let k = rec.add(k_scales_at(Q3_K_RECORD_LINES, nb, b)).cast::<u8>();
+            let t = 2 * (b % 8);
+            let scales = [run_scales::<false>(k, t), run_scales::<false>(k, t + 1)];
+            let r = dst.add(b * Q8_0_RECORD_LINES).cast::<__m512i>();
+            for (j, &c) in codes.iter().enumerate() {
+                _mm512_store_si512(r.add(j), widen_codes(c, scales[j / 4]));
+            }
+            let d = _mm256_load_si256(k.cast());
+            let (line, at) = scales_at(Q8_0_RECORD_LINES, nb, b);
+            let slot = dst.add(line).cast::<u8>().add(at).cast();
+            _mm256_store_si256(slot, _mm256_xor_si256(d, sign));
+        }
+    }
+}
+
+/// `-s * (c - 4) + 128` per byte, for unsigned Q3_K codes `c` (byte `4i + k` of row `i`) and
+/// the rows' scales `s` in `-32..=31` (lane `i` for row `i`), as the unsigned Q8_0 operand.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn widen_codes(c: __m512i, s: __m512i) -> __m512i {
+    // `4 - c`, the negated code, in -3..=4; each row's scale in both i16 halves of its lane.
+    let neg = _mm512_sub_epi8(_mm512_set1_epi8(4), c);
+    let s = _mm512_or_si512(
+        _mm512_and_si512(s, _mm512_set1_epi32(0xFFFF)),
+        _mm512_slli_epi32::<16>(s),
+    );
+    let even = _mm512_mullo_epi16(_mm512_srai_epi16::<8>(_mm512_slli_epi16::<8>(neg)), s);
+    let odd = _mm512_mullo_epi16(_mm512_srai_epi16::<8>(neg), s);
+    let bytes = _mm512_mask_blend_epi8(0xAAAA_AAAA_AAAA_AAAA, even, _mm512_slli_epi16::<8>(odd));
+    _mm512_xor_si512(bytes, _mm512_set1_epi8(i8::MIN))
+}
