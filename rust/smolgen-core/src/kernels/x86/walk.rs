@@ -4,7 +4,8 @@
 
 use std::ops::Range;
 
-use crate::kernels::packed::GROUP;
+use crate::kernels::packed::{k_scales_at, GROUP, K_SCALE_LINES};
+use crate::kernels::prepared::Line;
 
 /// Calls `$f::<NR, NC>(args)` for a run-time tile shape `nr x nc`, both in 1..=4.
 macro_rules! dispatch_tile {
@@ -132,6 +133,34 @@ pub(crate) fn prefetch_record(r: *const u8, pf: usize, record_lines: usize) {
             // SAFETY: a prefetch never faults, whatever the address.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + 64 * line).cast()) };
         }
+    }
+}
+
+/// Where weights stream from memory (`pf` not 0), prefetches at sub-block `b`, the first of its
+/// superblock, the scale lines of the superblock two ahead (past the group's last, the next
+/// group's): they lie after the group's records, a stream the records' prefetch misses.
+#[inline(always)]
+pub(crate) fn prefetch_k_scales(
+    rec: *const Line,
+    record_lines: usize,
+    nb: usize,
+    b: usize,
+    pf: usize,
+) {
+    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+    if pf == 0 || !b.is_multiple_of(8) {
+        return;
+    }
+    let (supers, ahead) = (nb / 8, b / 8 + 2);
+    let line = if ahead < supers {
+        k_scales_at(record_lines, nb, 8 * ahead)
+    } else {
+        // A group is its records, then its scale lines: `k_scales_at(.., nb)` lines.
+        k_scales_at(record_lines, nb, nb) + k_scales_at(record_lines, nb, 8 * (ahead - supers))
+    };
+    for l in 0..K_SCALE_LINES {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add(line + l).cast()) };
     }
 }
 

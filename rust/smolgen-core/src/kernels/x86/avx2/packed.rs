@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::walk::{packed_gemm, prefetch_record};
+use super::super::walk::{packed_gemm, prefetch_k_scales, prefetch_record};
 use super::bits_as_bytes;
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
@@ -95,6 +95,7 @@ macro_rules! nibble_half_tile {
                 // of a line, its scales 16 bytes.
                 let r = unsafe { rec.add(b * $lines).cast::<u8>() };
                 prefetch_record(r, pf, $lines);
+                nibble_half_tile!(@prefetch_scales $kind, rec, $lines, nb, b, pf);
                 let (dw, mw) =
                     unsafe { nibble_half_tile!(@scales $kind($arg), $lines, rec, r, nb, b, half) };
                 let mut isum = [_mm256_setzero_si256(); C];
@@ -164,6 +165,10 @@ macro_rules! nibble_half_tile {
             _mm256_setzero_ps(),
         )
     }};
+    (@prefetch_scales ksuper, $rec:ident, $lines:expr, $nb:ident, $b:ident, $pf:ident) => {
+        prefetch_k_scales($rec, $lines, $nb, $b, $pf)
+    };
+    (@prefetch_scales $kind:ident, $rec:ident, $lines:expr, $nb:ident, $b:ident, $pf:ident) => {};
     // Q4_K, Q5_K: `d * sc` and `-(dmin * m)` of sub-block `b % 8` for this half's rows, from
     // the superblock's scale lines after the group's records (both products exact in f32; the
     // sign flipped as a bit).
@@ -285,6 +290,7 @@ macro_rules! k_half_tile {
                 // `dmin`), 8 of scales, and 4 bytes of each bit word.
                 let r = unsafe { rec.add(b * $lines).cast::<u8>() };
                 prefetch_record(r, pf, $lines);
+                prefetch_k_scales(rec, $lines, nb, b, pf);
                 let (dw, sc_lo, sc_hi, mins) = unsafe {
                     let k = rec.add(k_scales_at($lines, nb, b)).cast::<u8>();
                     let t = 2 * (b % 8);

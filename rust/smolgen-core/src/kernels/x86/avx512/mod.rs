@@ -21,12 +21,12 @@ mod widen;
 pub(crate) use float::*;
 pub(crate) use widen::gemm_q3_kx16;
 
-use super::walk::{packed_gemm, prefetch_record, row_major_gemm, whole_group};
+use super::walk::{packed_gemm, prefetch_k_scales, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
-    k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, K_SCALE_LINES, Q2_K_RECORD_LINES,
-    Q3_K_RECORD_LINES, Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q4_K_RECORD_LINES, Q5_0_RECORD_LINES,
-    Q5_1_RECORD_LINES, Q5_K_RECORD_LINES, Q6_K_RECORD_LINES, Q8_0_RECORD_LINES, THIRD_BITS_LINE,
+    k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q2_K_RECORD_LINES, Q3_K_RECORD_LINES,
+    Q4_0_RECORD_LINES, Q4_1_RECORD_LINES, Q4_K_RECORD_LINES, Q5_0_RECORD_LINES, Q5_1_RECORD_LINES,
+    Q5_K_RECORD_LINES, Q6_K_RECORD_LINES, Q8_0_RECORD_LINES, THIRD_BITS_LINE,
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
 use crate::kernels::types::{BlockQ4_1, BlockQ8_0, SIXTH_BITS_LINE};
@@ -176,27 +176,6 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
 
 row_major_gemm!(gemm_q4_1, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", BlockQ4_1, tile_q4_1, 4 x 4);
 row_major_gemm!(gemm_q8_0, "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c", BlockQ8_0, tile_q8_0, 4 x 4);
-
-/// Where weights stream from memory (`pf` not 0), prefetches at sub-block `b`, the first of its
-/// superblock, the scale lines of the superblock two ahead (past the group's last, the next
-/// group's): they lie after the group's records, a stream the records' prefetch misses.
-#[inline(always)]
-fn prefetch_k_scales(rec: *const Line, record_lines: usize, nb: usize, b: usize, pf: usize) {
-    if pf == 0 || !b.is_multiple_of(8) {
-        return;
-    }
-    let (supers, ahead) = (nb / 8, b / 8 + 2);
-    let line = if ahead < supers {
-        k_scales_at(record_lines, nb, 8 * ahead)
-    } else {
-        // A group is its records, then its scale lines: `k_scales_at(.., nb)` lines.
-        k_scales_at(record_lines, nb, nb) + k_scales_at(record_lines, nb, 8 * (ahead - supers))
-    };
-    for l in 0..K_SCALE_LINES {
-        // SAFETY: a prefetch never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add(line + l).cast()) };
-    }
-}
 
 /// Writes 16-row accumulators: activation row `c0 + c` gets `acc[c]`'s first `rows.len()`
 /// lanes at weight rows `rows`.
