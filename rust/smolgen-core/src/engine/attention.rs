@@ -1,4 +1,5 @@
-//! Causal attention over the KV cache on the CPU, one query row at a time.
+//! Causal attention over the KV cache on the CPU, one query row at a time (with AVX-512, two
+//! side by side, each with the arithmetic it has alone).
 //!
 //! Every query row is computed the same way whatever else is in the pass: the same dot products
 //! in the same order, no mask tensor (a row simply stops at its own position). So a position's
@@ -45,7 +46,7 @@ pub fn causal_attention(
             } else {
                 Vec::new()
             };
-            let mut scores = vec![0f32; total];
+            let mut scores = vec![0f32; 2 * total];
             attend_head(q, kv, pos, t, heads, h, &mut scores, |i, row, p| {
                 out[i * dim..][..dim].copy_from_slice(row);
                 if keep_probs {
@@ -67,8 +68,10 @@ pub fn causal_attention(
 
 /// Query head `h` for `t` queries at positions `pos..pos + t`: calls `emit(i, output, probs)`
 /// for each query `i` with its `dim` outputs and its softmax weights over keys `0..=pos + i`.
-/// `scratch` holds at least `pos + t` floats. The work of one row never depends on `t` or on
-/// the other heads, so any split of a prompt or of the heads gives the same bits.
+/// `scratch` holds at least `2 * (pos + t)` floats. The work of one row never depends on `t` or
+/// on the other heads, so any split of a prompt or of the heads gives the same bits. (With
+/// AVX-512, 64-wide rows go two at a time, each 512-bit register holding both rows' eight
+/// lanes: the same arithmetic per row as one at a time.)
 #[allow(clippy::too_many_arguments)]
 pub fn attend_head(
     q: &[f32],
@@ -99,22 +102,80 @@ pub fn attend_head(
         Rows::new(kv.keys, kv.stride, g * dim),
         Rows::new(kv.values, kv.stride, g * dim),
     );
-    for i in 0..t {
+    let query_row = |i: usize| &q[(i * query + h) * dim..][..dim];
+    // Rows before `first` went in pairs.
+    #[cfg(not(target_arch = "x86_64"))]
+    let first = 0;
+    #[cfg(target_arch = "x86_64")]
+    let mut first = 0;
+    #[cfg(target_arch = "x86_64")]
+    if dim == 64 && wide512() {
+        let (scores_a, scores_b) = scratch.split_at_mut(pos + t);
+        let mut acc_b = [0f32; 64];
+        while first + 1 < t {
+            let seen = pos + first + 1; // the first row's keys; the second sees one more
+            let (a, b) = (&mut scores_a[..seen], &mut scores_b[..seen + 1]);
+            let (acc_a, acc_b) = (&mut *acc, &mut acc_b);
+            // SAFETY: the CPU has AVX-512 F, AVX2 and FMA (checked by `wide512`); both query
+            // rows hold 64 floats; the key and value rows `0..=seen` are in the cache.
+            unsafe {
+                let (max_a, max_b) = x86::score_keys_pair_64(
+                    query_row(first),
+                    query_row(first + 1),
+                    keys,
+                    scale,
+                    a,
+                    b,
+                );
+                normalize_pair(a, max_a, b, max_b);
+                x86::mix_values_pair_64(a, b, values, acc_a, acc_b);
+            }
+            emit(first, acc_a, a);
+            emit(first + 1, acc_b, b);
+            first += 2;
+        }
+    }
+    for i in first..t {
         let seen = pos + i + 1; // keys 0..=pos + i
-        let qi = &q[(i * query + h) * dim..][..dim];
         let scores = &mut scratch[..seen];
-        let max = score_keys(qi, keys, scale, scores);
-        exp_shifted(scores, max);
-        let mut sum = 0f32;
-        for s in scores.iter() {
-            sum += s;
-        }
-        let inv = 1.0 / sum;
-        for s in scores.iter_mut() {
-            *s *= inv;
-        }
+        let max = score_keys(query_row(i), keys, scale, scores);
+        normalize(scores, max);
         mix_values(scores, values, acc);
         emit(i, acc, scores);
+    }
+}
+
+/// [`normalize`] for two rows, `b` one longer than `a`: the same arithmetic per row, the two
+/// sums' dependent chains interleaved.
+#[cfg(target_arch = "x86_64")]
+fn normalize_pair(a: &mut [f32], max_a: f32, b: &mut [f32], max_b: f32) {
+    exp_shifted(a, max_a);
+    exp_shifted(b, max_b);
+    let (mut sum_a, mut sum_b) = (0f32, 0f32);
+    for (x, y) in a.iter().zip(b.iter()) {
+        sum_a += x;
+        sum_b += y;
+    }
+    sum_b += b[a.len()];
+    let (inv_a, inv_b) = (1.0 / sum_a, 1.0 / sum_b);
+    for x in a.iter_mut() {
+        *x *= inv_a;
+    }
+    for y in b.iter_mut() {
+        *y *= inv_b;
+    }
+}
+
+/// Scores (whose maximum is `max`) to softmax weights, in place.
+fn normalize(scores: &mut [f32], max: f32) {
+    exp_shifted(scores, max);
+    let mut sum = 0f32;
+    for s in scores.iter() {
+        sum += s;
+    }
+    let inv = 1.0 / sum;
+    for s in scores.iter_mut() {
+        *s *= inv;
     }
 }
 
@@ -137,6 +198,14 @@ impl<'a> Rows<'a> {
     #[inline(always)]
     fn row(&self, j: usize, dim: usize) -> &'a [f32] {
         &self.data[j * self.stride + self.offset..][..dim]
+    }
+    /// The rows from `j` on.
+    #[cfg(target_arch = "x86_64")]
+    fn skip(&self, j: usize) -> Rows<'a> {
+        Rows {
+            data: &self.data[(j * self.stride).min(self.data.len())..],
+            ..*self
+        }
     }
 }
 
@@ -183,6 +252,13 @@ fn mix_values_portable(probs: &[f32], values: Rows<'_>, acc: &mut [f32]) {
 fn wide_vectors() -> bool {
     static AVX2_FMA: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVX2_FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// [`wide_vectors`] and AVX-512 F: two rows' 256-bit lanes side by side in one register.
+#[cfg(target_arch = "x86_64")]
+fn wide512() -> bool {
+    static AVX512F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX512F.get_or_init(|| wide_vectors() && is_x86_feature_detected!("avx512f"))
 }
 
 /// The same arithmetic as the portable loops, in 256-bit vectors: the same eight running sums
@@ -340,6 +416,174 @@ mod x86 {
             unsafe { _mm256_storeu_ps(acc.as_mut_ptr().add(c + 8 * k), *sum) };
         }
     }
+
+    /// Two rows' 256-bit registers side by side: `a` in the low half, `b` in the high one.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn pair(a: __m256, b: __m256) -> __m512 {
+        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+            _mm512_castpd256_pd512(_mm256_castps_pd(a)),
+            _mm256_castps_pd(b),
+        ))
+    }
+
+    /// The eight floats at `p` in both halves of a register.
+    ///
+    /// # Safety
+    /// Eight floats readable at `p`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn both_halves(p: *const f32) -> __m512 {
+        // SAFETY: the caller's contract.
+        _mm512_castpd_ps(_mm512_broadcast_f64x4(unsafe { _mm256_loadu_pd(p.cast()) }))
+    }
+
+    /// The [`hsum`] of each half of eight registers, all in one: lanes `0..8` the low halves'
+    /// (register `r` at lane `r`), lanes `8..16` the high halves'. Each sum is added in
+    /// [`hsum`]'s order, `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn hsum_halves(v: [__m512; 8]) -> __m512 {
+        // `l + (l + 4)`: register pairs to [r low, r high, r+1 low, r+1 high], four lanes each.
+        let fold4 = |a: __m512, b: __m512| {
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0x88>(a, b),
+                _mm512_shuffle_f32x4::<0xDD>(a, b),
+            )
+        };
+        // Then lanes `0 + 2` and `1 + 3` of each 128-bit block, two inputs to one register.
+        let fold2 = |a: __m512, b: __m512| {
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0x44>(a, b),
+                _mm512_shuffle_ps::<0xEE>(a, b),
+            )
+        };
+        // Then `0 + 1`: block `i`, lane `e` is input `e`'s block `i` of `fold4`.
+        let fold1 = |a: __m512, b: __m512| {
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0x88>(a, b),
+                _mm512_shuffle_ps::<0xDD>(a, b),
+            )
+        };
+        let p = [
+            fold4(v[0], v[1]),
+            fold4(v[2], v[3]),
+            fold4(v[4], v[5]),
+            fold4(v[6], v[7]),
+        ];
+        let f = fold1(fold2(p[0], p[1]), fold2(p[2], p[3]));
+        // Lane `4i + e` holds register `2e + i / 2`'s half `i % 2`.
+        let order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+        _mm512_permutexvar_ps(order, f)
+    }
+
+    /// [`score_keys_64`] for two consecutive rows at once: `a` scores keys `0..a.len()`, `b`
+    /// keys `0..b.len()`, one more; returns both maxima. Each register holds both rows' lanes,
+    /// so every key is read once for both, and every score is [`score_keys_64`]'s.
+    ///
+    /// # Safety
+    /// AVX-512 F, AVX2 and FMA are available; `qa` and `qb` hold 64 floats; `b.len() ==
+    /// a.len() + 1`; every key row is in bounds.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn score_keys_pair_64(
+        qa: &[f32],
+        qb: &[f32],
+        keys: Rows<'_>,
+        scale: f32,
+        a: &mut [f32],
+        b: &mut [f32],
+    ) -> (f32, f32) {
+        let mut qv = [_mm512_setzero_ps(); 8];
+        for (c, x) in qv.iter_mut().enumerate() {
+            // SAFETY: both rows hold 64 floats.
+            *x = unsafe {
+                pair(
+                    _mm256_loadu_ps(qa.as_ptr().add(8 * c)),
+                    _mm256_loadu_ps(qb.as_ptr().add(8 * c)),
+                )
+            };
+        }
+        let n = a.len();
+        let runs = n / KEYS_AT_ONCE * KEYS_AT_ONCE;
+        let (scale_v, mut max) = (_mm512_set1_ps(scale), _mm512_set1_ps(f32::NEG_INFINITY));
+        for j in (0..runs).step_by(KEYS_AT_ONCE) {
+            let mut rows = [std::ptr::null::<f32>(); KEYS_AT_ONCE];
+            for (r, row) in rows.iter_mut().enumerate() {
+                *row = keys.row(j + r, 64).as_ptr();
+            }
+            let mut acc = [_mm512_setzero_ps(); KEYS_AT_ONCE];
+            for (c, x) in qv.iter().enumerate() {
+                for (s, k) in acc.iter_mut().zip(rows) {
+                    // SAFETY: a key row holds 64 floats.
+                    *s = _mm512_fmadd_ps(*x, unsafe { both_halves(k.add(8 * c)) }, *s);
+                }
+            }
+            let s = _mm512_mul_ps(hsum_halves(acc), scale_v);
+            // SAFETY: `j + 8 <= runs <= a.len() < b.len()`.
+            unsafe {
+                _mm256_storeu_ps(a.as_mut_ptr().add(j), _mm512_castps512_ps256(s));
+                _mm256_storeu_ps(
+                    b.as_mut_ptr().add(j),
+                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s))),
+                );
+            }
+            // A NaN score is skipped, as `f32::max` skips it.
+            max = _mm512_max_ps(s, max);
+        }
+        let mut lanes = [0f32; 16];
+        // SAFETY: 16 floats.
+        unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), max) };
+        let (mut max_a, mut max_b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        for l in 0..8 {
+            max_a = max_a.max(lanes[l]);
+            max_b = max_b.max(lanes[8 + l]);
+        }
+        // The keys past the runs, and `b`'s last, one at a time.
+        // SAFETY: the caller's contract.
+        unsafe {
+            max_a = max_a.max(score_keys_64(qa, keys.skip(runs), scale, &mut a[runs..]));
+            max_b = max_b.max(score_keys_64(qb, keys.skip(runs), scale, &mut b[runs..]));
+        }
+        (max_a, max_b)
+    }
+
+    /// [`mix_values`] of 64-wide rows for two consecutive rows at once: `a` weighs value rows
+    /// `0..a.len()`, `b` those and one more. Both rows' sums share registers, so every value
+    /// row is read once for both; each sum is [`mix_values`]'.
+    ///
+    /// # Safety
+    /// AVX-512 F, AVX2 and FMA are available; `b.len() == a.len() + 1`; every value row is in
+    /// bounds.
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn mix_values_pair_64(
+        a: &[f32],
+        b: &[f32],
+        values: Rows<'_>,
+        acc_a: &mut [f32],
+        acc_b: &mut [f32; 64],
+    ) {
+        let n = a.len();
+        let mut sums = [_mm512_setzero_ps(); 8];
+        for (j, (&pa, &pb)) in a.iter().zip(b).enumerate() {
+            let v = values.row(j, 64).as_ptr();
+            let p = pair(_mm256_set1_ps(pa), _mm256_set1_ps(pb));
+            for (k, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: a value row holds 64 floats.
+                *sum = _mm512_fmadd_ps(p, unsafe { both_halves(v.add(8 * k)) }, *sum);
+            }
+        }
+        let last = values.row(n, 64).as_ptr();
+        let pb = _mm256_set1_ps(b[n]);
+        for (k, sum) in sums.iter().enumerate() {
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*sum)));
+            // SAFETY: the value row holds 64 floats; both outputs hold 64.
+            unsafe {
+                let high = _mm256_fmadd_ps(pb, _mm256_loadu_ps(last.add(8 * k)), high);
+                _mm256_storeu_ps(acc_a.as_mut_ptr().add(8 * k), _mm512_castps512_ps256(*sum));
+                _mm256_storeu_ps(acc_b.as_mut_ptr().add(8 * k), high);
+            }
+        }
+    }
 }
 
 /// Head sizes up to this are accumulated on the stack (Llama models use 64 or 128).
@@ -446,6 +690,57 @@ mod tests {
         let row = heads.query * heads.dim;
         let (y_tail, _) = causal_attention(&q_all[pos * row..], kv, pos, t, heads, false);
         assert_eq!(y_tail[..], y_all[pos * row..]);
+    }
+
+    /// Two rows at once give each row's bits from one at a time, for every run length, tail
+    /// and row layout, extreme scores included.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn row_pairs_give_the_single_row_bits() {
+        if !wide512() {
+            return;
+        }
+        let mut seed = 5;
+        for (width, offset, n) in [
+            (64, 0, 1),
+            (192, 64, 7),
+            (192, 128, 8),
+            (64, 0, 9),
+            (128, 64, 16),
+            (64, 0, 17),
+            (192, 0, 300),
+        ] {
+            let keys: Vec<f32> = (0..(n + 1) * width).map(|_| 4.0 * lcg(&mut seed)).collect();
+            let values: Vec<f32> = (0..(n + 1) * width).map(|_| lcg(&mut seed)).collect();
+            let rows = |data| Rows::new(data, width, offset);
+            for magnitude in [1.0, 1e4] {
+                let qa: Vec<f32> = (0..64).map(|_| magnitude * lcg(&mut seed)).collect();
+                let qb: Vec<f32> = (0..64).map(|_| magnitude * lcg(&mut seed)).collect();
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n + 1]);
+                // SAFETY: AVX-512 F, AVX2 and FMA checked above; 64-wide rows in bounds.
+                let (max_a, max_b) = unsafe {
+                    x86::score_keys_pair_64(&qa, &qb, rows(&keys), 0.125, &mut a, &mut b)
+                };
+                let (mut want_a, mut want_b) = (vec![0f32; n], vec![0f32; n + 1]);
+                let want_max_a = score_keys_portable(&qa, rows(&keys), 0.125, &mut want_a);
+                let want_max_b = score_keys_portable(&qb, rows(&keys), 0.125, &mut want_b);
+                assert_eq!((a.clone(), b.clone()), (want_a, want_b), "n={n}");
+                assert_eq!((max_a, max_b), (want_max_a, want_max_b));
+                let (mut want_a, mut want_b) = (a.clone(), b.clone());
+                normalize(&mut want_a, max_a);
+                normalize(&mut want_b, max_b);
+                normalize_pair(&mut a, max_a, &mut b, max_b);
+                assert_eq!((&a, &b), (&want_a, &want_b), "n={n}");
+                let (mut acc_a, mut acc_b) = (vec![0f32; 64], [0f32; 64]);
+                // SAFETY: as above.
+                unsafe { x86::mix_values_pair_64(&a, &b, rows(&values), &mut acc_a, &mut acc_b) };
+                let (mut want_a, mut want_b) = (vec![0f32; 64], vec![0f32; 64]);
+                mix_values_portable(&a, rows(&values), &mut want_a);
+                mix_values_portable(&b, rows(&values), &mut want_b);
+                assert_eq!(acc_a, want_a, "n={n}");
+                assert_eq!(acc_b[..], want_b[..], "n={n}");
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -1,6 +1,8 @@
 //! The attention block: Q, K and V from one shared quantization, RoPE, the new keys and values
-//! into the cache, attention row by row over it (threads split by (sequence, head) with about
-//! equal work each), the output projection and the residual.
+//! into the cache, attention row by row over it (threads split by (sequence, head, rows) with
+//! about equal work each), the output projection and the residual.
+
+use std::ops::Range;
 
 use super::norm::{add_in_place, rms_norm};
 use super::scratch::{sized, Scratch};
@@ -9,6 +11,10 @@ use super::{CpuEngine, SeqStep};
 use crate::cache::kv::HostKv;
 use crate::engine::attention::{attend_head, causal_attention};
 use crate::error::{Error, Result};
+
+/// Query rows per unit of attention work: enough to split a 16-token prompt's 9 heads evenly
+/// between two threads, and even, so that rows go in pairs where they can.
+const UNIT_ROWS: usize = 8;
 
 impl CpuEngine {
     /// `x += o(attention(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))`, the new keys and
@@ -115,53 +121,77 @@ impl CpuEngine {
 
         let threads = self.pool.threads();
         let longest = s.spans.iter().map(|&(_, _, p, t)| p + t).max().unwrap_or(0);
-        let scores = sized(&mut s.scores, threads * longest);
+        // Two rows of scores per part (`attend_head` may take rows in pairs).
+        let per_part = 2 * longest;
+        let scores = sized(&mut s.scores, threads * per_part);
         let out = sized(&mut s.attn, m * width);
-        // Split the (sequence, head) pairs into `threads` runs of about equal work.
-        let jobs = s.spans.len() * heads.query;
-        let cost = |j: usize| {
-            let (_, _, pos, t) = s.spans[j / heads.query];
-            t * (pos + t)
+        // Units of work: (sequence, head, up to `UNIT_ROWS` query rows), split into `threads`
+        // runs of about equal work. A head's rows may go to two threads: rows are independent.
+        let units: Vec<(usize, usize, Range<usize>)> = s
+            .spans
+            .iter()
+            .enumerate()
+            .flat_map(|(seq, &(_, _, _, t))| {
+                (0..heads.query).flat_map(move |head| {
+                    (0..t)
+                        .step_by(UNIT_ROWS)
+                        .map(move |r| (seq, head, r..(r + UNIT_ROWS).min(t)))
+                })
+            })
+            .collect();
+        // A row's cost: the keys it sees.
+        let cost = |(seq, _, rows): &(usize, usize, Range<usize>)| {
+            let pos = s.spans[*seq].2;
+            rows.clone().map(|i| pos + i + 1).sum::<usize>()
         };
-        let total: usize = (0..jobs).map(cost).sum();
+        let total: usize = units.iter().map(cost).sum();
         let mut bounds = [0usize; 65];
-        let parts = threads.min(jobs).clamp(1, 64);
+        let parts = threads.min(units.len()).clamp(1, 64);
         let (mut part, mut acc) = (1, 0);
-        for j in 0..jobs {
-            acc += cost(j);
+        for (j, unit) in units.iter().enumerate() {
+            acc += cost(unit);
             if part < parts && acc * parts >= total * part {
                 bounds[part] = j + 1;
                 part += 1;
             }
         }
         for b in bounds.iter_mut().take(parts + 1).skip(part) {
-            *b = jobs;
+            *b = units.len();
         }
         let out_ptr = SharedOut(out.as_mut_ptr());
         let scores_ptr = SharedOut(scores.as_mut_ptr());
         let spans = &s.spans;
         let q = &s.q[..m * width];
         self.pool.run(parts, |p| {
-            // SAFETY: each part has its own `longest`-float slice of `scores`, which outlives
+            // SAFETY: each part has its own `per_part`-float slice of `scores`, which outlives
             // the run.
             let scratch =
-                unsafe { std::slice::from_raw_parts_mut(scores_ptr.at(p * longest), longest) };
-            for j in bounds[p]..bounds[p + 1] {
-                let (seq, head) = (j / heads.query, j % heads.query);
-                let (_, first, pos, t) = spans[seq];
-                let rows = &q[first * width..][..t * width];
-                attend_head(rows, views[seq], pos, t, heads, head, scratch, |i, y, _| {
-                    // SAFETY: (row, head) pairs are disjoint between parts: each (sequence,
-                    // head) job belongs to one part, and a job writes only its own head's
-                    // `dim` floats of its own rows, inside `out`, which outlives the run.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out_ptr.at((first + i) * width + head * heads.dim),
-                            heads.dim,
-                        )
-                    };
-                    dst.copy_from_slice(y);
-                });
+                unsafe { std::slice::from_raw_parts_mut(scores_ptr.at(p * per_part), per_part) };
+            for (seq, head, rows) in &units[bounds[p]..bounds[p + 1]] {
+                let (_, first, pos, _) = spans[*seq];
+                let (head, r0) = (*head, rows.start);
+                let qs = &q[(first + r0) * width..][..rows.len() * width];
+                attend_head(
+                    qs,
+                    views[*seq],
+                    pos + r0,
+                    rows.len(),
+                    heads,
+                    head,
+                    scratch,
+                    |i, y, _| {
+                        // SAFETY: (row, head) pairs are disjoint between parts: each unit belongs
+                        // to one part, and it writes only its own head's `dim` floats of its own
+                        // rows, inside `out`, which outlives the run.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                out_ptr.at((first + r0 + i) * width + head * heads.dim),
+                                heads.dim,
+                            )
+                        };
+                        dst.copy_from_slice(y);
+                    },
+                );
             }
         });
         Ok(())
