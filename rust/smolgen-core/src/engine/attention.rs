@@ -199,6 +199,17 @@ impl<'a> Rows<'a> {
     fn row(&self, j: usize, dim: usize) -> &'a [f32] {
         &self.data[j * self.stride + self.offset..][..dim]
     }
+    /// Where 64-wide rows `j..j + KEYS_AT_ONCE` start (each in bounds).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn run_of_64(&self, j: usize) -> [*const f32; x86::KEYS_AT_ONCE] {
+        // A plain loop, no closure: see `x86::score_keys_64`.
+        let mut rows = [std::ptr::null::<f32>(); x86::KEYS_AT_ONCE];
+        for (r, row) in rows.iter_mut().enumerate() {
+            *row = self.row(j + r, 64).as_ptr();
+        }
+        rows
+    }
     /// The rows from `j` on.
     #[cfg(target_arch = "x86_64")]
     fn skip(&self, j: usize) -> Rows<'a> {
@@ -272,7 +283,7 @@ mod x86 {
 
     /// Keys scored side by side in [`score_keys_64`]: enough chains of 4-cycle FMAs to keep
     /// both FMA units busy, few enough that they and the query fit the 16 registers.
-    const KEYS_AT_ONCE: usize = 8;
+    pub(super) const KEYS_AT_ONCE: usize = 8;
 
     #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
@@ -336,10 +347,7 @@ mod x86 {
         let mut max = f32::NEG_INFINITY;
         let runs = scores.len() / KEYS_AT_ONCE * KEYS_AT_ONCE;
         for j in (0..runs).step_by(KEYS_AT_ONCE) {
-            let mut rows = [std::ptr::null::<f32>(); KEYS_AT_ONCE];
-            for (r, row) in rows.iter_mut().enumerate() {
-                *row = keys.row(j + r, 64).as_ptr();
-            }
+            let rows = keys.run_of_64(j);
             let mut acc = [_mm256_setzero_ps(); KEYS_AT_ONCE];
             for (c, x) in qv.iter().enumerate() {
                 for (a, k) in acc.iter_mut().zip(rows) {
@@ -507,10 +515,7 @@ mod x86 {
         let runs = n / KEYS_AT_ONCE * KEYS_AT_ONCE;
         let (scale_v, mut max) = (_mm512_set1_ps(scale), _mm512_set1_ps(f32::NEG_INFINITY));
         for j in (0..runs).step_by(KEYS_AT_ONCE) {
-            let mut rows = [std::ptr::null::<f32>(); KEYS_AT_ONCE];
-            for (r, row) in rows.iter_mut().enumerate() {
-                *row = keys.row(j + r, 64).as_ptr();
-            }
+            let rows = keys.run_of_64(j);
             let mut acc = [_mm512_setzero_ps(); KEYS_AT_ONCE];
             for (c, x) in qv.iter().enumerate() {
                 for (s, k) in acc.iter_mut().zip(rows) {

@@ -19,8 +19,11 @@ use super::super::walk::dispatch_cols;
 use super::{gemm_q3_kx16_tiles, q3_k_codes, run_scales, tile_q8_0x16};
 use crate::kernels::blocks::QK;
 use crate::kernels::matmul::QWeight;
-use crate::kernels::packed::{k_scales_at, scales_at, GROUP, Q3_K_RECORD_LINES, Q8_0_RECORD_LINES};
+use crate::kernels::packed::{
+    k_scales_at, scales_at, Repack, GROUP, Q3_K_RECORD_LINES, Q8_0_RECORD_LINES,
+};
 use crate::kernels::prepared::{Line, OutPtr, Prepared, ZERO_LINE};
+use crate::kernels::types::BlockQ8_0;
 
 /// Activation rows from which a gemm widens its groups: below it, widening a group would cost
 /// more than its tiles save.
@@ -49,7 +52,7 @@ pub(crate) unsafe fn gemm_q3_kx16(w: &QWeight<'_>, a: &Prepared, rows: Range<usi
     let nb = a.nb;
     let chunk_rows = (CHUNK_BYTES / (nb * QK)).max(WIDEN_FROM_ROWS);
     WIDENED.with_borrow_mut(|widened| {
-        let lines = nb * Q8_0_RECORD_LINES + nb.div_ceil(2);
+        let lines = BlockQ8_0::group_lines(nb);
         if widened.len() < lines {
             widened.resize(lines, ZERO_LINE);
         }
@@ -94,7 +97,7 @@ pub(crate) unsafe fn gemm_q3_kx16(w: &QWeight<'_>, a: &Prepared, rows: Range<usi
 ///
 /// # Safety
 /// AVX-512 F/BW present; `rec` is a packed Q3_K group of `nb` sub-blocks per row; `dst` holds
-/// `nb * Q8_0_RECORD_LINES + nb.div_ceil(2)` lines.
+/// a Q8_0 group's lines (`Repack::group_lines`).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn widen_group(rec: *const Line, nb: usize, dst: *mut Line) {
