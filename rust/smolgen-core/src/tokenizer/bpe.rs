@@ -453,22 +453,31 @@ mod tests {
         (tokens, merges)
     }
 
+    /// `tokenizers`' own BPE over `tokens` (ids in order) and `merges`.
+    fn reference_bpe(
+        tokens: &[impl ToString],
+        merges: Vec<(String, String)>,
+        ignore_merges: bool,
+    ) -> BPE {
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, t)| (t.to_string(), id as u32))
+            .collect();
+        BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(ignore_merges)
+            .build()
+            .expect("builds")
+    }
+
     #[test]
     fn encodes_as_the_tokenizers_bpe_on_random_words() {
         let mut draws = Draws(0x5EED_1234_ABCD_0001);
         for round in 0..20 {
             let (tokens, merges) = random_vocabulary(&mut draws);
             let ignore_merges = round % 2 == 1;
-            let vocab: tokenizers::models::bpe::Vocab = tokens
-                .iter()
-                .enumerate()
-                .map(|(id, t)| (t.clone(), id as u32))
-                .collect();
-            let reference = BPE::builder()
-                .vocab_and_merges(vocab, merges.clone())
-                .ignore_merges(ignore_merges)
-                .build()
-                .expect("builds");
+            let reference = reference_bpe(&tokens, merges.clone(), ignore_merges);
             let ours = CompactBpe::new(tokens.iter().map(Some), merges.clone(), ignore_merges)
                 .expect("builds");
             let alphabet = ["a", "b", "c", " ", "é", "東", "z"]; // "z" is no token
@@ -498,16 +507,7 @@ mod tests {
         // "abc" is a token no merge makes: merged, it is "ab" + "c".
         let tokens = ["a", "b", "c", "ab", "abc"];
         for ignore_merges in [false, true] {
-            let vocab: tokenizers::models::bpe::Vocab = tokens
-                .iter()
-                .enumerate()
-                .map(|(id, t)| (t.to_string(), id as u32))
-                .collect();
-            let reference = BPE::builder()
-                .vocab_and_merges(vocab, vec![("a".into(), "b".into())])
-                .ignore_merges(ignore_merges)
-                .build()
-                .expect("builds");
+            let reference = reference_bpe(&tokens, vec![("a".into(), "b".into())], ignore_merges);
             let ours =
                 CompactBpe::new(tokens.map(Some), [("a", "b")], ignore_merges).expect("builds");
             let expected: Vec<u32> = if ignore_merges { vec![4] } else { vec![3, 2] };
