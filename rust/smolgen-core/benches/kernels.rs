@@ -1,9 +1,11 @@
 //! Our quantized kernels against candle's `QMatMul::forward` on the same bytes, at SmolLM2-135M
 //! shapes: the down projection (576 x 1536) and gate/up (1536 x 576) as decode matvecs, the
 //! Q8_0 LM head (49152 x 576), and 512-token prefills through gate/up (Q4_1 and the float
-//! types) and down (F32, and Q2_K and Q3_K, whose superblocks need its 1536-wide rows). Both sides take f32
-//! activations and quantize them inside the timed call. Throughput is weight bytes read per
-//! call; GFLOP/s is `2 * m * rows * cols / time`.
+//! types) and down (F32, and Q2_K and Q3_K, whose superblocks need its 1536-wide rows); the
+//! SmolLM2-1.7B K-quant decode matvecs, and its down projection (2048 x 8192) in 512-token
+//! prefills of F16, Q5_K and Q6_K, with Q8_0 there as the yardstick of the integer tiles. Both
+//! sides take f32 activations and quantize them inside the timed call. Throughput is weight
+//! bytes read per call; GFLOP/s is `2 * m * rows * cols / time`.
 //!
 //! `cargo bench -p smolgen-core --bench kernels -- --warm-up-time 1 --measurement-time 3`
 //!
@@ -24,8 +26,8 @@ use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smolgen_core::kernels::{
     available_isas, Activation, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4K,
-    BlockQ4_1, BlockQ6K, BlockQ8_0, Isa, Kernels, PackedMatrix, Pool, QWeight, WeightBlock,
-    WeightKind,
+    BlockQ4_1, BlockQ5K, BlockQ6K, BlockQ8_0, Isa, Kernels, PackedMatrix, Pool, QWeight,
+    WeightBlock, WeightKind,
 };
 use smolgen_core::load::gguf::ggml_dtype;
 
@@ -53,7 +55,7 @@ struct Case {
     m: usize,
 }
 
-const CASES: [Case; 16] = [
+const CASES: [Case; 19] = [
     Case {
         name: "q4_1_matvec_576x1536",
         kind: <BlockQ4_1 as WeightBlock>::KIND,
@@ -141,6 +143,27 @@ const CASES: [Case; 16] = [
     Case {
         name: "f16_prefill_m512_2048x8192",
         kind: <BlockF16 as WeightBlock>::KIND,
+        rows: 2048,
+        cols: 8192,
+        m: 512,
+    },
+    Case {
+        name: "q6_k_prefill_m512_2048x8192",
+        kind: <BlockQ6K as WeightBlock>::KIND,
+        rows: 2048,
+        cols: 8192,
+        m: 512,
+    },
+    Case {
+        name: "q5_k_prefill_m512_2048x8192",
+        kind: <BlockQ5K as WeightBlock>::KIND,
+        rows: 2048,
+        cols: 8192,
+        m: 512,
+    },
+    Case {
+        name: "q8_0_prefill_m512_2048x8192",
+        kind: <BlockQ8_0 as WeightBlock>::KIND,
         rows: 2048,
         cols: 8192,
         m: 512,

@@ -52,5 +52,5 @@ pub use packed::{PackedMatrix, Repack};
 pub use pool::Pool;
 pub use types::{
     ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_1,
-    BlockQ6K, BlockQ8_0, BlockQ8_1, WeightBlock, WeightKind, WEIGHT_KINDS,
+    BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, WeightBlock, WeightKind, WEIGHT_KINDS,
 };

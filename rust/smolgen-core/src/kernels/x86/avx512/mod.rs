@@ -9,7 +9,8 @@
 //! the accumulator starts from the prepared `-128 * sum(a)` per lane, which cancels the bias
 //! exactly in integers.
 //! Float weights (F32, F16, BF16) x f32 activations: [`float`].
-//! Q3_K in long prefills: widened to Q8_0 records, a group at a time ([`widen`]).
+//! Q3_K, Q5_K and Q6_K in long prefills: widened a group at a time into records of whole bytes
+//! ([`widen`]).
 
 // Register tiles are indexed in lockstep (acc[r][c], wq[r], qa[c]); index loops read best.
 #![allow(clippy::needless_range_loop)]
@@ -19,7 +20,7 @@ use std::ops::Range;
 mod float;
 mod widen;
 pub(crate) use float::*;
-pub(crate) use widen::gemm_q3_kx16;
+pub(crate) use widen::{gemm_q3_kx16, gemm_q5_kx16, gemm_q6_kx16};
 
 use super::walk::{packed_gemm, prefetch_k_scales, prefetch_record, row_major_gemm, whole_group};
 use crate::kernels::blocks::QK;
@@ -30,6 +31,7 @@ use crate::kernels::packed::{
 };
 use crate::kernels::prepared::{Line, OutPtr, Prepared};
 use crate::kernels::types::{BlockQ4_1, BlockQ8_0, SIXTH_BITS_LINE};
+use widen::BYTE_RECORD_LINES;
 
 /// # Safety
 /// AVX-512 F/BW/VL + VNNI present; the rows and activation rows exist; `out` as in `GemmFn`;
@@ -201,12 +203,60 @@ pub(super) unsafe fn store_group<const C: usize>(
     }
 }
 
+/// The unsigned codes of a record of the nibble layout at `r`, in the registers of elements
+/// `4j..4j + 4`, then of `16 + 4j..`: its nibble lines, with `FIFTH` the fifth bits of
+/// [`FIFTH_BITS_LINE`] put over them by a mask move (bit `4i + k` of a word is byte `4i + k`'s).
+///
+/// # Safety
+/// `r` is a record of the nibble layout (with `FIFTH`, of a Q5 type): aligned lines.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn nibble_codes<const FIFTH: bool>(r: *const u8) -> [__m512i; 8] {
+    let nibble = _mm512_set1_epi8(0x0F);
+    let bit = _mm512_set1_epi8(0x10);
+    // SAFETY: the caller's contract: a Q5 record's fifth-bits line holds eight u64 words.
+    let fifth = |h: usize| unsafe {
+        if FIFTH {
+            let words = r.add(64 * FIFTH_BITS_LINE).cast::<u64>();
+            _mm512_maskz_mov_epi8(words.add(h).read(), bit)
+        } else {
+            _mm512_setzero_si512()
+        }
+    };
+    let mut w = [_mm512_setzero_si512(); 8];
+    for j in 0..4 {
+        // SAFETY: the caller's contract.
+        let l = unsafe { _mm512_load_si512(r.add(64 * j).cast()) };
+        w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), fifth(2 * j));
+        w[4 + j] = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
+            fifth(2 * j + 1),
+        );
+    }
+    w
+}
+
+/// The codes of a record widened to whole bytes at `r`: one line per register.
+///
+/// # Safety
+/// `r` is a widened record: `BYTE_RECORD_LINES` aligned lines.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn byte_codes(r: *const u8) -> [__m512i; 8] {
+    let mut w = [_mm512_setzero_si512(); 8];
+    for (j, wj) in w.iter_mut().enumerate() {
+        // SAFETY: the caller's contract.
+        *wj = unsafe { _mm512_load_si512(r.add(64 * j).cast()) };
+    }
+    w
+}
+
 /// Defines a tile of the 16-row layout for a 4- or 5-bit type: 16 weight rows (one group) x `C`
-/// activation rows, all blocks, `vpdpbusd` on the unsigned codes (the record's nibble lines,
-/// with `fifth: yes` the fifth bits of [`FIFTH_BITS_LINE`] put over them by a mask move: bit
-/// `4i + k` of a word is byte `4i + k`'s). `scales: offset($line)` and `symmetric($shift)` as
-/// in the AVX2 `nibble_half_tile`: `d` and `m` in record line `$line` against Q8_1, or `d` after
-/// the records against Q8_0 with each dot started from the bias correction shifted right.
+/// activation rows, all blocks, `vpdpbusd` on the unsigned codes ([`nibble_codes`]; with
+/// `fifth: bytes`, a group widened to whole bytes, its scale lines as the type's).
+/// `scales: offset($line)` and `symmetric($shift)` as in the AVX2 `nibble_half_tile`: `d` and
+/// `m` in record line `$line` against Q8_1, or `d` after the records against Q8_0 with each dot
+/// started from the bias correction shifted right.
 ///
 /// Each generated function's safety contract: AVX-512 F/BW/VL + VNNI present; `rec` is the
 /// first record of the group that starts at `rows.start`, of `$lines` lines per block; `rows`
@@ -231,7 +281,6 @@ macro_rules! nibble_group_tile {
             out: OutPtr,
             pf: usize,
         ) {
-            let nibble = _mm512_set1_epi8(0x0F);
             let mut acc = [_mm512_setzero_ps(); C];
             let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
             // Raw pointers: bounds checks in the column loop keep LLVM from unrolling it, and
@@ -245,18 +294,7 @@ macro_rules! nibble_group_tile {
                     let r = rec.add(b * $lines).cast::<u8>();
                     prefetch_record(r, pf, $lines);
                     nibble_group_tile!(@prefetch_scales $kind, rec, $lines, nb, b, pf);
-                    // Loops, not `array::from_fn`: a closure with intrinsics handed to a generic
-                    // helper may not inline in a portable build.
-                    let mut w = [_mm512_setzero_si512(); 8];
-                    for j in 0..4 {
-                        let l = _mm512_load_si512(r.add(64 * j).cast());
-                        let (flo, fhi) = nibble_group_tile!(@fifth $fifth, r, j);
-                        w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), flo);
-                        w[4 + j] = _mm512_or_si512(
-                            _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
-                            fhi,
-                        );
-                    }
+                    let w = nibble_group_tile!(@codes $fifth, r);
                     let (dw, mw) = nibble_group_tile!(@scales $kind($arg), $lines, rec, r, nb, b);
                     (w, dw, mw)
                 };
@@ -299,17 +337,15 @@ macro_rules! nibble_group_tile {
     (@per_row symmetric, $a:ident, $c0:ident) => {
         std::array::from_fn(|c| $a.bias_fix($c0 + c).as_ptr().cast::<f32>())
     };
-    (@fifth no, $r:ident, $j:ident) => {
-        (_mm512_setzero_si512(), _mm512_setzero_si512())
+    (@codes no, $r:ident) => {
+        nibble_codes::<false>($r)
     };
-    (@fifth yes, $r:ident, $j:ident) => {{
-        let words = $r.add(64 * FIFTH_BITS_LINE + 16 * $j).cast::<u64>();
-        let bit = _mm512_set1_epi8(0x10);
-        (
-            _mm512_maskz_mov_epi8(words.read(), bit),
-            _mm512_maskz_mov_epi8(words.add(1).read(), bit),
-        )
-    }};
+    (@codes yes, $r:ident) => {
+        nibble_codes::<true>($r)
+    };
+    (@codes bytes, $r:ident) => {
+        byte_codes($r)
+    };
     (@scales offset($line:expr), $lines:expr, $rec:ident, $r:ident, $nb:ident, $b:ident) => {{
         let dm = _mm512_load_si512($r.add(64 * $line).cast());
         (
@@ -386,6 +422,10 @@ nibble_group_tile!(
 nibble_group_tile!(
     /// Q5_K: each sub-block a Q5_1 block with `d * sc` and `-(dmin * m)`.
     tile_q5_kx16, record: Q5_K_RECORD_LINES, fifth: yes, scales: ksuper(0)
+);
+nibble_group_tile!(
+    /// Q5_K widened to whole bytes.
+    tile_q5_k_bytes_x16, record: BYTE_RECORD_LINES, fifth: bytes, scales: ksuper(0)
 );
 
 /// 16 weight rows (one group) x `C` activation rows, all blocks; Q8_0 (codes stored +128).
@@ -479,6 +519,59 @@ unsafe fn scaled_half_dots(
     // SAFETY: the caller's contract.
     let [lo, hi] = unsafe { half_dots(w, qa, start) };
     _mm512_add_epi32(_mm512_mullo_epi32(lo, sc[0]), _mm512_mullo_epi32(hi, sc[1]))
+}
+
+/// Each row's scale `s` (an i8 in an i32 lane) as the i16 pair `(s, 256 * s)`, against which
+/// `vpdpwssd` weights a lane split by [`byte_split`].
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn byte_split_scale(s: __m512i) -> __m512i {
+    _mm512_or_si512(
+        _mm512_and_si512(s, _mm512_set1_epi32(0xFFFF)),
+        _mm512_slli_epi32::<24>(s),
+    )
+}
+
+/// Each i32 lane `x` (`|x| < 2^23`) as the i16 pair `(x & 0xFF, x >> 8)`, by one byte shuffle:
+/// `x = (x & 0xFF) + 256 * (x >> 8)`, so `vpdpwssd` against [`byte_split_scale`] adds `s * x`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+fn byte_split(x: __m512i) -> __m512i {
+    // Dword `k` of each 128-bit lane takes bytes `4k`, none, `4k + 1`, `4k + 2`.
+    let from = _mm512_set4_epi32(0x0E0D_800C, 0x0A09_8008, 0x0605_8004, 0x0201_8000);
+    _mm512_shuffle_epi8(x, from)
+}
+
+/// The scaled half dots of six-bit codes, in a tile of `C` activation rows: with one by
+/// `vpmulld` (decode, where the chain's latency counts); with more by byte-split `vpdpwssd`,
+/// which spends one shuffle and one multiplier uop per half where `vpmulld` spends two
+/// multiplier uops. Both are exact (a half dot is at most 16 * 32 * 128 in magnitude), so
+/// their bits are the same.
+///
+/// # Safety
+/// As [`half_dots`].
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn wide_half_dots<const C: usize>(
+    w: &[__m512i; 8],
+    qa: *const i8,
+    start: [i32; 2],
+    sc: [__m512i; 2],
+) -> __m512i {
+    // SAFETY: the caller's contract.
+    unsafe {
+        if C == 1 {
+            scaled_half_dots(w, qa, start, sc)
+        } else {
+            let [lo, hi] = half_dots(w, qa, start);
+            let lo = _mm512_dpwssd_epi32(
+                _mm512_setzero_si512(),
+                byte_split(lo),
+                byte_split_scale(sc[0]),
+            );
+            _mm512_dpwssd_epi32(lo, byte_split(hi), byte_split_scale(sc[1]))
+        }
+    }
 }
 
 /// [`scaled_half_dots`] for codes of at most 3 bits, whose half dots fit in an i16 (at most
@@ -592,13 +685,48 @@ unsafe fn q3_k_codes(r: *const u8) -> [__m512i; 8] {
     w
 }
 
+/// The unsigned codes of a packed Q6_K record at `r`, in the registers of elements `4j..4j + 4`,
+/// then of `16 + 4j..`: nibbles with bits 4 and 5 put over them by mask moves.
+///
+/// # Safety
+/// `r` is a Q6_K record: `Q6_K_RECORD_LINES` aligned lines.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn q6_k_codes(r: *const u8) -> [__m512i; 8] {
+    let nibble = _mm512_set1_epi8(0x0F);
+    let (bit4, bit5) = (_mm512_set1_epi8(0x10), _mm512_set1_epi8(0x20));
+    // SAFETY: the caller's contract: the fifth- and sixth-bits lines hold eight u64 words.
+    let high = |h: usize| unsafe {
+        let (p4, p5) = (
+            r.add(64 * FIFTH_BITS_LINE).cast::<u64>(),
+            r.add(64 * SIXTH_BITS_LINE).cast::<u64>(),
+        );
+        _mm512_or_si512(
+            _mm512_maskz_mov_epi8(p4.add(h).read(), bit4),
+            _mm512_maskz_mov_epi8(p5.add(h).read(), bit5),
+        )
+    };
+    let mut w = [_mm512_setzero_si512(); 8];
+    for j in 0..4 {
+        // SAFETY: the caller's contract.
+        let l = unsafe { _mm512_load_si512(r.add(64 * j).cast()) };
+        w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), high(2 * j));
+        w[4 + j] = _mm512_or_si512(
+            _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
+            high(2 * j + 1),
+        );
+    }
+    w
+}
+
 /// Defines the 16-row tile of a type with a signed scale per 16 weights and a `d` per
 /// superblock (Q6_K, Q3_K): 16 rows x `C` activation rows, all sub-blocks. `codes:` names how
 /// a record's lines make the unsigned codes of elements `4j..` and `16 + 4j..` (Q6_K: nibbles
 /// with bits 4 and 5 put over them by mask moves; Q3_K: two-bit codes, plus 4, with their
-/// third bits put over them). Each 16-code half is dotted apart by `vpdpbusd`, started from
-/// `-32 * sum(a)` of its half shifted right by `$shift` (exact: `-4 * sum(a)` for Q3_K), and
-/// weighted by the rows' scales in exact i32, then `acc = fma(sumi, d * d_a, acc)`.
+/// third bits put over them; `bytes`: a Q6_K group widened to whole bytes, one line per
+/// register, its scale lines as Q6_K's). Each 16-code half is dotted apart by `vpdpbusd`,
+/// started from `-32 * sum(a)` of its half shifted right by `$shift` (exact: `-4 * sum(a)` for
+/// Q3_K), and weighted by the rows' scales in exact i32, then `acc = fma(sumi, d * d_a, acc)`.
 ///
 /// Each generated function's safety contract: AVX-512 F/BW/VL + VNNI present; `rec` is the
 /// first record of the group that starts at `rows.start`; `rows` (1 to 16 of them) are
@@ -657,36 +785,24 @@ macro_rules! signed_k_group_tile {
             unsafe { store_group(&acc, c0, rows, out) };
         }
     };
-    (@codes q6_k, $r:ident) => {{
-        let nibble = _mm512_set1_epi8(0x0F);
-        let (bit4, bit5) = (_mm512_set1_epi8(0x10), _mm512_set1_epi8(0x20));
-        let p4 = $r.add(64 * FIFTH_BITS_LINE).cast::<u64>();
-        let p5 = $r.add(64 * SIXTH_BITS_LINE).cast::<u64>();
-        let high = |h: usize| {
-            _mm512_or_si512(
-                _mm512_maskz_mov_epi8(p4.add(h).read(), bit4),
-                _mm512_maskz_mov_epi8(p5.add(h).read(), bit5),
-            )
-        };
-        let mut w = [_mm512_setzero_si512(); 8];
-        for j in 0..4 {
-            let l = _mm512_load_si512($r.add(64 * j).cast());
-            w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), high(2 * j));
-            w[4 + j] = _mm512_or_si512(
-                _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
-                high(2 * j + 1),
-            );
-        }
-        w
-    }};
+    (@codes q6_k, $r:ident) => {
+        q6_k_codes($r)
+    };
+    (@codes bytes, $r:ident) => {
+        byte_codes($r)
+    };
     (@codes q3_k, $r:ident) => {
         q3_k_codes($r)
     };
-    // Q6_K's half dots can pass an i16; Q3_K's cannot (see `k_half_dots`).
+    // Six-bit codes' half dots can pass an i16 (see `wide_half_dots`), 3-bit ones cannot
+    // (see `k_half_dots`).
     (@dots q6_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {{
         let _ = $pairs;
-        scaled_half_dots(&$w, $q, $start, $sc)
+        wide_half_dots::<$c>(&$w, $q, $start, $sc)
     }};
+    (@dots bytes, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {
+        signed_k_group_tile!(@dots q6_k, $c, $w, $q, $start, $sc, $pairs)
+    };
     (@dots q3_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {
         k_half_dots::<$c>(&$w, $q, $start, $sc, $pairs)
     };
@@ -694,6 +810,7 @@ macro_rules! signed_k_group_tile {
 
 signed_k_group_tile!(tile_q6_kx16, record: Q6_K_RECORD_LINES, codes: q6_k, shift: 0);
 signed_k_group_tile!(tile_q3_kx16, record: Q3_K_RECORD_LINES, codes: q3_k, shift: 3);
+signed_k_group_tile!(tile_q6_k_bytes_x16, record: BYTE_RECORD_LINES, codes: bytes, shift: 0);
 
 /// Q2_K in the 16-row layout: the record's two-bit codes, each 16-code half dotted apart from 0
 /// and weighted by the rows' 4-bit scales in exact i32; the rows' mins of the two halves, as
@@ -774,7 +891,7 @@ unsafe fn tile_q2_kx16<const C: usize>(
 
 // The 16-row kernels take 8 activation rows per tile (16 spill).
 packed_gemm!(
-    gemm_q6_kx16,
+    gemm_q6_kx16_tiles,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     Q6_K_RECORD_LINES,
     tile_q6_kx16,
@@ -806,7 +923,7 @@ packed_gemm!(
     whole_group
 );
 packed_gemm!(
-    gemm_q5_kx16,
+    gemm_q5_kx16_tiles,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     Q5_K_RECORD_LINES,
     tile_q5_kx16,
