@@ -48,6 +48,9 @@ pub struct QWeight<'a> {
     packed: bool,
     /// Bytes per row, or per group of 16 rows when packed.
     stride: usize,
+    /// Whether the model's weights exceed the last-level cache, so that each token reads them
+    /// from memory (see [`QWeight::cold`]).
+    cold: bool,
 }
 
 impl<'a, W: WeightBlock> From<QMatrix<'a, W>> for QWeight<'a> {
@@ -59,6 +62,7 @@ impl<'a, W: WeightBlock> From<QMatrix<'a, W>> for QWeight<'a> {
             cols: m.cols(),
             packed: false,
             stride: m.row_blocks() * W::SIZE,
+            cold: false,
         }
     }
 }
@@ -92,6 +96,7 @@ impl<'a> QWeight<'a> {
             cols,
             packed: false,
             stride,
+            cold: false,
         })
     }
 
@@ -114,6 +119,7 @@ impl<'a> QWeight<'a> {
             cols,
             packed: true,
             stride: group_bytes,
+            cold: false,
         }
     }
 
@@ -137,6 +143,17 @@ impl<'a> QWeight<'a> {
     /// Whether the matrix is repacked 16 rows at a time.
     pub fn is_packed(&self) -> bool {
         self.packed
+    }
+    /// The matrix marked as cold or not: part of a model whose weights exceed the last-level
+    /// cache (see [`exceeds_last_level_cache`](super::exceeds_last_level_cache)), so that each
+    /// token reads it from memory. The kernels then prefetch it into L2 rather than L1. It
+    /// changes speed only, never a result.
+    pub fn cold(self, cold: bool) -> Self {
+        QWeight { cold, ..self }
+    }
+    /// Whether the matrix is marked cold.
+    pub fn is_cold(&self) -> bool {
+        self.cold
     }
 
     /// The row-major matrix as blocks of `W`, its type.

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod blocks;
+pub mod cache;
 pub mod dispatch;
 pub mod dot;
 pub mod matmul;
@@ -46,6 +47,7 @@ mod x86;
 mod tests;
 
 pub use blocks::{cast_blocks, Block, QMatrix, QK};
+pub use cache::exceeds_last_level_cache;
 pub use dispatch::{available_isas, kernel_path, Isa, Kernels};
 pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
 pub use packed::{PackedMatrix, Repack};

@@ -42,7 +42,7 @@ fn run_gemm(pool: &Pool, gemm: GemmFn, w: &QWeight<'_>, a: &Prepared, out: &mut 
 }
 
 /// Runs `w` (any storage) against activation blocks of its type.
-fn run_product<A: ActivationBlock>(
+pub(super) fn run_product<A: ActivationBlock>(
     kernels: &Kernels,
     pool: &Pool,
     w: &QWeight<'_>,

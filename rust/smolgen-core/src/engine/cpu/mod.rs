@@ -55,6 +55,9 @@ pub struct CpuEngine {
     pub tied_embeddings: bool,
     kernels: Kernels,
     pool: Pool,
+    /// Whether the matrices exceed the last-level cache, so that every token reads them from
+    /// memory: the kernels then prefetch them into L2 (see `QWeight::cold`).
+    cold_weights: bool,
     /// `theta_base^(-2/head_dim)`, the ratio between consecutive rotary frequencies.
     rope_theta_scale: f32,
     scratch: Mutex<Scratch>,

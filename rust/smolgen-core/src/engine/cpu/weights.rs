@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::scratch::Scratch;
 use super::CpuEngine;
 use crate::error::{Error, Result};
-use crate::kernels::{PackedMatrix, Pool, QWeight, WeightKind};
+use crate::kernels::{exceeds_last_level_cache, PackedMatrix, Pool, QWeight, WeightKind};
 use crate::load::config::Config;
 use crate::load::weights::{TensorBytes, Weights};
 
@@ -163,6 +163,12 @@ impl CpuEngine {
             file.release(0, file.size());
         }
         let pool = Pool::new(threads)?;
+        let weight_bytes: usize = layers
+            .iter()
+            .flat_map(|l| [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down])
+            .chain([&output])
+            .map(|m| m.file.len)
+            .sum();
         let rope_theta_scale = (cfg.rope_theta as f32).powf(-2.0 / hd as f32);
         Ok(CpuEngine {
             cfg,
@@ -173,16 +179,18 @@ impl CpuEngine {
             tied_embeddings,
             kernels,
             pool,
+            cold_weights: exceeds_last_level_cache(weight_bytes),
             rope_theta_scale,
             scratch: Mutex::new(Scratch::default()),
         })
     }
 
     pub(super) fn weight<'a>(&'a self, m: &'a Matrix) -> Result<QWeight<'a>> {
-        match &m.packed {
-            Some(p) => Ok(p.weight()),
-            None => view(&m.file),
-        }
+        let w = match &m.packed {
+            Some(p) => p.weight(),
+            None => view(&m.file)?,
+        };
+        Ok(w.cold(self.cold_weights))
     }
 }
 

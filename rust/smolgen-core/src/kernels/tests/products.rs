@@ -2,6 +2,7 @@
 //! QMatMul and the thread pool.
 
 use super::*;
+use crate::kernels::single::run_product;
 
 fn matmul_paths_match<W: Sample>() {
     let mut rng = Rng(6);
@@ -198,8 +199,9 @@ fn packed_matmul_matches<W: Sample + Repack>() {
                 for kern in &packers {
                     for pool in &pools {
                         let mut got = vec![f32::NAN; m * rows];
-                        kern.matmul_packed::<W>(pool, &packed, &a, &mut got)
-                            .expect("shapes");
+                        // Weights marked cold prefetch differently, never to other bits.
+                        let w = packed.weight().cold(pool.threads() == 2);
+                        run_product(kern, pool, &w, &a, &mut got).expect("shapes");
                         for (i, (g, e)) in got.iter().zip(want.iter()).enumerate() {
                             assert_eq!(
                                 g.to_bits(),

@@ -1,6 +1,14 @@
 //! How the x86-64 gemms walk a matrix: tiles of weight rows x activation rows sized for
 //! registers, activation rows taken `MC` at a time so they stay in L1, and software prefetch
 //! where the weights stream from memory once (decode, small batches).
+//!
+//! The prefetch hint follows where the weights come from ([`Prefetch`]): while a model's
+//! weights fit the last-level cache, prefetching into L1 (`T0`) pays; when they do not and
+//! every token reads them from memory, `T0` prefetches hold L1's few fill buffers for a whole
+//! memory latency each and stall the loads behind them, so cold weights are prefetched into L2
+//! (`T1`) and the L1 prefetcher takes them from there. (1.7B decode, two threads: Q5_1 12.3 ->
+//! 16.4 tok/s, Q4_1 16.2 -> 21.3, Q8_0 13.4 -> 14.1, the K-quants within noise; at 135M, whose
+//! weights stay in L3, `T1` costs 3-12%.)
 
 use std::ops::Range;
 
@@ -38,7 +46,7 @@ pub(crate) const MC: usize = 16;
 const PREFETCH_ROWS: usize = 8;
 
 /// The tile walk of a SIMD gemm: calls `tile(r0, nr, c0, nc, pf)` over `rows` x `0..m`, with
-/// `pf` the software-prefetch distance in bytes for that tile (0: none). One activation row
+/// `pf` that tile's software prefetch (for `cold` weights into L2). One activation row
 /// (decode) walks `R x 1` tiles; more walk `R x C` tiles `MC` rows at a time. Where the weights
 /// stream from memory once (one row, or a batch of up to `MC`), the first column tile of each
 /// weight tile prefetches `PREFETCH_ROWS` rows ahead; a longer prefill reuses each weight tile
@@ -48,15 +56,20 @@ pub(crate) fn for_each_weight_tile<const R: usize, const C: usize>(
     rows: Range<usize>,
     m: usize,
     row_bytes: usize,
-    mut tile: impl FnMut(usize, usize, usize, usize, usize),
+    cold: bool,
+    mut tile: impl FnMut(usize, usize, usize, usize, Prefetch),
 ) {
-    let ahead = PREFETCH_ROWS * row_bytes;
+    let ahead = Prefetch::new(PREFETCH_ROWS * row_bytes, cold);
     if m == 1 {
         for_each_tile::<R, 1>(rows, 1, 1, |r0, nr, c0, nc| tile(r0, nr, c0, nc, ahead));
     } else {
         let streaming = m <= MC;
         for_each_tile::<R, C>(rows, m, MC, |r0, nr, c0, nc| {
-            let pf = if streaming && c0 == 0 { ahead } else { 0 };
+            let pf = if streaming && c0 == 0 {
+                ahead
+            } else {
+                Prefetch::NONE
+            };
             tile(r0, nr, c0, nc, pf)
         });
     }
@@ -94,18 +107,20 @@ const PACKED_PREFETCH_RECORDS: usize = 16;
 
 /// The walk of the 16-row kernels: calls `tile(g, c0, nc, rows, pf)` for every group `g` of
 /// `rows` (which starts on a group) and every tile of up to `COLS` activation rows, `MC`
-/// activation rows at a time; `rows` is the group's rows inside `rows`, `pf` the prefetch
-/// distance in bytes (0: none). Where weights stream from memory (at most `MC` activation
-/// rows), each group's first tile prefetches; otherwise a group is reused from cache.
+/// activation rows at a time; `rows` is the group's rows inside `rows`, `pf` the tile's
+/// prefetch (for `cold` weights into L2). Where weights stream from memory (at most `MC`
+/// activation rows), each group's first tile prefetches; otherwise a group is reused from
+/// cache.
 #[inline(always)]
 pub(crate) fn for_each_group_tile<const COLS: usize>(
     rows: Range<usize>,
     m: usize,
     record_lines: usize,
-    mut tile: impl FnMut(usize, usize, usize, Range<usize>, usize),
+    cold: bool,
+    mut tile: impl FnMut(usize, usize, usize, Range<usize>, Prefetch),
 ) {
     debug_assert!(rows.start.is_multiple_of(GROUP));
-    let ahead = PACKED_PREFETCH_RECORDS * record_lines * 64;
+    let ahead = Prefetch::new(PACKED_PREFETCH_RECORDS * record_lines * 64, cold);
     let streaming = m <= MC;
     let mut chunk = 0;
     while chunk < m {
@@ -115,7 +130,11 @@ pub(crate) fn for_each_group_tile<const COLS: usize>(
             let mut c0 = chunk;
             while c0 < chunk_end {
                 let nc = COLS.min(chunk_end - c0);
-                let pf = if streaming && c0 == chunk { ahead } else { 0 };
+                let pf = if streaming && c0 == chunk {
+                    ahead
+                } else {
+                    Prefetch::NONE
+                };
                 tile(g, c0, nc, r0..rows.end.min(r0 + GROUP), pf);
                 c0 += nc;
             }
@@ -124,19 +143,66 @@ pub(crate) fn for_each_group_tile<const COLS: usize>(
     }
 }
 
-/// Prefetches the `record_lines` lines `pf` bytes past `r` (nothing when `pf` is 0).
-#[inline(always)]
-pub(crate) fn prefetch_record(r: *const u8, pf: usize, record_lines: usize) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    if pf != 0 {
-        for line in 0..record_lines {
-            // SAFETY: a prefetch never faults, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(pf + 64 * line).cast()) };
+/// A tile's software prefetch of the weights it streams: how many bytes ahead (0: none), and
+/// whether into L2 (cold weights, read from memory) or L1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Prefetch {
+    ahead: usize,
+    to_l2: bool,
+}
+
+impl Prefetch {
+    /// No prefetch: the weights are reused from cache.
+    pub(crate) const NONE: Prefetch = Prefetch {
+        ahead: 0,
+        to_l2: false,
+    };
+
+    /// `ahead` bytes ahead, into L2 for `cold` weights, else into L1.
+    pub(crate) fn new(ahead: usize, cold: bool) -> Prefetch {
+        Prefetch { ahead, to_l2: cold }
+    }
+
+    /// Whether the tile prefetches at all.
+    #[inline(always)]
+    pub(crate) fn is_on(self) -> bool {
+        self.ahead != 0
+    }
+
+    /// Prefetches the line `self.ahead` bytes past `p` (nothing when off).
+    #[inline(always)]
+    pub(crate) fn line(self, p: *const u8) {
+        if self.is_on() {
+            self.line_at(p.wrapping_add(self.ahead));
+        }
+    }
+
+    /// Prefetches the line at `p` itself, with this hint.
+    #[inline(always)]
+    fn line_at(self, p: *const u8) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0, _MM_HINT_T1};
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe {
+            if self.to_l2 {
+                _mm_prefetch::<_MM_HINT_T1>(p.cast())
+            } else {
+                _mm_prefetch::<_MM_HINT_T0>(p.cast())
+            }
         }
     }
 }
 
-/// Where weights stream from memory (`pf` not 0), prefetches at sub-block `b`, the first of its
+/// Prefetches the `record_lines` lines `pf.ahead` bytes past `r` (nothing when off).
+#[inline(always)]
+pub(crate) fn prefetch_record(r: *const u8, pf: Prefetch, record_lines: usize) {
+    if pf.is_on() {
+        for line in 0..record_lines {
+            pf.line(r.wrapping_add(64 * line));
+        }
+    }
+}
+
+/// Where weights stream from memory (`pf` on), prefetches at sub-block `b`, the first of its
 /// superblock, the scale lines of the superblock two ahead (past the group's last, the next
 /// group's): they lie after the group's records, a stream the records' prefetch misses.
 #[inline(always)]
@@ -145,10 +211,9 @@ pub(crate) fn prefetch_k_scales(
     record_lines: usize,
     nb: usize,
     b: usize,
-    pf: usize,
+    pf: Prefetch,
 ) {
-    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-    if pf == 0 || !b.is_multiple_of(8) {
+    if !pf.is_on() || !b.is_multiple_of(8) {
         return;
     }
     let (supers, ahead) = (nb / 8, b / 8 + 2);
@@ -158,9 +223,11 @@ pub(crate) fn prefetch_k_scales(
         // A group is its records, then its scale lines: `k_scales_at(.., nb)` lines.
         k_scales_at(record_lines, nb, nb) + k_scales_at(record_lines, nb, 8 * (ahead - supers))
     };
+    // Into L1 even for cold weights: a superblock's few scale lines are wanted whole and at
+    // once (into L2, 1.7B K-quant decodes lost 1-5%).
+    let pf = Prefetch { to_l2: false, ..pf };
     for l in 0..K_SCALE_LINES {
-        // SAFETY: a prefetch never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(rec.wrapping_add(line + l).cast()) };
+        pf.line_at(rec.wrapping_add(line + l).cast());
     }
 }
 
@@ -209,6 +276,7 @@ macro_rules! row_major_gemm {
                 rows,
                 a.m,
                 row_bytes,
+                w.is_cold(),
                 |r0, nr, c0, nc, pf| {
                     // SAFETY: the walk stays inside `rows` x `0..m`; the caller's contract.
                     unsafe {
@@ -251,6 +319,7 @@ macro_rules! packed_gemm {
                 rows,
                 a.m,
                 $record_lines,
+                w.is_cold(),
                 |g, c0, nc, rows, pf| {
                     for part in $parts(rows) {
                         // SAFETY: the walk stays inside the matrix's groups and `0..m`; the

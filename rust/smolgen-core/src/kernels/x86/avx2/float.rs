@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 
 use std::ops::Range;
 
-use super::super::walk::{for_each_group_run, prefetch_record, row_major_gemm};
+use super::super::walk::{for_each_group_run, prefetch_record, row_major_gemm, Prefetch};
 use super::{hsum, store_half};
 use crate::kernels::blocks::QK;
 use crate::kernels::matmul::QWeight;
@@ -65,7 +65,7 @@ unsafe fn tile_float<const T: u8, const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let (k, vb) = (nb * QK, value_bytes::<T>());
     let mut acc = [[[_mm256_setzero_ps(); 2]; C]; R];
@@ -114,7 +114,7 @@ macro_rules! float_tile {
             c0: usize,
             r0: usize,
             out: OutPtr,
-            pf: usize,
+            pf: Prefetch,
         ) {
             // SAFETY: the caller's contract.
             unsafe { $tile::<{ $t }, R, C>(w.cast(), nb, a, c0, r0, out, pf) }

@@ -6,7 +6,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::super::walk::{packed_gemm, prefetch_k_scales, prefetch_record};
+use super::super::walk::{packed_gemm, prefetch_k_scales, prefetch_record, Prefetch};
 use super::bits_as_bytes;
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
@@ -80,7 +80,7 @@ macro_rules! nibble_half_tile {
             c0: usize,
             rows: Range<usize>,
             out: OutPtr,
-            pf: usize,
+            pf: Prefetch,
         ) {
             let nibble = _mm256_set1_epi8(0x0F);
             let half = (rows.start % GROUP) / HALF;
@@ -277,7 +277,7 @@ macro_rules! k_half_tile {
             c0: usize,
             rows: Range<usize>,
             out: OutPtr,
-            pf: usize,
+            pf: Prefetch,
         ) {
             let half = (rows.start % GROUP) / HALF;
             let mut acc = [_mm256_setzero_ps(); C];
@@ -475,7 +475,7 @@ unsafe fn tile_q8_0x16<const C: usize>(
     c0: usize,
     rows: Range<usize>,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let bias = _mm256_set1_epi8(i8::MIN);
     let ones = _mm256_set1_epi16(1);
@@ -544,7 +544,7 @@ unsafe fn tile_q8_0x16_vnni<const C: usize>(
     c0: usize,
     rows: Range<usize>,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let half = (rows.start % GROUP) / HALF;
     let mut acc = [_mm256_setzero_ps(); C];

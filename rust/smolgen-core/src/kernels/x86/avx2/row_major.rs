@@ -4,7 +4,7 @@
 #![allow(clippy::needless_range_loop)]
 use std::arch::x86_64::*;
 
-use super::super::walk::{prefetch_record, row_major_gemm};
+use super::super::walk::{prefetch_record, row_major_gemm, Prefetch};
 use super::{bits_as_bytes, hsum, nibbles};
 use crate::kernels::blocks::f16_to_f32;
 use crate::kernels::prepared::{OutPtr, Prepared};
@@ -33,7 +33,7 @@ macro_rules! offset_tile {
             c0: usize,
             r0: usize,
             out: OutPtr,
-            pf: usize,
+            pf: Prefetch,
         ) {
             let ones = _mm256_set1_epi16(1);
             let mut acc = [[_mm256_setzero_ps(); C]; R];
@@ -47,8 +47,8 @@ macro_rules! offset_tile {
                     // SAFETY: block `b` of row `r0 + r` exists; a block starts with its f16 `d` and `m`.
                     unsafe {
                         let blk = w.add(r * nb + b).cast::<u8>();
-                        if pf != 0 {
-                            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(pf).cast());
+                        if pf.is_on() {
+                            pf.line(blk);
                         }
                         let $blk = blk;
                         wq[r] = $load;
@@ -116,7 +116,7 @@ macro_rules! signed_tile {
             c0: usize,
             r0: usize,
             out: OutPtr,
-            pf: usize,
+            pf: Prefetch,
         ) {
             let ones = _mm256_set1_epi16(1);
             let mut acc = [[_mm256_setzero_ps(); C]; R];
@@ -130,8 +130,8 @@ macro_rules! signed_tile {
                     // SAFETY: block `b` of row `r0 + r` exists; a block starts with its f16 `d`.
                     unsafe {
                         let $blk = w.add(r * nb + b).cast::<u8>();
-                        if pf != 0 {
-                            _mm_prefetch::<_MM_HINT_T0>($blk.wrapping_add(pf).cast());
+                        if pf.is_on() {
+                            pf.line($blk);
                         }
                         wv[r] = $load;
                         let d = $blk.cast::<u16>().read_unaligned();
@@ -206,7 +206,7 @@ macro_rules! k_offset_tile {
             c0: usize,
             r0: usize,
             out: OutPtr,
-            pf: usize,
+            pf: Prefetch,
         ) {
             let mask = _mm256_set1_epi8(0x0F);
             let ones = _mm256_set1_epi16(1);
@@ -304,7 +304,7 @@ unsafe fn tile_q6_k<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let low4 = _mm256_set1_epi8(0x0F);
     let bits45 = _mm256_set1_epi8(0x30);
@@ -405,7 +405,7 @@ unsafe fn tile_q3_k<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let low2 = _mm256_set1_epi8(3);
     let one = _mm256_set1_epi8(1);
@@ -481,7 +481,7 @@ unsafe fn tile_q2_k<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let low2 = _mm256_set1_epi8(3);
     let ones = _mm256_set1_epi16(1);

@@ -10,7 +10,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::avx2::{float_packed_gemm, float_tile, hsum, value_bytes, BF16, F16, F32};
-use super::super::walk::{for_each_group_run, prefetch_record, row_major_gemm};
+use super::super::walk::{for_each_group_run, prefetch_record, row_major_gemm, Prefetch};
 use super::store_group;
 use crate::kernels::blocks::QK;
 use crate::kernels::matmul::QWeight;
@@ -51,7 +51,7 @@ unsafe fn tile_float<const T: u8, const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let (k, vb) = (nb * QK, value_bytes::<T>());
     let mut acc = [[_mm512_setzero_ps(); C]; R];

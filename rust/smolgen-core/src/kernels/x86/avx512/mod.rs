@@ -22,7 +22,9 @@ mod widen;
 pub(crate) use float::*;
 pub(crate) use widen::{gemm_q3_kx16, gemm_q5_kx16, gemm_q6_kx16};
 
-use super::walk::{packed_gemm, prefetch_k_scales, prefetch_record, row_major_gemm, whole_group};
+use super::walk::{
+    packed_gemm, prefetch_k_scales, prefetch_record, row_major_gemm, whole_group, Prefetch,
+};
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
     k_scales_at, scales_at, FIFTH_BITS_LINE, GROUP, Q2_K_RECORD_LINES, Q3_K_RECORD_LINES,
@@ -45,7 +47,7 @@ unsafe fn tile_q4_1<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let mask = _mm512_set1_epi8(0x0F);
     let idx_d = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
@@ -60,9 +62,9 @@ unsafe fn tile_q4_1<const R: usize, const C: usize>(
             // 20 bytes: d, m, 16 of qs.
             let (t, dm) = unsafe {
                 let blk0 = w.add(r * nb + b).cast::<u8>();
-                if pf != 0 {
-                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf).cast());
-                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf + 64).cast());
+                if pf.is_on() {
+                    pf.line(blk0);
+                    pf.line(blk0.wrapping_add(64));
                 }
                 let q0 = _mm_loadu_si128(blk0.add(4).cast());
                 let dm0 = blk0.cast::<i32>().read_unaligned();
@@ -115,7 +117,7 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
     c0: usize,
     r0: usize,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let bias = _mm512_set1_epi8(i8::MIN);
     let idx_d = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
@@ -130,9 +132,9 @@ unsafe fn tile_q8_0<const R: usize, const C: usize>(
             // 34 bytes: d, 32 of qs.
             let (t, d) = unsafe {
                 let blk0 = w.add(r * nb + b).cast::<u8>();
-                if pf != 0 {
-                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf).cast());
-                    _mm_prefetch::<_MM_HINT_T0>(blk0.wrapping_add(pf + 64).cast());
+                if pf.is_on() {
+                    pf.line(blk0);
+                    pf.line(blk0.wrapping_add(64));
                 }
                 let q0 = _mm256_loadu_si256(blk0.add(2).cast());
                 let d0 = blk0.cast::<u16>().read_unaligned() as i32;
@@ -279,7 +281,7 @@ macro_rules! nibble_group_tile {
             c0: usize,
             rows: Range<usize>,
             out: OutPtr,
-            pf: usize,
+            pf: Prefetch,
         ) {
             let mut acc = [_mm512_setzero_ps(); C];
             let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
@@ -441,7 +443,7 @@ unsafe fn tile_q8_0x16<const C: usize>(
     c0: usize,
     rows: Range<usize>,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let mut acc = [_mm512_setzero_ps(); C];
     let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
@@ -745,7 +747,7 @@ macro_rules! signed_k_group_tile {
             c0: usize,
             rows: Range<usize>,
             out: OutPtr,
-            pf: usize,
+            pf: Prefetch,
         ) {
             let mut acc = [_mm512_setzero_ps(); C];
             let qa: [*const i8; C] = std::array::from_fn(|c| a.qs(c0 + c));
@@ -828,7 +830,7 @@ unsafe fn tile_q2_kx16<const C: usize>(
     c0: usize,
     rows: Range<usize>,
     out: OutPtr,
-    pf: usize,
+    pf: Prefetch,
 ) {
     let nibble = _mm512_set1_epi32(0x0F);
     let sign = _mm512_set1_epi32(i32::MIN);

@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use super::super::walk::dispatch_cols;
+use super::super::walk::{dispatch_cols, Prefetch};
 use super::{
     gemm_q3_kx16_tiles, gemm_q5_kx16_tiles, gemm_q6_kx16_tiles, nibble_codes, q3_k_codes,
     q6_k_codes, run_scales, tile_q5_k_bytes_x16, tile_q6_k_bytes_x16, tile_q8_0x16,
@@ -102,7 +102,7 @@ macro_rules! widened_gemm {
                                     c0,
                                     group_rows.clone(),
                                     out,
-                                    0
+                                    Prefetch::NONE
                                 )
                             };
                             c0 += nc;
