@@ -205,6 +205,29 @@ pub(super) unsafe fn store_group<const C: usize>(
     }
 }
 
+/// The eight code registers of a record whose first four lines hold nibbles (line `j`: the low
+/// nibbles for register `j`, the high ones for `4 + j`), with the bits above the nibbles put
+/// over them: `$high(2j)` those of register `j`, `$high(2j + 1)` those of `4 + j`. (A macro: a
+/// closure of intrinsics handed to a helper may not inline where the helper lacks the
+/// features.)
+///
+/// Safety: `$r` is four aligned lines.
+macro_rules! nibbles_under {
+    ($r:expr, $high:expr) => {{
+        let nibble = _mm512_set1_epi8(0x0F);
+        let mut w = [_mm512_setzero_si512(); 8];
+        for j in 0..4 {
+            let l = _mm512_load_si512($r.add(64 * j).cast());
+            w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), $high(2 * j));
+            w[4 + j] = _mm512_or_si512(
+                _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
+                $high(2 * j + 1),
+            );
+        }
+        w
+    }};
+}
+
 /// The unsigned codes of a record of the nibble layout at `r`, in the registers of elements
 /// `4j..4j + 4`, then of `16 + 4j..`: its nibble lines, with `FIFTH` the fifth bits of
 /// [`FIFTH_BITS_LINE`] put over them by a mask move (bit `4i + k` of a word is byte `4i + k`'s).
@@ -214,7 +237,6 @@ pub(super) unsafe fn store_group<const C: usize>(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn nibble_codes<const FIFTH: bool>(r: *const u8) -> [__m512i; 8] {
-    let nibble = _mm512_set1_epi8(0x0F);
     let bit = _mm512_set1_epi8(0x10);
     // SAFETY: the caller's contract: a Q5 record's fifth-bits line holds eight u64 words.
     let fifth = |h: usize| unsafe {
@@ -225,17 +247,8 @@ unsafe fn nibble_codes<const FIFTH: bool>(r: *const u8) -> [__m512i; 8] {
             _mm512_setzero_si512()
         }
     };
-    let mut w = [_mm512_setzero_si512(); 8];
-    for j in 0..4 {
-        // SAFETY: the caller's contract.
-        let l = unsafe { _mm512_load_si512(r.add(64 * j).cast()) };
-        w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), fifth(2 * j));
-        w[4 + j] = _mm512_or_si512(
-            _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
-            fifth(2 * j + 1),
-        );
-    }
-    w
+    // SAFETY: the caller's contract.
+    unsafe { nibbles_under!(r, fifth) }
 }
 
 /// The codes of a record widened to whole bytes at `r`: one line per register.
@@ -695,7 +708,6 @@ unsafe fn q3_k_codes(r: *const u8) -> [__m512i; 8] {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn q6_k_codes(r: *const u8) -> [__m512i; 8] {
-    let nibble = _mm512_set1_epi8(0x0F);
     let (bit4, bit5) = (_mm512_set1_epi8(0x10), _mm512_set1_epi8(0x20));
     // SAFETY: the caller's contract: the fifth- and sixth-bits lines hold eight u64 words.
     let high = |h: usize| unsafe {
@@ -708,17 +720,8 @@ unsafe fn q6_k_codes(r: *const u8) -> [__m512i; 8] {
             _mm512_maskz_mov_epi8(p5.add(h).read(), bit5),
         )
     };
-    let mut w = [_mm512_setzero_si512(); 8];
-    for j in 0..4 {
-        // SAFETY: the caller's contract.
-        let l = unsafe { _mm512_load_si512(r.add(64 * j).cast()) };
-        w[j] = _mm512_or_si512(_mm512_and_si512(l, nibble), high(2 * j));
-        w[4 + j] = _mm512_or_si512(
-            _mm512_and_si512(_mm512_srli_epi16::<4>(l), nibble),
-            high(2 * j + 1),
-        );
-    }
-    w
+    // SAFETY: the caller's contract.
+    unsafe { nibbles_under!(r, high) }
 }
 
 /// Defines the 16-row tile of a type with a signed scale per 16 weights and a `d` per
