@@ -560,8 +560,8 @@ fn byte_split(x: __m512i) -> __m512i {
 /// The scaled half dots of six-bit codes, in a tile of `C` activation rows: with one by
 /// `vpmulld` (decode, where the chain's latency counts); with more by byte-split `vpdpwssd`,
 /// which spends one shuffle and one multiplier uop per half where `vpmulld` spends two
-/// multiplier uops. Both are exact (a half dot is at most 16 * 32 * 128 in magnitude), so
-/// their bits are the same.
+/// multiplier uops (`split_sc`: the scales by [`byte_split_scale`]). Both are exact (a half dot
+/// is at most 16 * 32 * 128 in magnitude), so their bits are the same.
 ///
 /// # Safety
 /// As [`half_dots`].
@@ -572,6 +572,7 @@ unsafe fn wide_half_dots<const C: usize>(
     qa: *const i8,
     start: [i32; 2],
     sc: [__m512i; 2],
+    split_sc: [__m512i; 2],
 ) -> __m512i {
     // SAFETY: the caller's contract.
     unsafe {
@@ -579,12 +580,8 @@ unsafe fn wide_half_dots<const C: usize>(
             scaled_half_dots(w, qa, start, sc)
         } else {
             let [lo, hi] = half_dots(w, qa, start);
-            let lo = _mm512_dpwssd_epi32(
-                _mm512_setzero_si512(),
-                byte_split(lo),
-                byte_split_scale(sc[0]),
-            );
-            _mm512_dpwssd_epi32(lo, byte_split(hi), byte_split_scale(sc[1]))
+            let lo = _mm512_dpwssd_epi32(_mm512_setzero_si512(), byte_split(lo), split_sc[0]);
+            _mm512_dpwssd_epi32(lo, byte_split(hi), split_sc[1])
         }
     }
 }
@@ -773,14 +770,14 @@ macro_rules! signed_k_group_tile {
                         [run_scales::<false>(k, t), run_scales::<false>(k, t + 1)],
                     )
                 };
-                let sc_pairs = i16_pairs(sc[0], sc[1]);
+                let sc_wide = signed_k_group_tile!(@wide_scales $codes, sc);
                 for c in 0..C {
                     // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element
                     // order, `nbp` scales and `2 * nbp` half-block corrections.
                     let (sumi, d) = unsafe {
                         let start = [*fix[c].add(2 * b) >> $shift, *fix[c].add(2 * b + 1) >> $shift];
                         let q = qa[c].add(b * QK);
-                        (signed_k_group_tile!(@dots $codes, C, w, q, start, sc, sc_pairs), *da[c].add(b))
+                        (signed_k_group_tile!(@dots $codes, C, w, q, start, sc, sc_wide), *da[c].add(b))
                     };
                     let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
                     acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[c]);
@@ -799,17 +796,26 @@ macro_rules! signed_k_group_tile {
     (@codes q3_k, $r:ident) => {
         q3_k_codes($r)
     };
+    // The record's scales as the dots of many activation rows take them, once per record.
     // Six-bit codes' half dots can pass an i16 (see `wide_half_dots`), 3-bit ones cannot
     // (see `k_half_dots`).
-    (@dots q6_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {{
-        let _ = $pairs;
-        wide_half_dots::<$c>(&$w, $q, $start, $sc)
-    }};
-    (@dots bytes, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {
-        signed_k_group_tile!(@dots q6_k, $c, $w, $q, $start, $sc, $pairs)
+    (@wide_scales q6_k, $sc:ident) => {
+        [byte_split_scale($sc[0]), byte_split_scale($sc[1])]
     };
-    (@dots q3_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $pairs:ident) => {
-        k_half_dots::<$c>(&$w, $q, $start, $sc, $pairs)
+    (@wide_scales bytes, $sc:ident) => {
+        signed_k_group_tile!(@wide_scales q6_k, $sc)
+    };
+    (@wide_scales q3_k, $sc:ident) => {
+        i16_pairs($sc[0], $sc[1])
+    };
+    (@dots q6_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $wide:ident) => {
+        wide_half_dots::<$c>(&$w, $q, $start, $sc, $wide)
+    };
+    (@dots bytes, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $wide:ident) => {
+        signed_k_group_tile!(@dots q6_k, $c, $w, $q, $start, $sc, $wide)
+    };
+    (@dots q3_k, $c:ident, $w:ident, $q:ident, $start:ident, $sc:ident, $wide:ident) => {
+        k_half_dots::<$c>(&$w, $q, $start, $sc, $wide)
     };
 }
 
