@@ -26,8 +26,8 @@ use candle_core::{Device, Module, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smolgen_core::kernels::{
     available_isas, Activation, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4K,
-    BlockQ4_1, BlockQ5K, BlockQ6K, BlockQ8_0, Isa, Kernels, PackedMatrix, Pool, QWeight,
-    WeightBlock, WeightKind,
+    BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, Isa, Kernels,
+    PackedMatrix, Pool, QWeight, WeightBlock, WeightKind,
 };
 use smolgen_core::load::gguf::ggml_dtype;
 
@@ -55,7 +55,7 @@ struct Case {
     m: usize,
 }
 
-const CASES: [Case; 19] = [
+const CASES: [Case; 25] = [
     Case {
         name: "q4_1_matvec_576x1536",
         kind: <BlockQ4_1 as WeightBlock>::KIND,
@@ -171,6 +171,48 @@ const CASES: [Case; 19] = [
     Case {
         name: "q8_0_prefill_m512_576x1536",
         kind: <BlockQ8_0 as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
+        m: 512,
+    },
+    Case {
+        name: "q4_0_prefill_m512_576x1536",
+        kind: <BlockQ4_0 as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
+        m: 512,
+    },
+    Case {
+        name: "q5_0_prefill_m512_576x1536",
+        kind: <BlockQ5_0 as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
+        m: 512,
+    },
+    Case {
+        name: "q5_1_prefill_m512_576x1536",
+        kind: <BlockQ5_1 as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
+        m: 512,
+    },
+    Case {
+        name: "q4_k_prefill_m512_576x1536",
+        kind: <BlockQ4K as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
+        m: 512,
+    },
+    Case {
+        name: "q5_k_prefill_m512_576x1536",
+        kind: <BlockQ5K as WeightBlock>::KIND,
+        rows: 576,
+        cols: 1536,
+        m: 512,
+    },
+    Case {
+        name: "q6_k_prefill_m512_576x1536",
+        kind: <BlockQ6K as WeightBlock>::KIND,
         rows: 576,
         cols: 1536,
         m: 512,

@@ -53,6 +53,7 @@ pub use matmul::{Activation, QWeight, MAX_SHARED_MATMULS};
 pub use packed::{PackedMatrix, Repack};
 pub use pool::Pool;
 pub use types::{
-    ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_1,
-    BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, WeightBlock, WeightKind, WEIGHT_KINDS,
+    ActivationBlock, BlockBF16, BlockF16, BlockF32, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0,
+    BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8_0, BlockQ8_1, WeightBlock,
+    WeightKind, WEIGHT_KINDS,
 };

@@ -253,6 +253,25 @@ macro_rules! dispatch_cols {
 }
 pub(crate) use dispatch_cols;
 
+/// Runs `$body` with `$c` bound to each of `0..$n` in turn, unrolled. `$n` is a tile's const
+/// count of activation rows (at most 8). LLVM leaves a loop with a large body rolled, and the
+/// tile's accumulators then live on the stack: a load and a store around every FMA.
+macro_rules! unrolled_cols {
+    ($c:ident in $n:expr => $body:block) => {
+        $crate::kernels::x86::walk::unrolled_cols!(@ $c, $n, $body, 0 1 2 3 4 5 6 7)
+    };
+    (@ $c:ident, $n:expr, $body:block, $($k:literal)*) => {{
+        const { assert!($n <= 8) };
+        $(
+            if $k < $n {
+                let $c: usize = $k;
+                $body
+            }
+        )*
+    }};
+}
+pub(crate) use unrolled_cols;
+
 /// Defines a row-major gemm entry point (see `GemmFn`) for `$block` weights that walks
 /// `$tile::<R, C>` over tiles of at most `$r` weight rows x `$c` activation rows. A new weight
 /// type costs its tile, not another copy of the walk.

@@ -23,7 +23,8 @@ pub(crate) use float::*;
 pub(crate) use widen::{gemm_q3_kx16, gemm_q5_kx16, gemm_q6_kx16};
 
 use super::walk::{
-    packed_gemm, prefetch_k_scales, prefetch_record, row_major_gemm, whole_group, Prefetch,
+    packed_gemm, prefetch_k_scales, prefetch_record, row_major_gemm, unrolled_cols, whole_group,
+    Prefetch,
 };
 use crate::kernels::blocks::QK;
 use crate::kernels::packed::{
@@ -771,7 +772,7 @@ macro_rules! signed_k_group_tile {
                     )
                 };
                 let sc_wide = signed_k_group_tile!(@wide_scales $codes, sc);
-                for c in 0..C {
+                unrolled_cols!(c in C => {
                     // SAFETY: a prepared row holds `nbp * 32 >= nb * 32` codes in element
                     // order, `nbp` scales and `2 * nbp` half-block corrections.
                     let (sumi, d) = unsafe {
@@ -781,7 +782,7 @@ macro_rules! signed_k_group_tile {
                     };
                     let scale = _mm512_mul_ps(dw, _mm512_set1_ps(d));
                     acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), scale, acc[c]);
-                }
+                });
             }
             // SAFETY: the caller's contract.
             unsafe { store_group(&acc, c0, rows, out) };
@@ -879,7 +880,7 @@ unsafe fn tile_q2_kx16<const C: usize>(
             )
         };
         let sc_pairs = i16_pairs(sc[0], sc[1]);
-        for c in 0..C {
+        unrolled_cols!(c in C => {
             // SAFETY: as in `signed_k_group_tile`. A half's correction is `-32 * sum(a)` exactly, so
             // its sum is the correction shifted right by 5, negated (at most 16 * 127: an i16).
             let (sumi, sums, d) = unsafe {
@@ -894,7 +895,7 @@ unsafe fn tile_q2_kx16<const C: usize>(
             let d = _mm512_set1_ps(d);
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(dw, d), acc[c]);
             acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(summ), _mm512_mul_ps(neg_dmin, d), acc[c]);
-        }
+        });
     }
     // SAFETY: the caller's contract.
     unsafe { store_group(&acc, c0, rows, out) };
