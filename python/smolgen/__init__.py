@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from ._core import __version__
+from .batches import BatchStats, batch, run_batch_file
 from .chat import ChatTemplate, TrimmedMessages, trim_messages
 from .convert import QuantizeResult, TensorConversion, quantize
 from .errors import (
@@ -28,6 +29,7 @@ from .peek import Candidate, Peek, Score, TokenScore
 
 __all__ = [
     "DEFAULT_MODEL",
+    "BatchStats",
     "Candidate",
     "ChatTemplate",
     "ChatTemplateError",
@@ -52,9 +54,11 @@ __all__ = [
     "TrimmedMessages",
     "UnsupportedModelError",
     "__version__",
+    "batch",
     "load",
     "pull",
     "quantize",
+    "run_batch_file",
     "step_streams",
     "trim_messages",
 ]

@@ -1,5 +1,5 @@
-"""The ``smolgen`` command: ``generate``, ``chat``, ``serve``, ``peek``, ``sweep``, ``pull``,
-``quantize``, ``info``, ``bench``, ``tokens``, ``cost``, ``decide``.
+"""The ``smolgen`` command: ``generate``, ``chat``, ``serve``, ``batch``, ``peek``, ``sweep``,
+``pull``, ``quantize``, ``info``, ``bench``, ``tokens``, ``cost``, ``decide``.
 
 Exit codes follow the kind of failure, never the message text:
 0 ok, 1 other smolgen error, 2 bad argument, 3 model not found, 4 malformed model file,
@@ -31,7 +31,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     from ..lab.cli import cost, decide, tokens
-    from . import bench, chat, generate, info, peek, pull, quantize, serve, sweep
+    from . import batch, bench, chat, generate, info, peek, pull, quantize, serve, sweep
 
     parser = argparse.ArgumentParser(
         prog="smolgen",
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         generate,
         chat,
         serve,
+        batch,
         peek,
         sweep,
         pull,

@@ -1,0 +1,168 @@
+"""``smolgen batch``: a file of requests in the OpenAI Batch API's format, answered locally,
+resumable."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import InvalidArgumentError
+from . import model_argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "batch",
+        help="answer a JSONL file of requests (OpenAI Batch API format), resumable",
+        description="Answer every request of INPUT (one per line: custom_id, method POST, url "
+        "/v1/chat/completions or /v1/completions, body) into OUTPUT, one line per answer in "
+        "OpenAI's batch output format, in the order they complete. Requests decode together. "
+        "Each answer is synced to disk as it is written; run the same command again after an "
+        "interruption and it skips what OUTPUT already holds. Needs the 'serve' extra.",
+    )
+    p.add_argument("input", metavar="INPUT", help="the requests, JSONL")
+    p.add_argument("output", metavar="OUTPUT", help="the answers, JSONL (appended to)")
+    model_argument(p)
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=8,
+        help="requests decoding together (default: 8)",
+    )
+    p.add_argument(
+        "--max-tokens-default",
+        type=int,
+        default=512,
+        help="max_tokens of a request that gives none, capped by what the context window "
+        "has left (default: 512)",
+    )
+    p.add_argument(
+        "--model-id",
+        default=None,
+        help="the model the answers name (default: the alias, or the file's name)",
+    )
+    p.add_argument(
+        "--compare",
+        metavar="API_MODEL",
+        default=None,
+        help="also price the job's tokens at this API model's list prices (e.g. gpt-4o-mini); "
+        "the tokens are SmolLM2's, so read it as an estimate",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..batches import run_batch_file
+    from ..hub import DEFAULT_MODEL
+    from . import load_model
+    from .serve import served_name
+
+    if args.concurrency < 1 or args.max_tokens_default < 1:
+        raise InvalidArgumentError("--concurrency and --max-tokens-default must be >= 1")
+    price = None
+    if args.compare is not None:  # an unknown model fails before the job, not after
+        from ..lab.cost.prices import default_prices
+
+        price = default_prices().model(args.compare)
+    model = load_model(args)
+    model_id = args.model_id or served_name(args.model or DEFAULT_MODEL)
+    with _progress() as (on_start, on_record):
+        stats = run_batch_file(
+            model,
+            args.input,
+            args.output,
+            model_id=model_id,
+            concurrency=args.concurrency,
+            max_tokens_default=args.max_tokens_default,
+            on_start=on_start,
+            on_record=on_record,
+        )
+    summary = stats.as_dict()
+    if price is not None:
+        from ..lab.cost.api import request_cost
+
+        cost = request_cost(stats.prompt_tokens, stats.completion_tokens, price)
+        summary["compare"] = {"model": price.model, "api_cost_usd": float(cost)}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary, args.output)
+    return 0
+
+
+class _progress:
+    """A progress bar on stderr in a terminal (requests, tokens/s, time left), otherwise a
+    status line at the start and every 100 requests."""
+
+    def __enter__(
+        self,
+    ) -> tuple[Callable[[int, int], None], Callable[[dict[str, Any], Any], None]]:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        self.bar: Any = None
+        if console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("smolgen batch"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("batch", total=None, rate="")
+        return self.on_start, self.on_record
+
+    def on_start(self, to_run: int, done: int) -> None:
+        self.total = to_run
+        if self.bar is not None:
+            self.bar.update(self.task, total=to_run)
+        message = f"smolgen batch: {to_run} requests to run"
+        if done:
+            message += f", {done} already answered in the output"
+        print(message, file=sys.stderr, flush=True)
+
+    def on_record(self, record: dict[str, Any], stats: Any) -> None:
+        rate = f"{stats.completion_tokens_per_s:,.0f} tok/s, {stats.completion_tokens:,} tokens"
+        if self.bar is not None:
+            self.bar.update(self.task, completed=stats.requests, rate=rate)
+        elif stats.requests % 100 == 0:
+            print(
+                f"smolgen batch: {stats.requests}/{self.total} ({rate})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_summary(s: dict[str, Any], output: str) -> None:
+    print(
+        f"{s['requests']} requests answered into {output} ({s['succeeded']} ok, "
+        f"{s['failed']} with an error; {s['skipped']} answered by an earlier run)"
+    )
+    print(
+        f"{s['prompt_tokens']:,} prompt + {s['completion_tokens']:,} completion tokens in "
+        f"{s['wall_s']:.1f} s ({s['completion_tokens_per_s']:,.1f} completion tokens/s)"
+    )
+    if "compare" in s:
+        c = s["compare"]
+        print(f"the same tokens at {c['model']}'s list prices: ${c['api_cost_usd']:.4f}")
