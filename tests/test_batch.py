@@ -273,3 +273,95 @@ def test_the_readme_batch_example_runs(smollm2_gguf, tmp_path):
     assert summary["compare"]["model"] == "gpt-4o-mini"
     records = by_id(read_records(tmp_path / "answers.jsonl"))
     assert sorted(records) == ["q1", "q2"]
+    # The plain-prompt example, over a CSV of its own.
+    (tmp_path / "reviews.csv").write_text("id,text\nr1,Loved it.\nr2,Broke in a day.\n")
+    block = section.split("```bash\n", 2)[2].split("```", 1)[0]
+    script = block.replace("smolgen ", f"{sys.executable} -m smolgen ", 1)
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    records = by_id(read_records(tmp_path / "answers.jsonl"))
+    assert sorted(records) == ["q1", "q2", "r1", "r2"]
+    assert records["r1"]["response"]["body"]["usage"]["completion_tokens"] <= 3
+
+
+# --- plain prompts ------------------------------------------------------------------------------
+
+
+def plain_answers(model, src: Path, out: Path, **options) -> dict[str, dict]:
+    run_batch_file(model, src, out, settings={"max_tokens": 4, "temperature": 0}, **options)
+    return by_id(read_records(out))
+
+
+def test_a_csv_column_of_prompts_runs_as_chat_requests(smollm2, tmp_path):
+    src = tmp_path / "reviews.csv"
+    src.write_text('id,text\nr1,"Loved it, truly."\nr2,Awful.\nr3,\n', encoding="utf-8")
+    records = plain_answers(
+        smollm2, src, tmp_path / "out.jsonl", prompt_field="text", id_field="id", system="Be terse."
+    )
+    assert sorted(records) == ["r1", "r2", "r3"]
+    ids = smollm2.chat_prompt(
+        [
+            {"role": "system", "content": "Be terse."},
+            {"role": "user", "content": "Loved it, truly."},
+        ]
+    )
+    assert answer_text(records["r1"]) == [smollm2.generate(ids, max_tokens=4, temperature=0).text]
+    assert "prompt is empty" in records["r3"]["error"]["message"]  # an empty cell
+
+
+def test_jsonl_rows_without_their_prompt_are_errors_and_the_rest_runs(smollm2, tmp_path):
+    src = write_lines(
+        tmp_path / "rows.jsonl",
+        [{"text": "Hi."}, {"other": 1}, {"text": 7}, "not json", {"text": "Bye."}],
+    )
+    records = plain_answers(smollm2, src, tmp_path / "out.jsonl", prompt_field="text")
+    assert sorted(records) == [f"row-{n}" for n in range(1, 6)]
+    assert records["row-1"]["response"]["status_code"] == 200
+    assert "no prompt" in records["row-2"]["error"]["message"]
+    assert "int, not a text" in records["row-3"]["error"]["message"]
+    assert "not JSON" in records["row-4"]["error"]["message"]
+    assert records["row-5"]["response"]["status_code"] == 200
+
+
+def test_parquet_rows_run_and_resume_by_row_number(smollm2, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    src = tmp_path / "rows.parquet"
+    pq.write_table(pa.table({"text": ["Hi.", None, "Name a fruit."], "n": [1, 2, 3]}), src)
+    out = tmp_path / "out.jsonl"
+    records = plain_answers(smollm2, src, out, prompt_field="text")
+    assert sorted(records) == ["row-1", "row-2", "row-3"]
+    assert records["row-2"]["error"] is not None
+    again = run_batch_file(smollm2, src, out, prompt_field="text")
+    assert (again.requests, again.skipped) == (0, 3)
+
+
+def test_plain_prompt_files_are_checked_before_anything_runs(smollm2, tmp_path):
+    csv_file = tmp_path / "a.csv"
+    csv_file.write_text("id,body\n1,x\n")
+    with pytest.raises(smolgen.InvalidArgumentError, match="no column 'text'; the columns are id"):
+        run_batch_file(smollm2, csv_file, tmp_path / "o.jsonl", prompt_field="text")
+    txt = tmp_path / "a.txt"
+    txt.write_text("x\n")
+    with pytest.raises(smolgen.InvalidArgumentError, match="by suffix"):
+        run_batch_file(smollm2, txt, tmp_path / "o.jsonl", prompt_field="text")
+    not_parquet = tmp_path / "b.parquet"
+    not_parquet.write_bytes(b"PAR1 nope")
+    pytest.importorskip("pyarrow")
+    with pytest.raises(smolgen.InvalidArgumentError, match="not a readable Parquet file"):
+        run_batch_file(smollm2, not_parquet, tmp_path / "o.jsonl", prompt_field="text")
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_cli_settings_are_for_plain_prompts_only(smollm2_gguf, tmp_path, capsys):
+    src = write_lines(tmp_path / "in.jsonl", [chat_line("a", "Hi.", 2)])
+    out = tmp_path / "out.jsonl"
+    assert main(["batch", str(src), str(out), "-m", str(smollm2_gguf), "-t", "0"]) == 2
+    assert "for plain prompts" in capsys.readouterr().err
+    rows = write_lines(tmp_path / "rows.jsonl", [{"q": "Hi."}, {"q": "Bye."}])
+    args = ["batch", str(rows), str(out), "-m", str(smollm2_gguf), "--prompt-field", "q"]
+    assert main([*args, "-t", "0", "--max-tokens-default", "3", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["succeeded"], summary["completion_tokens"]) == (2, 6)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgumentError
+from .prompt_rows import Unreadable, prompt_requests
 
 if TYPE_CHECKING:
     from .model import Model
@@ -47,10 +48,6 @@ _QUEUE = 4096
 #: The longest input line read; a longer one is answered as an error, unread (the server's
 #: default body limit).
 MAX_LINE_BYTES = 8 * 2**20
-
-
-class _TooLong:
-    """An input line over :data:`MAX_LINE_BYTES`, skipped unread."""
 
 
 @dataclass
@@ -138,23 +135,41 @@ def run_batch_file(
     max_tokens_default: int = 512,
     on_record: Callable[[dict[str, Any], BatchStats], None] | None = None,
     on_start: Callable[[int, int], None] | None = None,
+    prompt_field: str | None = None,
+    id_field: str | None = None,
+    system: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> BatchStats:
     """Runs the batch file ``input_path`` into ``output_path`` (JSONL, appended, each record
     synced as it completes), skipping requests an earlier run already answered there.
+
+    With ``prompt_field``, the input is plain rows instead (JSONL, CSV or Parquet): each row's
+    ``prompt_field`` is asked as a chat request (after ``system``, with the body ``settings``),
+    named by its ``id_field`` or ``row-N`` (see :mod:`smolgen.prompt_rows`).
 
     ``on_start(to_run, already_done)`` is called once the files are checked, ``on_record``
     after each record is written. Raises :class:`~smolgen.errors.InvalidArgumentError` before
     running anything when two input lines share a ``custom_id`` or the output file is not an
     earlier run's."""
     input_path, output_path = Path(input_path), Path(output_path)
-    ids = _scan_input(input_path)
+    if not input_path.is_file():
+        raise InvalidArgumentError(f"{input_path}: no such batch input file")
+
+    def source() -> Iterator[tuple[int, str | dict[str, Any] | Unreadable]]:
+        if prompt_field is None:
+            return _input_lines(input_path)
+        return prompt_requests(
+            input_path, prompt_field, id_field=id_field, system=system, settings=settings
+        )
+
+    ids = _unique_ids(input_path, source())
     done = resume_point(output_path)
     stats = BatchStats(skipped=sum(1 for cid in ids if cid in done))
     if on_start is not None:
         on_start(len(ids) - stats.skipped, stats.skipped)
     fd = os.open(output_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        lines = _input_lines(input_path)
+        lines = source()
         for record in _answers(
             model, lines, done, model_id, concurrency, max_tokens_default, stats
         ):
@@ -166,7 +181,7 @@ def run_batch_file(
     return stats
 
 
-def _input_lines(input_path: Path) -> Iterator[tuple[int, str | _TooLong]]:
+def _input_lines(input_path: Path) -> Iterator[tuple[int, str | Unreadable]]:
     """The input's non-blank lines with their numbers; one over :data:`MAX_LINE_BYTES` is
     skipped without holding it."""
     with open(input_path, "rb") as f:
@@ -176,7 +191,7 @@ def _input_lines(input_path: Path) -> Iterator[tuple[int, str | _TooLong]]:
             if len(raw) > MAX_LINE_BYTES:
                 while raw and not raw.endswith(b"\n"):
                     raw = f.readline(1 << 20)
-                yield n, _TooLong()
+                yield n, Unreadable(f"the line is longer than {MAX_LINE_BYTES} bytes")
             elif raw.strip():
                 yield n, raw.decode("utf-8", "replace")
 
@@ -210,12 +225,12 @@ def resume_point(output_path: Path) -> set[str]:
     return done
 
 
-def _scan_input(input_path: Path) -> list[str]:
+def _unique_ids(
+    input_path: Path, lines: Iterable[tuple[int, str | dict[str, Any] | Unreadable]]
+) -> list[str]:
     """Every line's ``custom_id`` (or :data:`LINE_ID` where it has none), checked unique."""
-    if not input_path.is_file():
-        raise InvalidArgumentError(f"{input_path}: no such batch input file")
     first_line: dict[str, int] = {}
-    for n, text in _input_lines(input_path):
+    for n, text in lines:
         custom_id = _custom_id(n, _parse(text))
         if custom_id in first_line:
             raise InvalidArgumentError(
@@ -226,8 +241,8 @@ def _scan_input(input_path: Path) -> list[str]:
     return list(first_line)
 
 
-def _parse(line: str | dict[str, Any] | _TooLong) -> Any:
-    if isinstance(line, (dict, _TooLong)):
+def _parse(line: str | dict[str, Any] | Unreadable) -> Any:
+    if isinstance(line, (dict, Unreadable)):
         return line
     try:
         return json.loads(line)
@@ -236,6 +251,8 @@ def _parse(line: str | dict[str, Any] | _TooLong) -> Any:
 
 
 def _custom_id(n: int, request: Any) -> str:
+    if isinstance(request, Unreadable) and request.custom_id is not None:
+        return request.custom_id
     if isinstance(request, dict):
         custom_id = request.get("custom_id")
         if isinstance(custom_id, str) and custom_id:
@@ -256,7 +273,7 @@ _END = object()
 
 def _answers(
     model: Model,
-    lines: Iterable[tuple[int, str | dict[str, Any] | _TooLong]],
+    lines: Iterable[tuple[int, str | dict[str, Any] | Unreadable]],
     done: set[str],
     model_id: str,
     concurrency: int,
@@ -293,7 +310,7 @@ def _answers(
 
 async def _run(
     scheduler: Scheduler,
-    lines: Iterable[tuple[int, str | dict[str, Any] | _TooLong]],
+    lines: Iterable[tuple[int, str | dict[str, Any] | Unreadable]],
     done: set[str],
     emit: Callable[[Any], None],
     concurrency: int,
@@ -325,7 +342,7 @@ async def _run(
 
 async def _answer(scheduler: Scheduler, n: int, request: Any) -> dict[str, Any]:
     """The output record of input line ``n``."""
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from .server.common import dump
     from .server.errors import ApiError, api_error, validation_error
@@ -354,6 +371,7 @@ async def _answer(scheduler: Scheduler, n: int, request: Any) -> dict[str, Any]:
                 param="stream",
                 code="invalid_value",
             )
+        answer: BaseModel
         if request["url"] == "/v1/chat/completions":
             chat = ChatCompletionRequest.model_validate(body)
             ids = await scheduler.run_sync(scheduler.model.chat_prompt, chat.messages)
@@ -364,7 +382,7 @@ async def _answer(scheduler: Scheduler, n: int, request: Any) -> dict[str, Any]:
             prompts = await scheduler.run_sync(prompt_id_lists, scheduler, text.prompt)
             answer = await CompletionServing(scheduler, text, prompts).whole(connected)
     except ValidationError as e:
-        err = validation_error(list(e.errors(include_url=False)))
+        err = validation_error([dict(p) for p in e.errors(include_url=False)])
         return output_record(custom_id, err.status, err.openai_body())
     except Exception as e:  # answered as the server answers it; a bug is logged there
         err = api_error(e)
@@ -374,8 +392,8 @@ async def _answer(scheduler: Scheduler, n: int, request: Any) -> dict[str, Any]:
 
 def _not_a_request(request: Any) -> str | None:
     """Why a parsed input line is not a batch request, or ``None``."""
-    if isinstance(request, _TooLong):
-        return f"the line is longer than {MAX_LINE_BYTES} bytes"
+    if isinstance(request, Unreadable):
+        return request.reason
     if not isinstance(request, dict):
         return "the line is not a JSON object"
     custom_id = request.get("custom_id")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from . import model_argument
+from . import add_sampling_arguments, model_argument, sampling_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,7 +52,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the tokens are SmolLM2's, so read it as an estimate",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    plain = p.add_argument_group(
+        "plain prompts",
+        "INPUT as rows of text instead (JSONL, CSV or Parquet, by suffix): each row's field "
+        "asked as a chat message, with these settings; answers as above, custom_id the row's "
+        "--id-field or row-N",
+    )
+    plain.add_argument("--prompt-field", metavar="FIELD", help="the column holding the prompt")
+    plain.add_argument("--id-field", metavar="FIELD", help="the column naming each row")
+    plain.add_argument("--system", metavar="TEXT", help="a system message before each prompt")
+    add_sampling_arguments(plain, only=PLAIN_SETTINGS)
     p.set_defaults(func=run)
+
+
+#: The request settings the command line gives plain prompts.
+PLAIN_SETTINGS = ("temperature", "top_p", "seed", "stop")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +77,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.concurrency < 1 or args.max_tokens_default < 1:
         raise InvalidArgumentError("--concurrency and --max-tokens-default must be >= 1")
+    settings = sampling_options(args)
+    if args.prompt_field is None and (settings or args.id_field or args.system):
+        raise InvalidArgumentError(
+            "--id-field, --system and the request settings are for plain prompts "
+            "(--prompt-field); a batch request line carries its own"
+        )
     price = None
     if args.compare is not None:  # an unknown model fails before the job, not after
         from ..lab.cost.prices import default_prices
@@ -80,6 +100,10 @@ def run(args: argparse.Namespace) -> int:
             max_tokens_default=args.max_tokens_default,
             on_start=on_start,
             on_record=on_record,
+            prompt_field=args.prompt_field,
+            id_field=args.id_field,
+            system=args.system,
+            settings=settings,
         )
     summary = stats.as_dict()
     if price is not None:
