@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from .model import Model
     from .server.scheduler import Scheduler
 
+#: An input line: JSON text, already parsed, or unreadable (and why).
+Line = str | dict[str, Any] | Unreadable
 #: The endpoints a batch line may name.
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 #: How a line without a readable ``custom_id`` is reported: by its line number.
@@ -152,17 +154,12 @@ def run_batch_file(
     running anything when two input lines share a ``custom_id`` or the output file is not an
     earlier run's."""
     input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
-        raise InvalidArgumentError(f"{input_path}: no such batch input file")
+    rows = {"prompt_field": prompt_field, "id_field": id_field, "system": system}
 
-    def source() -> Iterator[tuple[int, str | dict[str, Any] | Unreadable]]:
-        if prompt_field is None:
-            return _input_lines(input_path)
-        return prompt_requests(
-            input_path, prompt_field, id_field=id_field, system=system, settings=settings
-        )
+    def source() -> Iterator[tuple[int, Line]]:
+        return input_requests(input_path, settings=settings, **rows)
 
-    ids = _unique_ids(input_path, source())
+    ids = unique_ids(input_path, source())
     done = resume_point(output_path)
     stats = BatchStats(skipped=sum(1 for cid in ids if cid in done))
     if on_start is not None:
@@ -173,12 +170,31 @@ def run_batch_file(
         for record in _answers(
             model, lines, done, model_id, concurrency, max_tokens_default, stats
         ):
-            _append(fd, record)
+            append_record(fd, record)
             if on_record is not None:
                 on_record(record, stats)
     finally:
         os.close(fd)
     return stats
+
+
+def input_requests(
+    input_path: Path,
+    *,
+    prompt_field: str | None = None,
+    id_field: str | None = None,
+    system: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Iterator[tuple[int, Line]]:
+    """The numbered lines of a batch file, or with ``prompt_field`` its rows of plain prompts
+    as requests (see :func:`run_batch_file`)."""
+    if not input_path.is_file():
+        raise InvalidArgumentError(f"{input_path}: no such batch input file")
+    if prompt_field is None:
+        return _input_lines(input_path)
+    return prompt_requests(
+        input_path, prompt_field, id_field=id_field, system=system, settings=settings
+    )
 
 
 def _input_lines(input_path: Path) -> Iterator[tuple[int, str | Unreadable]]:
@@ -225,13 +241,11 @@ def resume_point(output_path: Path) -> set[str]:
     return done
 
 
-def _unique_ids(
-    input_path: Path, lines: Iterable[tuple[int, str | dict[str, Any] | Unreadable]]
-) -> list[str]:
+def unique_ids(input_path: Path, lines: Iterable[tuple[int, Line]]) -> list[str]:
     """Every line's ``custom_id`` (or :data:`LINE_ID` where it has none), checked unique."""
     first_line: dict[str, int] = {}
     for n, text in lines:
-        custom_id = _custom_id(n, _parse(text))
+        custom_id = custom_id_of(n, parse_line(text))
         if custom_id in first_line:
             raise InvalidArgumentError(
                 f"{input_path}: lines {first_line[custom_id]} and {n} share the custom_id "
@@ -241,7 +255,7 @@ def _unique_ids(
     return list(first_line)
 
 
-def _parse(line: str | dict[str, Any] | Unreadable) -> Any:
+def parse_line(line: Line) -> Any:
     if isinstance(line, (dict, Unreadable)):
         return line
     try:
@@ -250,7 +264,7 @@ def _parse(line: str | dict[str, Any] | Unreadable) -> Any:
         return None
 
 
-def _custom_id(n: int, request: Any) -> str:
+def custom_id_of(n: int, request: Any) -> str:
     if isinstance(request, Unreadable) and request.custom_id is not None:
         return request.custom_id
     if isinstance(request, dict):
@@ -260,7 +274,7 @@ def _custom_id(n: int, request: Any) -> str:
     return LINE_ID.format(n)
 
 
-def _append(fd: int, record: dict[str, Any]) -> None:
+def append_record(fd: int, record: dict[str, Any]) -> None:
     """One record as one line, written whole and synced: a kill leaves it complete or torn."""
     data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8", "backslashreplace")
     while data:
@@ -273,7 +287,7 @@ _END = object()
 
 def _answers(
     model: Model,
-    lines: Iterable[tuple[int, str | dict[str, Any] | Unreadable]],
+    lines: Iterable[tuple[int, Line]],
     done: set[str],
     model_id: str,
     concurrency: int,
@@ -310,7 +324,7 @@ def _answers(
 
 async def _run(
     scheduler: Scheduler,
-    lines: Iterable[tuple[int, str | dict[str, Any] | Unreadable]],
+    lines: Iterable[tuple[int, Line]],
     done: set[str],
     emit: Callable[[Any], None],
     concurrency: int,
@@ -331,8 +345,8 @@ async def _run(
     try:
         async with anyio.create_task_group() as tg:
             for n, line in lines:
-                request = _parse(line)
-                if _custom_id(n, request) in done:
+                request = parse_line(line)
+                if custom_id_of(n, request) in done:
                     continue
                 await in_flight.acquire()
                 tg.start_soon(answer, n, request)
@@ -354,8 +368,8 @@ async def _answer(scheduler: Scheduler, n: int, request: Any) -> dict[str, Any]:
         prompt_id_lists,
     )
 
-    custom_id = _custom_id(n, request)
-    problem = _not_a_request(request)
+    custom_id = custom_id_of(n, request)
+    problem = not_a_request(request)
     if problem is not None:
         return output_record(custom_id, error={"code": "invalid_request", "message": problem})
 
@@ -390,7 +404,7 @@ async def _answer(scheduler: Scheduler, n: int, request: Any) -> dict[str, Any]:
     return output_record(custom_id, 200, dump(answer))
 
 
-def _not_a_request(request: Any) -> str | None:
+def not_a_request(request: Any) -> str | None:
     """Why a parsed input line is not a batch request, or ``None``."""
     if isinstance(request, Unreadable):
         return request.reason

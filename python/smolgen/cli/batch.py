@@ -52,6 +52,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the tokens are SmolLM2's, so read it as an estimate",
     )
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="answer on the Ray cluster at ADDRESS ('local' starts one here): each actor "
+        "loads the model (a path or alias every node resolves) with --threads CPUs; needs "
+        "the 'ray' extra",
+    )
+    p.add_argument(
+        "--ray-actors",
+        type=int,
+        default=1,
+        metavar="N",
+        help="actors on the cluster, one model each (default: 1)",
+    )
     plain = p.add_argument_group(
         "plain prompts",
         "INPUT as rows of text instead (JSONL, CSV or Parquet, by suffix): each row's field "
@@ -88,23 +103,39 @@ def run(args: argparse.Namespace) -> int:
         from ..lab.cost.prices import default_prices
 
         price = default_prices().model(args.compare)
-    model = load_model(args)
     model_id = args.model_id or served_name(args.model or DEFAULT_MODEL)
-    with _progress() as (on_start, on_record):
-        stats = run_batch_file(
-            model,
-            args.input,
-            args.output,
-            model_id=model_id,
-            concurrency=args.concurrency,
-            max_tokens_default=args.max_tokens_default,
-            on_start=on_start,
-            on_record=on_record,
-            prompt_field=args.prompt_field,
-            id_field=args.id_field,
-            system=args.system,
-            settings=settings,
-        )
+    job: dict[str, Any] = {
+        "model_id": model_id,
+        "concurrency": args.concurrency,
+        "max_tokens_default": args.max_tokens_default,
+        "prompt_field": args.prompt_field,
+        "id_field": args.id_field,
+        "system": args.system,
+        "settings": settings,
+    }
+    if args.ray is not None:
+        from ..ray import run_on_ray
+
+        if args.ray_actors < 1 or (args.threads is not None and args.threads < 1):
+            raise InvalidArgumentError("--ray-actors and --threads must be >= 1")
+        with _progress() as (on_start, on_record):
+            stats = run_on_ray(
+                args.ray,
+                args.model,
+                args.input,
+                args.output,
+                actors=args.ray_actors,
+                threads=args.threads or 1,
+                on_start=on_start,
+                on_record=on_record,
+                **job,
+            )
+    else:
+        model = load_model(args)
+        with _progress() as (on_start, on_record):
+            stats = run_batch_file(
+                model, args.input, args.output, on_start=on_start, on_record=on_record, **job
+            )
     summary = stats.as_dict()
     if price is not None:
         from ..lab.cost.api import request_cost
