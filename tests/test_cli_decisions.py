@@ -281,3 +281,42 @@ def test_cost_self_host_plot_without_a_volume(capsys, tmp_path):
     assert code == 0, err
     assert png.stat().st_size > 10_000
     assert "4.78M" in out
+
+
+def test_cost_batch_from_a_batch_summary(capsys, tmp_path):
+    summary = tmp_path / "summary.json"
+    summary.write_text(
+        json.dumps(
+            {
+                "succeeded": 64,
+                "prompt_tokens": 2560,
+                "completion_tokens": 2560,
+                "completion_tokens_per_s": 600.0,
+            }
+        )
+    )
+    doc = run_json(
+        capsys, "cost", "batch", "--requests", "1,000,000", "--from-summary", str(summary),
+        "--node-hourly", "0.10", "--vs", "gpt-4o-mini",
+    )  # fmt: skip
+    assert (doc["input_tokens"], doc["output_tokens"], doc["tokens_per_second"]) == (40, 40, 600)
+    assert doc["nodes"] == 1 and round(doc["cost_usd"], 2) == 1.85
+    assert doc["vs"][0]["model"] == "gpt-4o-mini"
+    # A flag wins over the summary; a missing number is named.
+    doc = run_json(
+        capsys, "cost", "batch", "--requests", "1e6", "--from-summary", str(summary),
+        "--tokens-per-second", "300", "--node-hourly", "0.10", "--hours", "4",
+    )  # fmt: skip
+    assert doc["tokens_per_second"] == 300 and doc["nodes"] == 10
+    code, out, err = run(capsys, "cost", "batch", "--requests", "10", "--node-hourly", "1")
+    assert code == 2 and "--input-tokens" in err
+    summary.write_text("{}")
+    code, _, err = run(
+        capsys, "cost", "batch", "--requests", "10", "--node-hourly", "1",
+        "--from-summary", str(summary),
+    )  # fmt: skip
+    assert code == 2 and "not a 'smolgen batch --json' summary" in err
+    code, out, _ = run(capsys, "cost", "batch", "--requests", "1e6", "--input-tokens", "80",
+                       "--output-tokens", "40", "--tokens-per-second", "600",
+                       "--node-hourly", "0.10")  # fmt: skip
+    assert code == 0 and "18.5 node-hours: 1 node finishes in 18.5 h" in out

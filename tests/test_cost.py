@@ -395,3 +395,43 @@ def test_a_quoted_throughput_says_what_it_was_quoted_for():
     hosted = self_host_cost(gpu="a100-80gb")
     assert hosted.tokens_per_second == 200
     assert hosted.throughput_source.startswith("price table: a 72B model at INT4")
+
+
+# --- an offline batch job ------------------------------------------------------------------------
+
+
+def test_batch_job_worked_example():
+    """The docstring's: 1M requests x 40 tokens out at 600 tokens/s is 18.5 node-hours."""
+    from smolgen.lab.cost import batch_job_cost
+
+    job = batch_job_cost(1_000_000, 80, 40, 600, "0.10", vs=("gpt-4o-mini",))
+    assert job.completion_tokens == 40_000_000
+    assert job.node_hours == Decimal(40_000_000) / 600 / 3600
+    assert round(job.node_hours, 2) == Decimal("18.52") and job.nodes == 1
+    assert round(job.cost, 2) == Decimal("1.85")
+    # gpt-4o-mini at $0.15 / $0.60 per 1M: 1M x (80 x 0.15 + 40 x 0.60) / 1M = $36.
+    (mini,) = job.vs
+    assert mini.cost == Decimal(36)
+    assert mini.times_self_hosted == Decimal(36) / job.cost
+    # A 4-hour deadline: 5 nodes, the same node-hours and cost, less wall time.
+    rushed = batch_job_cost(1_000_000, 80, 40, 600, "0.10", deadline_hours=4)
+    assert (rushed.nodes, rushed.cost) == (5, job.cost)
+    assert rushed.wall_hours == job.node_hours / 5
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((0, 80, 40, 600, 1), "above 0"),
+        ((10, 80, 0, 600, 1), "above 0"),
+        ((10, 80, 40, 0, 1), "tokens_per_second"),
+        ((10, 80, 40, -1, 1), "tokens_per_second"),
+        ((10, 80, 40, 600, "x"), "node_hourly"),
+    ],
+)
+def test_batch_job_bad_inputs_are_argument_errors(args, match):
+    from smolgen.errors import InvalidArgumentError
+    from smolgen.lab.cost import batch_job_cost
+
+    with pytest.raises(InvalidArgumentError, match=match):
+        batch_job_cost(*args)

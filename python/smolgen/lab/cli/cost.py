@@ -18,6 +18,8 @@ Work out what a workload costs, computed from numbers you can see and change:
   api        daily, monthly and per-request cost of an API workload
   self-host  a rented GPU's cost per 1M tokens and per month, and its break-even against API
              models in tokens and requests a day
+  batch      an offline job on your own nodes: node-hours, nodes for a deadline, cost, and the
+             same tokens through API models
   prices     the price table in use (each row with its source and as-of date)
 
 Prices come from smolgen's bundled table; --prices FILE loads your own (smolgen's format, or
@@ -36,6 +38,18 @@ examples:
   smolgen cost self-host --gpu a100-80gb --vs gpt-4o --vs gpt-4o-mini \\
       --requests-per-day 5000 --input-tokens 2000 --output-tokens 500
   smolgen cost self-host --gpu-hourly 0.40 --vs gpt-4o-mini --plot cost.png"""
+
+
+BATCH_EPILOG = """\
+The node-hours are completion tokens / (tokens/s x 3600); the cost is node-hours x $/h, whatever
+the number of nodes (more nodes only finish sooner).
+
+examples:
+  smolgen batch sample.jsonl answers.jsonl --json > summary.json
+  smolgen cost batch --requests 1000000 --from-summary summary.json --node-hourly 0.10 \\
+      --vs gpt-4o-mini
+  smolgen cost batch --requests 1e6 --input-tokens 80 --output-tokens 40 \\
+      --tokens-per-second 600 --node-hourly 0.10 --hours 4"""
 
 
 def number_argument(text: str) -> Decimal:
@@ -119,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=lambda _args: _usage(p))
-    sub = p.add_subparsers(dest="cost_command", metavar="{api,self-host,prices}")
+    sub = p.add_subparsers(dest="cost_command", metavar="{api,self-host,batch,prices}")
 
     api = sub.add_parser(
         "api",
@@ -192,6 +206,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sh.add_argument("--plot", type=Path, metavar="FILE", help="save a cost-vs-volume plot (PNG)")
     _add_common(sh)
     sh.set_defaults(func=run_self_host)
+
+    bj = sub.add_parser(
+        "batch",
+        help="an offline batch job on your own nodes, against API models",
+        description="An offline batch job on your own nodes: the node-hours it takes at the "
+        "throughput one node reaches on it, the nodes that finish it by a deadline, its cost, "
+        "and what the same tokens cost through API models.",
+        epilog=BATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bj.add_argument(
+        "--requests", type=number_argument, required=True, metavar="N", help="requests in the job"
+    )
+    bj.add_argument(
+        "--from-summary",
+        type=Path,
+        metavar="FILE",
+        help="a 'smolgen batch --json' summary of a sample of the job: its tokens per request "
+        "and completion tokens/s (flags given as well win)",
+    )
+    bj.add_argument("--input-tokens", type=number_argument, metavar="N", help="per request")
+    bj.add_argument("--output-tokens", type=number_argument, metavar="N", help="per request")
+    bj.add_argument(
+        "--tokens-per-second",
+        type=number_argument,
+        metavar="N",
+        help="completion tokens/s one node reaches on the job, prompts included",
+    )
+    bj.add_argument(
+        "--node-hourly", type=number_argument, required=True, metavar="USD", help="$ per node-hour"
+    )
+    bj.add_argument(
+        "--hours", type=number_argument, default="24", metavar="H", help="deadline (default: 24)"
+    )
+    bj.add_argument(
+        "--vs", action="append", metavar="MODEL", help="API model to compare (repeatable)"
+    )
+    bj.add_argument("--prices", type=Path, metavar="FILE", help="a price file to use instead")
+    bj.add_argument("--json", action="store_true", help="print JSON to standard output")
+    bj.set_defaults(func=run_batch)
 
     pr = sub.add_parser(
         "prices",
@@ -471,3 +525,75 @@ def run_prices(args: argparse.Namespace) -> int:
             )
         console.print(g)
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# cost batch
+# --------------------------------------------------------------------------------------------
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Run ``smolgen cost batch``."""
+    from smolgen.lab.cost import batch_job_cost, format_tokens, format_usd
+
+    measured = _batch_summary(args.from_summary) if args.from_summary else {}
+    given = {
+        "input_tokens": args.input_tokens,
+        "output_tokens": args.output_tokens,
+        "tokens_per_second": args.tokens_per_second,
+    }
+    values: dict[str, Decimal] = {}
+    for name, value in given.items():
+        value = value if value is not None else measured.get(name)
+        if value is None:
+            flag = "--" + name.replace("_", "-")
+            raise InvalidArgumentError(f"give {flag}, or --from-summary FILE")
+        values[name] = value
+    job = batch_job_cost(
+        args.requests,
+        values["input_tokens"],
+        values["output_tokens"],
+        values["tokens_per_second"],
+        args.node_hourly,
+        deadline_hours=args.hours,
+        vs=tuple(args.vs or ()),
+        price_table=_table(args),
+    )
+    if args.json:
+        _print_json(job.to_dict())
+        return 0
+    print(
+        f"{format_tokens(job.requests)} requests x ({format_tokens(job.input_tokens)} in + "
+        f"{format_tokens(job.output_tokens)} out tokens) at {job.tokens_per_second:,.0f} "
+        "completion tokens/s a node"
+    )
+    print(
+        f"{job.node_hours:,.1f} node-hours: {job.nodes} node{'s' if job.nodes > 1 else ''} "
+        f"finish{'' if job.nodes > 1 else 'es'} in {job.wall_hours:,.1f} h "
+        f"(deadline {job.deadline_hours:g} h)"
+    )
+    print(
+        f"cost {format_usd(job.cost)} at {format_usd(job.node_hourly)}/node-hour "
+        f"({format_usd(job.cost_per_mtok)} per 1M completion tokens)"
+    )
+    for c in job.vs:
+        times = f", {c.times_self_hosted:,.1f}x" if c.times_self_hosted is not None else ""
+        print(f"  through {c.model}: {format_usd(c.cost)}{times}")
+    return 0
+
+
+def _batch_summary(path: Path) -> dict[str, Decimal]:
+    """Tokens per request and throughput from a ``smolgen batch --json`` summary."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        succeeded = Decimal(doc["succeeded"])
+        values = {
+            "input_tokens": Decimal(doc["prompt_tokens"]) / succeeded,
+            "output_tokens": Decimal(doc["completion_tokens"]) / succeeded,
+            "tokens_per_second": Decimal(str(doc["completion_tokens_per_s"])),
+        }
+    except (OSError, ValueError, KeyError, TypeError, ArithmeticError) as e:
+        raise InvalidArgumentError(
+            f"{path}: not a 'smolgen batch --json' summary with answered requests ({e})"
+        ) from None
+    return values

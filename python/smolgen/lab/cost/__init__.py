@@ -8,6 +8,7 @@ $10.00 per 1M tokens) comes out at exactly $50.00 a day, $1,500.00 a month and $
 
 - :func:`estimate_monthly_cost`: an API workload's daily, monthly and per-request cost.
 - :func:`self_host_cost`: a rented GPU's cost per 1M tokens, per day and per month.
+- :func:`batch_job_cost`: an offline batch job's node-hours, nodes and cost on your own machines.
 - :func:`break_even`: the daily volume at which the GPU and the API cost the same.
 - :func:`cost_curve` and :func:`plot_cost_curve`: monthly cost against daily volume, both ways.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from ...errors import ThroughputUnavailableError
 from .api import ApiCostEstimate, estimate_monthly_cost, request_cost
+from .batch_job import ApiComparison, BatchJobEstimate, batch_job_cost
 from .break_even import BreakEven, CurvePoint, break_even, cost_curve, plot_cost_curve
 from .money import DEFAULT_DAYS_PER_MONTH, format_tokens, format_usd
 from .prices import GpuPrice, ModelPrice, PriceTable, default_prices, load_prices
@@ -27,7 +29,9 @@ from .self_host import SelfHostEstimate, measured_throughput, self_host_cost
 
 __all__ = [
     "DEFAULT_DAYS_PER_MONTH",
+    "ApiComparison",
     "ApiCostEstimate",
+    "BatchJobEstimate",
     "BreakEven",
     "CurvePoint",
     "GpuPrice",
@@ -35,6 +39,7 @@ __all__ = [
     "PriceTable",
     "SelfHostEstimate",
     "ThroughputUnavailableError",
+    "batch_job_cost",
     "break_even",
     "cost_curve",
     "default_prices",
