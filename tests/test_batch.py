@@ -169,11 +169,11 @@ def test_an_output_file_that_is_not_an_earlier_runs_is_left_alone(smollm2, tmp_p
     assert out.read_text() == "precious data\nmore\n"
 
 
-def test_killed_at_random_moments_the_job_loses_and_repeats_nothing(
+def test_killed_twenty_times_at_random_moments_the_job_loses_and_repeats_nothing(
     smollm2, smollm2_gguf, tmp_path
 ):
     prompts = ["Name a fruit.", "Say hello.", "What is the sea?", "Count to five."]
-    lines = [chat_line(f"q{i}", prompts[i % 4] + " " * (i // 4), 24) for i in range(48)]
+    lines = [chat_line(f"q{i}", prompts[i % 4] + " " * (i // 4), 24) for i in range(120)]
     lines.insert(5, "garbage line")
     src = write_lines(tmp_path / "in.jsonl", lines)
     reference = by_id(list(smolgen.batch(smollm2, lines, concurrency=4)))
@@ -183,22 +183,21 @@ def test_killed_at_random_moments_the_job_loses_and_repeats_nothing(
     command += ["-m", str(smollm2_gguf), "--concurrency", "4"]
     rng = random.Random(0)
     answered_at_kills = []
-    for _ in range(12):
+    while len(answered_at_kills) < 20:
         with open(log, "wb") as err:
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
             try:
-                proc.wait(timeout=rng.uniform(0.4, 1.2))
+                proc.wait(timeout=rng.uniform(0.5, 1.1))
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 answered_at_kills.append(out.read_bytes().count(b"\n") if out.exists() else 0)
                 continue
         assert proc.returncode == 0, log.read_text()
-        break
-    else:
-        finished = subprocess.run(command, capture_output=True, timeout=300)
-        assert finished.returncode == 0, finished.stderr.decode()
-    assert any(0 < n < len(lines) for n in answered_at_kills), answered_at_kills
+        pytest.fail(f"the job finished after {len(answered_at_kills)} kills: make it longer")
+    finished = subprocess.run(command, capture_output=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr.decode()
+    assert sum(0 < n < len(lines) for n in answered_at_kills) >= 10, answered_at_kills
     records = by_id(read_records(out))
     assert set(records) == set(reference)
     for custom_id, record in records.items():
