@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -173,7 +174,7 @@ def test_killed_twenty_times_at_random_moments_the_job_loses_and_repeats_nothing
     smollm2, smollm2_gguf, tmp_path
 ):
     prompts = ["Name a fruit.", "Say hello.", "What is the sea?", "Count to five."]
-    lines = [chat_line(f"q{i}", prompts[i % 4] + " " * (i // 4), 24) for i in range(120)]
+    lines = [chat_line(f"q{i}", prompts[i % 4] + " " * (i // 4), 24) for i in range(240)]
     lines.insert(5, "garbage line")
     src = write_lines(tmp_path / "in.jsonl", lines)
     reference = by_id(list(smolgen.batch(smollm2, lines, concurrency=4)))
@@ -181,13 +182,20 @@ def test_killed_twenty_times_at_random_moments_the_job_loses_and_repeats_nothing
     out, log = tmp_path / "out.jsonl", tmp_path / "stderr.txt"
     command = [sys.executable, "-m", "smolgen", "batch", str(src), str(out)]
     command += ["-m", str(smollm2_gguf), "--concurrency", "4"]
+    # Kills land from the moment a run could have answered its first requests, whatever this
+    # machine's speed: after the time one run of one request takes.
+    warm = tmp_path / "one.jsonl"
+    write_lines(warm, lines[:1])
+    started = time.perf_counter()
+    subprocess.run([*command[:4], str(warm), str(tmp_path / "one.out"), *command[6:]], check=True)
+    first = time.perf_counter() - started
     rng = random.Random(0)
     answered_at_kills = []
     while len(answered_at_kills) < 20:
         with open(log, "wb") as err:
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
             try:
-                proc.wait(timeout=rng.uniform(0.5, 1.1))
+                proc.wait(timeout=first + rng.uniform(0, 0.4))
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
