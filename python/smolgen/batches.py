@@ -28,6 +28,7 @@ import queue
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,29 +154,58 @@ def run_batch_file(
     after each record is written. Raises :class:`~smolgen.errors.InvalidArgumentError` before
     running anything when two input lines share a ``custom_id`` or the output file is not an
     earlier run's."""
-    input_path, output_path = Path(input_path), Path(output_path)
     rows = {"prompt_field": prompt_field, "id_field": id_field, "system": system}
-
-    def source() -> Iterator[tuple[int, Line]]:
-        return input_requests(input_path, settings=settings, **rows)
-
-    ids = unique_ids(input_path, source())
-    done = resume_point(output_path)
-    stats = BatchStats(skipped=sum(1 for cid in ids if cid in done))
-    if on_start is not None:
-        on_start(len(ids) - stats.skipped, stats.skipped)
-    fd = os.open(output_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        lines = source()
+    job = FileJob(Path(input_path), Path(output_path), on_start, settings=settings, **rows)
+    with job.writer(on_record) as write:
         for record in _answers(
-            model, lines, done, model_id, concurrency, max_tokens_default, stats
+            model, job.lines(), job.done, model_id, concurrency, max_tokens_default, None
         ):
+            write(record)
+    return job.stats
+
+
+class FileJob:
+    """A batch file job's input and output, checked before anything runs: the requests (read
+    again from the file each time :meth:`lines` is called), those an earlier run answered
+    (:func:`resume_point`), and the statistics the records written add to. Raises
+    :class:`~smolgen.errors.InvalidArgumentError` for an input whose ``custom_id`` s repeat or
+    an output that is not an earlier run's; calls ``on_start(to_run, already_done)``."""
+
+    def __init__(
+        self,
+        input_path: Path,
+        output_path: Path,
+        on_start: Callable[[int, int], None] | None = None,
+        **rows: Any,
+    ) -> None:
+        self.input_path, self.output_path, self.rows = input_path, output_path, rows
+        ids = unique_ids(input_path, self.lines())
+        self.done = resume_point(output_path)
+        self.stats = BatchStats(skipped=sum(1 for cid in ids if cid in self.done))
+        if on_start is not None:
+            on_start(len(ids) - self.stats.skipped, self.stats.skipped)
+
+    def lines(self) -> Iterator[tuple[int, Line]]:
+        return input_requests(self.input_path, **self.rows)
+
+    @contextmanager
+    def writer(
+        self, on_record: Callable[[dict[str, Any], BatchStats], None] | None = None
+    ) -> Iterator[Callable[[dict[str, Any]], None]]:
+        """``write(record)``: appends the record to the output (see :func:`append_record`),
+        counts it, and calls ``on_record(record, stats)``."""
+        fd = os.open(self.output_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+        def write(record: dict[str, Any]) -> None:
             append_record(fd, record)
+            self.stats.count(record)
             if on_record is not None:
-                on_record(record, stats)
-    finally:
-        os.close(fd)
-    return stats
+                on_record(record, self.stats)
+
+        try:
+            yield write
+        finally:
+            os.close(fd)
 
 
 def input_requests(

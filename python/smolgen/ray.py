@@ -34,16 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 from .batches import (
     BatchStats,
+    FileJob,
     Line,
-    append_record,
     batch,
     custom_id_of,
-    input_requests,
     not_a_request,
     output_record,
     parse_line,
-    resume_point,
-    unique_ids,
 )
 from .errors import InvalidArgumentError
 
@@ -169,17 +166,8 @@ def run_on_ray(
     if min(actors, threads, concurrency, max_tokens_default) < 1:
         raise InvalidArgumentError("actors, threads, concurrency and max_tokens_default: >= 1")
     ray = _ray()
-    input_path, output_path = Path(input_path), Path(output_path)
     rows = {"prompt_field": prompt_field, "id_field": id_field, "system": system}
-
-    def source() -> Iterator[tuple[int, Any]]:
-        return input_requests(input_path, settings=settings, **rows)
-
-    ids = unique_ids(input_path, source())
-    done = resume_point(output_path)
-    stats = BatchStats(skipped=sum(1 for cid in ids if cid in done))
-    if on_start is not None:
-        on_start(len(ids) - stats.skipped, stats.skipped)
+    job = FileJob(Path(input_path), Path(output_path), on_start, settings=settings, **rows)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=None if address == "local" else address, include_dashboard=False)
@@ -190,32 +178,24 @@ def run_on_ray(
         "max_tokens_default": max_tokens_default,
         "model_id": model_id,
     }
-    fd = os.open(output_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-
-    def write(record: dict[str, Any]) -> None:
-        append_record(fd, record)
-        stats.count(record)
-        if on_record is not None:
-            on_record(record, stats)
-
     try:
-        for chunk in _chunks(source(), done, write):
-            dataset = ray.data.from_items([{"request": line} for line in chunk])
-            answered = dataset.map_batches(
-                Generator,
-                fn_constructor_kwargs=generator,
-                concurrency=actors,
-                num_cpus=threads,
-                batch_size=max(1, math.ceil(len(chunk) / actors)),
-                batch_format="numpy",
-            )
-            for row in answered.iter_rows():
-                write(record_of(row))
+        with job.writer(on_record) as write:
+            for chunk in _chunks(job.lines(), job.done, write):
+                dataset = ray.data.from_items([{"request": line} for line in chunk])
+                answered = dataset.map_batches(
+                    Generator,
+                    fn_constructor_kwargs=generator,
+                    concurrency=actors,
+                    num_cpus=threads,
+                    batch_size=max(1, math.ceil(len(chunk) / actors)),
+                    batch_format="numpy",
+                )
+                for row in answered.iter_rows():
+                    write(record_of(row))
     finally:
-        os.close(fd)
         if started_here:
             ray.shutdown()
-    return stats
+    return job.stats
 
 
 def _chunks(

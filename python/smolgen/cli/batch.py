@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.ray_actors < 1 or (args.threads is not None and args.threads < 1):
             raise InvalidArgumentError("--ray-actors and --threads must be >= 1")
-        with _progress() as (on_start, on_record):
+        with _Progress() as (on_start, on_record):
             stats = run_on_ray(
                 args.ray,
                 args.model,
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             )
     else:
         model = load_model(args)
-        with _progress() as (on_start, on_record):
+        with _Progress() as (on_start, on_record):
             stats = run_batch_file(
                 model, args.input, args.output, on_start=on_start, on_record=on_record, **job
             )
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _progress:
+class _Progress:
     """A progress bar on stderr in a terminal (requests, tokens/s, time left), otherwise a
     status line at the start and every 100 requests."""
 
