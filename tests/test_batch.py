@@ -141,6 +141,20 @@ def test_a_line_over_the_size_limit_is_answered_as_an_error_unread(smollm2, tmp_
     assert stats.succeeded == 2
 
 
+@pytest.mark.parametrize(
+    "bad", [{"concurrency": 0}, {"max_tokens_default": 0}, {"concurrency": 2.5}]
+)
+def test_bad_job_settings_are_refused_before_anything_runs(smollm2, tmp_path, bad):
+    with pytest.raises(smolgen.InvalidArgumentError, match="must be an integer >= 1"):
+        smolgen.batch(smollm2, [chat_line("a", "x")], **bad)
+    src = write_lines(tmp_path / "in.jsonl", [chat_line("a", "x")])
+    out = tmp_path / "out.jsonl"
+    out.write_bytes(b"torn")
+    with pytest.raises(smolgen.InvalidArgumentError, match="must be an integer >= 1"):
+        run_batch_file(smollm2, src, out, **bad)
+    assert out.read_bytes() == b"torn"  # not touched
+
+
 def test_a_file_with_a_repeated_custom_id_is_refused_before_anything_runs(smollm2, tmp_path):
     src = write_lines(tmp_path / "in.jsonl", [chat_line("a", "x"), chat_line("a", "y")])
     out = tmp_path / "out.jsonl"

@@ -124,6 +124,7 @@ def batch(
     iteration cancels what is still running.
 
     Needs the ``serve`` extra (the request models are the server's)."""
+    _check_job(concurrency, max_tokens_default)
     lines = ((i, r) for i, r in enumerate(requests, start=1))
     return _answers(model, lines, set(), model_id, concurrency, max_tokens_default, stats)
 
@@ -154,6 +155,7 @@ def run_batch_file(
     after each record is written. Raises :class:`~smolgen.errors.InvalidArgumentError` before
     running anything when two input lines share a ``custom_id`` or the output file is not an
     earlier run's."""
+    _check_job(concurrency, max_tokens_default)
     rows = {"prompt_field": prompt_field, "id_field": id_field, "system": system}
     job = FileJob(Path(input_path), Path(output_path), on_start, settings=settings, **rows)
     with job.writer(on_record) as write:
@@ -315,6 +317,13 @@ def append_record(fd: int, record: dict[str, Any]) -> None:
 _END = object()
 
 
+def _check_job(concurrency: Any, max_tokens_default: Any) -> None:
+    """Refuses settings no job can run with, before anything is read or written."""
+    for name, value in (("concurrency", concurrency), ("max_tokens_default", max_tokens_default)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidArgumentError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def _answers(
     model: Model,
     lines: Iterable[tuple[int, Line]],
@@ -333,8 +342,6 @@ def _answers(
         raise InvalidArgumentError(
             f"batch jobs need the 'serve' extra ({e.name} is missing): pip install 'smolgen[serve]'"
         ) from None
-    if concurrency < 1 or max_tokens_default < 1:
-        raise InvalidArgumentError("concurrency and max_tokens_default must be >= 1")
     scheduler = Scheduler(
         model,
         model_id,
