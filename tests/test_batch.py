@@ -128,7 +128,7 @@ def test_the_python_api_yields_records_and_can_stop_early(smollm2):
 
 
 def test_a_line_over_the_size_limit_is_answered_as_an_error_unread(smollm2, tmp_path, monkeypatch):
-    monkeypatch.setattr(smolgen.batches, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(smolgen.prompt_rows, "MAX_LINE_BYTES", 1000)
     huge = chat_line("huge", "x" * 5000)
     src = write_lines(
         tmp_path / "in.jsonl", [chat_line("a", "Hi.", 2), huge, chat_line("b", "Hi.", 2)]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgumentError
-from .prompt_rows import Unreadable, prompt_requests
+from .prompt_rows import Unreadable, numbered_lines, prompt_requests
 
 if TYPE_CHECKING:
     from .model import Model
@@ -48,9 +48,6 @@ ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 LINE_ID = "line-{}"
 #: Generations a request may ask for beyond the running ones (``n``, several prompts).
 _QUEUE = 4096
-#: The longest input line read; a longer one is answered as an error, unread (the server's
-#: default body limit).
-MAX_LINE_BYTES = 8 * 2**20
 
 
 @dataclass
@@ -107,6 +104,11 @@ def output_record(
         "response": response,
         "error": error,
     }
+
+
+def invalid_line_record(custom_id: str, problem: str) -> dict[str, Any]:
+    """The output record of an input line that is not a request (see :func:`not_a_request`)."""
+    return output_record(custom_id, error={"code": "invalid_request", "message": problem})
 
 
 def batch(
@@ -230,18 +232,9 @@ def input_requests(
 
 
 def _input_lines(input_path: Path) -> Iterator[tuple[int, str | Unreadable]]:
-    """The input's non-blank lines with their numbers; one over :data:`MAX_LINE_BYTES` is
-    skipped without holding it."""
-    with open(input_path, "rb") as f:
-        n = 0
-        while raw := f.readline(MAX_LINE_BYTES + 1):
-            n += 1
-            if len(raw) > MAX_LINE_BYTES:
-                while raw and not raw.endswith(b"\n"):
-                    raw = f.readline(1 << 20)
-                yield n, Unreadable(f"the line is longer than {MAX_LINE_BYTES} bytes")
-            elif raw.strip():
-                yield n, raw.decode("utf-8", "replace")
+    """The input's non-blank lines, numbered, as text (see :func:`numbered_lines`)."""
+    for n, raw in numbered_lines(input_path):
+        yield n, raw if isinstance(raw, Unreadable) else raw.decode("utf-8", "replace")
 
 
 def resume_point(output_path: Path) -> set[str]:
@@ -408,7 +401,7 @@ async def _answer(scheduler: Scheduler, n: int, request: Any) -> dict[str, Any]:
     custom_id = custom_id_of(n, request)
     problem = not_a_request(request)
     if problem is not None:
-        return output_record(custom_id, error={"code": "invalid_request", "message": problem})
+        return invalid_line_record(custom_id, problem)
 
     async def connected() -> bool:
         return False

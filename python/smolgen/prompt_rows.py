@@ -19,8 +19,9 @@ from .errors import InvalidArgumentError
 
 #: The file types read, by suffix.
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-#: The longest prompt field read (the batch job's line limit).
-MAX_FIELD_BYTES = 8 * 2**20
+#: The longest input line (or prompt) a batch job reads, the server's default body limit: a
+#: longer one is answered as an error, unread.
+MAX_LINE_BYTES = 8 * 2**20
 #: Rows a Parquet file is read in at a time.
 _PARQUET_BATCH = 1024
 
@@ -34,6 +35,21 @@ class Unreadable:
 
 def row_id(n: int) -> str:
     return f"row-{n}"
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[int, bytes | Unreadable]]:
+    """The non-blank lines of ``path`` with their 1-based numbers in the file; a line over
+    :data:`MAX_LINE_BYTES` is :class:`Unreadable`, skipped without holding it."""
+    with open(path, "rb") as f:
+        n = 0
+        while raw := f.readline(MAX_LINE_BYTES + 1):
+            n += 1
+            if len(raw) > MAX_LINE_BYTES:
+                while raw and not raw.endswith(b"\n"):
+                    raw = f.readline(1 << 20)
+                yield n, Unreadable(f"the line is longer than {MAX_LINE_BYTES} bytes")
+            elif raw.strip():
+                yield n, raw
 
 
 def prompt_requests(
@@ -54,10 +70,10 @@ def prompt_requests(
         )
     rows = {"jsonl": _jsonl_rows, "csv": _csv_rows, "parquet": _parquet_rows}[kind]
     for n, row in enumerate(rows(path, [prompt_field, *([id_field] if id_field else [])]), 1):
-        yield n, _request(n, row, prompt_field, id_field, system, settings or {})
+        yield n, row_request(n, row, prompt_field, id_field, system, settings or {})
 
 
-def _request(
+def row_request(
     n: int,
     row: dict[str, Any] | Unreadable,
     prompt_field: str,
@@ -79,8 +95,10 @@ def _request(
         return Unreadable(f"{prompt_field}: the row has {what} prompt", custom_id)
     if not prompt.strip():  # an empty cell: missing data, not a question
         return Unreadable(f"{prompt_field}: the row's prompt is empty", custom_id)
-    if len(prompt) > MAX_FIELD_BYTES:
-        return Unreadable(f"{prompt_field}: the prompt is longer than {MAX_FIELD_BYTES}", custom_id)
+    if len(prompt) > MAX_LINE_BYTES:
+        return Unreadable(
+            f"{prompt_field}: the prompt is longer than {MAX_LINE_BYTES} characters", custom_id
+        )
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": prompt})
     return {
@@ -92,25 +110,28 @@ def _request(
 
 
 def _jsonl_rows(path: Path, fields: list[str]) -> Iterator[dict[str, Any] | Unreadable]:
-    with open(path, "rb") as f:
-        while raw := f.readline(MAX_FIELD_BYTES + 1):
-            if len(raw) > MAX_FIELD_BYTES:
-                while raw and not raw.endswith(b"\n"):
-                    raw = f.readline(1 << 20)
-                yield Unreadable(f"the line is longer than {MAX_FIELD_BYTES} bytes")
-                continue
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except ValueError:
-                yield Unreadable("the line is not JSON")
-                continue
-            yield row if isinstance(row, dict) else Unreadable("the line is not a JSON object")
+    for _, raw in numbered_lines(path):
+        if isinstance(raw, Unreadable):
+            yield raw
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError:
+            yield Unreadable("the line is not JSON")
+            continue
+        yield row if isinstance(row, dict) else Unreadable("the line is not a JSON object")
 
 
 def _csv_rows(path: Path, fields: list[str]) -> Iterator[dict[str, Any] | Unreadable]:
-    csv.field_size_limit(MAX_FIELD_BYTES)
+    # The module's limit is process-wide: raised while this file is read, then given back.
+    limit = csv.field_size_limit(MAX_LINE_BYTES)
+    try:
+        yield from _csv_file_rows(path, fields)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _csv_file_rows(path: Path, fields: list[str]) -> Iterator[dict[str, Any] | Unreadable]:
     with open(path, encoding="utf-8", errors="replace", newline="") as f:
         reader = csv.DictReader(f)
         missing = [name for name in fields if name not in (reader.fieldnames or [])]

@@ -38,8 +38,8 @@ from .batches import (
     Line,
     batch,
     custom_id_of,
+    invalid_line_record,
     not_a_request,
-    output_record,
     parse_line,
 )
 from .errors import InvalidArgumentError
@@ -82,12 +82,14 @@ class Generator:
     ) -> None:
         import smolgen
 
+        from .cli.serve import served_name
+
         if prompt_field is not None and id_field is None:
             raise InvalidArgumentError("plain prompts on Ray need an id_field to name each row")
         if threads is None:
             threads = _actor_cpus()
         self.model = smolgen.load(model, threads=threads)
-        self.model_id = model_id or os.path.basename(model or smolgen.DEFAULT_MODEL)
+        self.model_id = model_id or served_name(model or smolgen.DEFAULT_MODEL)
         self.concurrency, self.max_tokens_default = concurrency, max_tokens_default
         self.prompt_field, self.id_field = prompt_field, id_field
         self.system, self.settings = system, settings
@@ -95,7 +97,7 @@ class Generator:
     def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import numpy as np
 
-        from .prompt_rows import _request
+        from .prompt_rows import row_request
 
         count = len(next(iter(rows.values()))) if rows else 0
         requests: list[Any] = []
@@ -107,7 +109,7 @@ class Generator:
             else:
                 row = {name: _value(values[i]) for name, values in rows.items()}
                 requests.append(
-                    _request(
+                    row_request(
                         i + 1,
                         row,
                         self.prompt_field,
@@ -211,7 +213,7 @@ def _chunks(
             continue
         problem = not_a_request(request)
         if problem is not None:
-            write(output_record(custom_id, error={"code": "invalid_request", "message": problem}))
+            write(invalid_line_record(custom_id, problem))
             continue
         chunk.append(json.dumps(request, ensure_ascii=False))
         if len(chunk) == CHUNK_REQUESTS:

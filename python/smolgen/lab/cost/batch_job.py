@@ -11,7 +11,7 @@ the number of nodes; more nodes only shorten the wall time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
@@ -130,4 +130,4 @@ def batch_job_cost(
         api = job.requests * price.cost_of(job.input_tokens, job.output_tokens)
         ratio = api / job.cost if job.cost > 0 else None
         comparisons.append(ApiComparison(price.model, api, ratio))
-    return BatchJobEstimate(**{**job.__dict__, "vs": tuple(comparisons)})
+    return replace(job, vs=tuple(comparisons))
