@@ -60,7 +60,12 @@ MIXED = [
         "custom_id": "text",
         "method": "POST",
         "url": "/v1/completions",
-        "body": {"model": "x", "prompt": "The capital of France is", "max_tokens": 6},
+        "body": {
+            "model": "x",
+            "prompt": "The capital of France is",
+            "max_tokens": 6,
+            "temperature": 0,
+        },
     },
     "this line is not JSON",
     {"custom_id": "get", "method": "GET", "url": CHAT, "body": {}},
