@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidArgumentError
+from .limits import MAX_REQUEST_BYTES
 
 #: The file types read, by suffix.
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-#: The longest input line (or prompt) a batch job reads, the server's default body limit: a
-#: longer one is answered as an error, unread.
-MAX_LINE_BYTES = 8 * 2**20
+#: The longest input line (or prompt) a batch job reads: a longer one is answered as an
+#: error, unread.
+MAX_LINE_BYTES = MAX_REQUEST_BYTES
 #: Rows a Parquet file is read in at a time.
 _PARQUET_BATCH = 1024
 

@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..errors import InvalidArgumentError
+from ..limits import MAX_REQUEST_BYTES
 from . import model_argument
 
 
@@ -54,9 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-body-bytes",
         type=int,
-        default=8 * 2**20,
+        default=MAX_REQUEST_BYTES,
         help="largest request body; a larger one gets 413 before it is read "
-        "(default: 8388608, 8 MiB)",
+        f"(default: {MAX_REQUEST_BYTES}, {MAX_REQUEST_BYTES // 2**20} MiB)",
     )
     p.add_argument(
         "--prefix-cache-mb",

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..limits import MAX_REQUEST_BYTES
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -24,7 +26,7 @@ def create_app(
     max_concurrent: int = 4,
     max_queue: int = 32,
     max_tokens_default: int = 512,
-    max_body_bytes: int = 8 * 2**20,
+    max_body_bytes: int = MAX_REQUEST_BYTES,
 ) -> FastAPI:
     """The ASGI app serving ``model`` as ``model_id``; run it with any ASGI server.
 

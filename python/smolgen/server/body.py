@@ -10,11 +10,11 @@ import json
 import re
 from typing import Any
 
+from ..limits import MAX_REQUEST_BYTES
 from .errors import ApiError, too_large
 
-#: The default of ``max_body_bytes``: a prompt of millions of characters, far more than any
-#: model's context window holds.
-DEFAULT_MAX_BODY_BYTES = 8 * 2**20
+#: The default of ``max_body_bytes``.
+DEFAULT_MAX_BODY_BYTES = MAX_REQUEST_BYTES
 
 # A JSON escape of a UTF-16 surrogate (\ud800 to \udfff). Most are halves of a pair (an emoji
 # from a client that escapes everything non-ASCII), which JSON decoding joins into one character.
