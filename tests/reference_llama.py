@@ -66,9 +66,11 @@ def forward(
     *,
     interleaved: bool,
     attention: list[np.ndarray] | None = None,
+    kv_dtype: type | None = None,
 ) -> np.ndarray:
     """Logits ``[len(ids), vocab]`` for every position. Appends each layer's attention weights
-    ``[heads, t, t]`` to ``attention`` when given."""
+    ``[heads, t, t]`` to ``attention`` when given. With ``kv_dtype`` (``np.float16``), keys and
+    values are rounded to it, as a KV cache in that format holds them."""
     t, hd = len(ids), cfg.head_dim
     rep = cfg.num_heads // cfg.num_kv_heads
     positions = np.arange(t, dtype=np.float64)
@@ -82,6 +84,8 @@ def forward(
         v = (h @ w[p + "attn_v.weight"].T).reshape(t, cfg.num_kv_heads, hd)
         q = rope(q, positions, cfg.rope_theta, interleaved)
         k = rope(k, positions, cfg.rope_theta, interleaved)
+        if kv_dtype is not None:
+            k, v = (a.astype(np.float32).astype(kv_dtype).astype(np.float64) for a in (k, v))
         k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)  # one KV head per query head
         weights = softmax(np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + causal)
         if attention is not None:
@@ -95,6 +99,12 @@ def forward(
     x = rms_norm(x, w["output_norm.weight"], cfg.rms_norm_eps)
     head = w.get("output.weight", w["token_embd.weight"])  # tied embeddings
     return x @ head.T
+
+
+def kv_dtype_of(model) -> type | None:
+    """The ``kv_dtype`` with which :func:`forward` holds keys and values as ``model``'s cache
+    does."""
+    return np.float16 if model.info["kv_cache_format"] == "f16" else None
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -62,7 +63,12 @@ def test_an_unknown_setting_is_an_invalid_argument_error(tiny_gguf, variable, va
 
 def test_info_reports_the_settings(tiny_gguf):
     settings = smolgen.load(tiny_gguf).info["settings"]
-    assert set(settings) == {"SMOLGEN_KERNELS", "SMOLGEN_ENGINE", "SMOLGEN_THREADS"}
+    assert set(settings) == {
+        "SMOLGEN_KERNELS",
+        "SMOLGEN_ENGINE",
+        "SMOLGEN_THREADS",
+        "SMOLGEN_KV_CACHE",
+    }
     expected = os.environ.get("SMOLGEN_ENGINE", "").strip().lower() or "auto"
     assert settings["SMOLGEN_ENGINE"] == expected
 
@@ -105,6 +111,37 @@ def test_our_kernels_agree_with_candle_on_the_real_model(smollm2_gguf, tmp_path)
         assert rb.argmax() == ra.argmax()
         assert len(set(np.argsort(-rb)[:5]) & set(top)) >= 4
         np.testing.assert_allclose(rb[top], ra[top], atol=0.5)
+
+
+def test_the_f32_kv_cache_is_the_precise_path(tiny_dir, tiny_weights, tmp_path):
+    """`SMOLGEN_KV_CACHE=f32` keeps keys and values in f32: the logits equal the exact pass to
+    f32 accuracy, and the default f16 cache is near the exact pass over keys and values rounded
+    to f16, further from the exact one."""
+    import tiny_llama
+    from reference_llama import forward
+
+    model = smolgen.load(tiny_dir)
+    text = "The f32 cache, then the f16 one"
+    ids = model.tokenize(text)
+    precise, _ = _logits_in_a_process(tiny_dir, text, {"SMOLGEN_KV_CACHE": "f32"}, tmp_path / "a.npy")
+    exact = forward(tiny_weights, tiny_llama.CONFIG, ids, interleaved=False)
+    np.testing.assert_allclose(precise, exact, atol=2e-4, rtol=1e-4)
+    half = model.logits(ids, positions="all")
+    rounded = forward(tiny_weights, tiny_llama.CONFIG, ids, interleaved=False, kv_dtype=np.float16)
+    # Rounding f32 keys and f64 ones to f16 can differ by one f16 step (2^-11 relative).
+    np.testing.assert_allclose(half, rounded, atol=2e-3, rtol=1e-3)
+    assert np.abs(half - exact).max() > np.abs(precise - exact).max()
+    code = "import sys, json, smolgen; print(json.dumps(smolgen.load(sys.argv[1]).info))"
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_dir)],
+        env={**os.environ, "SMOLGEN_KV_CACHE": "f32"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(run.stdout)
+    assert info["kv_cache_format"] == "f32" and info["settings"]["SMOLGEN_KV_CACHE"] == "f32"
+    assert info["kv_bytes_per_token"] == 2 * model.info["kv_bytes_per_token"]
 
 
 def _same_logits_on_every_x86_path(model, tmp_path) -> None:

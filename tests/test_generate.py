@@ -151,7 +151,9 @@ def test_streaming_never_splits_a_utf8_character(smollm2):
     chunks = list(stream)
     text = "".join(c.text for c in chunks)
     assert text == stream.completion.text
-    assert "\ufffd" not in text
+    # Only a character cut off by the token limit may end the text as U+FFFD.
+    assert "\ufffd" not in text.rstrip("\ufffd")
+    assert all("\ufffd" not in c.text for c in chunks[:-1])
     held = [c for c in chunks if c.text == ""]
     assert held, "expected at least one token that completes no character by itself"
 

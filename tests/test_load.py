@@ -8,7 +8,7 @@ import pytest
 
 import smolgen
 import tiny_llama
-from reference_llama import forward, load_gguf_weights, log_softmax
+from reference_llama import forward, kv_dtype_of, load_gguf_weights, log_softmax
 
 IDS = [1, 40, 72, 75, 75, 78, 259, 34, 200, 5, 17, 263, 2, 101]
 
@@ -16,7 +16,9 @@ IDS = [1, 40, 72, 75, 75, 78, 259, 34, 200, 5, 17, 263, 2, 101]
 def test_tiny_safetensors_matches_numpy_reference(tiny_dir, tiny_weights):
     model = smolgen.load(tiny_dir)
     ours = model.logits(IDS, positions="all")
-    ref = forward(tiny_weights, tiny_llama.CONFIG, IDS, interleaved=False)
+    ref = forward(
+        tiny_weights, tiny_llama.CONFIG, IDS, interleaved=False, kv_dtype=kv_dtype_of(model)
+    )
     assert ours.shape == (len(IDS), tiny_llama.CONFIG.vocab_size)
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, atol=2e-4, rtol=1e-4)
@@ -39,7 +41,7 @@ def test_half_safetensors_run_in_place_and_match_the_reference(
     model = smolgen.load(directory)
     assert model.info["weight_types"]["attn_q"] == name
     rounded = {k: rounded(v) for k, v in tiny_weights.items()}
-    ref = forward(rounded, tiny_llama.CONFIG, IDS, interleaved=False)
+    ref = forward(rounded, tiny_llama.CONFIG, IDS, interleaved=False, kv_dtype=kv_dtype_of(model))
     np.testing.assert_allclose(model.logits(IDS, positions="all"), ref, atol=2e-4, rtol=1e-4)
 
 
@@ -63,8 +65,9 @@ def test_quantized_gguf_matches_reference_on_its_own_weights(tmp_path, tiny_weig
     """Quantized matmuls also quantize the activations (to 8 bits), so allow that much."""
     path = tiny_llama.write_gguf(tmp_path / f"tiny-{qtype}.gguf", tiny_weights, qtype=qtype)
     weights, _ = load_gguf_weights(str(path))
-    ref = forward(weights, tiny_llama.CONFIG, IDS, interleaved=True)
-    ours = smolgen.load(path).logits(IDS, positions="all")
+    model = smolgen.load(path)
+    ref = forward(weights, tiny_llama.CONFIG, IDS, interleaved=True, kv_dtype=kv_dtype_of(model))
+    ours = model.logits(IDS, positions="all")
     relative = np.abs(ours - ref).max() / np.abs(ref).max()
     assert relative < {"F16": 1e-4, "BF16": 1e-4}.get(qtype, 0.03)
     assert (ours.argmax(-1) == ref.argmax(-1)).mean() >= 0.9
@@ -98,7 +101,8 @@ def test_info_of_the_tiny_model(tiny_dir, tiny_gguf):
         expected = sum(w.size for w in tiny_llama.random_weights().values())
         assert info["parameters"] == expected
         assert info["weight_bytes"] == expected * 4
-        assert info["kv_bytes_per_token"] == 2 * cfg.num_layers * cfg.num_kv_heads * 16 * 4
+        assert info["kv_cache_format"] == "f16"
+        assert info["kv_bytes_per_token"] == 2 * cfg.num_layers * cfg.num_kv_heads * 16 * 2
         assert info["rope_layout"] == ("interleaved" if fmt == "gguf" else "half-split")
 
 
@@ -115,7 +119,7 @@ def test_real_model_info(smollm2):
     assert info["weight_types"]["token_embd"] == "Q8_0"
     assert info["weight_types"]["attn_norm"] == "F32"
     assert 90e6 < info["weight_bytes"] < 100e6
-    assert info["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 4
+    assert info["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 2  # f16
     assert info["device"] == "cpu"
 
 

@@ -140,8 +140,10 @@ def test_attention_weights_match_the_reference(tiny_gguf, tiny_weights):
 
     ids = [1, 40, 72, 75, 75, 78, 259, 34]
     expected: list[np.ndarray] = []
-    forward(tiny_weights, tiny_llama.CONFIG, ids, interleaved=False, attention=expected)
     model = smolgen.load(tiny_gguf)
+    kv = np.float16 if model.info["kv_cache_format"] == "f16" else None
+    cfg = tiny_llama.CONFIG
+    forward(tiny_weights, cfg, ids, interleaved=False, attention=expected, kv_dtype=kv)
     weights = model.attention(ids)
     assert weights.shape == (2, 4, 8, 8) and weights.dtype == np.float32
     np.testing.assert_allclose(weights, np.stack(expected), atol=1e-5)

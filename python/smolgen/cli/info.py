@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         ("weights", f"{info['weight_bytes'] / 1e6:.1f} MB"),
         (
             "KV cache",
-            f"{info['kv_bytes_per_token'] / 1024:.1f} KiB per token "
+            f"{info['kv_cache_format']}, {info['kv_bytes_per_token'] / 1024:.1f} KiB per token "
             f"({info['kv_bytes_per_token'] * info['context_length'] / 1e6:.0f} MB "
             "for the full context)",
         ),

@@ -1,14 +1,15 @@
-//! One decode step's attention for one query head over the KV cache, at SmolLM2-135M's shapes
-//! (64-wide heads, 3 KV heads, 9 query heads), for several context lengths: the per-sequence
-//! cost that batched decoding cannot share.
+//! Attention over the KV cache at SmolLM2-135M's shapes (64-wide heads, 3 KV heads, 9 query
+//! heads), for several context lengths and both cache formats: one decode step (every query
+//! head of one position) and one prompt unit (16 rows of one KV group at the end of the
+//! context), on one thread.
 //!
 //! `cargo bench -p smolgen-core --bench attention -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use smolgen_core::cache::kv::HostKv;
-use smolgen_core::engine::attention::{attend_head, Heads};
+use smolgen_core::cache::kv::{KvCache, KvFormat};
+use smolgen_core::engine::attention::{attend_unit, Heads, Unit, UnitScratch};
 
 fn bench_attention(c: &mut Criterion) {
     let heads = Heads {
@@ -24,32 +25,60 @@ fn bench_attention(c: &mut Criterion) {
             .wrapping_add(1442695040888963407);
         ((seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     };
-    for context in [80usize, 512, 2048] {
+    for context in [512usize, 2048, 6000] {
         let keys: Vec<f32> = (0..context * width).map(|_| next()).collect();
         let values: Vec<f32> = (0..context * width).map(|_| next()).collect();
-        let q: Vec<f32> = (0..heads.query * heads.dim).map(|_| next()).collect();
-        let kv = HostKv {
-            keys: &keys,
-            values: &values,
-            width,
-            stride: width,
-        };
-        let mut scratch = vec![0f32; context];
-        let mut group = c.benchmark_group(format!("attend_head_{context}"));
-        // Keys and values of one KV head, read once per query head.
-        group.throughput(Throughput::Bytes((2 * context * heads.dim * 4) as u64));
-        group.bench_function("all_query_heads", |b| {
-            b.iter(|| {
-                let mut sum = 0f32;
-                for h in 0..heads.query {
-                    attend_head(&q, kv, context - 1, 1, heads, h, &mut scratch, |_, y, _| {
-                        sum += y[0];
-                    });
-                }
-                black_box(sum)
-            })
-        });
-        group.finish();
+        let rows = 16;
+        let q: Vec<f32> = (0..rows * heads.query * heads.dim)
+            .map(|_| next())
+            .collect();
+        for format in [KvFormat::F16, KvFormat::F32] {
+            let mut cache = KvCache::with_format(1, 8192, format);
+            cache
+                .write_host_rows(0, (heads.kv, heads.dim), &keys, &values)
+                .expect("fits");
+            cache.advance(context);
+            let kv = cache.host_layer(0, context).expect("rows");
+            let mut scratch = UnitScratch::default();
+            let mut group = c.benchmark_group(format!("attention_{}_{context}", format.name()));
+            // Keys and values of every KV head, read once per step.
+            group.throughput(Throughput::Bytes(
+                (2 * context * width * format.bytes()) as u64,
+            ));
+            group.bench_function("decode_step", |b| {
+                b.iter(|| {
+                    let mut sum = 0f32;
+                    for g in 0..heads.kv {
+                        let unit = Unit {
+                            q: &q,
+                            pos: context - 1,
+                            rows: (0, 1),
+                            group: g,
+                            heads,
+                        };
+                        attend_unit(&unit, kv, &mut scratch, |_, _, y| sum += y[0]);
+                    }
+                    black_box(sum)
+                })
+            });
+            // Query-key pairs of 16 rows x 3 query heads of one group.
+            group.throughput(Throughput::Elements((rows * 3 * context) as u64));
+            group.bench_function("prompt_unit", |b| {
+                b.iter(|| {
+                    let mut sum = 0f32;
+                    let unit = Unit {
+                        q: &q,
+                        pos: context - rows,
+                        rows: (0, rows),
+                        group: 1,
+                        heads,
+                    };
+                    attend_unit(&unit, kv, &mut scratch, |_, _, y| sum += y[0]);
+                    black_box(sum)
+                })
+            });
+            group.finish();
+        }
     }
 }
 

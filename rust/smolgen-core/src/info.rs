@@ -31,6 +31,8 @@ pub struct ModelInfo {
     pub weight_types: BTreeMap<String, String>,
     pub weight_bytes: usize,
     pub kv_bytes_per_token: usize,
+    /// `"f16"` or `"f32"`.
+    pub kv_cache_format: String,
     pub device: String,
     pub load_seconds: f64,
     /// What runs the forward pass: our CPU kernels' instruction set (`avx512vnni`,
@@ -76,7 +78,8 @@ impl ModelInfo {
             tied_embeddings: engine.tied_embeddings,
             weight_types: kinds.into_iter().map(|(k, v)| (k, v.join("/"))).collect(),
             weight_bytes: weights.loaded.values().map(|t| t.bytes).sum(),
-            kv_bytes_per_token: cfg.kv_bytes_per_token(),
+            kv_bytes_per_token: cfg.kv_bytes_per_token(engine.kv_format().bytes()),
+            kv_cache_format: engine.kv_format().name().to_string(),
             device: device_name(device),
             load_seconds,
             engine: engine.engine_name().to_string(),

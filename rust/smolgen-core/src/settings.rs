@@ -9,11 +9,14 @@
 //!   everywhere, to compare).
 //! * `SMOLGEN_THREADS`: the CPU kernels' threads when a load names none, `auto` (one per core)
 //!   or 1..=[`MAX_THREADS`].
+//! * `SMOLGEN_KV_CACHE`: the number format of the CPU KV cache, `f16` (the default: half the
+//!   memory and reads) or `f32` (the precise path).
 //!
 //! Unset or empty means `auto`.
 
 use std::sync::OnceLock;
 
+use crate::cache::element::KvFormat;
 use crate::error::{Error, Result};
 use crate::kernels::pool::MAX_THREADS;
 use crate::kernels::{Isa, Kernels};
@@ -33,6 +36,7 @@ pub struct Settings {
     pub kernels: Option<Isa>,
     pub engine: EngineChoice,
     pub threads: Option<usize>,
+    pub kv_cache: KvFormat,
 }
 
 impl Settings {
@@ -90,10 +94,19 @@ impl Settings {
                     })?,
             ),
         };
+        let kv_cache = match value("SMOLGEN_KV_CACHE") {
+            None => KvFormat::default(),
+            Some(v) => KvFormat::parse(&v).map_err(|_| {
+                Error::invalid(format!(
+                    "SMOLGEN_KV_CACHE={v:?} is not a KV cache format (expected auto, f16 or f32)"
+                ))
+            })?,
+        };
         Ok(Settings {
             kernels,
             engine,
             threads,
+            kv_cache,
         })
     }
 
@@ -126,7 +139,7 @@ impl Settings {
     }
 
     /// What was chosen, for `Model.info`: each variable's parsed value or `"auto"`.
-    pub fn describe(&self) -> [(&'static str, String); 3] {
+    pub fn describe(&self) -> [(&'static str, String); 4] {
         let auto = || "auto".to_string();
         [
             (
@@ -144,6 +157,7 @@ impl Settings {
                 "SMOLGEN_THREADS",
                 self.threads.map_or_else(auto, |n| n.to_string()),
             ),
+            ("SMOLGEN_KV_CACHE", self.kv_cache.name().to_string()),
         ]
     }
 }
@@ -166,12 +180,14 @@ mod tests {
             kernels: None,
             engine: EngineChoice::Auto,
             threads: None,
+            kv_cache: KvFormat::F16,
         };
         assert_eq!(parse(&[]).ok(), Some(auto.clone()));
         let blank = [
             ("SMOLGEN_KERNELS", " "),
             ("SMOLGEN_ENGINE", "AUTO"),
             ("SMOLGEN_THREADS", "auto"),
+            ("SMOLGEN_KV_CACHE", ""),
         ];
         assert_eq!(parse(&blank).ok(), Some(auto));
     }
@@ -182,8 +198,10 @@ mod tests {
             ("SMOLGEN_KERNELS", "Scalar"),
             ("SMOLGEN_ENGINE", "candle"),
             ("SMOLGEN_THREADS", "3"),
+            ("SMOLGEN_KV_CACHE", "F32"),
         ]);
         let s = s.ok();
+        assert_eq!(s.as_ref().map(|s| s.kv_cache), Some(KvFormat::F32));
         assert_eq!(s.as_ref().and_then(|s| s.kernels), Some(Isa::Scalar));
         assert_eq!(s.as_ref().map(|s| s.engine), Some(EngineChoice::Candle));
         assert_eq!(s.as_ref().map(|s| s.threads(0)), Some(3));
@@ -203,6 +221,7 @@ mod tests {
             [("SMOLGEN_THREADS", "-1")],
             [("SMOLGEN_THREADS", "100000")],
             [("SMOLGEN_THREADS", "two")],
+            [("SMOLGEN_KV_CACHE", "q8_0")],
         ] {
             let err = parse(&vars).err();
             assert!(
@@ -220,6 +239,7 @@ mod tests {
                 kernels: Some(isa),
                 engine: EngineChoice::Auto,
                 threads: None,
+                kv_cache: KvFormat::F16,
             };
             assert!(matches!(s.kernels(), Err(Error::Unsupported { .. })));
         }

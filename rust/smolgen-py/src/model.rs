@@ -148,6 +148,7 @@ impl Model {
         d.set_item("weight_types", i.weight_types.clone())?;
         d.set_item("weight_bytes", i.weight_bytes)?;
         d.set_item("kv_bytes_per_token", i.kv_bytes_per_token)?;
+        d.set_item("kv_cache_format", &i.kv_cache_format)?;
         d.set_item("device", &i.device)?;
         d.set_item("load_seconds", i.load_seconds)?;
         d.set_item("engine", &i.engine)?;

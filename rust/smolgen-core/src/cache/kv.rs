@@ -3,30 +3,80 @@
 //! Buffers start small and double when full (up to the context window), so a short chat does
 //! not reserve the memory of an 8K-token one.
 //!
-//! On the CPU a layer's keys are plain memory, position-major: row `p` holds position `p`'s keys
-//! for every KV head (`[capacity, stride]`, the first `kv_heads * head_dim` floats of each row
-//! used), so appending a token writes one row and growing is a reallocation. On an accelerator
-//! they are candle tensors `[1, kv_heads, capacity, head_dim]`.
+//! On the CPU a layer is a run of tiles of [`KV_TILE`] positions, each tile one block per KV
+//! head, in the order attention reads them: a block of keys is `[head_dim][KV_TILE]` (a key is
+//! a column, so the scores of several keys at once are one vector), a block of values
+//! `[KV_TILE][head_dim]`. Growing appends tiles. The format is f16 by default ([`KvFormat`]).
+//! On an accelerator they are candle tensors `[1, kv_heads, capacity, head_dim]`.
 
 use candle_core::{DType, Tensor};
+use half::f16;
 
+pub use super::element::{KvElement, KvFormat};
 use crate::error::{Error, Result};
 
-/// Small enough (49 KB per layer buffer for SmolLM2-135M) to come from the allocator's heap:
-/// larger first buffers were fresh memory maps, faulted in and unmapped for every request,
-/// which cost a 16-token prompt a third of its time to first token on two threads.
-const INITIAL_CAPACITY: usize = 64;
+/// Positions per tile of the CPU cache: attention reads keys and values a tile at a time.
+pub const KV_TILE: usize = 64;
+
+/// Small enough (24 KB per layer buffer for SmolLM2-135M in f16) to come from the allocator's
+/// heap: larger first buffers were fresh memory maps, faulted in and unmapped for every
+/// request, which cost a 16-token prompt a third of its time to first token on two threads.
+const INITIAL_CAPACITY: usize = KV_TILE;
+
+#[derive(Debug, Clone)]
+enum HostBuf {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl HostBuf {
+    fn zeros(format: KvFormat, n: usize) -> HostBuf {
+        match format {
+            KvFormat::F16 => HostBuf::F16(vec![f16::ZERO; n]),
+            KvFormat::F32 => HostBuf::F32(vec![0f32; n]),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            HostBuf::F16(v) => v.len(),
+            HostBuf::F32(v) => v.len(),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            HostBuf::F16(v) => v.len() * 2,
+            HostBuf::F32(v) => v.len() * 4,
+        }
+    }
+
+    /// A buffer of `n` elements beginning with the first `keep` of this one.
+    fn regrown(&self, n: usize, keep: usize) -> HostBuf {
+        fn copy<E: Copy + Default>(v: &[E], n: usize, keep: usize) -> Vec<E> {
+            // A fresh zeroed allocation comes from the OS untouched: pages past what is
+            // copied are never faulted in.
+            let mut grown = vec![E::default(); n];
+            grown[..keep].copy_from_slice(&v[..keep]);
+            grown
+        }
+        match self {
+            HostBuf::F16(v) => HostBuf::F16(copy(v, n, keep)),
+            HostBuf::F32(v) => HostBuf::F32(copy(v, n, keep)),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 enum LayerKv {
     Empty,
-    /// `capacity * stride` floats each; only the first `len` rows are meaningful, and the
-    /// first `width` floats of each.
+    /// Whole tiles: `tiles * heads * dim * KV_TILE` elements each; only the first `len`
+    /// positions are meaningful.
     Host {
-        keys: Vec<f32>,
-        values: Vec<f32>,
-        width: usize,
-        stride: usize,
+        keys: HostBuf,
+        values: HostBuf,
+        heads: usize,
+        dim: usize,
     },
     Device {
         keys: Tensor,
@@ -34,26 +84,147 @@ enum LayerKv {
     },
 }
 
-/// One layer's cached keys and values on the CPU, read in place: `[positions, stride]` each,
-/// of which the first `width = kv_heads * head_dim` floats of a row are its keys (values).
+/// One layer's cached keys and values on the CPU, read in place, in tiles (see the module
+/// documentation): positions `0..len`.
 #[derive(Debug, Clone, Copy)]
-pub struct HostKv<'a> {
-    pub keys: &'a [f32],
-    pub values: &'a [f32],
-    pub width: usize,
-    pub stride: usize,
+pub struct KvTiles<'a, E> {
+    keys: &'a [E],
+    values: &'a [E],
+    pub heads: usize,
+    pub dim: usize,
+    pub len: usize,
 }
 
-/// The floats from one cached position to the next for rows of `width` floats. A row of a
-/// multiple of 1 KiB (SmolLM2-1.7B's 32 KV heads x 64 = 8 KiB) puts one head's keys at every
-/// position in the same few cache sets, which then hold only a fraction of them: attention
-/// re-read them from L3 for every query and took a fifth of the 1.7B model's 512-token
-/// prefill. One more cache line per row spreads them over all sets.
-fn row_stride(width: usize) -> usize {
-    if (width * 4).is_multiple_of(1024) {
-        width + 16
-    } else {
-        width
+impl<'a, E: KvElement> KvTiles<'a, E> {
+    /// A view of tiled buffers holding at least `len` positions of `heads` heads of `dim`.
+    pub fn new(
+        keys: &'a [E],
+        values: &'a [E],
+        heads: usize,
+        dim: usize,
+        len: usize,
+    ) -> Result<Self> {
+        let needed = len.div_ceil(KV_TILE) * heads * dim * KV_TILE;
+        if heads == 0 || dim == 0 || keys.len() < needed || values.len() < needed {
+            return Err(Error::invalid(format!(
+                "KV tiles of {} and {} elements cannot hold {len} positions of {heads} x {dim}",
+                keys.len(),
+                values.len()
+            )));
+        }
+        Ok(KvTiles {
+            keys,
+            values,
+            heads,
+            dim,
+            len,
+        })
+    }
+
+    /// Tiles holding at least one of the `len` positions.
+    pub fn tiles(&self) -> usize {
+        self.len.div_ceil(KV_TILE)
+    }
+
+    fn block(&self, tile: usize, head: usize) -> std::ops::Range<usize> {
+        let size = self.dim * KV_TILE;
+        let start = (tile * self.heads + head) * size;
+        start..start + size
+    }
+
+    /// Head `head`'s keys in tile `tile`, `[dim][KV_TILE]`.
+    pub fn keys(&self, tile: usize, head: usize) -> &'a [E] {
+        &self.keys[self.block(tile, head)]
+    }
+
+    /// Head `head`'s values in tile `tile`, `[KV_TILE][dim]`.
+    pub fn values(&self, tile: usize, head: usize) -> &'a [E] {
+        &self.values[self.block(tile, head)]
+    }
+
+    /// Position `p`'s key for `head`, as f32 (for tests and inspection).
+    pub fn key(&self, p: usize, head: usize) -> Vec<f32> {
+        let block = self.keys(p / KV_TILE, head);
+        (0..self.dim)
+            .map(|d| block[d * KV_TILE + p % KV_TILE].to_f32())
+            .collect()
+    }
+
+    /// Position `p`'s value for `head`, as f32.
+    pub fn value(&self, p: usize, head: usize) -> Vec<f32> {
+        let block = self.values(p / KV_TILE, head);
+        block[(p % KV_TILE) * self.dim..][..self.dim]
+            .iter()
+            .map(|x| x.to_f32())
+            .collect()
+    }
+}
+
+/// [`KvTiles`] in the cache's format.
+#[derive(Debug, Clone, Copy)]
+pub enum HostKv<'a> {
+    F16(KvTiles<'a, f16>),
+    F32(KvTiles<'a, f32>),
+}
+
+impl HostKv<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            HostKv::F16(t) => t.len,
+            HostKv::F32(t) => t.len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Position `p`'s key for `head`, as f32.
+    pub fn key(&self, p: usize, head: usize) -> Vec<f32> {
+        match self {
+            HostKv::F16(t) => t.key(p, head),
+            HostKv::F32(t) => t.key(p, head),
+        }
+    }
+
+    /// Position `p`'s value for `head`, as f32.
+    pub fn value(&self, p: usize, head: usize) -> Vec<f32> {
+        match self {
+            HostKv::F16(t) => t.value(p, head),
+            HostKv::F32(t) => t.value(p, head),
+        }
+    }
+}
+
+/// Writes rows `[t, heads * dim]` of keys and values as positions `first..first + t` into tiled
+/// buffers.
+fn scatter<E: KvElement>(
+    keys: &mut [E],
+    values: &mut [E],
+    (heads, dim): (usize, usize),
+    first: usize,
+    new_keys: &[f32],
+    new_values: &[f32],
+) {
+    let width = heads * dim;
+    let size = dim * KV_TILE;
+    for (i, (k, v)) in new_keys
+        .chunks_exact(width)
+        .zip(new_values.chunks_exact(width))
+        .enumerate()
+    {
+        let p = first + i;
+        let (tile, col) = (p / KV_TILE, p % KV_TILE);
+        for h in 0..heads {
+            let block = (tile * heads + h) * size;
+            let (k, v) = (&k[h * dim..][..dim], &v[h * dim..][..dim]);
+            for (d, &x) in k.iter().enumerate() {
+                keys[block + d * KV_TILE + col] = E::from_f32(x);
+            }
+            for (dst, &x) in values[block + col * dim..][..dim].iter_mut().zip(v) {
+                *dst = E::from_f32(x);
+            }
+        }
     }
 }
 
@@ -62,14 +233,20 @@ pub struct KvCache {
     layers: Vec<LayerKv>,
     len: usize,
     max_len: usize,
+    format: KvFormat,
 }
 
 impl KvCache {
     pub fn new(num_layers: usize, max_len: usize) -> Self {
+        Self::with_format(num_layers, max_len, KvFormat::default())
+    }
+
+    pub fn with_format(num_layers: usize, max_len: usize, format: KvFormat) -> Self {
         KvCache {
             layers: vec![LayerKv::Empty; num_layers],
             len: 0,
             max_len,
+            format,
         }
     }
 
@@ -90,13 +267,18 @@ impl KvCache {
         self.layers.len()
     }
 
+    /// The format of the CPU buffers.
+    pub fn format(&self) -> KvFormat {
+        self.format
+    }
+
     /// Bytes held by the buffers (capacity, not just the used part).
     pub fn allocated_bytes(&self) -> usize {
         self.layers
             .iter()
             .map(|layer| match layer {
                 LayerKv::Empty => 0,
-                LayerKv::Host { keys, values, .. } => (keys.len() + values.len()) * 4,
+                LayerKv::Host { keys, values, .. } => keys.bytes() + values.bytes(),
                 LayerKv::Device { keys, values } => {
                     (keys.elem_count() + values.elem_count()) * keys.dtype().size_in_bytes()
                 }
@@ -119,19 +301,16 @@ impl KvCache {
                     LayerKv::Host {
                         keys,
                         values,
-                        width,
-                        stride,
+                        heads,
+                        dim,
                     } => {
-                        let copy = |src: &[f32]| {
-                            let mut v = vec![0f32; capacity * stride];
-                            v[..len * stride].copy_from_slice(&src[..len * stride]);
-                            v
-                        };
+                        let per_position = heads * dim;
+                        let keep = len.div_ceil(KV_TILE) * KV_TILE * per_position;
                         LayerKv::Host {
-                            keys: copy(keys),
-                            values: copy(values),
-                            width: *width,
-                            stride: *stride,
+                            keys: keys.regrown(capacity * per_position, keep),
+                            values: values.regrown(capacity * per_position, keep),
+                            heads: *heads,
+                            dim: *dim,
                         }
                     }
                     LayerKv::Device { keys, values } => {
@@ -153,16 +332,18 @@ impl KvCache {
             layers,
             len,
             max_len: self.max_len,
+            format: self.format,
         })
     }
 
-    /// Doubling from a small start, never reserving past the context window.
+    /// Doubling from a small start, in whole tiles, never reserving past the context window.
     fn capacity_for(needed: usize, max_len: usize) -> usize {
         needed
             .next_power_of_two()
             .max(INITIAL_CAPACITY)
             .min(max_len)
             .max(needed)
+            .next_multiple_of(KV_TILE)
     }
 
     /// Forgets everything after the first `len` tokens (the buffers stay allocated).
@@ -170,67 +351,73 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
-    /// Writes the keys and values of `t` more positions of `layer` on the CPU (`[t, width]`
-    /// each) after the first `self.len()`. Call [`KvCache::advance`] once every layer has
+    /// Writes the keys and values of `t` more positions of `layer` on the CPU (`[t, heads *
+    /// dim]` each) after the first `self.len()`. Call [`KvCache::advance`] once every layer has
     /// written them.
     pub fn write_host_rows(
         &mut self,
         layer: usize,
-        width: usize,
+        (heads, dim): (usize, usize),
         new_keys: &[f32],
         new_values: &[f32],
     ) -> Result<()> {
+        let width = heads * dim;
         if width == 0 || !new_keys.len().is_multiple_of(width) || new_values.len() != new_keys.len()
         {
             return Err(Error::invalid(format!(
-                "{} keys and {} values are not rows of {width}",
+                "{} keys and {} values are not rows of {heads} heads of {dim}",
                 new_keys.len(),
                 new_values.len()
             )));
         }
         let t = new_keys.len() / width;
         let needed = self.len + t;
+        if needed > self.max_len {
+            return Err(Error::invalid(format!(
+                "{needed} positions do not fit a KV cache of {}",
+                self.max_len
+            )));
+        }
         let capacity = Self::capacity_for(needed, self.max_len);
+        let format = self.format;
         let slot = self
             .layers
             .get_mut(layer)
             .ok_or_else(|| Error::invalid(format!("KV cache has no layer {layer}")))?;
         if let LayerKv::Empty = slot {
             *slot = LayerKv::Host {
-                keys: Vec::new(),
-                values: Vec::new(),
-                width,
-                stride: row_stride(width),
+                keys: HostBuf::zeros(format, 0),
+                values: HostBuf::zeros(format, 0),
+                heads,
+                dim,
             };
         }
         match slot {
             LayerKv::Host {
                 keys,
                 values,
-                width: w,
-                stride,
-            } if *w == width => {
-                let stride = *stride;
-                if keys.len() < needed * stride {
-                    // A fresh zeroed allocation comes from the OS untouched: pages past the
-                    // rows actually written are never faulted in.
-                    let filled = self.len * stride;
-                    for buf in [&mut *keys, &mut *values] {
-                        let mut grown = vec![0f32; capacity * stride];
-                        grown[..filled].copy_from_slice(&buf[..filled]);
-                        *buf = grown;
-                    }
+                heads: h,
+                dim: d,
+            } if (*h, *d) == (heads, dim) => {
+                if keys.len() < needed.next_multiple_of(KV_TILE) * width {
+                    let keep = self.len.div_ceil(KV_TILE) * KV_TILE * width;
+                    *keys = keys.regrown(capacity * width, keep);
+                    *values = values.regrown(capacity * width, keep);
                 }
-                for (dst, src) in [(keys, new_keys), (values, new_values)] {
-                    let rows = dst[self.len * stride..needed * stride].chunks_exact_mut(stride);
-                    for (row, new) in rows.zip(src.chunks_exact(width)) {
-                        row[..width].copy_from_slice(new);
+                let shape = (heads, dim);
+                match (keys, values) {
+                    (HostBuf::F16(k), HostBuf::F16(v)) => {
+                        scatter(k, v, shape, self.len, new_keys, new_values)
                     }
+                    (HostBuf::F32(k), HostBuf::F32(v)) => {
+                        scatter(k, v, shape, self.len, new_keys, new_values)
+                    }
+                    _ => return Err(Error::invalid("KV cache keys and values differ in format")),
                 }
                 Ok(())
             }
             _ => Err(Error::invalid(format!(
-                "KV cache layer {layer} does not hold CPU rows of width {width}"
+                "KV cache layer {layer} does not hold CPU rows of {heads} heads of {dim}"
             ))),
         }
     }
@@ -241,14 +428,17 @@ impl KvCache {
             LayerKv::Host {
                 keys,
                 values,
-                width,
-                stride,
-            } if keys.len() >= upto * stride => Some(HostKv {
-                keys: &keys[..upto * stride],
-                values: &values[..upto * stride],
-                width: *width,
-                stride: *stride,
-            }),
+                heads,
+                dim,
+            } => match (keys, values) {
+                (HostBuf::F16(k), HostBuf::F16(v)) => {
+                    KvTiles::new(k, v, *heads, *dim, upto).ok().map(HostKv::F16)
+                }
+                (HostBuf::F32(k), HostBuf::F32(v)) => {
+                    KvTiles::new(k, v, *heads, *dim, upto).ok().map(HostKv::F32)
+                }
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -273,7 +463,7 @@ impl KvCache {
                     .flatten_all()?
                     .to_vec1::<f32>()?)
             };
-            self.write_host_rows(layer, heads * dim, &rows(k)?, &rows(v)?)?;
+            self.write_host_rows(layer, (heads, dim), &rows(k)?, &rows(v)?)?;
             return Ok(None);
         }
         let needed = self.len + t;
@@ -329,58 +519,95 @@ impl KvCache {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rows_of_a_multiple_of_1_kib_are_padded_by_a_cache_line() {
-        assert_eq!(row_stride(192), 192); // SmolLM2-135M: 3 KV heads of 64
-        assert_eq!(row_stride(320), 320); // 360M: 5 KV heads
-        assert_eq!(row_stride(2048), 2064); // 1.7B: 32 KV heads
-        assert_eq!(row_stride(256), 272);
+    /// Position `p`'s keys for every head: exact in f16 (small integers and halves).
+    fn row(p: usize, width: usize) -> Vec<f32> {
+        (0..width)
+            .map(|i| ((p * 7 + i) % 512) as f32 / 2.0)
+            .collect()
     }
 
     #[test]
-    fn written_rows_read_back_at_the_stride_and_survive_growth_and_copies() {
-        let width = 256; // padded to 272
-        let mut cache = KvCache::new(1, 1000);
-        let row = |p: usize| -> Vec<f32> { (0..width).map(|i| (p * 1000 + i) as f32).collect() };
-        let mut written = 0;
-        for t in [1, 3, 70, 5] {
-            let keys: Vec<f32> = (written..written + t).flat_map(row).collect();
-            let values: Vec<f32> = keys.iter().map(|k| -k).collect();
-            cache
-                .write_host_rows(0, width, &keys, &values)
-                .expect("writes");
-            cache.advance(t);
-            written += t;
-        }
-        let check = |cache: &KvCache, n: usize| {
-            let kv = cache.host_layer(0, n).expect("CPU rows");
-            assert_eq!((kv.width, kv.stride), (width, 272));
-            for p in 0..n {
-                assert_eq!(kv.keys[p * kv.stride..][..width], row(p)[..]);
-                assert_eq!(kv.values[p * kv.stride + 7], -row(p)[7]);
+    fn written_rows_read_back_and_survive_growth_and_copies() {
+        for format in [KvFormat::F16, KvFormat::F32] {
+            let (heads, dim) = (3, 8);
+            let width = heads * dim;
+            let mut cache = KvCache::with_format(1, 1000, format);
+            let mut written = 0;
+            for t in [1, 3, 70, 5] {
+                let keys: Vec<f32> = (written..written + t).flat_map(|p| row(p, width)).collect();
+                let values: Vec<f32> = keys.iter().map(|k| -k).collect();
+                cache
+                    .write_host_rows(0, (heads, dim), &keys, &values)
+                    .expect("writes");
+                cache.advance(t);
+                written += t;
             }
-        };
-        check(&cache, written);
-        check(&cache.copy_prefix(40).expect("copies"), 40);
-        // 79 positions: grown from 64 rows to 128, each of the padded stride.
-        assert_eq!(cache.allocated_bytes(), 2 * 128 * 272 * 4);
+            let check = |cache: &KvCache, n: usize| {
+                let kv = cache.host_layer(0, n).expect("CPU rows");
+                assert_eq!(kv.len(), n);
+                for p in 0..n {
+                    for h in 0..heads {
+                        let want = &row(p, width)[h * dim..][..dim];
+                        assert_eq!(kv.key(p, h), want, "{format:?} position {p} head {h}");
+                        let negated: Vec<f32> = want.iter().map(|x| -x).collect();
+                        assert_eq!(kv.value(p, h), negated);
+                    }
+                }
+            };
+            check(&cache, written);
+            check(&cache.copy_prefix(40).expect("copies"), 40);
+            check(&cache.copy_prefix(64).expect("copies"), 64);
+            // 79 positions: grown from one tile to two.
+            assert_eq!(cache.allocated_bytes(), 2 * 128 * width * format.bytes());
+        }
     }
 
     #[test]
-    fn rows_that_do_not_fit_the_width_are_refused() {
+    fn a_tile_holds_keys_as_columns_and_values_as_rows() {
+        let (heads, dim) = (2, 4);
+        let mut cache = KvCache::with_format(1, 256, KvFormat::F32);
+        let keys: Vec<f32> = (0..66 * heads * dim).map(|i| i as f32).collect();
+        cache
+            .write_host_rows(0, (heads, dim), &keys, &keys)
+            .expect("writes");
+        let Some(HostKv::F32(kv)) = cache.host_layer(0, 66) else {
+            panic!("f32 tiles")
+        };
+        assert_eq!(kv.tiles(), 2);
+        // Tile 1 (positions 64, 65), head 1: key dim d of position 64 + j is a column entry.
+        let (k, v) = (kv.keys(1, 1), kv.values(1, 1));
+        for d in 0..dim {
+            for j in 0..2 {
+                let x = ((64 + j) * heads * dim + dim + d) as f32;
+                assert_eq!(k[d * KV_TILE + j], x);
+                assert_eq!(v[j * dim + d], x);
+            }
+        }
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_are_refused() {
         let mut cache = KvCache::new(2, 16);
         for (keys, values) in [(5, 5), (8, 4), (0, 0)] {
             let (k, v) = (vec![0f32; keys], vec![0f32; values]);
-            let width = if keys == 0 { 0 } else { 4 };
+            let shape = if keys == 0 { (0, 4) } else { (1, 4) };
             assert!(
-                cache.write_host_rows(0, width, &k, &v).is_err(),
+                cache.write_host_rows(0, shape, &k, &v).is_err(),
                 "{keys} {values}"
             );
         }
-        assert!(cache.write_host_rows(2, 4, &[0.0; 4], &[0.0; 4]).is_err());
+        assert!(cache
+            .write_host_rows(2, (1, 4), &[0.0; 4], &[0.0; 4])
+            .is_err());
         cache
-            .write_host_rows(1, 4, &[0.0; 4], &[0.0; 4])
+            .write_host_rows(1, (1, 4), &[0.0; 4], &[0.0; 4])
             .expect("layer 1");
-        assert!(cache.write_host_rows(1, 8, &[0.0; 8], &[0.0; 8]).is_err());
+        assert!(cache
+            .write_host_rows(1, (2, 4), &[0.0; 8], &[0.0; 8])
+            .is_err());
+        // Past the window.
+        assert!(cache
+            .write_host_rows(0, (1, 4), &[0.0; 68], &[0.0; 68])
+            .is_err());
     }
 }

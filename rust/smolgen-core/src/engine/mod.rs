@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use candle_core::Device;
 
-use crate::cache::kv::KvCache;
+use crate::cache::kv::{KvCache, KvFormat};
 use crate::engine::candle::CandleEngine;
 use crate::engine::cpu::{CpuEngine, SeqStep};
 use crate::error::{Error, Result};
@@ -45,6 +45,8 @@ pub struct Engine {
     pub tied_embeddings: bool,
     backend: Backend,
     device: Device,
+    /// How new caches store keys and values on the CPU.
+    kv_format: KvFormat,
     /// The model's file (or directory), named when its weights turn out to be corrupt.
     source: PathBuf,
 }
@@ -69,7 +71,8 @@ impl Engine {
         threads: usize,
     ) -> Result<Self> {
         // `SMOLGEN_ENGINE=candle` keeps candle even where our kernels apply (to compare them).
-        let candle_forced = Settings::get()?.engine == EngineChoice::Candle;
+        let settings = Settings::get()?;
+        let candle_forced = settings.engine == EngineChoice::Candle;
         let ours = device.is_cpu() && !candle_forced && CpuEngine::supports(weights, &cfg);
         let backend = if ours {
             Backend::Cpu(Box::new(CpuEngine::load(cfg.clone(), weights, threads)?))
@@ -85,6 +88,12 @@ impl Engine {
             tied_embeddings,
             backend,
             device: device.clone(),
+            // Off the CPU the cache is candle's f32 tensors.
+            kv_format: if device.is_cpu() {
+                settings.kv_cache
+            } else {
+                KvFormat::F32
+            },
             source: weights.path().to_path_buf(),
         })
     }
@@ -110,7 +119,12 @@ impl Engine {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.cfg.num_layers, self.cfg.context_length)
+        KvCache::with_format(self.cfg.num_layers, self.cfg.context_length, self.kv_format)
+    }
+
+    /// How the KV cache stores keys and values.
+    pub fn kv_format(&self) -> KvFormat {
+        self.kv_format
     }
 
     /// Runs `tokens` through the model after what `cache` already holds, appending their keys

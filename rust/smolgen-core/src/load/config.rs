@@ -207,9 +207,10 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Bytes the KV cache needs per token of context (keys and values, all layers, f32).
-    pub fn kv_bytes_per_token(&self) -> usize {
-        2 * self.num_layers * self.num_kv_heads * self.head_dim * std::mem::size_of::<f32>()
+    /// Bytes the KV cache needs per token of context (keys and values, all layers) when each
+    /// number takes `bytes`.
+    pub fn kv_bytes_per_token(&self, bytes: usize) -> usize {
+        2 * self.num_layers * self.num_kv_heads * self.head_dim * bytes
     }
 }
 

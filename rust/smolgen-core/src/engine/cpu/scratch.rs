@@ -1,7 +1,10 @@
 //! The buffers of one pass, reused from pass to pass so that a decode step allocates nothing
 //! but its logits.
 
+use std::sync::Mutex;
+
 use super::SeqStep;
+use crate::engine::attention::UnitScratch;
 use crate::error::{Error, Result};
 use crate::kernels::Activation;
 
@@ -22,8 +25,10 @@ pub(super) struct Scratch {
     pub(super) cos: Vec<f32>,
     pub(super) sin: Vec<f32>,
     pub(super) act: Activation,
-    /// One score row per thread, `context_length` long.
-    pub(super) scores: Vec<f32>,
+    /// Attention's buffers, one per thread.
+    pub(super) units: Vec<Mutex<UnitScratch>>,
+    /// Attention's partials of a decode step split along the history.
+    pub(super) partials: Vec<f32>,
     /// (sequence, first row, position of that row, rows).
     pub(super) spans: Vec<(usize, usize, usize, usize)>,
 }

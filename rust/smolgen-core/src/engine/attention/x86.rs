@@ -1,0 +1,267 @@
+//! [`super::portable`]'s products in 256-bit vectors: the same fused multiply-adds in the same
+//! order, so the same bits. Scores go eight keys to a vector (keys are columns of a tile's
+//! block), up to six queries by sixteen keys at once; weighted values go eight dims to a
+//! vector, up to six queries by sixteen dims at once. f16 caches are widened by F16C on load.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use crate::cache::kv::{KvElement, KV_TILE};
+
+/// AVX2, FMA and F16C, checked once.
+pub(super) fn available() -> bool {
+    static FEATURES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FEATURES.get_or_init(|| {
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
+    })
+}
+
+/// A cache element that eight of can be loaded as f32s.
+pub(super) trait Lanes: KvElement {
+    /// # Safety
+    /// AVX2 and F16C are available; eight elements are readable at `p`.
+    unsafe fn load8(p: *const Self) -> __m256;
+}
+
+impl Lanes for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32) -> __m256 {
+        // SAFETY: the caller's contract.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+}
+
+impl Lanes for f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        // SAFETY: the caller's contract (F16C for the conversion).
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+}
+
+/// Queries per block: 6 x 2 accumulators, 2 loaded vectors and a broadcast fill 15 of the 16
+/// registers.
+const QUERIES: usize = 6;
+
+/// [`super::portable::scores`].
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `dim` is a multiple of 8; `width` is a multiple of 8 and
+/// at most `KV_TILE`; `keys` holds `dim * KV_TILE` elements; `out` holds a `KV_TILE` row per
+/// query.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn scores<E: Lanes>(
+    queries: &[f32],
+    dim: usize,
+    keys: &[E],
+    width: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let n = queries.len() / dim;
+    assert!(dim.is_multiple_of(8) && width.is_multiple_of(8) && width <= KV_TILE);
+    assert!(keys.len() >= dim * KV_TILE && out.len() >= n * KV_TILE);
+    let mut i = 0;
+    while i < n {
+        let b = (n - i).min(QUERIES);
+        let (q, o) = (queries[i * dim..].as_ptr(), out[i * KV_TILE..].as_mut_ptr());
+        // SAFETY: queries `i..i + b` and their output rows are in bounds (checked above).
+        unsafe {
+            match b {
+                6 => score_block::<E, 6>(q, dim, keys.as_ptr(), width, scale, o),
+                5 => score_block::<E, 5>(q, dim, keys.as_ptr(), width, scale, o),
+                4 => score_block::<E, 4>(q, dim, keys.as_ptr(), width, scale, o),
+                3 => score_block::<E, 3>(q, dim, keys.as_ptr(), width, scale, o),
+                2 => score_block::<E, 2>(q, dim, keys.as_ptr(), width, scale, o),
+                _ => score_block::<E, 1>(q, dim, keys.as_ptr(), width, scale, o),
+            }
+        }
+        i += b;
+    }
+}
+
+/// # Safety
+/// As [`scores`], for `B` queries at `q` (`dim` apart) and rows at `out` (`KV_TILE` apart).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn score_block<E: Lanes, const B: usize>(
+    q: *const f32,
+    dim: usize,
+    keys: *const E,
+    width: usize,
+    scale: f32,
+    out: *mut f32,
+) {
+    let mut j = 0;
+    while j + 16 <= width {
+        // SAFETY: the caller's contract; keys `j..j + 16` are inside the tile.
+        unsafe { score_keys::<E, B, 2>(q, dim, keys.add(j), scale, out.add(j)) };
+        j += 16;
+    }
+    if j < width {
+        // SAFETY: as above, keys `j..j + 8`.
+        unsafe { score_keys::<E, B, 1>(q, dim, keys.add(j), scale, out.add(j)) };
+    }
+}
+
+/// Scores of `B` queries against `8 * V` keys starting at `keys` (a column of the tile).
+///
+/// # Safety
+/// As [`score_block`], the `8 * V` keys inside the tile.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn score_keys<E: Lanes, const B: usize, const V: usize>(
+    q: *const f32,
+    dim: usize,
+    keys: *const E,
+    scale: f32,
+    out: *mut f32,
+) {
+    let mut acc = [[_mm256_setzero_ps(); V]; B];
+    for d in 0..dim {
+        let mut k = [_mm256_setzero_ps(); V];
+        for (v, x) in k.iter_mut().enumerate() {
+            // SAFETY: row `d` of the block holds these keys.
+            *x = unsafe { E::load8(keys.add(d * KV_TILE + 8 * v)) };
+        }
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: query `r` holds `dim` floats.
+            let x = _mm256_set1_ps(unsafe { *q.add(r * dim + d) });
+            for (a, k) in a.iter_mut().zip(k) {
+                *a = _mm256_fmadd_ps(x, k, *a);
+            }
+        }
+    }
+    let scale = _mm256_set1_ps(scale);
+    for (r, a) in acc.iter().enumerate() {
+        for (v, a) in a.iter().enumerate() {
+            // SAFETY: output row `r` holds these keys' slots.
+            unsafe { _mm256_storeu_ps(out.add(r * KV_TILE + 8 * v), _mm256_mul_ps(*a, scale)) };
+        }
+    }
+}
+
+/// [`super::portable::mix`].
+///
+/// # Safety
+/// AVX2, FMA and F16C are available; `dim` is a multiple of 8; `valid` is non-decreasing, each
+/// at most `KV_TILE`; `weights` holds a `KV_TILE` row per entry of `valid`; `values` holds
+/// `KV_TILE * dim` elements; `out` holds `dim` floats per entry of `valid`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn mix<E: Lanes>(
+    weights: &[f32],
+    valid: &[usize],
+    values: &[E],
+    dim: usize,
+    out: &mut [f32],
+) {
+    let n = valid.len();
+    assert!(
+        n == 0 || weights.len() >= (n - 1) * KV_TILE + valid[n - 1],
+        "weights shorter than their rows"
+    );
+    assert!(
+        dim.is_multiple_of(8)
+            && values.len() >= KV_TILE * dim
+            && out.len() >= n * dim
+            && valid.iter().all(|&v| v <= KV_TILE)
+            && valid.windows(2).all(|w| w[0] <= w[1])
+    );
+    let mut i = 0;
+    while i < n {
+        let b = (n - i).min(QUERIES);
+        let (w, o, v) = (
+            weights[i * KV_TILE..].as_ptr(),
+            out[i * dim..].as_mut_ptr(),
+            &valid[i..i + b],
+        );
+        // SAFETY: entries `i..i + b` are in bounds (checked above).
+        unsafe {
+            match b {
+                6 => mix_block::<E, 6>(w, v, values.as_ptr(), dim, o),
+                5 => mix_block::<E, 5>(w, v, values.as_ptr(), dim, o),
+                4 => mix_block::<E, 4>(w, v, values.as_ptr(), dim, o),
+                3 => mix_block::<E, 3>(w, v, values.as_ptr(), dim, o),
+                2 => mix_block::<E, 2>(w, v, values.as_ptr(), dim, o),
+                _ => mix_block::<E, 1>(w, v, values.as_ptr(), dim, o),
+            }
+        }
+        i += b;
+    }
+}
+
+/// # Safety
+/// As [`mix`], for `B` entries: weights at `w` (`KV_TILE` apart), outputs at `out` (`dim`
+/// apart).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mix_block<E: Lanes, const B: usize>(
+    w: *const f32,
+    valid: &[usize],
+    values: *const E,
+    dim: usize,
+    out: *mut f32,
+) {
+    let mut c = 0;
+    while c + 16 <= dim {
+        // SAFETY: the caller's contract; dims `c..c + 16` are inside each row.
+        unsafe { mix_dims::<E, B, 2>(w, valid, values.add(c), dim, out.add(c)) };
+        c += 16;
+    }
+    if c < dim {
+        // SAFETY: as above, dims `c..c + 8`.
+        unsafe { mix_dims::<E, B, 1>(w, valid, values.add(c), dim, out.add(c)) };
+    }
+}
+
+/// `8 * V` dims of the weighted values of `B` queries: the keys every query weighs go
+/// together, then each query's last few alone, in the same order.
+///
+/// # Safety
+/// As [`mix_block`], with `values` and `out` offset to the first of the dims.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mix_dims<E: Lanes, const B: usize, const V: usize>(
+    w: *const f32,
+    valid: &[usize],
+    values: *const E,
+    dim: usize,
+    out: *mut f32,
+) {
+    let mut acc = [[_mm256_setzero_ps(); V]; B];
+    let row = |j: usize| {
+        let mut x = [_mm256_setzero_ps(); V];
+        for (v, x) in x.iter_mut().enumerate() {
+            // SAFETY: value row `j < KV_TILE` holds these dims.
+            *x = unsafe { E::load8(values.add(j * dim + 8 * v)) };
+        }
+        x
+    };
+    for j in 0..valid[0] {
+        let x = row(j);
+        for (r, a) in acc.iter_mut().enumerate() {
+            // SAFETY: weight row `r` holds `KV_TILE` floats.
+            let p = _mm256_set1_ps(unsafe { *w.add(r * KV_TILE + j) });
+            for (a, x) in a.iter_mut().zip(x) {
+                *a = _mm256_fmadd_ps(p, x, *a);
+            }
+        }
+    }
+    for (r, a) in acc.iter_mut().enumerate() {
+        for j in valid[0]..valid[r] {
+            let x = row(j);
+            // SAFETY: as above.
+            let p = _mm256_set1_ps(unsafe { *w.add(r * KV_TILE + j) });
+            for (a, x) in a.iter_mut().zip(x) {
+                *a = _mm256_fmadd_ps(p, x, *a);
+            }
+        }
+        for (v, a) in a.iter().enumerate() {
+            // SAFETY: output row `r` holds `dim` floats from here.
+            unsafe { _mm256_storeu_ps(out.add(r * dim + 8 * v), *a) };
+        }
+    }
+}
