@@ -27,6 +27,7 @@ TOP_KEYS = {
     "prefill",
     "decode",
     "batched_decode",
+    "context",
     "bandwidth",
 }
 
@@ -35,7 +36,9 @@ def positive(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < math.inf
 
 
-def check_report(r: dict, *, gen_tokens: int, repeats: int, batches: list[int]) -> None:
+def check_report(
+    r: dict, *, gen_tokens: int, repeats: int, batches: list[int], contexts: tuple[int, ...] = ()
+) -> None:
     assert set(r) == TOP_KEYS
     m, s, cfg, mem = r["model"], r["system"], r["config"], r["memory"]
     assert isinstance(m["path"], str) and m["format"] == "gguf"
@@ -77,6 +80,15 @@ def check_report(r: dict, *, gen_tokens: int, repeats: int, batches: list[int]) 
         assert b["per_sequence_tokens_per_s"] == pytest.approx(b["tokens_per_s"] / b["batch"])
         assert b["speedup_vs_single"] == pytest.approx(b["tokens_per_s"] / decode["tokens_per_s"])
 
+    assert cfg["contexts"] == list(contexts)
+    assert [c["context"] for c in r["context"]] == list(contexts)
+    for c in r["context"]:
+        assert c["gen_tokens"] == bench.CONTEXT_GEN_TOKENS
+        for key in ("prefill_tokens_per_s", "decode_tokens_per_s", "step_p50_ms"):
+            assert positive(c[key]), key
+        assert len(c["runs_prefill_tokens_per_s"]) == len(c["runs_decode_tokens_per_s"]) == repeats
+        assert min(c["runs_decode_tokens_per_s"]) <= c["decode_tokens_per_s"]
+
     bw = r["bandwidth"]
     assert bw["threads"] == s["threads"]
     assert bw["weight_read_gb_per_s"] == pytest.approx(
@@ -101,10 +113,12 @@ def test_bench_json_on_the_tiny_model(tiny_gguf):
 
 def test_bench_json_on_the_real_model(smollm2_gguf):
     res = smolgen_cli("bench", str(smollm2_gguf), *SMALL, "--repeats", "1", "--batch", "1,2",
-                      "--no-bandwidth", "--json")  # fmt: skip
+                      "--context", "100,700", "--no-bandwidth", "--json")  # fmt: skip
     assert res.returncode == 0, res.stderr
     r = json.loads(res.stdout)
-    check_report(r, gen_tokens=8, repeats=1, batches=[1, 2])
+    check_report(r, gen_tokens=8, repeats=1, batches=[1, 2], contexts=(100, 700))
+    assert r["model"]["kv_cache_format"] == "f16"
+    assert r["model"]["kv_bytes_per_token"] == 2 * 30 * 3 * 64 * 2
     assert r["model"]["parameters"] == 134_515_008
     assert r["system"]["engine"] in {
         "avx512vnni",
@@ -119,9 +133,10 @@ def test_bench_json_on_the_real_model(smollm2_gguf):
 
 def test_bench_table(tiny_gguf):
     res = smolgen_cli("bench", str(tiny_gguf), *SMALL, "--repeats", "1", "--batch", "1,2",
-                      "--no-bandwidth")  # fmt: skip
+                      "--context", "20", "--no-bandwidth")  # fmt: skip
     assert res.returncode == 0, res.stderr
-    for text in ("TTFT", "prefill", "decode", "p95", "batch 2", "weight reads", "not measured"):
+    for text in ("TTFT", "prefill", "decode", "p95", "batch 2", "context 20", "weight reads",
+                 "not measured"):  # fmt: skip
         assert text in res.stdout, text
     assert "smolgen bench: [" not in res.stdout  # progress stays on stderr
 
@@ -137,6 +152,8 @@ def test_bench_table(tiny_gguf):
         (("--batch", "1,two"), "--batch"),
         (("--batch", "1.5"), "--batch"),
         (("--batch", ""), "--batch"),
+        (("--context", "0"), "--context"),
+        (("--context", "2k"), "--context"),
     ],
 )
 def test_bench_bad_arguments(args, message):
@@ -150,6 +167,9 @@ def test_bench_model_errors(tmp_path, tiny_gguf):
     assert res.returncode == 3
     # The tiny model's window is 96 tokens: the default 512-token prefill cannot fit.
     res = smolgen_cli("bench", str(tiny_gguf), "--no-bandwidth")
+    assert res.returncode == 6 and "maximum context length is 96" in res.stderr
+    # So can't a context measurement past it, checked before anything is measured.
+    res = smolgen_cli("bench", str(tiny_gguf), *SMALL, "--context", "90", "--no-bandwidth")
     assert res.returncode == 6 and "maximum context length is 96" in res.stderr
 
 

@@ -208,6 +208,38 @@ def measure_decode(
     }
 
 
+def measure_context(
+    model: Model, depths: Sequence[int], *, gen_tokens: int = 64, repeats: int = 3
+) -> list[dict[str, Any]]:
+    """Prefill and decode with long prompts: for each depth, ``repeats`` greedy runs of
+    ``gen_tokens`` tokens after a ``depth``-token prompt (prefix cache off), each giving the
+    prompt's prefill tokens/s and the decode tokens/s with ``depth`` tokens in context (llama.cpp's
+    ``pp{depth}`` and ``tg{gen_tokens} @ d{depth}``). The medians, with the per-step p50."""
+    out: list[dict[str, Any]] = []
+    for depth in depths:
+        ids = prompt_ids(model, depth)
+        prefill: list[float] = []
+        decode: list[float] = []
+        steps: list[float] = []
+        for _ in range(repeats):
+            t = fixed_length_decode(model, ids, gen_tokens, prefix_cache=False).timings
+            prefill.append(t.prefill_tokens_per_s)
+            decode.append(t.decode_tokens_per_s)
+            steps.extend(t.decode_steps_s)
+        out.append(
+            {
+                "context": depth,
+                "gen_tokens": gen_tokens,
+                "prefill_tokens_per_s": statistics.median(prefill),
+                "decode_tokens_per_s": statistics.median(decode),
+                "step_p50_ms": percentile(steps, 50) * 1e3,
+                "runs_prefill_tokens_per_s": prefill,
+                "runs_decode_tokens_per_s": decode,
+            }
+        )
+    return out
+
+
 def batched_decode_run(
     model: Model, batch: int, *, gen_tokens: int, prompt_tokens: int = SHORT_PROMPT_TOKENS
 ) -> tuple[int, float]:
@@ -311,6 +343,7 @@ def check_options(
     gen_tokens: int = 128,
     repeats: int = 3,
     batch_sizes: Sequence[int] = (1, 2, 4, 8),
+    contexts: Sequence[int] = (),
 ) -> None:
     """Raises :class:`InvalidArgumentError` for options :func:`run_bench` cannot measure."""
 
@@ -332,11 +365,13 @@ def check_options(
         raise InvalidArgumentError(
             f"batch sizes must be positive integers, got {list(batch_sizes)!r}"
         )
+    if any(not whole(c) or c < 1 for c in contexts):
+        raise InvalidArgumentError(f"contexts must be positive integers, got {list(contexts)!r}")
 
 
-def parse_batch_sizes(text: str) -> list[int]:
+def parse_batch_sizes(text: str, option: str = "--batch", example: str = "1,2,4,8") -> list[int]:
     """``"1,2,4,8"`` -> ``[1, 2, 4, 8]``; anything but positive integers is an
-    :class:`InvalidArgumentError`."""
+    :class:`InvalidArgumentError` naming ``option``."""
     parts = [p.strip() for p in text.split(",")]
     try:
         sizes = [int(p) for p in parts]
@@ -344,13 +379,21 @@ def parse_batch_sizes(text: str) -> list[int]:
         sizes = []
     if not sizes or any(s < 1 for s in sizes):
         raise InvalidArgumentError(
-            f"--batch takes positive integers separated by commas, like 1,2,4,8: {text!r}"
+            f"{option} takes positive integers separated by commas, like {example}: {text!r}"
         )
     return sizes
 
 
-def _check_context(model: Model, prompt_tokens: int, gen_tokens: int) -> None:
-    for prompt, new in ((prompt_tokens, 1), (SHORT_PROMPT_TOKENS, gen_tokens)):
+#: Tokens decoded after each long prompt of ``smolgen bench --context`` (llama-bench's ``tg64``).
+CONTEXT_GEN_TOKENS = 64
+
+
+def _check_context(
+    model: Model, prompt_tokens: int, gen_tokens: int, contexts: Sequence[int] = ()
+) -> None:
+    runs = [(prompt_tokens, 1), (SHORT_PROMPT_TOKENS, gen_tokens)]
+    runs += [(depth, CONTEXT_GEN_TOKENS) for depth in contexts]
+    for prompt, new in runs:
         _core.check_context(model.context_length, prompt, new)
 
 
@@ -365,6 +408,7 @@ def run_bench(
     gen_tokens: int = 128,
     repeats: int = 3,
     batch_sizes: Sequence[int] = (1, 2, 4, 8),
+    contexts: Sequence[int] = (),
     bandwidth: bool = True,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -375,14 +419,16 @@ def run_bench(
     resident memory when this starts, and ``rss_before_load_bytes`` and ``model_rss_bytes``, the
     growth the load caused, are ``None``). After one warm-up generation it measures, in order, time
     to first token, prefill, decode, batched decode (:func:`measure_ttft`, :func:`measure_prefill`,
-    :func:`measure_decode`, :func:`measure_batched_decode`), reads the peak resident memory,
+    :func:`measure_decode`, :func:`measure_batched_decode`), then prefill and decode after
+    each of ``contexts`` prompt lengths (:func:`measure_context`), reads the peak resident memory,
     and, unless ``bandwidth=False`` or the device is not the CPU, measures the machine's read
     bandwidth with the same thread count (after the peak, since it allocates its own buffer).
 
     Keys: ``smolgen_version``, ``model`` (path, format, sizes, load time), ``system`` (engine,
     threads, kernel path, kernel paths), ``config``, ``memory``, ``ttft``, ``prefill``, ``decode``,
-    ``batched_decode`` (one entry per batch size), ``bandwidth`` (GB/s of weights read while
-    decoding next to the measured GB/s and their ratio; ``None`` for what was not measured).
+    ``batched_decode`` (one entry per batch size), ``context`` (one entry per depth),
+    ``bandwidth`` (GB/s of weights read while decoding next to the measured GB/s and their
+    ratio; ``None`` for what was not measured).
     """
     check_options(
         threads=threads,
@@ -390,9 +436,11 @@ def run_bench(
         gen_tokens=gen_tokens,
         repeats=repeats,
         batch_sizes=batch_sizes,
+        contexts=contexts,
     )
-    batch_sizes = list(batch_sizes)
+    batch_sizes, contexts = list(batch_sizes), list(contexts)
     plan = ["load", "warm-up", "ttft", "prefill", "decode"] + [f"batch {b}" for b in batch_sizes]
+    plan += [f"context {c}" for c in contexts]
     if bandwidth:
         plan.append("bandwidth")
     total = len(plan)
@@ -423,7 +471,7 @@ def run_bench(
     rss_after_load = resident_bytes()
     info = m.info
     measure_bw = bandwidth and str(info.get("device", "cpu")).startswith("cpu")
-    _check_context(m, prompt_tokens, gen_tokens)
+    _check_context(m, prompt_tokens, gen_tokens, contexts)
     used_threads = (
         info.get("threads")
         or threads
@@ -447,6 +495,13 @@ def run_bench(
         (entry,) = measure_batched_decode(m, [b], gen_tokens=gen_tokens, repeats=repeats)
         entry["speedup_vs_single"] = entry["tokens_per_s"] / decode["tokens_per_s"]
         batched.append(entry)
+    context: list[dict[str, Any]] = []
+    for depth in contexts:
+        report(
+            f"prefill of {depth} tokens, then {CONTEXT_GEN_TOKENS} decoded after them "
+            f"({_runs(repeats)})"
+        )
+        context += measure_context(m, [depth], gen_tokens=CONTEXT_GEN_TOKENS, repeats=repeats)
     # The kernel updates the high-water mark behind ru_maxrss lazily: it can trail the
     # resident memory read a moment ago.
     known = [x for x in (peak_rss_bytes(), resident_bytes(), rss_after_load) if x is not None]
@@ -471,6 +526,7 @@ def run_bench(
             "weight_bytes": info["weight_bytes"],
             "parameters": info.get("parameters"),
             "kv_bytes_per_token": info.get("kv_bytes_per_token"),
+            "kv_cache_format": info.get("kv_cache_format"),
             "context_length": info.get("context_length"),
             "load_s": info["load_seconds"],
         },
@@ -491,6 +547,7 @@ def run_bench(
             "short_prompt_tokens": SHORT_PROMPT_TOKENS,
             "repeats": repeats,
             "batch_sizes": batch_sizes,
+            "contexts": contexts,
         },
         "memory": {
             "rss_before_load_bytes": rss_before_load,
@@ -506,6 +563,7 @@ def run_bench(
         "prefill": prefill,
         "decode": decode,
         "batched_decode": batched,
+        "context": context,
         "bandwidth": {
             "threads": used_threads,
             "weight_read_gb_per_s": weight_gbps,

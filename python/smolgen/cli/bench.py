@@ -50,6 +50,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="concurrent sequences to decode together, comma-separated (default: 1,2,4,8)",
     )
     p.add_argument(
+        "--context",
+        default="",
+        metavar="DEPTHS",
+        help="also measure prefill of prompts this long and decode after them (64 tokens), "
+        "comma-separated, e.g. 512,2048,6000 (default: none)",
+    )
+    p.add_argument(
         "--no-bandwidth",
         action="store_true",
         help="skip measuring the machine's memory read bandwidth",
@@ -68,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
         "gen_tokens": args.gen_tokens,
         "repeats": args.repeats,
         "batch_sizes": parse_batch_sizes(args.batch),
+        "contexts": (
+            parse_batch_sizes(args.context, "--context", "512,2048,6000") if args.context else []
+        ),
     }
     check_options(**options)  # before loading anything
     if args.threads is not None:
@@ -145,7 +155,8 @@ def _print_table(r: dict[str, Any]) -> None:
         "model",
         _mb(model["file_bytes"]),
         f"{model['path']} ({model['format']}), {_mb(model['weight_bytes'])} of weights, "
-        f"{model['kv_bytes_per_token'] / 1024:.1f} KiB KV cache per token",
+        f"{model['kv_bytes_per_token'] / 1024:.1f} KiB KV cache per token "
+        f"({model.get('kv_cache_format')})",
     )
     table.add_row(
         "engine",
@@ -191,6 +202,15 @@ def _print_table(r: dict[str, Any]) -> None:
             f"{b['per_sequence_tokens_per_s']:,.1f} tok/s each, "
             f"{b['speedup_vs_single']:.2f}x one sequence alone",
             end_section=i == len(batches) - 1,
+        )
+    contexts = r.get("context", [])
+    for i, c in enumerate(contexts):
+        table.add_row(
+            f"context {c['context']:,}",
+            f"{c['prefill_tokens_per_s']:,.1f} / {c['decode_tokens_per_s']:,.1f} tok/s",
+            f"prefill of a {c['context']:,}-token prompt / decode of {c['gen_tokens']} tokens "
+            f"after it (step p50 {c['step_p50_ms']:.2f} ms), {runs}",
+            end_section=i == len(contexts) - 1,
         )
     if bw["machine_read_gb_per_s"] is None:
         detail = "weight bytes x decode tok/s; machine bandwidth not measured"
