@@ -80,6 +80,45 @@ fn bench_attention(c: &mut Criterion) {
             group.finish();
         }
     }
+    // A decode step's attention over 30 layers' caches (SmolLM2-135M's), too many to stay in
+    // the CPU's caches: what one token costs once the history streams from memory.
+    for context in [2048usize, 6000] {
+        let layers: Vec<KvCache> = (0..30)
+            .map(|_| {
+                let keys: Vec<f32> = (0..context * width).map(|_| next()).collect();
+                let mut cache = KvCache::with_format(1, 8192, KvFormat::F16);
+                cache
+                    .write_host_rows(0, (heads.kv, heads.dim), &keys, &keys)
+                    .expect("fits");
+                cache.advance(context);
+                cache
+            })
+            .collect();
+        let q: Vec<f32> = (0..heads.query * heads.dim).map(|_| next()).collect();
+        let mut scratch = UnitScratch::default();
+        let mut group = c.benchmark_group(format!("attention_f16_{context}_30_layers"));
+        group.throughput(Throughput::Bytes((30 * 2 * context * width * 2) as u64));
+        group.bench_function("decode_step", |b| {
+            b.iter(|| {
+                let mut sum = 0f32;
+                for cache in &layers {
+                    let kv = cache.host_layer(0, context).expect("rows");
+                    for g in 0..heads.kv {
+                        let unit = Unit {
+                            q: &q,
+                            pos: context - 1,
+                            rows: (0, 1),
+                            group: g,
+                            heads,
+                        };
+                        attend_unit(&unit, kv, &mut scratch, |_, _, y| sum += y[0]);
+                    }
+                }
+                black_box(sum)
+            })
+        });
+        group.finish();
+    }
 }
 
 criterion_group!(benches, bench_attention);

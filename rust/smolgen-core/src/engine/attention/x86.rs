@@ -1,7 +1,8 @@
 //! [`super::portable`]'s products in 256-bit vectors: the same fused multiply-adds in the same
 //! order, so the same bits. Scores go eight keys to a vector (keys are columns of a tile's
 //! block), up to six queries by sixteen keys at once; weighted values go eight dims to a
-//! vector, up to six queries by sixteen dims at once. f16 caches are widened by F16C on load.
+//! vector, up to six queries by sixteen dims at once; a decode step's few queries go one at a
+//! time, a whole row of 64 at once. f16 caches are widened by F16C on load.
 
 use std::arch::x86_64::*;
 
@@ -45,6 +46,12 @@ impl Lanes for f16 {
 /// Queries per block: 6 x 2 accumulators, 2 loaded vectors and a broadcast fill 15 of the 16
 /// registers.
 const QUERIES: usize = 6;
+/// Up to this many queries (a decode step's KV group) go one at a time, eight vectors wide:
+/// each block of keys or values is then read in the order it lies in memory, a stream the
+/// hardware prefetches, where the six-by-two blocks visit its rows in strides and wait on
+/// memory for every line of a long history. The blocks are in the L1 cache for the second and
+/// third query.
+const FEW: usize = 3;
 
 /// [`super::portable::scores`].
 ///
@@ -64,9 +71,10 @@ pub(super) unsafe fn scores<E: Lanes>(
     let n = queries.len() / dim;
     assert!(dim.is_multiple_of(8) && width.is_multiple_of(8) && width <= KV_TILE);
     assert!(keys.len() >= dim * KV_TILE && out.len() >= n * KV_TILE);
+    let per_block = if n <= FEW { 1 } else { QUERIES };
     let mut i = 0;
     while i < n {
-        let b = (n - i).min(QUERIES);
+        let b = (n - i).min(per_block);
         let (q, o) = (queries[i * dim..].as_ptr(), out[i * KV_TILE..].as_mut_ptr());
         // SAFETY: queries `i..i + b` and their output rows are in bounds (checked above).
         unsafe {
@@ -96,8 +104,15 @@ unsafe fn score_block<E: Lanes, const B: usize>(
     out: *mut f32,
 ) {
     let mut j = 0;
+    // One query at a time takes whole rows of the block, which then streams from memory in
+    // order (see [`FEW`]).
+    while B == 1 && j + 64 <= width {
+        // SAFETY: the caller's contract; keys `j..j + 64` are inside the tile.
+        unsafe { score_keys::<E, B, 8>(q, dim, keys.add(j), scale, out.add(j)) };
+        j += 64;
+    }
     while j + 16 <= width {
-        // SAFETY: the caller's contract; keys `j..j + 16` are inside the tile.
+        // SAFETY: as above, keys `j..j + 16`.
         unsafe { score_keys::<E, B, 2>(q, dim, keys.add(j), scale, out.add(j)) };
         j += 16;
     }
@@ -170,9 +185,10 @@ pub(super) unsafe fn mix<E: Lanes>(
             && valid.iter().all(|&v| v <= KV_TILE)
             && valid.windows(2).all(|w| w[0] <= w[1])
     );
+    let per_block = if n <= FEW { 1 } else { QUERIES };
     let mut i = 0;
     while i < n {
-        let b = (n - i).min(QUERIES);
+        let b = (n - i).min(per_block);
         let (w, o, v) = (
             weights[i * KV_TILE..].as_ptr(),
             out[i * dim..].as_mut_ptr(),
@@ -206,8 +222,13 @@ unsafe fn mix_block<E: Lanes, const B: usize>(
     out: *mut f32,
 ) {
     let mut c = 0;
+    while B == 1 && c + 64 <= dim {
+        // SAFETY: the caller's contract; dims `c..c + 64` are inside each row.
+        unsafe { mix_dims::<E, B, 8>(w, valid, values.add(c), dim, out.add(c)) };
+        c += 64;
+    }
     while c + 16 <= dim {
-        // SAFETY: the caller's contract; dims `c..c + 16` are inside each row.
+        // SAFETY: as above, dims `c..c + 16`.
         unsafe { mix_dims::<E, B, 2>(w, valid, values.add(c), dim, out.add(c)) };
         c += 16;
     }
