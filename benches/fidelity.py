@@ -12,6 +12,10 @@ llama.cpp's libraries: see the README), in float32 as llama.cpp computes them; s
 ``Model.logits``, in a separate process per engine (the engine is chosen once per process).
 
     python benches/fidelity.py formats/*.gguf --llama-logits PATH [--candle] [--json]
+
+Long prompts: ``--ctx 6000 --last 256`` reads one chunk of 6,000 tokens (the text repeated to
+fill it) and judges its last 256 positions, where attention spans the whole prompt;
+``--kv-f32`` also measures smolgen with its f32 KV cache next to the default f16 one.
 """
 
 from __future__ import annotations
@@ -33,20 +37,31 @@ TEXT = HERE / "data" / "held_out.txt"
 LOGITS = (
     "import sys, numpy as np, smolgen\n"
     "m = smolgen.load(sys.argv[1], threads=2)\n"
-    "chunks = np.load(sys.argv[3])\n"
-    "np.save(sys.argv[2], np.stack([m.logits([int(t) for t in c], 'all') for c in chunks]))\n"
+    "chunks, last = np.load(sys.argv[3]), int(sys.argv[4])\n"
+    "rows = [m.logits([int(t) for t in c], 'all')[-last:] for c in chunks]\n"
+    "np.save(sys.argv[2], np.stack(rows))\n"
 )
+#: Engines measured in a process of their own, and the environment that selects them.
+ENGINES = {
+    "smolgen": {"SMOLGEN_ENGINE": "auto"},
+    "smolgen-f32kv": {"SMOLGEN_ENGINE": "auto", "SMOLGEN_KV_CACHE": "f32"},
+    "candle": {"SMOLGEN_ENGINE": "candle"},
+}
 
 
-def llama_logprobs(binary: str, path: Path, chunks: np.ndarray, work: Path) -> np.ndarray:
-    """llama.cpp's log-probabilities ``[chunks, ctx, vocab]`` for the same chunks."""
+def llama_logprobs(
+    binary: str, path: Path, chunks: np.ndarray, last: int, work: Path
+) -> np.ndarray:
+    """llama.cpp's log-probabilities ``[chunks, last, vocab]`` for the same chunks."""
     chunks.astype("<i4").tofile(work / "chunks.i32")
+    ctx = chunks.shape[1]
+    out = work / "out.f32"
     subprocess.run(
-        [binary, str(path), str(work / "chunks.i32"), str(chunks.shape[1]), str(work / "out.f32")],
+        [binary, str(path), str(work / "chunks.i32"), str(ctx), str(out), "2", str(last)],
         capture_output=True,
         check=True,
     )
-    logits = np.fromfile(work / "out.f32", "<f4").reshape(*chunks.shape, -1)
+    logits = np.fromfile(out, "<f4").reshape(chunks.shape[0], last, -1)
     return log_softmax(logits.astype(np.float64))
 
 
@@ -55,7 +70,9 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def smolgen_logprobs(path: Path, chunks: np.ndarray, engine: str, work: Path) -> np.ndarray:
+def smolgen_logprobs(
+    path: Path, chunks: np.ndarray, last: int, engine: str, work: Path
+) -> np.ndarray:
     np.save(work / "chunks.npy", chunks)
     subprocess.run(
         [
@@ -65,31 +82,40 @@ def smolgen_logprobs(path: Path, chunks: np.ndarray, engine: str, work: Path) ->
             str(path),
             str(work / "logits.npy"),
             str(work / "chunks.npy"),
+            str(last),
         ],
-        env={**os.environ, "SMOLGEN_ENGINE": "auto" if engine == "smolgen" else engine},
+        env={**os.environ, **ENGINES[engine]},
         check=True,
     )
     return log_softmax(np.load(work / "logits.npy").astype(np.float64))
 
 
-def closeness(path: Path, ctx: int, llama_logits: str | None, engines: list[str]) -> dict:
+def closeness(
+    path: Path, ctx: int, last: int | None, llama_logits: str | None, engines: list[str]
+) -> dict:
     import smolgen
     from reference_llama import forward, load_gguf_weights
 
     ids = smolgen.Tokenizer.load(path).encode(TEXT.read_text())
+    if len(ids) < ctx:  # a long prompt: the text repeated to fill it
+        ids = (ids * (ctx // len(ids) + 1))[:ctx]
     n = len(ids) // ctx
     chunks = np.array(ids[: n * ctx], np.int32).reshape(n, ctx)
+    last = last or ctx
     found: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if llama_logits:
-            found["llama.cpp"] = llama_logprobs(llama_logits, path, chunks, work)
+            found["llama.cpp"] = llama_logprobs(llama_logits, path, chunks, last, work)
         for engine in engines:
-            found[engine] = smolgen_logprobs(path, chunks, engine, work)
+            found[engine] = smolgen_logprobs(path, chunks, last, engine, work)
 
     weights, cfg = load_gguf_weights(str(path))
     exact = np.stack(
-        [log_softmax(forward(weights, cfg, [int(t) for t in c], interleaved=True)) for c in chunks]
+        [
+            log_softmax(forward(weights, cfg, [int(t) for t in c], interleaved=True, last=last))
+            for c in chunks
+        ]
     )
     p = np.exp(exact)
     row: dict = {"file": path.name, "positions": int(exact.shape[0] * exact.shape[1])}
@@ -107,12 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--llama-logits", default=None, help="the llama_logits binary (see the README)")
     p.add_argument("--candle", action="store_true", help="also measure the candle engine")
     p.add_argument("--ctx", type=int, default=128, help="tokens per chunk (default: 128)")
+    p.add_argument("--last", type=int, default=None, help="judge only each chunk's last positions")
+    p.add_argument(
+        "--kv-f32", action="store_true", help="also measure smolgen with its f32 KV cache"
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    engines = ["smolgen"] + (["candle"] if args.candle else [])
+    engines = (
+        ["smolgen"]
+        + (["smolgen-f32kv"] if args.kv_f32 else [])
+        + (["candle"] if args.candle else [])
+    )
     rows = []
     for f in args.files:
-        row = closeness(f, args.ctx, args.llama_logits, engines)
+        row = closeness(f, args.ctx, args.last, args.llama_logits, engines)
         rows.append(row)
         if not args.json:
             print(json.dumps(row), file=sys.stderr)

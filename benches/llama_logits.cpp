@@ -2,11 +2,12 @@
 // peer's side of benches/fidelity.py. Built against the llama.cpp sources and libraries of the
 // llama-cpp-python sdist (see benches/README.md); not part of the package.
 //
-//   llama_logits MODEL.gguf CHUNKS.i32 CTX OUT.f32 [THREADS]
+//   llama_logits MODEL.gguf CHUNKS.i32 CTX OUT.f32 [THREADS [LAST]]
 //
-// CHUNKS.i32 holds n * CTX little-endian int32 token ids; OUT.f32 receives n * CTX * n_vocab
-// floats. Each chunk is decoded in one batch from an empty cache, with llama.cpp's default
-// context settings otherwise.
+// CHUNKS.i32 holds n * CTX little-endian int32 token ids; OUT.f32 receives n * LAST * n_vocab
+// floats, the logits of the last LAST positions of each chunk (default: all CTX). Each chunk is
+// decoded in one batch from an empty cache, with llama.cpp's default context settings
+// otherwise.
 #include "llama.h"
 
 #include <cstdio>
@@ -20,12 +21,13 @@ static int fail(const char * what) {
 
 int main(int argc, char ** argv) {
     if (argc < 5) {
-        return fail("usage: llama_logits MODEL.gguf CHUNKS.i32 CTX OUT.f32 [THREADS]");
+        return fail("usage: llama_logits MODEL.gguf CHUNKS.i32 CTX OUT.f32 [THREADS [LAST]]");
     }
     const int ctx_len = std::atoi(argv[3]);
     const int threads = argc > 5 ? std::atoi(argv[5]) : 2;
-    if (ctx_len <= 0 || threads <= 0) {
-        return fail("CTX and THREADS must be positive");
+    const int last = argc > 6 ? std::atoi(argv[6]) : ctx_len;
+    if (ctx_len <= 0 || threads <= 0 || last <= 0 || last > ctx_len) {
+        return fail("CTX and THREADS must be positive, LAST in 1..=CTX");
     }
 
     std::FILE * in = std::fopen(argv[2], "rb");
@@ -72,12 +74,12 @@ int main(int argc, char ** argv) {
             batch.pos[i] = i;
             batch.n_seq_id[i] = 1;
             batch.seq_id[i][0] = 0;
-            batch.logits[i] = 1;
+            batch.logits[i] = i >= ctx_len - last;
         }
         if (llama_decode(ctx, batch) != 0) {
             return fail("decode failed");
         }
-        for (int i = 0; i < ctx_len; ++i) {
+        for (int i = ctx_len - last; i < ctx_len; ++i) {
             const float * logits = llama_get_logits_ith(ctx, i);
             if (std::fwrite(logits, sizeof(float), n_vocab, out) != size_t(n_vocab)) {
                 return fail("cannot write the logits");

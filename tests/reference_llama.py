@@ -54,6 +54,23 @@ def rope(x: np.ndarray, positions: np.ndarray, theta: float, interleaved: bool) 
     return out
 
 
+def causal_attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, rep: int) -> np.ndarray:
+    """The same attention as :func:`forward`'s with the weights kept, by matrix products per
+    head over blocks of queries, so that long prompts cost ``t x block`` memory, not
+    ``heads x t x t``. ``q`` is ``[t, heads, d]``, ``k`` and ``v`` ``[t, kv_heads, d]``."""
+    t, heads, d = q.shape
+    y = np.empty_like(q)
+    block = 512
+    for h in range(heads):
+        kh, vh = k[:, h // rep], v[:, h // rep]
+        for start in range(0, t, block):
+            stop = min(start + block, t)
+            s = q[start:stop, h] @ kh[:stop].T / np.sqrt(d)  # [block, keys]
+            s[np.arange(stop - start)[:, None] + start < np.arange(stop)[None, :]] = -np.inf
+            y[start:stop, h] = softmax(s) @ vh[:stop]
+    return y.reshape(t, -1)
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -67,10 +84,12 @@ def forward(
     interleaved: bool,
     attention: list[np.ndarray] | None = None,
     kv_dtype: type | None = None,
+    last: int | None = None,
 ) -> np.ndarray:
-    """Logits ``[len(ids), vocab]`` for every position. Appends each layer's attention weights
-    ``[heads, t, t]`` to ``attention`` when given. With ``kv_dtype`` (``np.float16``), keys and
-    values are rounded to it, as a KV cache in that format holds them."""
+    """Logits ``[len(ids), vocab]`` for every position, or for the ``last`` ones only. Appends
+    each layer's attention weights ``[heads, t, t]`` to ``attention`` when given. With
+    ``kv_dtype`` (``np.float16``), keys and values are rounded to it, as a KV cache in that
+    format holds them."""
     t, hd = len(ids), cfg.head_dim
     rep = cfg.num_heads // cfg.num_kv_heads
     positions = np.arange(t, dtype=np.float64)
@@ -86,16 +105,20 @@ def forward(
         k = rope(k, positions, cfg.rope_theta, interleaved)
         if kv_dtype is not None:
             k, v = (a.astype(np.float32).astype(kv_dtype).astype(np.float64) for a in (k, v))
-        k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)  # one KV head per query head
-        weights = softmax(np.einsum("qhd,khd->hqk", q, k) / np.sqrt(hd) + causal)
         if attention is not None:
+            kr, vr = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)  # per query head
+            weights = softmax(np.einsum("qhd,khd->hqk", q, kr) / np.sqrt(hd) + causal)
             attention.append(weights)
-        y = np.einsum("hqk,khd->qhd", weights, v).reshape(t, -1)
+            y = np.einsum("hqk,khd->qhd", weights, vr).reshape(t, -1)
+        else:
+            y = causal_attention(q, k, v, rep)
         x = x + y @ w[p + "attn_output.weight"].T
         h = rms_norm(x, w[p + "ffn_norm.weight"], cfg.rms_norm_eps)
         gate = h @ w[p + "ffn_gate.weight"].T
         up = h @ w[p + "ffn_up.weight"].T
         x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
+    if last is not None:
+        x = x[-last:]
     x = rms_norm(x, w["output_norm.weight"], cfg.rms_norm_eps)
     head = w.get("output.weight", w["token_embd.weight"])  # tied embeddings
     return x @ head.T

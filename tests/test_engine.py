@@ -123,7 +123,9 @@ def test_the_f32_kv_cache_is_the_precise_path(tiny_dir, tiny_weights, tmp_path):
     model = smolgen.load(tiny_dir)
     text = "The f32 cache, then the f16 one"
     ids = model.tokenize(text)
-    precise, _ = _logits_in_a_process(tiny_dir, text, {"SMOLGEN_KV_CACHE": "f32"}, tmp_path / "a.npy")
+    precise, _ = _logits_in_a_process(
+        tiny_dir, text, {"SMOLGEN_KV_CACHE": "f32"}, tmp_path / "a.npy"
+    )
     exact = forward(tiny_weights, tiny_llama.CONFIG, ids, interleaved=False)
     np.testing.assert_allclose(precise, exact, atol=2e-4, rtol=1e-4)
     half = model.logits(ids, positions="all")
