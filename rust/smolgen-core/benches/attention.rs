@@ -8,8 +8,24 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use smolgen_core::cache::kv::{KvCache, KvFormat};
+use smolgen_core::cache::kv::{HostKv, KvCache, KvFormat};
 use smolgen_core::engine::attention::{attend_unit, Heads, Unit, UnitScratch};
+
+/// One position's attention, every query head, after the `kv.len() - 1` before it.
+fn decode_step(kv: HostKv<'_>, heads: Heads, q: &[f32], scratch: &mut UnitScratch) -> f32 {
+    let mut sum = 0f32;
+    for group in 0..heads.kv {
+        let unit = Unit {
+            q,
+            pos: kv.len() - 1,
+            rows: (0, 1),
+            group,
+            heads,
+        };
+        attend_unit(&unit, kv, scratch, |_, _, y| sum += y[0]);
+    }
+    sum
+}
 
 fn bench_attention(c: &mut Criterion) {
     let heads = Heads {
@@ -46,20 +62,7 @@ fn bench_attention(c: &mut Criterion) {
                 (2 * context * width * format.bytes()) as u64,
             ));
             group.bench_function("decode_step", |b| {
-                b.iter(|| {
-                    let mut sum = 0f32;
-                    for g in 0..heads.kv {
-                        let unit = Unit {
-                            q: &q,
-                            pos: context - 1,
-                            rows: (0, 1),
-                            group: g,
-                            heads,
-                        };
-                        attend_unit(&unit, kv, &mut scratch, |_, _, y| sum += y[0]);
-                    }
-                    black_box(sum)
-                })
+                b.iter(|| black_box(decode_step(kv, heads, &q, &mut scratch)))
             });
             // Query-key pairs of 16 rows x 3 query heads of one group.
             group.throughput(Throughput::Elements((rows * 3 * context) as u64));
@@ -103,16 +106,7 @@ fn bench_attention(c: &mut Criterion) {
                 let mut sum = 0f32;
                 for cache in &layers {
                     let kv = cache.host_layer(0, context).expect("rows");
-                    for g in 0..heads.kv {
-                        let unit = Unit {
-                            q: &q,
-                            pos: context - 1,
-                            rows: (0, 1),
-                            group: g,
-                            heads,
-                        };
-                        attend_unit(&unit, kv, &mut scratch, |_, _, y| sum += y[0]);
-                    }
+                    sum += decode_step(kv, heads, &q, &mut scratch);
                 }
                 black_box(sum)
             })
