@@ -7,7 +7,7 @@
 //! of fused multiply-adds over the head dimension, in order), their maximum, the weights
 //! `e^(score - max)`, their sum (eight lane sums added in a fixed order) and the weighted sum of
 //! the tile's values (one chain per output over the keys in order). A query's partials are then
-//! folded in tile order ([`merge`]) and the output divided by the final sum.
+//! folded in tile order (`merge`) and the output divided by the final sum.
 //!
 //! Everything a query's result depends on is its own position and the tile grid, which is fixed
 //! by absolute position: not the rows it shares a unit with, how the prompt was split between
@@ -16,7 +16,7 @@
 //! time, which is what lets the prefix cache give the tokens of a full prefill.
 //!
 //! The scores and the weighted values run on AVX2 with FMA and F16C where the CPU has them
-//! ([`x86`]), elsewhere on portable loops with the same arithmetic ([`portable`]).
+//! (`x86.rs`), elsewhere on portable loops with the same arithmetic (`portable.rs`).
 
 use std::ops::Range;
 
