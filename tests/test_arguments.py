@@ -135,8 +135,11 @@ def test_a_stream_steps_in_one_place_at_a_time(model):
 
 
 CHILD = """
-import sys, time, smolgen
+import signal, sys, time, smolgen
 from smolgen.bench import no_stop_bias
+# A shell that starts a job in the background makes it ignore SIGINT, and children inherit
+# that: Ctrl-C must reach this one as it does an interactive process.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 model = smolgen.load(sys.argv[1], threads=1)
 print("ready", flush=True)
 t0 = time.monotonic()
@@ -170,7 +173,12 @@ def test_ctrl_c_stops_a_long_generate_within_a_step(smollm2_gguf):
     time.sleep(1.0)
     sent = time.monotonic()
     child.send_signal(signal.SIGINT)
-    out, err = child.communicate(timeout=60)
+    try:
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:  # never left running (its pipes closed) when this fails
+            child.kill()
+            child.communicate()
     waited = time.monotonic() - sent
     assert child.returncode == 0, err
     assert "interrupted after" in out and "still usable 2" in out, out
