@@ -4,7 +4,6 @@ tiny random Llama written by the tests in every format smolgen reads."""
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -15,22 +14,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # The fuzzers' tests assert inside the shared driver; show those failures as pytest shows its own.
 pytest.register_assert_rewrite("fuzz_driver")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """matplotlib builds its font cache on first import and leaves a font file to the garbage
-    collector, which the tests' warnings-as-errors would pin on whichever test first plots. On a
-    fresh machine, build it here instead, its warnings ignored."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import gc
-
-            import matplotlib.font_manager  # noqa: F401
-
-            gc.collect()
-        except ImportError:
-            pass
 
 
 @pytest.fixture(scope="session")
