@@ -233,10 +233,10 @@ def test_percentile_and_batch_parsing():
     assert bench.percentile([3.0], 95) == 3.0
     assert bench.percentile([1.0, 2.0, 3.0, 4.0, 5.0], 50) == 3.0
     assert bench.percentile([0.0, 10.0], 95) == 10.0  # nearest rank: one of the values
-    assert bench.parse_batch_sizes("1, 2,4,8") == [1, 2, 4, 8]
+    assert bench.parse_counts("1, 2,4,8") == [1, 2, 4, 8]
     for bad in ("", "0", "-1", "a", "1,,2"):
         with pytest.raises(smolgen.InvalidArgumentError):
-            bench.parse_batch_sizes(bad)
+            bench.parse_counts(bad)
     with pytest.raises(smolgen.InvalidArgumentError):
         bench.check_options(gen_tokens=1)
     with pytest.raises(smolgen.InvalidArgumentError):

@@ -369,9 +369,10 @@ def check_options(
         raise InvalidArgumentError(f"contexts must be positive integers, got {list(contexts)!r}")
 
 
-def parse_batch_sizes(text: str, option: str = "--batch", example: str = "1,2,4,8") -> list[int]:
-    """``"1,2,4,8"`` -> ``[1, 2, 4, 8]``; anything but positive integers is an
-    :class:`InvalidArgumentError` naming ``option``."""
+def parse_counts(text: str, option: str = "--batch", example: str = "1,2,4,8") -> list[int]:
+    """A comma-separated list of positive integers (``--batch``'s sizes, ``--context``'s depths):
+    ``"1,2,4,8"`` -> ``[1, 2, 4, 8]``; anything else is an :class:`InvalidArgumentError` naming
+    ``option``."""
     parts = [p.strip() for p in text.split(",")]
     try:
         sizes = [int(p) for p in parts]

@@ -66,7 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import check_options, parse_batch_sizes, run_bench
+    from ..bench import check_options, parse_counts, run_bench
     from ..hub import resolve
 
     options: dict[str, Any] = {
@@ -74,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
         "prompt_tokens": args.prompt_tokens,
         "gen_tokens": args.gen_tokens,
         "repeats": args.repeats,
-        "batch_sizes": parse_batch_sizes(args.batch),
+        "batch_sizes": parse_counts(args.batch),
         "contexts": (
-            parse_batch_sizes(args.context, "--context", "512,2048,6000") if args.context else []
+            parse_counts(args.context, "--context", "512,2048,6000") if args.context else []
         ),
     }
     check_options(**options)  # before loading anything
