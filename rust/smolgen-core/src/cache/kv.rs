@@ -3,10 +3,12 @@
 //! Buffers start small and double when full (up to the context window), so a short chat does
 //! not reserve the memory of an 8K-token one.
 //!
-//! On the CPU a layer is a run of tiles of [`KV_TILE`] positions, each tile one block per KV
-//! head, in the order attention reads them: a block of keys is `[head_dim][KV_TILE]` (a key is
-//! a column, so the scores of several keys at once are one vector), a block of values
-//! `[KV_TILE][head_dim]`. Growing appends tiles. The format is f16 by default ([`KvFormat`]).
+//! On the CPU a layer holds, for each KV head, a run of tiles of [`KV_TILE`] positions, one
+//! block per tile, in the order attention reads them: a block of keys is `[head_dim][KV_TILE]`
+//! (a key is a column, so the scores of several keys at once are one vector), a block of values
+//! `[KV_TILE][head_dim]`. A head's history is thus one stretch of memory, which the hardware
+//! streams in order; growing moves each head's run to its larger place. The format is f16 by
+//! default ([`KvFormat`]).
 //! On an accelerator they are candle tensors `[1, kv_heads, capacity, head_dim]`.
 
 use candle_core::{DType, Tensor};
@@ -51,18 +53,29 @@ impl HostBuf {
         }
     }
 
-    /// A buffer of `n` elements beginning with the first `keep` of this one.
-    fn regrown(&self, n: usize, keep: usize) -> HostBuf {
-        fn copy<E: Copy + Default>(v: &[E], n: usize, keep: usize) -> Vec<E> {
+    /// A buffer of `heads` runs of `tiles` blocks of `block` elements each, every head's run
+    /// beginning with its first `keep` blocks here (runs of `len / heads` blocks).
+    fn regrown(&self, heads: usize, block: usize, tiles: usize, keep: usize) -> HostBuf {
+        fn copy<E: Copy + Default>(
+            v: &[E],
+            heads: usize,
+            block: usize,
+            tiles: usize,
+            keep: usize,
+        ) -> Vec<E> {
             // A fresh zeroed allocation comes from the OS untouched: pages past what is
             // copied are never faulted in.
-            let mut grown = vec![E::default(); n];
-            grown[..keep].copy_from_slice(&v[..keep]);
+            let mut grown = vec![E::default(); heads * tiles * block];
+            let old_tiles = v.len() / (heads * block);
+            for h in 0..heads {
+                let src = &v[h * old_tiles * block..][..keep * block];
+                grown[h * tiles * block..][..keep * block].copy_from_slice(src);
+            }
             grown
         }
         match self {
-            HostBuf::F16(v) => HostBuf::F16(copy(v, n, keep)),
-            HostBuf::F32(v) => HostBuf::F32(copy(v, n, keep)),
+            HostBuf::F16(v) => HostBuf::F16(copy(v, heads, block, tiles, keep)),
+            HostBuf::F32(v) => HostBuf::F32(copy(v, heads, block, tiles, keep)),
         }
     }
 }
@@ -70,7 +83,7 @@ impl HostBuf {
 #[derive(Debug, Clone)]
 enum LayerKv {
     Empty,
-    /// Whole tiles: `tiles * heads * dim * KV_TILE` elements each; only the first `len`
+    /// Whole tiles: `heads * tiles * dim * KV_TILE` elements each; only the first `len`
     /// positions are meaningful.
     Host {
         keys: HostBuf,
@@ -93,10 +106,13 @@ pub struct KvTiles<'a, E> {
     pub heads: usize,
     pub dim: usize,
     pub len: usize,
+    /// Tiles each head's run has room for.
+    capacity: usize,
 }
 
 impl<'a, E: KvElement> KvTiles<'a, E> {
-    /// A view of tiled buffers holding at least `len` positions of `heads` heads of `dim`.
+    /// A view of tiled buffers (runs of whole tiles for `heads` heads of `dim`, all the same
+    /// length) holding at least `len` positions.
     pub fn new(
         keys: &'a [E],
         values: &'a [E],
@@ -104,8 +120,14 @@ impl<'a, E: KvElement> KvTiles<'a, E> {
         dim: usize,
         len: usize,
     ) -> Result<Self> {
-        let needed = len.div_ceil(KV_TILE) * heads * dim * KV_TILE;
-        if heads == 0 || dim == 0 || keys.len() < needed || values.len() < needed {
+        let run = heads * dim * KV_TILE;
+        let capacity = keys.len().checked_div(run).unwrap_or(0);
+        if heads == 0
+            || dim == 0
+            || keys.len() != capacity * run
+            || values.len() != keys.len()
+            || capacity < len.div_ceil(KV_TILE)
+        {
             return Err(Error::invalid(format!(
                 "KV tiles of {} and {} elements cannot hold {len} positions of {heads} x {dim}",
                 keys.len(),
@@ -118,6 +140,7 @@ impl<'a, E: KvElement> KvTiles<'a, E> {
             heads,
             dim,
             len,
+            capacity,
         })
     }
 
@@ -128,7 +151,7 @@ impl<'a, E: KvElement> KvTiles<'a, E> {
 
     fn block(&self, tile: usize, head: usize) -> std::ops::Range<usize> {
         let size = self.dim * KV_TILE;
-        let start = (tile * self.heads + head) * size;
+        let start = (head * self.capacity + tile) * size;
         start..start + size
     }
 
@@ -208,6 +231,7 @@ fn scatter<E: KvElement>(
 ) {
     let width = heads * dim;
     let size = dim * KV_TILE;
+    let capacity = keys.len() / (heads * size);
     for (i, (k, v)) in new_keys
         .chunks_exact(width)
         .zip(new_values.chunks_exact(width))
@@ -216,7 +240,7 @@ fn scatter<E: KvElement>(
         let p = first + i;
         let (tile, col) = (p / KV_TILE, p % KV_TILE);
         for h in 0..heads {
-            let block = (tile * heads + h) * size;
+            let block = (h * capacity + tile) * size;
             let (k, v) = (&k[h * dim..][..dim], &v[h * dim..][..dim]);
             for (d, &x) in k.iter().enumerate() {
                 keys[block + d * KV_TILE + col] = E::from_f32(x);
@@ -304,11 +328,11 @@ impl KvCache {
                         heads,
                         dim,
                     } => {
-                        let per_position = heads * dim;
-                        let keep = len.div_ceil(KV_TILE) * KV_TILE * per_position;
+                        let (block, keep) = (dim * KV_TILE, len.div_ceil(KV_TILE));
+                        let tiles = capacity / KV_TILE;
                         LayerKv::Host {
-                            keys: keys.regrown(capacity * per_position, keep),
-                            values: values.regrown(capacity * per_position, keep),
+                            keys: keys.regrown(*heads, block, tiles, keep),
+                            values: values.regrown(*heads, block, tiles, keep),
                             heads: *heads,
                             dim: *dim,
                         }
@@ -400,9 +424,10 @@ impl KvCache {
                 dim: d,
             } if (*h, *d) == (heads, dim) => {
                 if keys.len() < needed.next_multiple_of(KV_TILE) * width {
-                    let keep = self.len.div_ceil(KV_TILE) * KV_TILE * width;
-                    *keys = keys.regrown(capacity * width, keep);
-                    *values = values.regrown(capacity * width, keep);
+                    let (block, keep) = (dim * KV_TILE, self.len.div_ceil(KV_TILE));
+                    let tiles = capacity / KV_TILE;
+                    *keys = keys.regrown(heads, block, tiles, keep);
+                    *values = values.regrown(heads, block, tiles, keep);
                 }
                 let shape = (heads, dim);
                 match (keys, values) {

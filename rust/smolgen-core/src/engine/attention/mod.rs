@@ -226,13 +226,16 @@ fn tile_partials<E: Element>(
     let width = seen(n - 1).next_multiple_of(8).min(KV_TILE);
     let scale = 1.0 / (dim as f32).sqrt();
     let (keys, values) = (kv.keys(tile, unit.group), kv.values(tile, unit.group));
+    let next = (tile + 1 < unit.tiles()).then_some(tile + 1);
+    let next_keys = next.map(|t| kv.keys(t, unit.group));
+    let next_values = next.map(|t| kv.values(t, unit.group));
     let queries = &s.queries[first * dim..n * dim];
     let out = &mut s.scores[first * KV_TILE..n * KV_TILE];
     match path {
         Path::Portable => portable::scores(queries, dim, keys, width, scale, out),
         // SAFETY: `x86::available()` was true (the path says so); `dim` is a multiple of 8.
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { x86::scores(queries, dim, keys, width, scale, out) },
+        Path::Avx2 => unsafe { x86::scores(queries, dim, keys, next_keys, width, scale, out) },
     }
     for i in first..n {
         let v = seen(i);
@@ -254,7 +257,7 @@ fn tile_partials<E: Element>(
         Path::Portable => portable::mix(weights, valid, values, dim, out),
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { x86::mix(weights, valid, values, dim, out) },
+        Path::Avx2 => unsafe { x86::mix(weights, valid, values, next_values, dim, out) },
     }
     first
 }

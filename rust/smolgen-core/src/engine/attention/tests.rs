@@ -161,14 +161,16 @@ fn the_avx2_products_give_the_portable_bits() {
                 let keys: Vec<E> = (0..dim * KV_TILE)
                     .map(|_| E::from_f32(magnitude * lcg(seed)))
                     .collect();
-                for n in [1, 3, 6, 7, 13] {
+                for n in [1, 2, 3, 6, 7, 13] {
                     let q: Vec<f32> = (0..n * dim).map(|_| magnitude * lcg(seed)).collect();
+                    // Fetching a next block ahead changes nothing but timing.
+                    let next = n.is_multiple_of(2).then_some(&keys[..]);
                     for width in [8, 16, 24, 56, 64] {
                         let mut a = vec![0f32; n * KV_TILE];
                         let mut b = vec![0f32; n * KV_TILE];
                         portable::scores(&q, dim, &keys, width, 0.125, &mut a);
                         // SAFETY: checked above; the sizes are the function's contract.
-                        unsafe { x86::scores(&q, dim, &keys, width, 0.125, &mut b) };
+                        unsafe { x86::scores(&q, dim, &keys, next, width, 0.125, &mut b) };
                         assert_eq!(a, b, "scores dim {dim} n {n} width {width}");
                     }
                     let weights: Vec<f32> = (0..n * KV_TILE).map(|_| lcg(seed) + 0.5).collect();
@@ -183,7 +185,7 @@ fn the_avx2_products_give_the_portable_bits() {
                     let mut b = vec![0f32; n * dim];
                     portable::mix(&weights, &valid, &keys, dim, &mut a);
                     // SAFETY: as above.
-                    unsafe { x86::mix(&weights, &valid, &keys, dim, &mut b) };
+                    unsafe { x86::mix(&weights, &valid, &keys, next, dim, &mut b) };
                     assert_eq!(a, b, "mix dim {dim} n {n} valid {valid:?}");
                 }
             }

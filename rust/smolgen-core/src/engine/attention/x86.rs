@@ -1,8 +1,10 @@
 //! [`super::portable`]'s products in 256-bit vectors: the same fused multiply-adds in the same
 //! order, so the same bits. Scores go eight keys to a vector (keys are columns of a tile's
 //! block), up to six queries by sixteen keys at once; weighted values go eight dims to a
-//! vector, up to six queries by sixteen dims at once; a decode step's few queries go one at a
-//! time, a whole row of 64 at once. f16 caches are widened by F16C on load.
+//! vector, up to six queries by sixteen dims at once; a decode step's KV group (up to three
+//! queries) goes together, 32 keys or dims at once, and a lone query a whole row of 64. f16
+//! caches are widened by F16C on load, once for all the queries of a block. While a decode
+//! step computes one tile, the next is fetched (`Ahead`).
 
 use std::arch::x86_64::*;
 
@@ -46,12 +48,66 @@ impl Lanes for f16 {
 /// Queries per block: 6 x 2 accumulators, 2 loaded vectors and a broadcast fill 15 of the 16
 /// registers.
 const QUERIES: usize = 6;
-/// Up to this many queries (a decode step's KV group) go one at a time, eight vectors wide:
-/// each block of keys or values is then read in the order it lies in memory, a stream the
-/// hardware prefetches, where the six-by-two blocks visit its rows in strides and wait on
-/// memory for every line of a long history. The blocks are in the L1 cache for the second and
-/// third query.
+/// Up to this many queries (a decode step's KV group) go in one block, four vectors wide (a
+/// lone query eight): each 64-byte line of an f16 block is then used whole by one pass, where
+/// the six-by-two blocks come back to each line four times.
 const FEW: usize = 3;
+
+/// The same slab of the next tile's block, or nothing: while one tile is computed, the lines
+/// its loads touch are requested for the next, spread over the loop, so a history that streams
+/// from memory arrives ahead of its use (the hardware's prefetchers stop at every 4 KiB page,
+/// and a unit's blocks lie pages apart).
+#[derive(Clone, Copy)]
+struct Ahead<E> {
+    block: *const E,
+    /// The slab's first column (of keys) or dim (of values) within its row.
+    offset: usize,
+}
+
+impl<E: Lanes> Ahead<E> {
+    /// Only the first block of queries fetches: the others find the lines already requested.
+    fn first_block(next: Option<&[E]>, first_query: usize) -> Ahead<E> {
+        let block = match next {
+            Some(b) if first_query == 0 => b.as_ptr(),
+            _ => std::ptr::null(),
+        };
+        Ahead { block, offset: 0 }
+    }
+
+    fn at(self, offset: usize) -> Ahead<E> {
+        Ahead {
+            block: self.block,
+            offset: self.offset + offset,
+        }
+    }
+
+    /// Requests the lines that begin among the slab's `8 * V` elements of the row at `row`.
+    ///
+    /// # Safety
+    /// The block, when there is one, holds the row.
+    #[inline(always)]
+    unsafe fn fetch<const V: usize>(self, row: usize) {
+        if self.block.is_null() {
+            return;
+        }
+        let per_line = 64 / std::mem::size_of::<E>();
+        for v in 0..V {
+            let at = self.offset + 8 * v;
+            if at.is_multiple_of(per_line) {
+                // SAFETY: the caller's contract; a prefetch does not fault in any case.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(self.block.add(row + at).cast()) };
+            }
+        }
+    }
+}
+
+/// Whether a block of `B` rows by `V` vectors keeps its `V` loaded vectors in registers (and
+/// broadcasts one row's scalar at a time) rather than its `B` broadcasts (and loads one vector
+/// at a time): whichever fits the 16 registers beside the `B * V` accumulators. A spilled
+/// accumulator puts a store and a reload in its chain of multiply-adds.
+const fn keys_first<const B: usize, const V: usize>() -> bool {
+    V + 1 + B * V <= 16 || V <= B
+}
 
 /// [`super::portable::scores`].
 ///
@@ -64,6 +120,7 @@ pub(super) unsafe fn scores<E: Lanes>(
     queries: &[f32],
     dim: usize,
     keys: &[E],
+    next: Option<&[E]>,
     width: usize,
     scale: f32,
     out: &mut [f32],
@@ -71,20 +128,22 @@ pub(super) unsafe fn scores<E: Lanes>(
     let n = queries.len() / dim;
     assert!(dim.is_multiple_of(8) && width.is_multiple_of(8) && width <= KV_TILE);
     assert!(keys.len() >= dim * KV_TILE && out.len() >= n * KV_TILE);
-    let per_block = if n <= FEW { 1 } else { QUERIES };
+    assert!(next.is_none_or(|b| b.len() >= dim * KV_TILE));
+    let per_block = if n <= FEW { n } else { QUERIES };
     let mut i = 0;
     while i < n {
         let b = (n - i).min(per_block);
         let (q, o) = (queries[i * dim..].as_ptr(), out[i * KV_TILE..].as_mut_ptr());
+        let next = Ahead::first_block(next, i);
         // SAFETY: queries `i..i + b` and their output rows are in bounds (checked above).
         unsafe {
             match b {
-                6 => score_block::<E, 6>(q, dim, keys.as_ptr(), width, scale, o),
-                5 => score_block::<E, 5>(q, dim, keys.as_ptr(), width, scale, o),
-                4 => score_block::<E, 4>(q, dim, keys.as_ptr(), width, scale, o),
-                3 => score_block::<E, 3>(q, dim, keys.as_ptr(), width, scale, o),
-                2 => score_block::<E, 2>(q, dim, keys.as_ptr(), width, scale, o),
-                _ => score_block::<E, 1>(q, dim, keys.as_ptr(), width, scale, o),
+                6 => score_block::<E, 6>(q, dim, keys.as_ptr(), next, width, scale, o),
+                5 => score_block::<E, 5>(q, dim, keys.as_ptr(), next, width, scale, o),
+                4 => score_block::<E, 4>(q, dim, keys.as_ptr(), next, width, scale, o),
+                3 => score_block::<E, 3>(q, dim, keys.as_ptr(), next, width, scale, o),
+                2 => score_block::<E, 2>(q, dim, keys.as_ptr(), next, width, scale, o),
+                _ => score_block::<E, 1>(q, dim, keys.as_ptr(), next, width, scale, o),
             }
         }
         i += b;
@@ -99,6 +158,7 @@ unsafe fn score_block<E: Lanes, const B: usize>(
     q: *const f32,
     dim: usize,
     keys: *const E,
+    next: Ahead<E>,
     width: usize,
     scale: f32,
     out: *mut f32,
@@ -108,17 +168,22 @@ unsafe fn score_block<E: Lanes, const B: usize>(
     // order (see [`FEW`]).
     while B == 1 && j + 64 <= width {
         // SAFETY: the caller's contract; keys `j..j + 64` are inside the tile.
-        unsafe { score_keys::<E, B, 8>(q, dim, keys.add(j), scale, out.add(j)) };
+        unsafe { score_keys::<E, B, 8>(q, dim, keys.add(j), next.at(j), scale, out.add(j)) };
         j += 64;
+    }
+    while B <= FEW && j + 32 <= width {
+        // SAFETY: as above, keys `j..j + 32`.
+        unsafe { score_keys::<E, B, 4>(q, dim, keys.add(j), next.at(j), scale, out.add(j)) };
+        j += 32;
     }
     while j + 16 <= width {
         // SAFETY: as above, keys `j..j + 16`.
-        unsafe { score_keys::<E, B, 2>(q, dim, keys.add(j), scale, out.add(j)) };
+        unsafe { score_keys::<E, B, 2>(q, dim, keys.add(j), next.at(j), scale, out.add(j)) };
         j += 16;
     }
     if j < width {
         // SAFETY: as above, keys `j..j + 8`.
-        unsafe { score_keys::<E, B, 1>(q, dim, keys.add(j), scale, out.add(j)) };
+        unsafe { score_keys::<E, B, 1>(q, dim, keys.add(j), next.at(j), scale, out.add(j)) };
     }
 }
 
@@ -132,21 +197,39 @@ unsafe fn score_keys<E: Lanes, const B: usize, const V: usize>(
     q: *const f32,
     dim: usize,
     keys: *const E,
+    next: Ahead<E>,
     scale: f32,
     out: *mut f32,
 ) {
     let mut acc = [[_mm256_setzero_ps(); V]; B];
     for d in 0..dim {
-        let mut k = [_mm256_setzero_ps(); V];
-        for (v, x) in k.iter_mut().enumerate() {
-            // SAFETY: row `d` of the block holds these keys.
-            *x = unsafe { E::load8(keys.add(d * KV_TILE + 8 * v)) };
-        }
-        for (r, a) in acc.iter_mut().enumerate() {
-            // SAFETY: query `r` holds `dim` floats.
-            let x = _mm256_set1_ps(unsafe { *q.add(r * dim + d) });
-            for (a, k) in a.iter_mut().zip(k) {
-                *a = _mm256_fmadd_ps(x, k, *a);
+        // SAFETY: the next block has the shape of this one.
+        unsafe { next.fetch::<V>(d * KV_TILE) };
+        if keys_first::<B, V>() {
+            let mut k = [_mm256_setzero_ps(); V];
+            for (v, x) in k.iter_mut().enumerate() {
+                // SAFETY: row `d` of the block holds these keys.
+                *x = unsafe { E::load8(keys.add(d * KV_TILE + 8 * v)) };
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                // SAFETY: query `r` holds `dim` floats.
+                let x = _mm256_set1_ps(unsafe { *q.add(r * dim + d) });
+                for (a, k) in a.iter_mut().zip(k) {
+                    *a = _mm256_fmadd_ps(x, k, *a);
+                }
+            }
+        } else {
+            let mut x = [_mm256_setzero_ps(); B];
+            for (r, x) in x.iter_mut().enumerate() {
+                // SAFETY: query `r` holds `dim` floats.
+                *x = _mm256_set1_ps(unsafe { *q.add(r * dim + d) });
+            }
+            for v in 0..V {
+                // SAFETY: row `d` of the block holds these keys.
+                let k = unsafe { E::load8(keys.add(d * KV_TILE + 8 * v)) };
+                for (a, x) in acc.iter_mut().zip(x) {
+                    a[v] = _mm256_fmadd_ps(x, k, a[v]);
+                }
             }
         }
     }
@@ -170,6 +253,7 @@ pub(super) unsafe fn mix<E: Lanes>(
     weights: &[f32],
     valid: &[usize],
     values: &[E],
+    next: Option<&[E]>,
     dim: usize,
     out: &mut [f32],
 ) {
@@ -184,8 +268,9 @@ pub(super) unsafe fn mix<E: Lanes>(
             && out.len() >= n * dim
             && valid.iter().all(|&v| v <= KV_TILE)
             && valid.windows(2).all(|w| w[0] <= w[1])
+            && next.is_none_or(|b| b.len() >= KV_TILE * dim)
     );
-    let per_block = if n <= FEW { 1 } else { QUERIES };
+    let per_block = if n <= FEW { n } else { QUERIES };
     let mut i = 0;
     while i < n {
         let b = (n - i).min(per_block);
@@ -194,15 +279,16 @@ pub(super) unsafe fn mix<E: Lanes>(
             out[i * dim..].as_mut_ptr(),
             &valid[i..i + b],
         );
+        let next = Ahead::first_block(next, i);
         // SAFETY: entries `i..i + b` are in bounds (checked above).
         unsafe {
             match b {
-                6 => mix_block::<E, 6>(w, v, values.as_ptr(), dim, o),
-                5 => mix_block::<E, 5>(w, v, values.as_ptr(), dim, o),
-                4 => mix_block::<E, 4>(w, v, values.as_ptr(), dim, o),
-                3 => mix_block::<E, 3>(w, v, values.as_ptr(), dim, o),
-                2 => mix_block::<E, 2>(w, v, values.as_ptr(), dim, o),
-                _ => mix_block::<E, 1>(w, v, values.as_ptr(), dim, o),
+                6 => mix_block::<E, 6>(w, v, values.as_ptr(), next, dim, o),
+                5 => mix_block::<E, 5>(w, v, values.as_ptr(), next, dim, o),
+                4 => mix_block::<E, 4>(w, v, values.as_ptr(), next, dim, o),
+                3 => mix_block::<E, 3>(w, v, values.as_ptr(), next, dim, o),
+                2 => mix_block::<E, 2>(w, v, values.as_ptr(), next, dim, o),
+                _ => mix_block::<E, 1>(w, v, values.as_ptr(), next, dim, o),
             }
         }
         i += b;
@@ -218,23 +304,29 @@ unsafe fn mix_block<E: Lanes, const B: usize>(
     w: *const f32,
     valid: &[usize],
     values: *const E,
+    next: Ahead<E>,
     dim: usize,
     out: *mut f32,
 ) {
     let mut c = 0;
     while B == 1 && c + 64 <= dim {
         // SAFETY: the caller's contract; dims `c..c + 64` are inside each row.
-        unsafe { mix_dims::<E, B, 8>(w, valid, values.add(c), dim, out.add(c)) };
+        unsafe { mix_dims::<E, B, 8>(w, valid, values.add(c), next.at(c), dim, out.add(c)) };
         c += 64;
+    }
+    while B <= FEW && c + 32 <= dim {
+        // SAFETY: as above, dims `c..c + 32`.
+        unsafe { mix_dims::<E, B, 4>(w, valid, values.add(c), next.at(c), dim, out.add(c)) };
+        c += 32;
     }
     while c + 16 <= dim {
         // SAFETY: as above, dims `c..c + 16`.
-        unsafe { mix_dims::<E, B, 2>(w, valid, values.add(c), dim, out.add(c)) };
+        unsafe { mix_dims::<E, B, 2>(w, valid, values.add(c), next.at(c), dim, out.add(c)) };
         c += 16;
     }
     if c < dim {
         // SAFETY: as above, dims `c..c + 8`.
-        unsafe { mix_dims::<E, B, 1>(w, valid, values.add(c), dim, out.add(c)) };
+        unsafe { mix_dims::<E, B, 1>(w, valid, values.add(c), next.at(c), dim, out.add(c)) };
     }
 }
 
@@ -249,6 +341,7 @@ unsafe fn mix_dims<E: Lanes, const B: usize, const V: usize>(
     w: *const f32,
     valid: &[usize],
     values: *const E,
+    next: Ahead<E>,
     dim: usize,
     out: *mut f32,
 ) {
@@ -262,12 +355,29 @@ unsafe fn mix_dims<E: Lanes, const B: usize, const V: usize>(
         x
     };
     for j in 0..valid[0] {
-        let x = row(j);
-        for (r, a) in acc.iter_mut().enumerate() {
-            // SAFETY: weight row `r` holds `KV_TILE` floats.
-            let p = _mm256_set1_ps(unsafe { *w.add(r * KV_TILE + j) });
-            for (a, x) in a.iter_mut().zip(x) {
-                *a = _mm256_fmadd_ps(p, x, *a);
+        // SAFETY: the next block has the shape of this one.
+        unsafe { next.fetch::<V>(j * dim) };
+        if keys_first::<B, V>() {
+            let x = row(j);
+            for (r, a) in acc.iter_mut().enumerate() {
+                // SAFETY: weight row `r` holds `KV_TILE` floats.
+                let p = _mm256_set1_ps(unsafe { *w.add(r * KV_TILE + j) });
+                for (a, x) in a.iter_mut().zip(x) {
+                    *a = _mm256_fmadd_ps(p, x, *a);
+                }
+            }
+        } else {
+            let mut p = [_mm256_setzero_ps(); B];
+            for (r, p) in p.iter_mut().enumerate() {
+                // SAFETY: weight row `r` holds `KV_TILE` floats.
+                *p = _mm256_set1_ps(unsafe { *w.add(r * KV_TILE + j) });
+            }
+            for v in 0..V {
+                // SAFETY: value row `j < KV_TILE` holds these dims.
+                let x = unsafe { E::load8(values.add(j * dim + 8 * v)) };
+                for (a, p) in acc.iter_mut().zip(p) {
+                    a[v] = _mm256_fmadd_ps(p, x, a[v]);
+                }
             }
         }
     }
