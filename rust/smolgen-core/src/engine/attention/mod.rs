@@ -16,7 +16,8 @@
 //! time, which is what lets the prefix cache give the tokens of a full prefill.
 //!
 //! The scores and the weighted values run on AVX2 with FMA and F16C where the CPU has them
-//! (`x86.rs`), elsewhere on portable loops with the same arithmetic (`portable.rs`).
+//! (`x86.rs`), on NEON on every AArch64 CPU (`neon.rs`), elsewhere on portable loops with the
+//! same arithmetic (`portable.rs`).
 
 use std::ops::Range;
 
@@ -25,6 +26,8 @@ use half::f16;
 use crate::cache::kv::{HostKv, KvElement, KvTiles, KV_TILE};
 use crate::fastmath::{exp, exp_shifted};
 
+#[cfg(target_arch = "aarch64")]
+mod neon;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -34,9 +37,13 @@ mod x86;
 trait Element: KvElement + x86::Lanes {}
 #[cfg(target_arch = "x86_64")]
 impl<E: KvElement + x86::Lanes> Element for E {}
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(target_arch = "aarch64")]
+trait Element: KvElement + neon::Quads {}
+#[cfg(target_arch = "aarch64")]
+impl<E: KvElement + neon::Quads> Element for E {}
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 trait Element: KvElement {}
-#[cfg(not(target_arch = "x86_64"))]
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 impl<E: KvElement> Element for E {}
 
 /// The head layout of one attention layer.
@@ -195,6 +202,8 @@ enum Path {
     Portable,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
 }
 
 impl Path {
@@ -202,6 +211,10 @@ impl Path {
         #[cfg(target_arch = "x86_64")]
         if dim.is_multiple_of(8) && x86::available() {
             return Path::Avx2;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if dim.is_multiple_of(4) {
+            return Path::Neon;
         }
         let _ = dim;
         Path::Portable
@@ -226,16 +239,22 @@ fn tile_partials<E: Element>(
     let width = seen(n - 1).next_multiple_of(8).min(KV_TILE);
     let scale = 1.0 / (dim as f32).sqrt();
     let (keys, values) = (kv.keys(tile, unit.group), kv.values(tile, unit.group));
+    // The tile after this one, for the x86 path to fetch ahead.
+    #[cfg(target_arch = "x86_64")]
     let next = (tile + 1 < unit.tiles()).then_some(tile + 1);
-    let next_keys = next.map(|t| kv.keys(t, unit.group));
-    let next_values = next.map(|t| kv.values(t, unit.group));
     let queries = &s.queries[first * dim..n * dim];
     let out = &mut s.scores[first * KV_TILE..n * KV_TILE];
     match path {
         Path::Portable => portable::scores(queries, dim, keys, width, scale, out),
         // SAFETY: `x86::available()` was true (the path says so); `dim` is a multiple of 8.
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { x86::scores(queries, dim, keys, next_keys, width, scale, out) },
+        Path::Avx2 => unsafe {
+            let next = next.map(|t| kv.keys(t, unit.group));
+            x86::scores(queries, dim, keys, next, width, scale, out)
+        },
+        // SAFETY: `dim` is a multiple of 4 (the path says so); `width` a multiple of 8.
+        #[cfg(target_arch = "aarch64")]
+        Path::Neon => unsafe { neon::scores(queries, dim, keys, width, scale, out) },
     }
     for i in first..n {
         let v = seen(i);
@@ -257,7 +276,13 @@ fn tile_partials<E: Element>(
         Path::Portable => portable::mix(weights, valid, values, dim, out),
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Path::Avx2 => unsafe { x86::mix(weights, valid, values, next_values, dim, out) },
+        Path::Avx2 => unsafe {
+            let next = next.map(|t| kv.values(t, unit.group));
+            x86::mix(weights, valid, values, next, dim, out)
+        },
+        // SAFETY: as above.
+        #[cfg(target_arch = "aarch64")]
+        Path::Neon => unsafe { neon::mix(weights, valid, values, dim, out) },
     }
     first
 }

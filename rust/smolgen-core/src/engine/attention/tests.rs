@@ -195,3 +195,47 @@ fn the_avx2_products_give_the_portable_bits() {
     check::<f32>(&mut seed);
     check::<f16>(&mut seed);
 }
+
+/// The NEON products give the portable bits, for every width, validity pattern and format,
+/// extreme magnitudes included.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn the_neon_products_give_the_portable_bits() {
+    fn check<E: neon::Quads>(seed: &mut u64) {
+        for dim in [4, 8, 12, 24, 64, 72] {
+            for magnitude in [1.0f32, 300.0] {
+                let keys: Vec<E> = (0..dim * KV_TILE)
+                    .map(|_| E::from_f32(magnitude * lcg(seed)))
+                    .collect();
+                for n in [1, 2, 3, 6, 7, 13] {
+                    let q: Vec<f32> = (0..n * dim).map(|_| magnitude * lcg(seed)).collect();
+                    for width in [8, 16, 24, 40, 56, 64] {
+                        let mut a = vec![0f32; n * KV_TILE];
+                        let mut b = vec![0f32; n * KV_TILE];
+                        portable::scores(&q, dim, &keys, width, 0.125, &mut a);
+                        // SAFETY: the sizes are the function's contract.
+                        unsafe { neon::scores(&q, dim, &keys, width, 0.125, &mut b) };
+                        assert_eq!(a, b, "scores dim {dim} n {n} width {width}");
+                    }
+                    let weights: Vec<f32> = (0..n * KV_TILE).map(|_| lcg(seed) + 0.5).collect();
+                    let mut valid: Vec<usize> = (0..n)
+                        .map(|_| ((lcg(seed) + 0.5) * 65.0) as usize)
+                        .collect();
+                    valid.sort();
+                    for v in valid.iter_mut() {
+                        *v = (*v).clamp(1, KV_TILE);
+                    }
+                    let mut a = vec![0f32; n * dim];
+                    let mut b = vec![0f32; n * dim];
+                    portable::mix(&weights, &valid, &keys, dim, &mut a);
+                    // SAFETY: as above.
+                    unsafe { neon::mix(&weights, &valid, &keys, dim, &mut b) };
+                    assert_eq!(a, b, "mix dim {dim} n {n} valid {valid:?}");
+                }
+            }
+        }
+    }
+    let mut seed = 3;
+    check::<f32>(&mut seed);
+    check::<f16>(&mut seed);
+}
