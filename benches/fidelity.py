@@ -13,9 +13,11 @@ llama.cpp's libraries: see the README), in float32 as llama.cpp computes them; s
 
     python benches/fidelity.py formats/*.gguf --llama-logits PATH [--candle] [--json]
 
-Long prompts: ``--ctx 6000 --last 256`` reads one chunk of 6,000 tokens (the text repeated to
-fill it) and judges its last 256 positions, where attention spans the whole prompt;
-``--kv-f32`` also measures smolgen with its f32 KV cache next to the default f16 one.
+Long prompts: ``--ctx 6000 --last 256`` reads one chunk of 6,000 tokens and judges its last
+256 positions, where attention spans the whole prompt. The held-out text is shorter than that
+and is repeated to fill it, which lets a model copy from earlier in the prompt; ``--text FILE``
+(any long English text, e.g. a licence) reads that instead. ``--kv-f32`` also measures smolgen
+with its f32 KV cache next to the default f16 one.
 """
 
 from __future__ import annotations
@@ -91,13 +93,19 @@ def smolgen_logprobs(
 
 
 def closeness(
-    path: Path, ctx: int, last: int | None, llama_logits: str | None, engines: list[str]
+    path: Path,
+    ctx: int,
+    last: int | None,
+    llama_logits: str | None,
+    engines: list[str],
+    text: Path = TEXT,
 ) -> dict:
     import smolgen
     from reference_llama import forward, load_gguf_weights
 
-    ids = smolgen.Tokenizer.load(path).encode(TEXT.read_text())
-    if len(ids) < ctx:  # a long prompt: the text repeated to fill it
+    ids = smolgen.Tokenizer.load(path).encode(text.read_text())
+    text_tokens = len(ids)
+    if len(ids) < ctx:  # a prompt longer than the text: the text repeated to fill it
         ids = (ids * (ctx // len(ids) + 1))[:ctx]
     n = len(ids) // ctx
     chunks = np.array(ids[: n * ctx], np.int32).reshape(n, ctx)
@@ -118,7 +126,12 @@ def closeness(
         ]
     )
     p = np.exp(exact)
-    row: dict = {"file": path.name, "positions": int(exact.shape[0] * exact.shape[1])}
+    row: dict = {
+        "file": path.name,
+        "text": text.name,
+        "text_tokens": text_tokens,
+        "positions": int(exact.shape[0] * exact.shape[1]),
+    }
     for name, lp in found.items():
         row[f"kl_{name}"] = float((p * (exact - lp)).sum(-1).mean())
         row[f"top1_{name}"] = float((exact.argmax(-1) == lp.argmax(-1)).mean())
@@ -137,6 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--kv-f32", action="store_true", help="also measure smolgen with its f32 KV cache"
     )
+    p.add_argument(
+        "--text",
+        type=Path,
+        default=TEXT,
+        help="the text to read (default: benches/data/held_out.txt)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     engines = (
@@ -146,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     for f in args.files:
-        row = closeness(f, args.ctx, args.last, args.llama_logits, engines)
+        row = closeness(f, args.ctx, args.last, args.llama_logits, engines, args.text)
         rows.append(row)
         if not args.json:
             print(json.dumps(row), file=sys.stderr)
