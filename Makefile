@@ -15,13 +15,14 @@ SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md \
 ENV_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')
 STAMP := build/installed-$(ENV_ID)
 
-.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python lint stubtest fmt bench fuzz clean
+.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python test-aarch64 lint stubtest fmt bench fuzz clean
 
 help:
 	@echo "install      pip install '.[test]' when the sources changed since the last install"
 	@echo "dev          editable install with maturin (release build) and the test extras"
 	@echo "test         Rust unit tests + every Python test (installs first when stale)"
 	@echo "test-fast    Rust unit tests + the Python tests not marked slow (no real model)"
+	@echo "test-aarch64 the core's unit tests built for AArch64 and run under qemu (the NEON kernels)"
 	@echo "lint         what CI checks: formatting, clippy, rustdoc, the aarch64 build, ruff, mypy, stubtest"
 	@echo "fmt          format Rust and Python"
 	@echo "bench        criterion micro-benchmarks + the end-to-end comparison"
@@ -59,6 +60,15 @@ test-rust-fast:
 
 test-python: install
 	$(PYTHON) -m pytest
+
+# The NEON kernels executed, not only compiled: the core's unit tests cross-built for AArch64 and
+# run under user-mode emulation (Debian: qemu-user, gcc-aarch64-linux-gnu, libc6-dev-arm64-cross).
+AARCH64_SYSROOT ?= /usr/aarch64-linux-gnu
+test-aarch64:
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L $(AARCH64_SYSROOT)" \
+	RUSTFLAGS="" cargo test --profile $(CARGO_PROFILE) --target aarch64-unknown-linux-gnu \
+		-p smolgen-core --lib
 
 # The aarch64 check runs without .cargo/config.toml's `target-cpu=native`: that names this x86 CPU.
 lint:
