@@ -54,9 +54,9 @@ const QUERIES: usize = 6;
 const FEW: usize = 3;
 
 /// The same slab of the next tile's block, or nothing: while one tile is computed, the lines
-/// its loads touch are requested for the next, spread over the loop, so a history that streams
-/// from memory arrives ahead of its use (the hardware's prefetchers stop at every 4 KiB page,
-/// and a unit's blocks lie pages apart).
+/// its loads touch are requested into L2 for the next, spread over the loop, so a history that
+/// streams from memory arrives ahead of its use (the hardware's prefetchers stop at every 4 KiB
+/// page boundary, two or four times per block).
 #[derive(Clone, Copy)]
 struct Ahead<E> {
     block: *const E,
@@ -105,7 +105,7 @@ impl<E: Lanes> Ahead<E> {
 /// broadcasts one row's scalar at a time) rather than its `B` broadcasts (and loads one vector
 /// at a time): whichever fits the 16 registers beside the `B * V` accumulators. A spilled
 /// accumulator puts a store and a reload in its chain of multiply-adds.
-const fn keys_first<const B: usize, const V: usize>() -> bool {
+const fn loaded_first<const B: usize, const V: usize>() -> bool {
     V + 1 + B * V <= 16 || V <= B
 }
 
@@ -164,8 +164,8 @@ unsafe fn score_block<E: Lanes, const B: usize>(
     out: *mut f32,
 ) {
     let mut j = 0;
-    // One query at a time takes whole rows of the block, which then streams from memory in
-    // order (see [`FEW`]).
+    // A lone query takes whole rows of the block, a decode step's group half rows (see
+    // [`FEW`]), the others quarter rows.
     while B == 1 && j + 64 <= width {
         // SAFETY: the caller's contract; keys `j..j + 64` are inside the tile.
         unsafe { score_keys::<E, B, 8>(q, dim, keys.add(j), next.at(j), scale, out.add(j)) };
@@ -205,7 +205,7 @@ unsafe fn score_keys<E: Lanes, const B: usize, const V: usize>(
     for d in 0..dim {
         // SAFETY: the next block has the shape of this one.
         unsafe { next.fetch::<V>(d * KV_TILE) };
-        if keys_first::<B, V>() {
+        if loaded_first::<B, V>() {
             let mut k = [_mm256_setzero_ps(); V];
             for (v, x) in k.iter_mut().enumerate() {
                 // SAFETY: row `d` of the block holds these keys.
@@ -357,7 +357,7 @@ unsafe fn mix_dims<E: Lanes, const B: usize, const V: usize>(
     for j in 0..valid[0] {
         // SAFETY: the next block has the shape of this one.
         unsafe { next.fetch::<V>(j * dim) };
-        if keys_first::<B, V>() {
+        if loaded_first::<B, V>() {
             let x = row(j);
             for (r, a) in acc.iter_mut().enumerate() {
                 // SAFETY: weight row `r` holds `KV_TILE` floats.
