@@ -93,7 +93,9 @@ def forward(
     t, hd = len(ids), cfg.head_dim
     rep = cfg.num_heads // cfg.num_kv_heads
     positions = np.arange(t, dtype=np.float64)
-    causal = np.triu(np.full((t, t), -np.inf), k=1)
+    # The dense [t, t] mask only where the weights are kept: a long prompt's attention goes by
+    # blocks of queries (causal_attention) and never needs it.
+    causal = np.triu(np.full((t, t), -np.inf), k=1) if attention is not None else None
     x = w["token_embd.weight"][ids].astype(np.float64)  # [t, hidden]
     for i in range(cfg.num_layers):
         p = f"blk.{i}."
