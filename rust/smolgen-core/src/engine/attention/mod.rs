@@ -26,6 +26,8 @@ use half::f16;
 use crate::cache::kv::{HostKv, KvElement, KvTiles, KV_TILE};
 use crate::fastmath::{exp, exp_shifted};
 
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod blocks;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod portable;
@@ -239,8 +241,8 @@ fn tile_partials<E: Element>(
     let width = seen(n - 1).next_multiple_of(8).min(KV_TILE);
     let scale = 1.0 / (dim as f32).sqrt();
     let (keys, values) = (kv.keys(tile, unit.group), kv.values(tile, unit.group));
-    // The tile after this one, for the x86 path to fetch ahead.
-    #[cfg(target_arch = "x86_64")]
+    // The tile after this one, for a SIMD path to fetch ahead.
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     let next = (tile + 1 < unit.tiles()).then_some(tile + 1);
     let queries = &s.queries[first * dim..n * dim];
     let out = &mut s.scores[first * KV_TILE..n * KV_TILE];
@@ -250,11 +252,14 @@ fn tile_partials<E: Element>(
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe {
             let next = next.map(|t| kv.keys(t, unit.group));
-            x86::scores(queries, dim, keys, next, width, scale, out)
+            blocks::scores::<E, x86::Avx2>(queries, dim, keys, next, width, scale, out)
         },
-        // SAFETY: `dim` is a multiple of 4 (the path says so); `width` a multiple of 8.
+        // SAFETY: every AArch64 CPU has NEON.
         #[cfg(target_arch = "aarch64")]
-        Path::Neon => unsafe { neon::scores(queries, dim, keys, width, scale, out) },
+        Path::Neon => unsafe {
+            let next = next.map(|t| kv.keys(t, unit.group));
+            blocks::scores::<E, neon::Neon>(queries, dim, keys, next, width, scale, out)
+        },
     }
     for i in first..n {
         let v = seen(i);
@@ -278,11 +283,14 @@ fn tile_partials<E: Element>(
         #[cfg(target_arch = "x86_64")]
         Path::Avx2 => unsafe {
             let next = next.map(|t| kv.values(t, unit.group));
-            x86::mix(weights, valid, values, next, dim, out)
+            blocks::mix::<E, x86::Avx2>(weights, valid, values, next, dim, out)
         },
         // SAFETY: as above.
         #[cfg(target_arch = "aarch64")]
-        Path::Neon => unsafe { neon::mix(weights, valid, values, dim, out) },
+        Path::Neon => unsafe {
+            let next = next.map(|t| kv.values(t, unit.group));
+            blocks::mix::<E, neon::Neon>(weights, valid, values, next, dim, out)
+        },
     }
     first
 }

@@ -11,6 +11,7 @@ use std::arch::aarch64::*;
 
 use half::f16;
 
+use super::blocks::{Blocks, FEW};
 use crate::cache::kv::{KvElement, KV_TILE};
 
 /// A cache element that four of can be loaded as f32s.
@@ -48,53 +49,41 @@ impl Quads for f16 {
     }
 }
 
-/// Queries per block: 6 x 4 accumulators, 6 broadcasts and a loaded vector fill 31 of the 32
-/// registers.
-const QUERIES: usize = 6;
-/// Up to this many queries (a decode step's KV group) go in one block, eight vectors wide (a
-/// lone query sixteen): a whole 64-byte line of an f16 block per pass.
-const FEW: usize = 3;
+/// The NEON path. A block of six queries is 6 x 4 accumulators, 6 broadcasts and a loaded
+/// vector: 31 of the 32 registers. It fetches nothing ahead (`next` is ignored).
+pub(super) struct Neon;
 
-/// [`super::portable::scores`].
-///
-/// # Safety
-/// `dim` is a multiple of 4; `width` is a multiple of 8 and at most `KV_TILE`; `keys` holds
-/// `dim * KV_TILE` elements; `out` holds a `KV_TILE` row per query.
-#[target_feature(enable = "neon")]
-pub(super) unsafe fn scores<E: Quads>(
-    queries: &[f32],
-    dim: usize,
-    keys: &[E],
-    width: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let n = queries.len() / dim;
-    assert!(dim.is_multiple_of(4) && width.is_multiple_of(8) && width <= KV_TILE);
-    assert!(keys.len() >= dim * KV_TILE && out.len() >= n * KV_TILE);
-    let per_block = if n <= FEW { n } else { QUERIES };
-    let mut i = 0;
-    while i < n {
-        let b = (n - i).min(per_block);
-        let (q, o) = (queries[i * dim..].as_ptr(), out[i * KV_TILE..].as_mut_ptr());
-        let k = keys.as_ptr();
-        // SAFETY: queries `i..i + b` and their output rows are in bounds (checked above).
-        unsafe {
-            match b {
-                6 => score_block::<E, 6>(q, dim, k, width, scale, o),
-                5 => score_block::<E, 5>(q, dim, k, width, scale, o),
-                4 => score_block::<E, 4>(q, dim, k, width, scale, o),
-                3 => score_block::<E, 3>(q, dim, k, width, scale, o),
-                2 => score_block::<E, 2>(q, dim, k, width, scale, o),
-                _ => score_block::<E, 1>(q, dim, k, width, scale, o),
-            }
-        }
-        i += b;
+impl<E: Quads> Blocks<E> for Neon {
+    const LANES: usize = 4;
+
+    unsafe fn score_block<const B: usize>(
+        q: *const f32,
+        dim: usize,
+        keys: *const E,
+        _next: *const E,
+        width: usize,
+        scale: f32,
+        out: *mut f32,
+    ) {
+        // SAFETY: the trait's contract.
+        unsafe { score_block::<E, B>(q, dim, keys, width, scale, out) }
+    }
+
+    unsafe fn mix_block<const B: usize>(
+        w: *const f32,
+        valid: &[usize],
+        values: *const E,
+        _next: *const E,
+        dim: usize,
+        out: *mut f32,
+    ) {
+        // SAFETY: the trait's contract.
+        unsafe { mix_block::<E, B>(w, valid, values, dim, out) }
     }
 }
 
 /// # Safety
-/// As [`scores`], for `B` queries at `q` (`dim` apart) and rows at `out` (`KV_TILE` apart).
+/// As [`Blocks::score_block`].
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn score_block<E: Quads, const B: usize>(
@@ -161,60 +150,8 @@ unsafe fn score_keys<E: Quads, const B: usize, const V: usize>(
     }
 }
 
-/// [`super::portable::mix`].
-///
 /// # Safety
-/// `dim` is a multiple of 4; `valid` is non-decreasing, each at most `KV_TILE`; `weights` holds
-/// a `KV_TILE` row per entry of `valid`; `values` holds `KV_TILE * dim` elements; `out` holds
-/// `dim` floats per entry of `valid`.
-#[target_feature(enable = "neon")]
-pub(super) unsafe fn mix<E: Quads>(
-    weights: &[f32],
-    valid: &[usize],
-    values: &[E],
-    dim: usize,
-    out: &mut [f32],
-) {
-    let n = valid.len();
-    assert!(
-        n == 0 || weights.len() >= (n - 1) * KV_TILE + valid[n - 1],
-        "weights shorter than their rows"
-    );
-    assert!(
-        dim.is_multiple_of(4)
-            && values.len() >= KV_TILE * dim
-            && out.len() >= n * dim
-            && valid.iter().all(|&v| v <= KV_TILE)
-            && valid.windows(2).all(|w| w[0] <= w[1])
-    );
-    let per_block = if n <= FEW { n } else { QUERIES };
-    let mut i = 0;
-    while i < n {
-        let b = (n - i).min(per_block);
-        let (w, o, v) = (
-            weights[i * KV_TILE..].as_ptr(),
-            out[i * dim..].as_mut_ptr(),
-            &valid[i..i + b],
-        );
-        let x = values.as_ptr();
-        // SAFETY: entries `i..i + b` are in bounds (checked above).
-        unsafe {
-            match b {
-                6 => mix_block::<E, 6>(w, v, x, dim, o),
-                5 => mix_block::<E, 5>(w, v, x, dim, o),
-                4 => mix_block::<E, 4>(w, v, x, dim, o),
-                3 => mix_block::<E, 3>(w, v, x, dim, o),
-                2 => mix_block::<E, 2>(w, v, x, dim, o),
-                _ => mix_block::<E, 1>(w, v, x, dim, o),
-            }
-        }
-        i += b;
-    }
-}
-
-/// # Safety
-/// As [`mix`], for `B` entries: weights at `w` (`KV_TILE` apart), outputs at `out` (`dim`
-/// apart).
+/// As [`Blocks::mix_block`].
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn mix_block<E: Quads, const B: usize>(

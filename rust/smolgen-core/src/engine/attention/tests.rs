@@ -147,31 +147,28 @@ fn a_position_gives_the_same_bits_in_every_split() {
     }
 }
 
-/// A SIMD path's scores, as [`portable::scores`] without the keys' element type fixed.
-type ScoresFn<'a, E> = &'a dyn Fn(&[f32], usize, &[E], usize, f32, &mut [f32]);
-/// A SIMD path's weighted values, as [`portable::mix`].
-type MixFn<'a, E> = &'a dyn Fn(&[f32], &[usize], &[E], usize, &mut [f32]);
-
-/// Checks that a SIMD path's products give the portable bits for every head size in `dims`,
-/// block of queries, width and validity pattern, extreme magnitudes included.
-fn simd_products_match<E: KvElement>(
-    seed: &mut u64,
-    dims: &[usize],
-    scores: ScoresFn<'_, E>,
-    mix: MixFn<'_, E>,
-) {
+/// Checks that path `P`'s products give the portable bits for every head size in `dims`,
+/// block of queries, width and validity pattern, extreme magnitudes included, with and without
+/// a next block to fetch (which changes nothing but timing).
+///
+/// # Safety
+/// `P`'s CPU features are available.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+unsafe fn simd_products_match<E: KvElement, P: blocks::Blocks<E>>(seed: &mut u64, dims: &[usize]) {
     for &dim in dims {
         for magnitude in [1.0f32, 300.0] {
             let keys: Vec<E> = (0..dim * KV_TILE)
                 .map(|_| E::from_f32(magnitude * lcg(seed)))
                 .collect();
-            for n in [1, 2, 3, 6, 7, 13] {
+            for n in [1usize, 2, 3, 6, 7, 13] {
+                let next = n.is_multiple_of(2).then_some(&keys[..]);
                 let q: Vec<f32> = (0..n * dim).map(|_| magnitude * lcg(seed)).collect();
                 for width in [8, 16, 24, 40, 56, 64] {
                     let mut a = vec![0f32; n * KV_TILE];
                     let mut b = vec![0f32; n * KV_TILE];
                     portable::scores(&q, dim, &keys, width, 0.125, &mut a);
-                    scores(&q, dim, &keys, width, 0.125, &mut b);
+                    // SAFETY: the caller's contract; the sizes are checked.
+                    unsafe { blocks::scores::<E, P>(&q, dim, &keys, next, width, 0.125, &mut b) };
                     assert_eq!(a, b, "scores dim {dim} n {n} width {width}");
                 }
                 let weights: Vec<f32> = (0..n * KV_TILE).map(|_| lcg(seed) + 0.5).collect();
@@ -185,64 +182,35 @@ fn simd_products_match<E: KvElement>(
                 let mut a = vec![0f32; n * dim];
                 let mut b = vec![0f32; n * dim];
                 portable::mix(&weights, &valid, &keys, dim, &mut a);
-                mix(&weights, &valid, &keys, dim, &mut b);
+                // SAFETY: as above.
+                unsafe { blocks::mix::<E, P>(&weights, &valid, &keys, next, dim, &mut b) };
                 assert_eq!(a, b, "mix dim {dim} n {n} valid {valid:?}");
             }
         }
     }
 }
 
-/// The AVX2 products give the portable bits, with and without a next block to fetch (which
-/// changes nothing but timing).
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn the_avx2_products_give_the_portable_bits() {
     if !x86::available() {
         return;
     }
-    fn next<E>(block: &[E], queries: usize) -> Option<&[E]> {
-        queries.is_multiple_of(2).then_some(block)
-    }
-    fn check<E: x86::Lanes>(seed: &mut u64) {
-        simd_products_match::<E>(
-            seed,
-            &[8, 16, 24, 64, 72],
-            &|q, dim, keys, width, scale, out| {
-                let next = next(keys, q.len() / dim);
-                // SAFETY: checked above; the sizes are the function's contract.
-                unsafe { x86::scores(q, dim, keys, next, width, scale, out) }
-            },
-            &|weights, valid, values, dim, out| {
-                let next = next(values, valid.len());
-                // SAFETY: as above.
-                unsafe { x86::mix(weights, valid, values, next, dim, out) }
-            },
-        );
-    }
     let mut seed = 3;
-    check::<f32>(&mut seed);
-    check::<f16>(&mut seed);
+    // SAFETY: the features were checked above.
+    unsafe {
+        simd_products_match::<f32, x86::Avx2>(&mut seed, &[8, 16, 24, 64, 72]);
+        simd_products_match::<f16, x86::Avx2>(&mut seed, &[8, 16, 24, 64, 72]);
+    }
 }
 
-/// The NEON products give the portable bits.
 #[cfg(target_arch = "aarch64")]
 #[test]
 fn the_neon_products_give_the_portable_bits() {
-    fn check<E: neon::Quads>(seed: &mut u64) {
-        simd_products_match::<E>(
-            seed,
-            &[4, 8, 12, 24, 64, 72],
-            // SAFETY: the sizes are the function's contract.
-            &|q, dim, keys, width, scale, out| unsafe {
-                neon::scores(q, dim, keys, width, scale, out)
-            },
-            // SAFETY: as above.
-            &|weights, valid, values, dim, out| unsafe {
-                neon::mix(weights, valid, values, dim, out)
-            },
-        );
-    }
     let mut seed = 3;
-    check::<f32>(&mut seed);
-    check::<f16>(&mut seed);
+    // SAFETY: every AArch64 CPU has NEON.
+    unsafe {
+        simd_products_match::<f32, neon::Neon>(&mut seed, &[4, 8, 12, 24, 64, 72]);
+        simd_products_match::<f16, neon::Neon>(&mut seed, &[4, 8, 12, 24, 64, 72]);
+    }
 }

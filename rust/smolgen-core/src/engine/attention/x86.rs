@@ -10,6 +10,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
+use super::blocks::{Blocks, FEW};
 use crate::cache::kv::{KvElement, KV_TILE};
 
 /// AVX2, FMA and F16C, checked once.
@@ -45,13 +46,40 @@ impl Lanes for f16 {
     }
 }
 
-/// Queries per block: 6 x 2 accumulators, 2 loaded vectors and a broadcast fill 15 of the 16
-/// registers.
-const QUERIES: usize = 6;
-/// Up to this many queries (a decode step's KV group) go in one block, four vectors wide (a
-/// lone query eight): each 64-byte line of an f16 block is then used whole by one pass, where
-/// the six-by-two blocks come back to each line four times.
-const FEW: usize = 3;
+/// The AVX2 path (AVX2, FMA and F16C). A block of six queries is 6 x 2 accumulators, 2
+/// loaded vectors and a broadcast: 15 of the 16 registers.
+pub(super) struct Avx2;
+
+impl<E: Lanes> Blocks<E> for Avx2 {
+    const LANES: usize = 8;
+
+    unsafe fn score_block<const B: usize>(
+        q: *const f32,
+        dim: usize,
+        keys: *const E,
+        next: *const E,
+        width: usize,
+        scale: f32,
+        out: *mut f32,
+    ) {
+        let next = Ahead::new(next);
+        // SAFETY: the trait's contract.
+        unsafe { score_block::<E, B>(q, dim, keys, next, width, scale, out) }
+    }
+
+    unsafe fn mix_block<const B: usize>(
+        w: *const f32,
+        valid: &[usize],
+        values: *const E,
+        next: *const E,
+        dim: usize,
+        out: *mut f32,
+    ) {
+        let next = Ahead::new(next);
+        // SAFETY: the trait's contract.
+        unsafe { mix_block::<E, B>(w, valid, values, next, dim, out) }
+    }
+}
 
 /// The same slab of the next tile's block, or nothing: while one tile is computed, the lines
 /// its loads touch are requested into L2 for the next, spread over the loop, so a history that
@@ -65,12 +93,8 @@ struct Ahead<E> {
 }
 
 impl<E: Lanes> Ahead<E> {
-    /// Only the first block of queries fetches: the others find the lines already requested.
-    fn first_block(next: Option<&[E]>, first_query: usize) -> Ahead<E> {
-        let block = match next {
-            Some(b) if first_query == 0 => b.as_ptr(),
-            _ => std::ptr::null(),
-        };
+    /// The slab at the start of each row of `block` (null: nothing to fetch).
+    fn new(block: *const E) -> Ahead<E> {
         Ahead { block, offset: 0 }
     }
 
@@ -109,49 +133,8 @@ const fn loaded_first<const B: usize, const V: usize>() -> bool {
     V + 1 + B * V <= 16 || V <= B
 }
 
-/// [`super::portable::scores`].
-///
 /// # Safety
-/// AVX2, FMA and F16C are available; `dim` is a multiple of 8; `width` is a multiple of 8 and
-/// at most `KV_TILE`; `keys` holds `dim * KV_TILE` elements; `out` holds a `KV_TILE` row per
-/// query.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn scores<E: Lanes>(
-    queries: &[f32],
-    dim: usize,
-    keys: &[E],
-    next: Option<&[E]>,
-    width: usize,
-    scale: f32,
-    out: &mut [f32],
-) {
-    let n = queries.len() / dim;
-    assert!(dim.is_multiple_of(8) && width.is_multiple_of(8) && width <= KV_TILE);
-    assert!(keys.len() >= dim * KV_TILE && out.len() >= n * KV_TILE);
-    assert!(next.is_none_or(|b| b.len() >= dim * KV_TILE));
-    let per_block = if n <= FEW { n } else { QUERIES };
-    let mut i = 0;
-    while i < n {
-        let b = (n - i).min(per_block);
-        let (q, o) = (queries[i * dim..].as_ptr(), out[i * KV_TILE..].as_mut_ptr());
-        let next = Ahead::first_block(next, i);
-        // SAFETY: queries `i..i + b` and their output rows are in bounds (checked above).
-        unsafe {
-            match b {
-                6 => score_block::<E, 6>(q, dim, keys.as_ptr(), next, width, scale, o),
-                5 => score_block::<E, 5>(q, dim, keys.as_ptr(), next, width, scale, o),
-                4 => score_block::<E, 4>(q, dim, keys.as_ptr(), next, width, scale, o),
-                3 => score_block::<E, 3>(q, dim, keys.as_ptr(), next, width, scale, o),
-                2 => score_block::<E, 2>(q, dim, keys.as_ptr(), next, width, scale, o),
-                _ => score_block::<E, 1>(q, dim, keys.as_ptr(), next, width, scale, o),
-            }
-        }
-        i += b;
-    }
-}
-
-/// # Safety
-/// As [`scores`], for `B` queries at `q` (`dim` apart) and rows at `out` (`KV_TILE` apart).
+/// AVX2, FMA and F16C are available; the rest as [`Blocks::score_block`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn score_block<E: Lanes, const B: usize>(
@@ -242,62 +225,8 @@ unsafe fn score_keys<E: Lanes, const B: usize, const V: usize>(
     }
 }
 
-/// [`super::portable::mix`].
-///
 /// # Safety
-/// AVX2, FMA and F16C are available; `dim` is a multiple of 8; `valid` is non-decreasing, each
-/// at most `KV_TILE`; `weights` holds a `KV_TILE` row per entry of `valid`; `values` holds
-/// `KV_TILE * dim` elements; `out` holds `dim` floats per entry of `valid`.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn mix<E: Lanes>(
-    weights: &[f32],
-    valid: &[usize],
-    values: &[E],
-    next: Option<&[E]>,
-    dim: usize,
-    out: &mut [f32],
-) {
-    let n = valid.len();
-    assert!(
-        n == 0 || weights.len() >= (n - 1) * KV_TILE + valid[n - 1],
-        "weights shorter than their rows"
-    );
-    assert!(
-        dim.is_multiple_of(8)
-            && values.len() >= KV_TILE * dim
-            && out.len() >= n * dim
-            && valid.iter().all(|&v| v <= KV_TILE)
-            && valid.windows(2).all(|w| w[0] <= w[1])
-            && next.is_none_or(|b| b.len() >= KV_TILE * dim)
-    );
-    let per_block = if n <= FEW { n } else { QUERIES };
-    let mut i = 0;
-    while i < n {
-        let b = (n - i).min(per_block);
-        let (w, o, v) = (
-            weights[i * KV_TILE..].as_ptr(),
-            out[i * dim..].as_mut_ptr(),
-            &valid[i..i + b],
-        );
-        let next = Ahead::first_block(next, i);
-        // SAFETY: entries `i..i + b` are in bounds (checked above).
-        unsafe {
-            match b {
-                6 => mix_block::<E, 6>(w, v, values.as_ptr(), next, dim, o),
-                5 => mix_block::<E, 5>(w, v, values.as_ptr(), next, dim, o),
-                4 => mix_block::<E, 4>(w, v, values.as_ptr(), next, dim, o),
-                3 => mix_block::<E, 3>(w, v, values.as_ptr(), next, dim, o),
-                2 => mix_block::<E, 2>(w, v, values.as_ptr(), next, dim, o),
-                _ => mix_block::<E, 1>(w, v, values.as_ptr(), next, dim, o),
-            }
-        }
-        i += b;
-    }
-}
-
-/// # Safety
-/// As [`mix`], for `B` entries: weights at `w` (`KV_TILE` apart), outputs at `out` (`dim`
-/// apart).
+/// AVX2, FMA and F16C are available; the rest as [`Blocks::mix_block`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mix_block<E: Lanes, const B: usize>(
