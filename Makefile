@@ -78,7 +78,8 @@ lint:
 	$(PYTHON) -m mypy python/smolgen
 	cargo clippy --workspace --all-targets --features smolgen-core/bench -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
-	RUSTFLAGS="" cargo check --target aarch64-unknown-linux-gnu -p smolgen-core --all-targets --features bench
+	RUSTFLAGS="" cargo clippy --target aarch64-unknown-linux-gnu -p smolgen-core --all-targets \
+		--features bench -- -D warnings
 	$(MAKE) stubtest
 
 # The type stub matches the built extension.

@@ -90,6 +90,8 @@ pub struct Weights {
 }
 
 /// A tensor as its file stores it.
+// One lives while its tensor loads, so the variants' sizes (far apart on AArch64) cost nothing.
+#[allow(clippy::large_enum_variant)]
 enum Stored {
     /// GGUF: ggml blocks (or floats) as candle reads them.
     Blocks(QTensor),
