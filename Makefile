@@ -15,7 +15,7 @@ SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md \
 ENV_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')
 STAMP := build/installed-$(ENV_ID)
 
-.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python test-aarch64 lint stubtest fmt bench fuzz clean
+.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python test-aarch64 wheel test-wheel lint stubtest fmt bench fuzz clean
 
 help:
 	@echo "install      pip install '.[test]' when the sources changed since the last install"
@@ -23,7 +23,9 @@ help:
 	@echo "test         Rust unit tests + every Python test (installs first when stale)"
 	@echo "test-fast    Rust unit tests + the Python tests not marked slow (no real model)"
 	@echo "test-aarch64 the core's unit tests built for AArch64 and run under qemu (the NEON kernels)"
-	@echo "lint         what CI checks: formatting, clippy, rustdoc, the aarch64 build, ruff, mypy, stubtest"
+	@echo "wheel        a portable manylinux2014 wheel in dist/ (WHEEL_ARCH=x86_64 or aarch64)"
+	@echo "test-wheel   that wheel in a fresh venv with no cargo or C compiler on PATH: first command + tests"
+	@echo "lint         what CI checks: formatting, clippy (x86-64 and aarch64), rustdoc, ruff, mypy, stubtest"
 	@echo "fmt          format Rust and Python"
 	@echo "bench        criterion micro-benchmarks + the end-to-end comparison"
 	@echo "fuzz         mutated GGUF files and safetensors directories (FUZZ_SECONDS=1800 in all, FUZZ_SEED=1)"
@@ -70,7 +72,48 @@ test-aarch64:
 	RUSTFLAGS="" cargo test --profile $(CARGO_PROFILE) --target aarch64-unknown-linux-gnu \
 		-p smolgen-core --lib
 
-# The aarch64 check runs without .cargo/config.toml's `target-cpu=native`: that names this x86 CPU.
+# A wheel for other machines: abi3 (one file for every Python >= 3.10), linked by zig against
+# glibc 2.17 (manylinux2014), for the architecture's baseline CPU. The kernels pick AVX-512, AVX2
+# or NEON at run time, so it is as fast as a native build; only candle's CPU kernels (the IQ
+# types) lose their compile-time SIMD. It builds in its own target directory, so switching
+# between it and `make install` recompiles nothing.
+WHEEL_ARCH ?= x86_64
+WHEEL_TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)/wheel
+WHEEL_VENV ?= build/wheel-venv
+PORTABLE_CPU_x86_64 := x86-64
+PORTABLE_CPU_aarch64 := generic
+wheel:
+	$(PYTHON) -m pip install -q "maturin>=1.8,<2" "ziglang>=0.13" auditwheel
+	rm -f dist/smolgen-*-manylinux*_$(WHEEL_ARCH).whl
+	CARGO_TARGET_DIR=$(WHEEL_TARGET_DIR) RUSTFLAGS="-C target-cpu=$(PORTABLE_CPU_$(WHEEL_ARCH))" \
+		maturin build --release --zig --compatibility manylinux2014 \
+		--target $(WHEEL_ARCH)-unknown-linux-gnu --out dist
+	$(PYTHON) -m auditwheel show dist/smolgen-*-manylinux*_$(WHEEL_ARCH).whl
+	@ls -l dist/smolgen-*-manylinux*_$(WHEEL_ARCH).whl
+
+# The x86_64 wheel as a user gets it: a fresh virtual environment, the wheel and its test extras
+# from the index, and a PATH on which no cargo, rustc or C compiler can be found (the system's
+# tools minus the compilers). Then the README's first command and the Python tests.
+test-wheel:
+	rm -rf $(WHEEL_VENV) build/no-compiler-bin
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q --only-binary smolgen \
+		"$$(ls dist/smolgen-*-manylinux*_x86_64.whl)[test]"
+	mkdir -p build/no-compiler-bin
+	for tool in /usr/bin/* /bin/*; do \
+		case "$${tool##*/}" in \
+			cc|c++|c89|c99|cpp|gcc*|g++*|clang*|*-gcc*|*-g++*|ld|ld.*|as|cargo*|rustc*|rustup) ;; \
+			*) ln -sf "$$tool" build/no-compiler-bin/ ;; \
+		esac; \
+	done
+	PATH="$(abspath $(WHEEL_VENV))/bin:$(abspath build/no-compiler-bin)" sh -c '\
+		for tool in cargo rustc cc gcc clang; do \
+			if command -v $$tool >/dev/null; then echo "$$tool is on PATH" >&2; exit 1; fi; \
+		done; \
+		smolgen generate "Once upon a time" --max-tokens 24 --temperature 0.7 --seed 1 \
+		&& python -m pytest -p no:cacheprovider'
+
+# The aarch64 lint runs without .cargo/config.toml's `target-cpu=native`: that names this x86 CPU.
 lint:
 	cargo fmt --all -- --check
 	ruff format --check python tests benches
