@@ -1,9 +1,10 @@
-"""The ``smolgen`` command: ``generate``, ``chat``, ``serve``, ``batch``, ``peek``, ``sweep``,
-``pull``, ``quantize``, ``info``, ``bench``, ``tokens``, ``cost``, ``decide``.
+"""The ``smolgen`` command: ``generate``, ``chat``, ``serve``, ``batch``, ``check``, ``peek``,
+``sweep``, ``pull``, ``quantize``, ``info``, ``bench``, ``tokens``, ``cost``, ``decide``.
 
 Exit codes follow the kind of failure, never the message text:
 0 ok, 1 other smolgen error, 2 bad argument, 3 model not found, 4 malformed model file,
-5 unsupported model, 6 context length exceeded, 7 download failed, 130 interrupted.
+5 unsupported model, 6 context length exceeded, 7 download failed, 8 an endpoint check failed,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     from ..lab.cli import cost, decide, tokens
-    from . import batch, bench, chat, generate, info, peek, pull, quantize, serve, sweep
+    from . import batch, bench, chat, check, generate, info, peek, pull, quantize, serve, sweep
 
     parser = argparse.ArgumentParser(
         prog="smolgen",
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         chat,
         serve,
         batch,
+        check,
         peek,
         sweep,
         pull,
