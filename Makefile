@@ -15,7 +15,7 @@ SOURCES := Cargo.toml Cargo.lock pyproject.toml README.md \
 ENV_ID := $(shell $(PYTHON) -c 'import hashlib, sys; print(hashlib.sha1(sys.prefix.encode()).hexdigest()[:12])')
 STAMP := build/installed-$(ENV_ID)
 
-.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python test-aarch64 wheel test-wheel lint stubtest fmt bench fuzz clean
+.PHONY: help install build dev test test-fast test-rust test-rust-fast test-python test-aarch64 wheel test-wheel docs lint stubtest fmt bench fuzz clean
 
 help:
 	@echo "install      pip install '.[test]' when the sources changed since the last install"
@@ -25,6 +25,7 @@ help:
 	@echo "test-aarch64 the core's unit tests built for AArch64 and run under qemu (the NEON kernels)"
 	@echo "wheel        a portable manylinux2014 wheel in dist/ (WHEEL_ARCH=x86_64 or aarch64)"
 	@echo "test-wheel   that wheel in a fresh venv with no cargo or C compiler on PATH: first command + tests"
+	@echo "docs         the documentation site in build/site, warnings as errors (its code runs in make test)"
 	@echo "lint         what CI checks: formatting, clippy (x86-64 and aarch64), rustdoc, ruff, mypy, stubtest"
 	@echo "fmt          format Rust and Python"
 	@echo "bench        criterion micro-benchmarks + the end-to-end comparison"
@@ -112,6 +113,15 @@ test-wheel:
 		done; \
 		smolgen generate "Once upon a time" --max-tokens 24 --temperature 0.7 --seed 1 \
 		&& python -m pytest -p no:cacheprovider'
+
+# The site's tools are the `docs` extra of pyproject.toml, installed beside the package rather than
+# through it (which would rebuild the extension). The command-line reference is written from the
+# installed package's parsers; the Python reference is read from the sources.
+docs: install
+	$(PYTHON) -c 'import subprocess, sys, tomllib; \
+		extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; \
+		subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *extras["docs"]])'
+	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 
 # The aarch64 lint runs without .cargo/config.toml's `target-cpu=native`: that names this x86 CPU.
 lint:
