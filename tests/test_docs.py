@@ -4,6 +4,7 @@ the real model: a page whose code no longer works fails here."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,9 +26,16 @@ def test_the_page_runs(page, smollm2_gguf, monkeypatch, tmp_path, capsys):
         pytest.skip("no Python on this page")
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": f"docs.{page.stem}"}
-    for number, code in enumerate(blocks, start=1):
-        try:
-            exec(compile(code, f"{page.relative_to(DOCS)} block {number}", "exec"), namespace)
-        except Exception as e:
-            raise AssertionError(f"{page.name}, block {number}:\n{code}") from e
+    try:
+        for number, code in enumerate(blocks, start=1):
+            try:
+                exec(compile(code, f"{page.relative_to(DOCS)} block {number}", "exec"), namespace)
+            except Exception as e:
+                raise AssertionError(f"{page.name}, block {number}:\n{code}") from e
+    finally:
+        # A page that starts a server stops it in its last block; not when a block failed.
+        for value in namespace.values():
+            if isinstance(value, subprocess.Popen) and value.poll() is None:
+                value.kill()
+                value.wait()
     assert capsys.readouterr().out  # each page shows something
