@@ -114,13 +114,10 @@ test-wheel:
 		smolgen generate "Once upon a time" --max-tokens 24 --temperature 0.7 --seed 1 \
 		&& python -m pytest -p no:cacheprovider'
 
-# The site's tools are the `docs` extra of pyproject.toml, installed beside the package rather than
-# through it (which would rebuild the extension). The command-line reference is written from the
+# The site's tools are in docs/requirements.txt. The command-line reference is written from the
 # installed package's parsers; the Python reference is read from the sources.
 docs: install
-	$(PYTHON) -c 'import subprocess, sys, tomllib; \
-		extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; \
-		subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", *extras["docs"]])'
+	$(PYTHON) -m pip install -q -r docs/requirements.txt
 	NO_MKDOCS_2_WARNING=1 $(PYTHON) -m mkdocs build --strict
 
 # The aarch64 lint runs without .cargo/config.toml's `target-cpu=native`: that names this x86 CPU.
