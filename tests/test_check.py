@@ -83,14 +83,24 @@ def test_the_command_prints_json_and_exits_8_on_a_failure():
     assert set(report["latency"]) >= {"ttft_p50_ms", "ttft_p95_ms", "tokens_per_s"}
 
 
-def test_the_command_refuses_a_url_that_is_not_http():
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["localhost:8000"], "not an http(s) URL"),
+        (["http://127.0.0.1:1", "--burst", "1000"], "--burst must be from 1 to 256"),
+        (["http://127.0.0.1:1", "--timeout", "inf"], "--timeout must be from 0 to 3600"),
+        (["http://127.0.0.1:1", "--max-ttft-p95-ms", "nan"], "--max-ttft-p95-ms must be"),
+        (["http://127.0.0.1:1", "--skip", "everything"], "invalid choice"),
+    ],
+)
+def test_the_command_refuses_bad_arguments(args, says):
     run = subprocess.run(
-        [sys.executable, "-m", "smolgen", "check", "localhost:8000"],
+        [sys.executable, "-m", "smolgen", "check", *args],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert run.returncode == 2 and "not an http(s) URL" in run.stderr
+    assert run.returncode == 2 and says in run.stderr, run.stderr
 
 
 @pytest.mark.slow

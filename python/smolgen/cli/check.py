@@ -103,8 +103,10 @@ def run(args: argparse.Namespace) -> int:
     ):
         if not 1 <= value <= most:
             raise InvalidArgumentError(f"{flag} must be from 1 to {most:,}, not {value}")
-    if not args.timeout > 0:
-        raise InvalidArgumentError("--timeout must be positive")
+    if not 0 < args.timeout <= 3600:
+        raise InvalidArgumentError(f"--timeout must be from 0 to 3600 seconds, not {args.timeout}")
+    if args.max_ttft_p95_ms is not None and not args.max_ttft_p95_ms > 0:
+        raise InvalidArgumentError("--max-ttft-p95-ms must be positive")
     key_variable = "ANTHROPIC_API_KEY" if args.anthropic else "OPENAI_API_KEY"
     endpoint = Endpoint(
         parse_url(args.url),
