@@ -111,6 +111,18 @@ def test_models_lists_the_served_model(client):
     assert client.models.retrieve(MODEL).id == MODEL
 
 
+def test_a_request_without_sampling_settings_gets_the_servers_defaults(client, smollm2):
+    reply = client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=16, seed=11)
+    local = smollm2.chat(HELLO, max_tokens=16, temperature=0.7, top_p=0.9, seed=11)
+    assert reply.choices[0].message.content == local.text
+    # The defaults are not the APIs' 1.0 and 1 (so the equality above tells them apart).
+    assert smollm2.chat(HELLO, max_tokens=16, temperature=1.0, seed=11).text != local.text
+    explicit = client.chat.completions.create(
+        model=MODEL, messages=HELLO, max_tokens=16, seed=11, temperature=1.0, top_p=1.0
+    )
+    assert explicit.choices[0].message.content != local.text  # a request's own value wins
+
+
 def test_chat_completion_is_the_local_models_answer(client, smollm2):
     reply = client.chat.completions.create(
         model=MODEL, messages=HELLO, max_tokens=20, temperature=0

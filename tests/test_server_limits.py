@@ -593,3 +593,52 @@ def test_schema_driven_requests_get_no_5xx_and_answers_that_match_the_document(t
     # The valid requests reached the model: some were answered.
     answered = sorted(op for op, status in statuses if status == 200 and op.startswith("POST"))
     assert answered, sorted(statuses.items())
+
+
+# --- 9. a request without temperature or top_p gets the server's, not the APIs' 1.0 ------------
+
+
+def reply_text(response) -> str:
+    body = response.json()
+    if "choices" in body:
+        return body["choices"][0]["message"]["content"]
+    return "".join(block["text"] for block in body["content"])
+
+
+def test_sampling_defaults_reach_every_route(tiny):
+    chat = {"model": MODEL, "messages": HI, "max_tokens": 8, "seed": 3, "logit_bias": END_TOKENS}
+    messages = {"model": MODEL, "messages": HI, "max_tokens": 8}
+    for temperature, top_p in [(1.5, 0.95), (0.0, 0.9)]:
+        app = make_app(tiny, temperature=temperature, top_p=top_p)
+        given = {"temperature": temperature, "top_p": top_p}
+        unset, explicit, anthropic_unset, anthropic_explicit, health = call(
+            app,
+            ("POST", "/v1/chat/completions", chat),
+            ("POST", "/v1/chat/completions", {**chat, **given}),
+            ("POST", "/v1/messages", messages),
+            ("POST", "/v1/messages", {**messages, **given}),
+            ("GET", "/health", None),
+        )
+        assert reply_text(unset) == reply_text(explicit)
+        if temperature == 0:  # Anthropic's API has no seed: compare where the draw is greedy
+            assert reply_text(anthropic_unset) == reply_text(anthropic_explicit)
+        assert health.json()["sampling_defaults"] == {"temperature": temperature, "top_p": top_p}
+    # The tiny model's distributions are too peaked to tell temperatures apart by their text
+    # (test_server.py does that on the real model). The library's default is the command
+    # line's, smolgen chat's.
+    health = call(make_app(tiny), ("GET", "/health", None))[0].json()
+    assert health["sampling_defaults"] == {"temperature": 0.7, "top_p": 0.9}
+    for bad in ({"temperature": 2.5}, {"top_p": 0.0}):
+        with pytest.raises(smolgen.errors.InvalidArgumentError):
+            make_app(tiny, **bad)
+
+
+@pytest.mark.parametrize("flags", [["--temperature", "3"], ["--top-p", "0"]])
+def test_bad_sampling_defaults_exit_2_before_the_model_loads(flags):
+    run = subprocess.run(
+        [sys.executable, "-m", "smolgen", "serve", "-m", "no-such-model.gguf", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2 and "--temperature must be" in run.stderr, run.stderr

@@ -8,6 +8,7 @@ import sys
 
 from ..errors import InvalidArgumentError
 from ..limits import MAX_REQUEST_BYTES
+from ..server import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from . import model_argument
 
 
@@ -53,6 +54,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "window has left; a request's own max_tokens wins (default: 512)",
     )
     p.add_argument(
+        "--temperature",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help="temperature of a request that gives none, 0 to 2 (default: "
+        f"{DEFAULT_TEMPERATURE}; OpenAI's and Anthropic's APIs use 1.0, at which a small "
+        "model rambles)",
+    )
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=DEFAULT_TOP_P,
+        help=f"top_p of a request that gives none, in (0, 1] (default: {DEFAULT_TOP_P})",
+    )
+    p.add_argument(
         "--max-body-bytes",
         type=int,
         default=MAX_REQUEST_BYTES,
@@ -93,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
             "--max-concurrent, --max-tokens-default and --max-body-bytes must be >= 1, "
             "--max-queue and --prefix-cache-mb >= 0"
         )
+    if not (0 <= args.temperature <= 2 and 0 < args.top_p <= 1):
+        raise InvalidArgumentError("--temperature must be from 0 to 2 and --top-p in (0, 1]")
     model = load_model(args, prefix_cache_bytes=int(args.prefix_cache_mb * 2**20))
     spec = args.model or DEFAULT_MODEL
     model_id = args.model_id or served_name(spec)
@@ -106,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_tokens_default=args.max_tokens_default,
         max_body_bytes=args.max_body_bytes,
+        temperature=args.temperature,
+        top_p=args.top_p,
     )
     print(
         f"smolgen: serving {model_id} at http://{args.host}:{args.port}/v1 "

@@ -11,6 +11,10 @@ from typing import TYPE_CHECKING
 
 from ..limits import MAX_REQUEST_BYTES
 
+#: The sampling of a request that gives none: ``smolgen chat``'s, not the APIs' 1.0 / 1.
+DEFAULT_TEMPERATURE = 0.7
+DEFAULT_TOP_P = 0.9
+
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
@@ -27,11 +31,16 @@ def create_app(
     max_queue: int = 32,
     max_tokens_default: int = 512,
     max_body_bytes: int = MAX_REQUEST_BYTES,
+    temperature: float | None = DEFAULT_TEMPERATURE,
+    top_p: float | None = DEFAULT_TOP_P,
 ) -> FastAPI:
     """The ASGI app serving ``model`` as ``model_id``; run it with any ASGI server.
 
     ``max_tokens_default`` is the answer's length for a request that gives no ``max_tokens``
     (or ``null``); a request body over ``max_body_bytes`` is refused (413) before it is read.
+    ``temperature`` and ``top_p`` are the sampling of a request that gives none of its own:
+    0.7 and 0.9 (``smolgen chat``'s) rather than the APIs' 1.0 and 1, at which a small model
+    rambles; None keeps 1.0 and 1.
     """
     from .app import create_app as build
     from .scheduler import Scheduler
@@ -43,8 +52,10 @@ def create_app(
         max_concurrent=max_concurrent,
         max_queue=max_queue,
         max_tokens_default=max_tokens_default,
+        temperature=temperature,
+        top_p=top_p,
     )
     return build(scheduler, api_key=api_key, max_body_bytes=max_body_bytes)
 
 
-__all__ = ["create_app"]
+__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "create_app"]

@@ -72,6 +72,7 @@ def create_app(
                 "max_tokens_default": scheduler.max_tokens_default,
                 "max_body_bytes": max_body_bytes,
             },
+            "sampling_defaults": scheduler.sampling_defaults,
             "batching": {
                 "steps": scheduler.batcher.steps,
                 "tokens": scheduler.batcher.stepped_tokens,

@@ -5,7 +5,7 @@ a request's events that the streaming and the whole response both consume."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
@@ -97,10 +97,17 @@ class SamplingParams(Lenient):
                 raise ValueError(f"keys must be token ids, got {key} (above {MAX_INT})")
         return value
 
-    def sampling_kwargs(self, choice: int, vocab_size: int) -> dict[str, Any]:
+    def sampling_kwargs(
+        self, choice: int, vocab_size: int, defaults: Mapping[str, float | None] | None = None
+    ) -> dict[str, Any]:
         """The sampling keywords of ``Model.generate`` for choice ``choice`` of the request. A
-        field left unset is passed as ``None``, which keeps the core's default."""
-        temperature, top_p = self.temperature, self.top_p
+        temperature or top_p left unset takes the server's ``defaults``; any other field left
+        unset is passed as ``None``, which keeps the core's default."""
+        defaults = defaults or {}
+        temperature = (
+            self.temperature if self.temperature is not None else defaults.get("temperature")
+        )
+        top_p = self.top_p if self.top_p is not None else defaults.get("top_p")
         if top_p == 0:  # the limit of a shrinking nucleus: the single likeliest token
             temperature, top_p = 0.0, None
         bias = {int(key): value for key, value in (self.logit_bias or {}).items()}

@@ -81,11 +81,17 @@ class Scheduler:
         max_concurrent: int = 4,
         max_queue: int = 32,
         max_tokens_default: int = 512,
+        temperature: float | None = None,
+        top_p: float | None = None,
     ) -> None:
         if max_concurrent < 1 or max_queue < 0 or max_tokens_default < 1:
             raise InvalidArgumentError(
                 "max_concurrent and max_tokens_default must be >= 1, max_queue >= 0"
             )
+        if temperature is not None and not 0 <= temperature <= 2:
+            raise InvalidArgumentError(f"temperature must be from 0 to 2, not {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise InvalidArgumentError(f"top_p must be in (0, 1], not {top_p}")
         self.model = model
         self.model_id = model_id
         self.aliases = {model_id, *aliases}
@@ -95,6 +101,11 @@ class Scheduler:
         # A request's max_tokens when it gives none: not the rest of the context window,
         # which is minutes of decoding on a CPU.
         self.max_tokens_default = max_tokens_default
+        # The sampling of a request that gives none of its own (None: the core's default).
+        self.sampling_defaults: dict[str, float | None] = {
+            "temperature": temperature,
+            "top_p": top_p,
+        }
         self.counters = Counters()
         self._slots = anyio.Semaphore(max_concurrent)
         self._threads = anyio.CapacityLimiter(max_concurrent)

@@ -86,7 +86,7 @@ class MessagesServing:
         self.scheduler, self.ids = scheduler, ids
         model = scheduler.model
         max_tokens = max_tokens_for(model, len(ids), req.max_tokens, scheduler.max_tokens_default)
-        sampling = req.sampling_kwargs(0, model.tokenizer.vocab_size)
+        sampling = req.sampling_kwargs(0, model.tokenizer.vocab_size, scheduler.sampling_defaults)
         stop = req.stop_sequences or None
         self.job = Job(0, ids, first_of_prompt=True)
         self.admitted = scheduler.start(

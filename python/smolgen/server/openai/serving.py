@@ -87,7 +87,8 @@ class ChatServing:
         )
         top = (req.top_logprobs or 0) if req.logprobs else None
         vocab_size = model.tokenizer.vocab_size
-        sampling = [req.sampling_kwargs(i, vocab_size) for i in range(req.n)]
+        defaults = scheduler.sampling_defaults
+        sampling = [req.sampling_kwargs(i, vocab_size, defaults) for i in range(req.n)]
         self.jobs = [Job(i, ids, first_of_prompt=i == 0) for i in range(req.n)]
         self.admitted = scheduler.start(
             req.n,
@@ -230,7 +231,7 @@ class CompletionServing:
             )
             for i in range(req.n):
                 self.jobs.append(Job(p * req.n + i, ids, first_of_prompt=i == 0))
-                kwargs = req.sampling_kwargs(i, vocab_size)
+                kwargs = req.sampling_kwargs(i, vocab_size, scheduler.sampling_defaults)
                 calls.append({"prompt": ids, "max_tokens": max_tokens, **kwargs})
         self.admitted: list[Admitted] = scheduler.start(
             len(calls),
