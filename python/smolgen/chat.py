@@ -21,6 +21,12 @@ from .errors import ChatTemplateError, InvalidArgumentError
 if TYPE_CHECKING:
     from .model import Model
 
+#: How a conversation samples where nothing else is said: with some variety, not at the hosted
+#: APIs' 1.0 and 1, at which a small model rambles (``smolgen chat``, and ``smolgen serve`` for
+#: a request that gives no temperature or top_p).
+CHAT_TEMPERATURE = 0.7
+CHAT_TOP_P = 0.9
+
 ROLES = ("system", "user", "assistant")
 # OpenAI's newer name for the system role.
 ROLE_ALIASES = {"developer": "system"}

@@ -7,6 +7,7 @@ import argparse
 import sys
 from typing import TextIO
 
+from ..chat import CHAT_TEMPERATURE, CHAT_TOP_P
 from . import add_sampling_arguments, model_argument, sampling_options
 
 COMMANDS = "/reset forgets the conversation, /exit (or Ctrl-D) leaves"
@@ -23,7 +24,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model_argument(p)
     p.add_argument("--system", default=None, help="a system message to start with")
     # A chat answers with some variety and little repetition, up to 512 tokens per reply.
-    add_sampling_arguments(p, max_tokens=512, temperature=0.7, top_p=0.9, repetition_penalty=1.1)
+    add_sampling_arguments(
+        p,
+        max_tokens=512,
+        temperature=CHAT_TEMPERATURE,
+        top_p=CHAT_TOP_P,
+        repetition_penalty=1.1,
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no status line after replies")
     p.set_defaults(func=run)
 

@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
+from ..chat import CHAT_TEMPERATURE, CHAT_TOP_P
 from ..errors import InvalidArgumentError
 from ..limits import MAX_REQUEST_BYTES
-from ..server import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from . import model_argument
 
 
@@ -56,16 +56,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--temperature",
         type=float,
-        default=DEFAULT_TEMPERATURE,
+        default=CHAT_TEMPERATURE,
         help="temperature of a request that gives none, 0 to 2 (default: "
-        f"{DEFAULT_TEMPERATURE}; OpenAI's and Anthropic's APIs use 1.0, at which a small "
+        f"{CHAT_TEMPERATURE}; OpenAI's and Anthropic's APIs use 1.0, at which a small "
         "model rambles)",
     )
     p.add_argument(
         "--top-p",
         type=float,
-        default=DEFAULT_TOP_P,
-        help=f"top_p of a request that gives none, in (0, 1] (default: {DEFAULT_TOP_P})",
+        default=CHAT_TOP_P,
+        help=f"top_p of a request that gives none, in (0, 1] (default: {CHAT_TOP_P})",
     )
     p.add_argument(
         "--max-body-bytes",

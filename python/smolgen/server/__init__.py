@@ -9,11 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..chat import CHAT_TEMPERATURE, CHAT_TOP_P
 from ..limits import MAX_REQUEST_BYTES
-
-#: The sampling of a request that gives none: ``smolgen chat``'s, not the APIs' 1.0 / 1.
-DEFAULT_TEMPERATURE = 0.7
-DEFAULT_TOP_P = 0.9
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -31,16 +28,16 @@ def create_app(
     max_queue: int = 32,
     max_tokens_default: int = 512,
     max_body_bytes: int = MAX_REQUEST_BYTES,
-    temperature: float | None = DEFAULT_TEMPERATURE,
-    top_p: float | None = DEFAULT_TOP_P,
+    temperature: float | None = CHAT_TEMPERATURE,
+    top_p: float | None = CHAT_TOP_P,
 ) -> FastAPI:
     """The ASGI app serving ``model`` as ``model_id``; run it with any ASGI server.
 
     ``max_tokens_default`` is the answer's length for a request that gives no ``max_tokens``
     (or ``null``); a request body over ``max_body_bytes`` is refused (413) before it is read.
     ``temperature`` and ``top_p`` are the sampling of a request that gives none of its own:
-    0.7 and 0.9 (``smolgen chat``'s) rather than the APIs' 1.0 and 1, at which a small model
-    rambles; None keeps 1.0 and 1.
+    ``smolgen chat``'s (:data:`smolgen.chat.CHAT_TEMPERATURE`, :data:`~smolgen.chat.CHAT_TOP_P`)
+    by default; None keeps the core's 1.0 and 1.
     """
     from .app import create_app as build
     from .scheduler import Scheduler
@@ -58,4 +55,4 @@ def create_app(
     return build(scheduler, api_key=api_key, max_body_bytes=max_body_bytes)
 
 
-__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "create_app"]
+__all__ = ["create_app"]
