@@ -21,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 #: The statuses a client retries, and how often.
@@ -34,6 +34,9 @@ MAX_WAIT = 30.0
 #: The most of an answer (or of one streamed line) read: an endpoint cannot make the check
 #: read without end.
 MAX_BODY = 16 * 2**20
+
+#: Seconds one request may take, by default.
+TIMEOUT = 60.0
 
 #: Every check, in the order they run; ``skip`` takes these names.
 CHECKS = ("chat", "stream", "stop", "max_tokens", "bad_request", "overflow", "throttle", "latency")
@@ -51,7 +54,7 @@ class Endpoint:
     model: str | None = None
     api_key: str | None = None
     anthropic: bool = False
-    timeout: float = 60.0
+    timeout: float = TIMEOUT
 
     @property
     def root(self) -> str:
@@ -382,7 +385,7 @@ def error_shape(body: Any, anthropic: bool) -> str | None:
 # -- the checks ----------------------------------------------------------------------------------
 
 
-def check_chat(client: Client, settings: Settings) -> str:
+def check_chat(client: Client, settings: Settings, report: Report) -> str:
     reply = client.chat("Say hello in five words.", 16, temperature=0)
     if reply.completion_tokens > 16:
         raise CheckFailed(f"{reply.completion_tokens} completion tokens for max_tokens 16")
@@ -394,7 +397,7 @@ def check_chat(client: Client, settings: Settings) -> str:
     )
 
 
-def check_stream(client: Client, settings: Settings) -> str:
+def check_stream(client: Client, settings: Settings, report: Report) -> str:
     s = client.stream(UTF8_PROMPT, 48, temperature=0)
     if not s.ended:
         end = "message_stop" if client.endpoint.anthropic else "data: [DONE]"
@@ -410,7 +413,7 @@ def check_stream(client: Client, settings: Settings) -> str:
     return f"{s.chunks} chunks, {s.completion_tokens} tokens, UTF-8 intact: {_quote(s.text)}"
 
 
-def check_stop(client: Client, settings: Settings) -> str:
+def check_stop(client: Client, settings: Settings, report: Report) -> str:
     prompt = "Count from one to twenty in words, separated by spaces."
     reference = client.chat(prompt, 24, temperature=0)
     stop = _stop_word(reference.text)
@@ -426,7 +429,7 @@ def check_stop(client: Client, settings: Settings) -> str:
     return f"stopped before {stop!r}: {_quote(reply.text)}"
 
 
-def check_max_tokens(client: Client, settings: Settings) -> str:
+def check_max_tokens(client: Client, settings: Settings, report: Report) -> str:
     reply = client.chat("Write a long story about a dragon and a lighthouse.", 3, temperature=0)
     if reply.completion_tokens > 3:
         raise CheckFailed(f"{reply.completion_tokens} completion tokens for max_tokens 3")
@@ -435,14 +438,14 @@ def check_max_tokens(client: Client, settings: Settings) -> str:
     return f"{reply.completion_tokens} tokens, finish {reply.raw_finish}: {_quote(reply.text)}"
 
 
-def check_bad_request(client: Client, settings: Settings) -> str:
+def check_bad_request(client: Client, settings: Settings, report: Report) -> str:
     body = client.body("Hello", 8)
     body["temperature"] = "hot"
     response = client.send("POST", client.chat_path, body, retry=False)
     return expect_error(response, client.endpoint.anthropic, "temperature 'hot'")
 
 
-def check_overflow(client: Client, settings: Settings) -> str:
+def check_overflow(client: Client, settings: Settings, report: Report) -> str:
     prompt = "hello " * settings.overflow_words
     body = client.body(prompt, 1)
     response = client.send("POST", client.chat_path, body, retry=False)
@@ -459,7 +462,7 @@ def expect_error(response: Response, anthropic: bool, what: str) -> str:
     return f"{what}: 400, {_quote(message)}"
 
 
-def check_throttle(client: Client, settings: Settings) -> str:
+def check_throttle(client: Client, settings: Settings, report: Report) -> str:
     """A burst of concurrent requests: every throttled answer carries ``Retry-After``, and every
     request succeeds within the retries."""
     burst = Client(client.endpoint, client.sleep)
@@ -493,7 +496,7 @@ def check_throttle(client: Client, settings: Settings) -> str:
     )
 
 
-def check_latency(client: Client, settings: Settings) -> str:
+def check_latency(client: Client, settings: Settings, report: Report) -> str:
     firsts, rates = [], []
     for i in range(settings.requests):
         s = client.stream(f"Tell me one fact about the number {i + 1}.", 32, temperature=0)
@@ -502,17 +505,17 @@ def check_latency(client: Client, settings: Settings) -> str:
         firsts.append(s.first_token_s * 1000)
         if s.completion_tokens and s.completion_tokens > 1 and s.total_s > s.first_token_s:
             rates.append((s.completion_tokens - 1) / (s.total_s - s.first_token_s))
-    settings.latency["ttft_p50_ms"] = _percentile(firsts, 50)
-    settings.latency["ttft_p95_ms"] = _percentile(firsts, 95)
-    settings.latency["tokens_per_s"] = statistics.median(rates) if rates else 0.0
-    settings.latency["requests"] = float(settings.requests)
+    latency = report.latency
+    latency["ttft_p50_ms"] = _percentile(firsts, 50)
+    latency["ttft_p95_ms"] = _percentile(firsts, 95)
+    latency["tokens_per_s"] = statistics.median(rates) if rates else 0.0
+    latency["requests"] = float(settings.requests)
     detail = (
-        f"TTFT p50 {settings.latency['ttft_p50_ms']:.0f} ms, p95 "
-        f"{settings.latency['ttft_p95_ms']:.0f} ms, {settings.latency['tokens_per_s']:.1f} "
-        f"tokens/s over {settings.requests} requests"
+        f"TTFT p50 {latency['ttft_p50_ms']:.0f} ms, p95 {latency['ttft_p95_ms']:.0f} ms, "
+        f"{latency['tokens_per_s']:.1f} tokens/s over {settings.requests} requests"
     )
     limit = settings.max_ttft_p95_ms
-    if limit is not None and settings.latency["ttft_p95_ms"] > limit:
+    if limit is not None and latency["ttft_p95_ms"] > limit:
         raise CheckFailed(f"{detail}: p95 over the {limit:.0f} ms asked for")
     return detail
 
@@ -523,10 +526,11 @@ class Settings:
     burst: int = 8
     overflow_words: int = 20_000
     max_ttft_p95_ms: float | None = None
-    latency: dict[str, float] = field(default_factory=dict)
 
 
-RUNNERS: dict[str, Callable[[Client, Settings], str]] = {
+#: Each check: the endpoint's client, the settings, and the report, where a check that measures
+#: something (latency) leaves its figures. Returns the detail shown; raises CheckFailed.
+RUNNERS: dict[str, Callable[[Client, Settings, Report], str]] = {
     "chat": check_chat,
     "stream": check_stream,
     "stop": check_stop,
@@ -564,17 +568,18 @@ def run_checks(
     report = Report(endpoint.root, "anthropic" if endpoint.anthropic else "openai", "")
     if endpoint.model is None:
         try:
-            endpoint.model = served_model(client)
+            endpoint = replace(endpoint, model=served_model(client))
         except CheckFailed as e:
             report.outcomes.append(Outcome("model", False, str(e)))
             return report
-    report.model = endpoint.model
+        client = Client(endpoint)
+    report.model = str(endpoint.model)
     for name in CHECKS:
         if name in skip:
             outcome = Outcome(name, None, "skipped")
         else:
             try:
-                outcome = Outcome(name, True, RUNNERS[name](client, settings))
+                outcome = Outcome(name, True, RUNNERS[name](client, settings, report))
             except CheckFailed as e:
                 outcome = Outcome(name, False, str(e))
             except NotApplicable as e:
@@ -582,7 +587,6 @@ def run_checks(
         report.outcomes.append(outcome)
         if on_outcome is not None:
             on_outcome(outcome)
-    report.latency = settings.latency
     return report
 
 

@@ -14,7 +14,9 @@ CHECK_FAILED = 8
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from ..check import CHECKS
+    from ..check import CHECKS, TIMEOUT, Settings
+
+    defaults = Settings()
 
     p = subparsers.add_parser(
         "check",
@@ -53,20 +55,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--requests",
         type=int,
-        default=10,
-        help="streamed requests the latency is measured over (default: 10)",
+        default=defaults.requests,
+        help=f"streamed requests the latency is measured over (default: {defaults.requests})",
     )
     p.add_argument(
         "--burst",
         type=int,
-        default=8,
-        help="concurrent requests of the throttling check (default: 8)",
+        default=defaults.burst,
+        help=f"concurrent requests of the throttling check (default: {defaults.burst})",
     )
     p.add_argument(
         "--overflow-words",
         type=int,
-        default=20_000,
-        help="words in the prompt that must overflow the context (default: 20000)",
+        default=defaults.overflow_words,
+        help="words in the prompt that must overflow the context (default: "
+        f"{defaults.overflow_words})",
     )
     p.add_argument(
         "--max-ttft-p95-ms",
@@ -75,7 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="fail when the p95 time to first token is above this",
     )
     p.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds one request may take (default: 60)"
+        "--timeout",
+        type=float,
+        default=TIMEOUT,
+        help=f"seconds one request may take (default: {TIMEOUT:g})",
     )
     p.add_argument(
         "--skip",
