@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import smolgen
-from smolgen.chat import ChatTemplate, chat_prompt_ids, normalize_messages
+from smolgen.chat import ChatTemplate, chat_prompt_ids, continued_prompt, normalize_messages
 
 SMOLLM_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 
@@ -107,6 +107,48 @@ def test_chat_answers_through_the_template(smollm2):
     assert reply.usage.prompt_tokens == len(chat_prompt_ids(smollm2, messages))
     stream = smollm2.chat(messages, temperature=0, max_tokens=12, stream=True)
     assert "".join(chunk.text for chunk in stream) == reply.text
+
+
+def test_a_final_assistant_message_is_continued(smollm2):
+    """A prefill: the prompt stops right after the assistant's words (no end of turn), and the
+    reply is what comes after them."""
+    start = "The capital of France is"
+    messages = [{"role": "user", "content": "Tell me about Paris."}]
+    messages.append({"role": "assistant", "content": start})
+    prompt = continued_prompt(smolgen.chat.chat_template(smollm2), messages)
+    opened = smolgen.chat.chat_template(smollm2).render(messages[:1])
+    assert prompt == opened + start
+    ids = chat_prompt_ids(smollm2, messages, continue_final_message=True)
+    assert ids == smollm2.tokenize(prompt, special=True) and ids[-1] != 2  # no <|im_end|>
+    reply = smollm2.chat(messages, continue_final_message=True, temperature=0, max_tokens=8)
+    assert reply.text == smollm2.generate(ids, temperature=0, max_tokens=8).text
+    assert reply.usage.prompt_tokens == len(ids)
+    # Without the flag the assistant's message is a finished turn and a new one opens.
+    assert smollm2.chat_prompt(messages)[-3:] != ids[-3:]
+    # An empty final message is a plain reply to the ones before it.
+    empty = [*messages[:1], {"role": "assistant", "content": ""}]
+    assert chat_prompt_ids(smollm2, empty, continue_final_message=True) == chat_prompt_ids(
+        smollm2, messages[:1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("messages", "fragment"),
+    [
+        ([{"role": "user", "content": "Hi"}], "only an assistant message"),
+        ([{"role": "assistant", "content": ""}], "nothing to reply to"),
+    ],
+)
+def test_only_an_assistant_message_can_be_continued(messages, fragment):
+    template = ChatTemplate("{% for m in messages %}{{ m.content }}{% endfor %}")
+    with pytest.raises(smolgen.InvalidArgumentError, match=fragment):
+        continued_prompt(template, messages)
+
+
+def test_a_template_that_rewrites_the_final_message_cannot_continue_it():
+    template = ChatTemplate("{% for m in messages %}{{ m.content | upper }}{% endfor %}")
+    with pytest.raises(smolgen.ChatTemplateError, match="cannot continue"):
+        continued_prompt(template, [{"role": "assistant", "content": "lower case"}])
 
 
 def test_the_context_window_is_enforced_in_the_words_users_know(smollm2):

@@ -335,6 +335,46 @@ def test_bad_requests_are_400_in_openais_shape(client, kwargs, param):
         assert body["param"] == param
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"top_logprobs": 3}, "top_logprobs"),  # without logprobs: true, as OpenAI refuses it
+    ],
+)
+def test_what_the_server_does_not_do_is_a_400_naming_it(client, kwargs, param):
+    """Never a 200 that quietly ignores a field the answer depends on."""
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2, **kwargs)
+    body = error_body(e.value)
+    assert body["param"] == param and body["message"].startswith(f"{param}: ")
+
+
+def test_the_same_fields_asking_for_plain_text_are_answered(client):
+    reply = client.chat.completions.create(
+        model=MODEL,
+        messages=HELLO,
+        max_tokens=2,
+        response_format={"type": "text"},
+        tool_choice="none",
+        modalities=["text"],
+    )
+    assert reply.choices[0].message.content
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"), [({"suffix": " and then?"}, "suffix"), ({"best_of": 3}, "best_of")]
+)
+def test_completions_refuse_insertion_and_best_of(client, kwargs, param):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=MODEL, prompt="Once", max_tokens=2, **kwargs)
+    assert error_body(e.value)["param"] == param
+
+
 def test_too_long_is_context_length_exceeded(client, smollm2):
     with pytest.raises(openai.BadRequestError) as e:
         client.chat.completions.create(
@@ -566,6 +606,52 @@ def test_a_client_that_hangs_up_stops_its_generation(client, server):
     assert state["cancelled"] == before + 1 and state["running"] == 0, server.health()
 
 
+def test_a_hang_up_is_logged_as_one_not_as_an_error(smollm2_gguf):
+    """A client that leaves before a whole (unstreamed) answer: the generation stops and the
+    log says so, without an error or a traceback."""
+    s = Server(smollm2_gguf, "--log-level", "info", key=None)
+    try:
+        body = json.dumps(
+            {"model": MODEL, "messages": HELLO, "max_tokens": 4000, "logit_bias": {"2": -100}}
+        ).encode()
+        head = (
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: local\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        with socket.create_connection(("127.0.0.1", s.port)) as sock:
+            sock.sendall(head.encode() + body)
+            deadline = time.monotonic() + 30
+            while s.health()["requests"]["running"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            state = s.health()["requests"]
+            if state["cancelled"] == 1 and state["running"] == 0:
+                break
+            time.sleep(0.1)
+        assert state["cancelled"] == 1 and state["running"] == 0, state
+    finally:
+        log = s.stop()
+    assert "client went away: generation stopped" in log
+    assert "Traceback" not in log and "internal error" not in log and "ERROR" not in log, log
+
+
+def test_a_taken_port_fails_at_once_with_its_own_exit_status(smollm2_gguf):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [sys.executable, "-m", "smolgen", "serve", "-m", smollm2_gguf, "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert run.returncode == 9, run.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr and "--port" in run.stderr
+    assert "serving" not in run.stderr  # refused before the model was loaded
+
+
 # --- Anthropic ----------------------------------------------------------------------------------
 
 # The newest client no longer has a temperature argument; the API (and this server) still
@@ -657,6 +743,57 @@ def test_anthropic_errors(claude, server):
     with pytest.raises(anthropic.AuthenticationError) as e:
         bad.messages.create(model=MODEL, messages=HELLO, max_tokens=4)
     assert e.value.response.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, "tools"),
+        ({"tool_choice": {"type": "auto"}}, "tool_choice"),
+        ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+    ],
+)
+def test_anthropic_refuses_tool_use_and_thinking_by_name(claude, kwargs, field):
+    for call in (claude.messages.create, claude.messages.count_tokens):
+        extra = {"max_tokens": 4} if call == claude.messages.create else {}
+        with pytest.raises(anthropic.BadRequestError) as e:
+            call(model=MODEL, messages=HELLO, extra_body=kwargs, **extra)
+        assert e.value.response.json()["error"]["message"].startswith(f"{field}: ")
+
+
+def test_a_final_assistant_message_is_continued_in_both_apis(client, claude, smollm2):
+    """Anthropic's prefill, and OpenAI's with vLLM's `continue_final_message`: the reply goes on
+    from the assistant's words and holds only what comes after them."""
+    messages = [
+        {"role": "user", "content": "Tell me about Paris."},
+        {"role": "assistant", "content": "The capital of France is"},
+    ]
+    local = smollm2.chat(messages, continue_final_message=True, max_tokens=8, temperature=0)
+    reply = claude.messages.create(model=MODEL, messages=messages, max_tokens=8, extra_body=GREEDY)
+    assert reply.content[0].text == local.text
+    prompt_tokens = reply.usage.input_tokens + (reply.usage.cache_read_input_tokens or 0)
+    assert prompt_tokens == local.usage.prompt_tokens
+    counted = claude.messages.count_tokens(model=MODEL, messages=messages)
+    assert counted.input_tokens == local.usage.prompt_tokens
+    chat = client.chat.completions.create(
+        model=MODEL,
+        messages=messages,
+        max_tokens=8,
+        temperature=0,
+        extra_body={"continue_final_message": True},
+    )
+    assert chat.choices[0].message.content == local.text
+    with pytest.raises(anthropic.BadRequestError, match="trailing whitespace"):
+        claude.messages.create(
+            model=MODEL,
+            messages=[messages[0], {"role": "assistant", "content": "Paris is "}],
+            max_tokens=4,
+        )
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model=MODEL, messages=HELLO, max_tokens=4, extra_body={"continue_final_message": True}
+        )
+    assert error_body(e.value)["param"] == "messages"
 
 
 # --- the README's curl examples -------------------------------------------------------------------

@@ -206,17 +206,57 @@ def chat_template(model: Model) -> ChatTemplate:
 
 
 def chat_prompt_ids(
-    model: Model, messages: Iterable[Mapping[str, Any]], *, bounded: bool = True
+    model: Model,
+    messages: Iterable[Mapping[str, Any]],
+    *,
+    bounded: bool = True,
+    continue_final_message: bool = False,
 ) -> list[int]:
     """The token ids of ``messages`` rendered for a reply: what the model reads. ``bounded``:
     a rendered prompt too long for any tokenization of it to fit the context window is refused
     before it is tokenized (:meth:`Model.check_prompt_length`); without it, any length is
-    counted."""
-    prompt = chat_template(model).render(messages, add_generation_prompt=True)
+    counted. ``continue_final_message``: the reply goes on from the last message, the start of
+    the assistant's answer (:func:`continued_prompt`)."""
+    template = chat_template(model)
+    if continue_final_message:
+        prompt = continued_prompt(template, messages)
+    else:
+        prompt = template.render(messages, add_generation_prompt=True)
     if bounded:
         model.check_prompt_length(prompt, "messages")
     # The template writes special tokens as text (<|im_start|>): parse them as special.
     return model.tokenize(prompt, special=True)
+
+
+def continued_prompt(template: ChatTemplate, messages: Iterable[Mapping[str, Any]]) -> str:
+    """The prompt that has the model go on writing the last message, the start of the
+    assistant's answer (a "prefill": Anthropic's final assistant message, vLLM's and
+    transformers' ``continue_final_message``): the conversation as the template renders it, cut
+    right after that message's text, before the end of its turn. An empty final message is a
+    plain reply to the ones before it."""
+    normalized = normalize_messages(messages)
+    final = normalized[-1]
+    if final["role"] != "assistant":
+        raise InvalidArgumentError(
+            f"messages[{len(normalized) - 1}]: only an assistant message can be continued, "
+            f"got role {final['role']!r}",
+            param="messages",
+        )
+    if not final["content"]:
+        if len(normalized) == 1:
+            raise InvalidArgumentError(
+                "messages: an empty assistant message alone leaves nothing to reply to",
+                param="messages",
+            )
+        return template.render(normalized[:-1], add_generation_prompt=True)
+    rendered = template.render(normalized, add_generation_prompt=False)
+    end = rendered.rfind(final["content"])
+    if end < 0:
+        raise ChatTemplateError(
+            "the chat template does not write the final message's text as given, so the reply "
+            "cannot continue it"
+        )
+    return rendered[: end + len(final["content"])]
 
 
 def check_context(

@@ -61,14 +61,17 @@ class Model(_core.Model):
             "peak_rss_bytes": peak_rss_bytes(),
         }
 
-    def chat_prompt(self, messages: Iterable[Mapping[str, Any]]) -> list[int]:
+    def chat_prompt(
+        self, messages: Iterable[Mapping[str, Any]], *, continue_final_message: bool = False
+    ) -> list[int]:
         """The token ids of ``messages`` rendered for a reply through the model's chat
         template: what :meth:`chat` generates from. A rendered prompt too long for any
         tokenization of it to fit the context window is refused before it is tokenized
-        (:meth:`check_prompt_length`)."""
+        (:meth:`check_prompt_length`). ``continue_final_message``: the last message is the
+        start of the assistant's reply, which the model goes on writing (a "prefill")."""
         from .chat import chat_prompt_ids
 
-        return chat_prompt_ids(self, messages)
+        return chat_prompt_ids(self, messages, continue_final_message=continue_final_message)
 
     def peek(self, prompt: str | Sequence[int], top_k: int = 5) -> Peek:
         """The ``top_k`` likeliest next tokens (id, piece, probability, log-probability), the
@@ -88,6 +91,7 @@ class Model(_core.Model):
         messages: Iterable[Mapping[str, Any]],
         *,
         stream: Literal[False] = ...,
+        continue_final_message: bool = ...,
         **options: Unpack[_core._GenerateOptions],
     ) -> Completion: ...
     @overload
@@ -96,6 +100,7 @@ class Model(_core.Model):
         messages: Iterable[Mapping[str, Any]],
         *,
         stream: Literal[True],
+        continue_final_message: bool = ...,
         **options: Unpack[_core._GenerateOptions],
     ) -> CompletionStream: ...
 
@@ -104,6 +109,7 @@ class Model(_core.Model):
         messages: Iterable[Mapping[str, Any]],
         *,
         stream: bool = False,
+        continue_final_message: bool = False,
         **options: Unpack[_core._GenerateOptions],
     ) -> Completion | CompletionStream:
         """The assistant's reply to ``messages`` (``{"role", "content"}`` with roles ``system``,
@@ -114,11 +120,13 @@ class Model(_core.Model):
         and ``max_tokens`` do not fit the context window this raises
         :class:`~smolgen.errors.ContextLengthExceededError` (see :func:`smolgen.trim_messages`).
         A conversation's earlier turns are reused from the prefix cache, so each turn prefills
-        only what is new (``usage.cached_tokens``).
+        only what is new (``usage.cached_tokens``). ``continue_final_message``: the last
+        message is the start of the assistant's reply, which this goes on writing (the reply's
+        text is what comes after it).
         """
         from .chat import check_context
 
-        ids = self.chat_prompt(messages)
+        ids = self.chat_prompt(messages, continue_final_message=continue_final_message)
         check_context(self, len(ids), options.get("max_tokens"))
         return self.generate(ids, stream=stream, **options)
 

@@ -4,7 +4,7 @@
 Exit codes follow the kind of failure, never the message text:
 0 ok, 1 other smolgen error, 2 bad argument, 3 model not found, 4 malformed model file,
 5 unsupported model, 6 context length exceeded, 7 download failed, 8 an endpoint check failed,
-130 interrupted.
+9 the address to serve at is taken, 130 interrupted.
 """
 
 from __future__ import annotations

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import socket
 import sys
+from errno import EADDRINUSE
 
 from ..chat import CHAT_TEMPERATURE, CHAT_TOP_P
 from ..errors import InvalidArgumentError
 from ..limits import MAX_REQUEST_BYTES
 from . import model_argument
+
+#: The exit status when the address to serve at cannot be listened on (its port is taken).
+EXIT_ADDRESS_UNAVAILABLE = 9
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -110,6 +116,17 @@ def run(args: argparse.Namespace) -> int:
         )
     if not (0 <= args.temperature <= 2 and 0 < args.top_p <= 1):
         raise InvalidArgumentError("--temperature must be from 0 to 2 and --top-p in (0, 1]")
+    # The address first: a port another process holds fails at once, not after the model
+    # has loaded, and with its own exit status.
+    try:
+        listener = listening_socket(args.host, args.port)
+    except OSError as e:
+        hint = " (another server holds it? --port picks another)" if e.errno == EADDRINUSE else ""
+        print(
+            f"smolgen: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}{hint}",
+            file=sys.stderr,
+        )
+        return EXIT_ADDRESS_UNAVAILABLE
     model = load_model(args, prefix_cache_bytes=int(args.prefix_cache_mb * 2**20))
     spec = args.model or DEFAULT_MODEL
     model_id = args.model_id or served_name(spec)
@@ -132,8 +149,37 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    # The server's own lines (hang-ups, bugs) go where uvicorn's go, at the same level.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["smolgen"] = {
+        "handlers": ["default"],
+        "level": args.log_level.upper(),
+        "propagate": False,
+    }
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config
+    )
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (as uvicorn binds one), for the server to accept
+    on. Raises :class:`OSError` when the address is taken or not this machine's."""
+    if not 0 <= port <= 65535:
+        raise InvalidArgumentError(f"--port must be from 0 to 65535, got {port}")
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def served_name(spec: str) -> str:

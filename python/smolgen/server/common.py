@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NoReturn
 
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -124,6 +124,12 @@ class SamplingParams(Lenient):
             # Each choice its own stream of randomness, all reproducible from the request's seed.
             "seed": None if self.seed is None else (self.seed + choice) % 2**64,
         }
+
+
+def unsupported(param: str, what: str) -> NoReturn:
+    """Refuses a request field asking for what this server does not do, naming it: a 400,
+    never a 200 that quietly ignores it."""
+    raise InvalidArgumentError(f"{param}: {what} is not supported by this server", param=param)
 
 
 def check_token_ids(ids: Iterable[int], vocab_size: int, param: str) -> None:

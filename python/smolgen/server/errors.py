@@ -118,6 +118,10 @@ def api_error(exc: BaseException) -> ApiError:
         return ApiError(400, str(exc), param=getattr(exc, "param", None), code="invalid_value")
     if isinstance(exc, errors.OverloadedError):
         return ApiError(503, str(exc), type="server_error", code="overloaded", retry_after=1)
+    if isinstance(exc, errors.ClientDisconnectedError):
+        # Not a fault, and logged as a hang-up where the generation stopped: no one is left
+        # to read this answer (499: nginx's "client closed request").
+        return ApiError(499, "The client closed the request.", code="client_closed_request")
     log.error("internal error while serving a request", exc_info=exc)
     return ApiError(
         500,

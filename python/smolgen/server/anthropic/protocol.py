@@ -7,7 +7,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
-from ..common import Lenient, MaxTokens, Response, SamplingParams, messages_schema
+from ..common import (
+    Lenient,
+    MaxTokens,
+    Response,
+    SamplingParams,
+    messages_schema,
+    unsupported,
+)
 
 MAX_STOP = 16
 
@@ -18,7 +25,25 @@ Messages = Annotated[
 ]
 
 
-class MessagesRequest(SamplingParams):
+class Unanswerable(Lenient):
+    """Fields read only to be refused when they ask for what this server does not do."""
+
+    tools: list[Any] | None = None
+    tool_choice: dict[str, Any] | None = None
+    thinking: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        """Refuses tool use and extended thinking: a 400 that names the field, never a reply
+        that quietly ignores it."""
+        if self.tools:
+            unsupported("tools", "tool use")
+        if self.tool_choice is not None and self.tool_choice.get("type") != "none":
+            unsupported("tool_choice", "tool use")
+        if self.thinking is not None and self.thinking.get("type") != "disabled":
+            unsupported("thinking", "extended thinking")
+
+
+class MessagesRequest(SamplingParams, Unanswerable):
     model: str
     messages: Messages
     max_tokens: MaxTokens
@@ -35,7 +60,7 @@ class MessagesRequest(SamplingParams):
         return value
 
 
-class CountTokensRequest(Lenient):
+class CountTokensRequest(Unanswerable):
     model: str
     messages: Messages
     system: str | list[dict[str, Any]] | None = None

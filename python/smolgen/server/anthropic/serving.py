@@ -62,10 +62,20 @@ def prompt_ids(scheduler: Scheduler, req: MessagesRequest | CountTokensRequest) 
     window; one to count is counted (the body's limit bounds its cost)."""
     if not scheduler.serves(req.model):
         raise unknown_model(req.model, scheduler.model_id)
+    req.check()
     messages = chat_messages(req.system, req.messages)
+    # A final assistant message is the start of the reply, which goes on from it.
+    prefilled = messages[-1]["role"] == "assistant"
+    if prefilled and messages[-1]["content"] != messages[-1]["content"].rstrip():
+        raise InvalidArgumentError(
+            "messages: final assistant content cannot end with trailing whitespace",
+            param="messages",
+        )
     if isinstance(req, CountTokensRequest):
-        return chat_prompt_ids(scheduler.model, messages, bounded=False)
-    return scheduler.model.chat_prompt(messages)
+        return chat_prompt_ids(
+            scheduler.model, messages, bounded=False, continue_final_message=prefilled
+        )
+    return scheduler.model.chat_prompt(messages, continue_final_message=prefilled)
 
 
 def outcome(done: Completion) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """OpenAI's request and response shapes for ``/v1/models``, ``/v1/chat/completions`` and
 ``/v1/completions``: requests take the fields the official client sends (unknown ones are
-ignored); responses and stream chunks have OpenAI's exact shape."""
+ignored; known ones that would change the answer in a way this server does not are refused);
+responses and stream chunks have OpenAI's exact shape."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
+from ...errors import InvalidArgumentError
 from ..common import (
     MAX_INT,
     Lenient,
@@ -16,6 +18,7 @@ from ..common import (
     SamplingParams,
     TokenId,
     messages_schema,
+    unsupported,
 )
 
 # More alternatives than this per token is a payload, not an answer.
@@ -50,11 +53,44 @@ class ChatCompletionRequest(OpenAIRequest):
     max_completion_tokens: MaxTokens | None = None
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    # vLLM's and transformers' name: the last message, an assistant's, is the start of the
+    # reply, which goes on from it (clients send it in `extra_body`).
+    continue_final_message: bool = False
+    # Read only to be refused when they ask for what this server does not do (see `check`).
+    response_format: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+    tool_choice: Any = None
+    functions: list[Any] | None = None
+    function_call: Any = None
+    modalities: list[str] | None = None
+    audio: Any = None
 
     def asked_max_tokens(self) -> int | None:
         """``max_completion_tokens`` (the newer name) or ``max_tokens``; ``None`` for
         neither."""
         return self.max_completion_tokens or self.max_tokens
+
+    def check(self) -> None:
+        """Refuses what would change the answer in a way this server does not: a format or
+        tool calls it does not constrain the reply to, output other than text, and top
+        log-probabilities without ``logprobs`` (as OpenAI refuses them)."""
+        kind = (self.response_format or {}).get("type", "text")
+        if kind != "text":
+            unsupported("response_format", f"type {kind!r} (only 'text')")
+        for name in ("tools", "functions"):
+            if getattr(self, name):
+                unsupported(name, "tool calls")
+        for name in ("tool_choice", "function_call"):
+            if getattr(self, name) not in (None, "none"):
+                unsupported(name, "tool calls")
+        if self.modalities is not None and set(self.modalities) != {"text"}:
+            unsupported("modalities", "output other than text")
+        if self.audio is not None:
+            unsupported("audio", "audio output")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidArgumentError(
+                "top_logprobs: needs logprobs to be true", param="top_logprobs"
+            )
 
 
 class CompletionRequest(OpenAIRequest):
@@ -62,6 +98,16 @@ class CompletionRequest(OpenAIRequest):
     max_tokens: MaxTokens | None = 16  # the legacy endpoint's default
     logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     echo: bool = False
+    suffix: str | None = None
+    best_of: Annotated[int, Field(ge=1, le=MAX_N)] | None = None
+
+    def check(self) -> None:
+        """Refuses insertion (``suffix``) and ``best_of`` above ``n``: this server generates
+        each choice as asked and returns them all."""
+        if self.suffix:
+            unsupported("suffix", "insertion between a prompt and a suffix")
+        if self.best_of is not None and self.best_of != self.n:
+            unsupported("best_of", "generating more choices than it returns")
 
     @field_validator("prompt", mode="before")
     @classmethod

@@ -6,6 +6,8 @@ reads the prompt, and hands the request to its serving class.
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
@@ -56,7 +58,11 @@ def router(scheduler: Scheduler) -> APIRouter:
     ) -> JSONResponse | StreamingResponse:
         """A chat completion, whole or streamed as server-sent events."""
         check_model(req.model)
-        ids = await scheduler.run_sync(scheduler.model.chat_prompt, req.messages)
+        req.check()
+        ids = await scheduler.run_sync(
+            partial(scheduler.model.chat_prompt, continue_final_message=req.continue_final_message),
+            req.messages,
+        )
         serving = ChatServing(scheduler, req, ids)
         if req.stream:
             return event_stream(serving.stream())
@@ -68,6 +74,7 @@ def router(scheduler: Scheduler) -> APIRouter:
     ) -> JSONResponse | StreamingResponse:
         """A text completion of one prompt or several (strings or token ids)."""
         check_model(req.model)
+        req.check()
         scheduler.check_count(req.n * prompt_count(req.prompt))  # before tokenizing them
         prompts = await scheduler.run_sync(prompt_id_lists, scheduler, req.prompt)
         serving = CompletionServing(scheduler, req, prompts)
