@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -479,6 +480,21 @@ def test_the_openapi_document_describes_each_routes_errors(tiny):
     assert doc["paths"]["/v1/chat/completions"]["post"]["responses"]["503"]
     assert set(schemas["OpenAIError"]["properties"]) == {"error"}
     assert set(schemas["AnthropicError"]["properties"]) == {"type", "error"}
+
+
+def test_the_api_pages_work_without_the_internet(tiny):
+    """/docs and /redoc load their scripts and styles from the server itself, not a CDN."""
+    app = make_app(tiny)
+    pages = call(app, ("GET", "/docs", None), ("GET", "/redoc", None))
+    assets = set()
+    for page in pages:
+        assert page.status_code == 200 and "/openapi.json" in page.text
+        assert "://" not in page.text  # no CDN, no web fonts
+        sources = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+        assert sources and all(src.startswith("/") for src in sources), sources
+        assets.update(sources)
+    for asset in call(app, *(("GET", src, None) for src in sorted(assets))):
+        assert asset.status_code == 200 and len(asset.content) > 10_000, asset.url
 
 
 def test_a_405_carries_allow(tiny, served):

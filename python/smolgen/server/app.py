@@ -46,7 +46,7 @@ def create_app(
                 code="invalid_api_key",
             )
 
-    app = FastAPI(
+    app = documented_app(
         title="smolgen",
         version=__version__,
         summary="OpenAI- and Anthropic-compatible endpoints for a local SmolLM2",
@@ -114,3 +114,15 @@ def create_app(
         return respond(request, api_error(exc))  # logs the traceback; the client gets none
 
     return app
+
+
+def documented_app(**kwargs: Any) -> FastAPI:
+    """The FastAPI app, its ``/docs`` (Swagger UI) and ``/redoc`` pages served from files
+    installed with the package (the ``serve`` extra's ``fastapi-offline``), so they work on a
+    machine without the internet; without that package, FastAPI's pages, which load their
+    scripts from a CDN."""
+    try:
+        from fastapi_offline import FastAPIOffline
+    except ImportError:
+        return FastAPI(**kwargs)
+    return FastAPIOffline(**kwargs)
