@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
+
+import pytest
+
+from smolgen.cli import build_parser, main
 
 
 def smolgen(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -109,6 +115,71 @@ def test_help_everywhere():
     for command in ("generate", "pull", "info", "tokens", "cost", "decide"):
         r = smolgen(command, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["genrate", "hi"], "(did you mean generate?)"),
+        (["generate", "hi", "--temprature", "0.5"], "(did you mean --temperature?)"),
+        (["generate", "hi", "--max-tokns=3"], "(did you mean --max-tokens?)"),
+        (["generate", "hi", "--dtype", "f61"], "(did you mean f16?)"),
+        # -t is the temperature wherever it is taken; `tokens` spells its tokenizer out.
+        (["tokens", "hi", "-t", "cl100k_base"], "(did you mean --tokenizer?)"),
+        (
+            [
+                "cost",
+                "api",
+                "-r",
+                "5",
+                "--input-tokens",
+                "1",
+                "--output-tokens",
+                "1",
+                "--modle",
+                "x",
+            ],
+            "(did you mean --model?)",
+        ),
+    ],
+)
+def test_a_mistyped_command_or_option_gets_the_nearest_one(capsys, argv, hint):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert hint in err and "error:" in err
+
+
+def test_a_short_flag_means_one_thing_in_every_command():
+    """-m the model, -t the temperature, -n the tokens to generate, wherever they are taken."""
+    meanings = {"-m": "--model", "-t": "--temperature", "-n": "--max-tokens", "-s": "--seed"}
+    parser = build_parser()
+    seen: dict[str, set[str]] = {}
+    todo = [parser]
+    while todo:
+        p = todo.pop()
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+                continue
+            short = [o for o in action.option_strings if len(o) == 2 and o != "-h"]
+            long = [o for o in action.option_strings if o.startswith("--")]
+            for flag in short:
+                seen.setdefault(flag, set()).update(long[:1])
+    for flag, names in seen.items():
+        assert len(names) == 1, (flag, names)
+        if flag in meanings:
+            assert names == {meanings[flag]}, (flag, names)
+
+
+def test_more_threads_than_cores_is_warned_about(tiny_gguf):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    r = smolgen("info", "-m", str(tiny_gguf), "--threads", str(cores + 1))
+    assert r.returncode == 0
+    assert f"--threads {cores + 1} is more than the {cores} cores" in r.stderr
+    r = smolgen("info", "-m", str(tiny_gguf), "--threads", str(cores))
+    assert r.returncode == 0 and "warning" not in r.stderr
 
 
 def test_generate_show_probs_marks_unlikely_tokens(smollm2_gguf):

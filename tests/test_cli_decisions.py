@@ -66,7 +66,7 @@ def test_cost_api_bad_arguments(capsys):
     code, _, _ = run(capsys, "cost", "api", *WORKLOAD, "--input-price", "2.50")
     assert code == 2
     code, _, _ = run(
-        capsys, "cost", "api", "-n", "lots", "--input-tokens", "1", "--output-tokens", "1"
+        capsys, "cost", "api", "-r", "lots", "--input-tokens", "1", "--output-tokens", "1"
     )
     assert code == 2
     code, _, _ = run(capsys, "cost", "api", *WORKLOAD, "-m", "no-such-model")
@@ -205,7 +205,7 @@ def test_decide_bad_number(capsys):
 
 def test_tokens_json(capsys):
     doc = run_json(
-        capsys, "tokens", "Hello, world! This is a test.", "-t", "cl100k_base,o200k_base"
+        capsys, "tokens", "Hello, world! This is a test.", "--tokenizer", "cl100k_base,o200k_base"
     )
     ids = {r["tokenizer"]: r["ids"] for r in doc["results"]}
     assert ids["cl100k_base"] == [9906, 11, 1917, 0, 1115, 374, 264, 1296, 13]
@@ -213,39 +213,41 @@ def test_tokens_json(capsys):
 
 
 def test_tokens_table(capsys):
-    code, out, _ = run(capsys, "tokens", "Can I get a refund?", "-t", "cl100k_base")
+    code, out, _ = run(capsys, "tokens", "Can I get a refund?", "--tokenizer", "cl100k_base")
     assert code == 0
     assert "cl100k_base" in out and " refund" in out
 
 
 def test_tokens_from_stdin_and_file(capsys, tmp_path):
-    doc = run_json(capsys, "tokens", "-", "-t", "cl100k_base", stdin="Can I get a refund?")
+    doc = run_json(capsys, "tokens", "-", "--tokenizer", "cl100k_base", stdin="Can I get a refund?")
     assert doc["results"][0]["n_tokens"] == 6
     path = tmp_path / "prompt.txt"
     path.write_text("Can I get a refund?", encoding="utf-8")
-    doc = run_json(capsys, "tokens", "--file", str(path), "-t", "cl100k_base", "--no-pieces")
+    doc = run_json(
+        capsys, "tokens", "--file", str(path), "--tokenizer", "cl100k_base", "--no-pieces"
+    )
     assert doc["results"][0]["n_tokens"] == 6
     assert "pieces" not in doc["results"][0]
 
 
 def test_tokens_languages(capsys):
-    doc = run_json(capsys, "tokens", "--languages", "-t", "cl100k_base")
+    doc = run_json(capsys, "tokens", "--languages", "--tokenizer", "cl100k_base")
     rows = {r["language"]: r for r in doc["rows"]}
     assert rows["en"]["relative_cost"] == 1
     assert rows["ko"]["relative_cost"] > 1.5
-    code, out, _ = run(capsys, "tokens", "--languages", "-t", "cl100k_base")
+    code, out, _ = run(capsys, "tokens", "--languages", "--tokenizer", "cl100k_base")
     assert code == 0 and "Korean" in out and "len(text)/4" in out
 
 
 def test_tokens_needs_a_text(capsys):
-    code, _, _ = run(capsys, "tokens", "-t", "cl100k_base")
+    code, _, _ = run(capsys, "tokens", "--tokenizer", "cl100k_base")
     assert code == 2
-    code, _, _ = run(capsys, "tokens", "x", "-t", "no-such-tokenizer")
+    code, _, _ = run(capsys, "tokens", "x", "--tokenizer", "no-such-tokenizer")
     assert code == 2
 
 
 def test_tokens_smollm2_from_the_model_file(capsys, smollm2_gguf):
-    doc = run_json(capsys, "tokens", "Can I get a refund?", "-t", str(smollm2_gguf))
+    doc = run_json(capsys, "tokens", "Can I get a refund?", "--tokenizer", str(smollm2_gguf))
     assert doc["results"][0]["n_tokens"] == 6
 
 

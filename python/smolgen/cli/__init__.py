@@ -10,8 +10,12 @@ Exit codes follow the kind of failure, never the message text:
 from __future__ import annotations
 
 import argparse
+import difflib
+import os
+import re
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .. import errors
 
@@ -34,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ..lab.cli import cost, decide, tokens
     from . import batch, bench, chat, check, generate, info, peek, pull, quantize, serve, sweep
 
-    parser = argparse.ArgumentParser(
+    parser = ForgivingParser(
         prog="smolgen",
         description="Run SmolLM2 locally, fast, with the lid off.",
     )
@@ -66,9 +70,60 @@ def _version() -> str:
     return f"smolgen {__version__}"
 
 
+class ForgivingParser(argparse.ArgumentParser):
+    """argparse's parser, suggesting the nearest choice for a mistyped command or value."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.search(r"invalid choice: '?([^' ]*)'? \(choose from (.*)\)", message)
+        if match:
+            choices = [c.strip("'\" ") for c in match.group(2).split(",")]
+            message += did_you_mean(match.group(1), choices)
+        super().error(message)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`` (did you mean --temperature?)`` for the candidate nearest ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def option_hint(arg: str, options: list[str]) -> str:
+    """The nearest of a command's long ``options`` to a mistyped ``arg``; for a short flag the
+    command does not take (``-t`` means temperature everywhere), its one long option of that
+    initial (``--tokenizer``)."""
+    flag = arg.split("=", 1)[0]
+    if len(flag) == 2 and flag[1] != "-":
+        same_initial = [o for o in options if o[2:3] == flag[1]]
+        return f" (did you mean {same_initial[0]}?)" if len(same_initial) == 1 else ""
+    return did_you_mean(flag, options)
+
+
+def command_parser(
+    parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``args`` were parsed by: the one whose options apply."""
+    while True:
+        subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subparsers[0].dest, None) if subparsers else None
+        if chosen is None:
+            return parser
+        parser = subparsers[0].choices[chosen]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    given = getattr(args, "model_argument", None)
+    if given is not None:
+        if args.model is not None and args.model != given:
+            command_parser(parser, args).error("the model is given twice: as MODEL and --model")
+        args.model = given
+    if unknown:
+        # argparse's own error, with the nearest option of the command for a mistyped one.
+        command = command_parser(parser, args)
+        options = [o for o in command._option_string_actions if o.startswith("--")]
+        hints = "".join(option_hint(arg, options) for arg in unknown if arg.startswith("-"))
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{hints}")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
@@ -90,10 +145,10 @@ def model_argument(parser: argparse.ArgumentParser, *, positional: bool = False)
         "a .gguf file, a Hugging Face directory or repo id, or an alias "
         "(default: smollm2-135m-instruct)"
     )
+    parser.add_argument("-m", "--model", default=None, help=help_text)
     if positional:
-        parser.add_argument("model", nargs="?", default=None, help=help_text)
-    else:
-        parser.add_argument("-m", "--model", default=None, help=help_text)
+        # Commands about one model (info, bench) also take it as their argument.
+        parser.add_argument("model_argument", nargs="?", metavar="MODEL", help="as --model")
     parser.add_argument("--device", default="cpu", help="cpu, cuda[:N] or metal (default: cpu)")
     parser.add_argument(
         "--dtype",
@@ -118,6 +173,14 @@ def load_model(args: argparse.Namespace, **options: Any) -> Model:
     ``options``, e.g. ``prefix_cache_bytes``)."""
     from .. import load
 
+    cores = available_cores()
+    if args.threads is not None and cores is not None and args.threads > cores:
+        # Each step waits for its slowest thread; threads beyond the cores wait for a core.
+        print(
+            f"smolgen: warning: --threads {args.threads} is more than the {cores} cores this "
+            "process can use; the extra threads slow every step down (fewer run faster)",
+            file=sys.stderr,
+        )
     return load(
         args.model,
         device=args.device,
@@ -126,6 +189,13 @@ def load_model(args: argparse.Namespace, **options: Any) -> Model:
         threads=args.threads,
         **options,
     )
+
+
+def available_cores() -> int | None:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count()
 
 
 # The settings of a generation, one entry each: (flags, type, help). The defaults are the core's

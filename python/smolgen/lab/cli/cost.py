@@ -101,7 +101,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_workload(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument(
-        "-n",
+        "-r",
         "--requests-per-day",
         type=number_argument,
         required=required,

@@ -28,9 +28,9 @@ cost relative to English."""
 EPILOG = """\
 examples:
   smolgen tokens "Can I get a refund?"
-  smolgen tokens "東京は日本の首都です。" -t cl100k_base,o200k_base
-  smolgen tokens --file prompt.txt -t ./my-tokenizer.json --json
-  smolgen tokens --languages -t cl100k_base -t o200k_base"""
+  smolgen tokens "東京は日本の首都です。" --tokenizer cl100k_base,o200k_base
+  smolgen tokens --file prompt.txt --tokenizer ./my-tokenizer.json --json
+  smolgen tokens --languages --tokenizer cl100k_base --tokenizer o200k_base"""
 
 _PIECE_STYLES = ("black on bright_cyan", "black on bright_yellow")
 
@@ -46,7 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("text", nargs="?", help="the text to tokenize ('-' reads standard input)")
     p.add_argument(
-        "-t",
         "--tokenizer",
         action="append",
         metavar="NAME",
