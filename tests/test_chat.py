@@ -3,6 +3,7 @@ and the `smolgen chat` terminal."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -271,3 +272,27 @@ def test_smolgen_chat_keeps_history_and_reports_the_context(smollm2_gguf):
     assert used[1] > used[0] and used[2] < used[1]
     assert "reused" in status[1] and "[conversation forgotten]" in result.stderr
     assert len(result.stdout.strip().splitlines()) >= 3
+
+
+def test_smolgen_chat_survives_an_over_long_message_and_ctrl_c(smollm2_gguf):
+    """A message too long for the window is refused and the chat goes on; Ctrl-C (SIGINT)
+    during a reply stops that reply and the next message is answered."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "smolgen", "chat", "-m", str(smollm2_gguf), "-n", "4000"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdin and process.stdout
+    process.stdin.write("word " * 9000 + "\n")
+    process.stdin.write("Write a very long story about the sea.\n")
+    process.stdin.flush()
+    process.stdout.read(1)  # the reply has begun
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate("Say hello.\n/exit\n", timeout=300)
+    assert process.returncode == 0, err
+    assert "[not sent: " in err and "maximum context length" in err
+    assert "[stopped]" in err
+    assert err.count("[context") == 1  # the reply after the interrupted one finished
+    assert out.count("\n") >= 2 and out.strip()  # the stopped reply's end, then the next one

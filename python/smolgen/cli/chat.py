@@ -8,9 +8,10 @@ import sys
 from typing import TextIO
 
 from ..chat import CHAT_TEMPERATURE, CHAT_TOP_P
+from ..errors import SmolgenError
 from . import add_sampling_arguments, model_argument, sampling_options
 
-COMMANDS = "/reset forgets the conversation, /exit (or Ctrl-D) leaves"
+COMMANDS = "/reset forgets the conversation, /exit (or Ctrl-D) leaves, Ctrl-C stops a reply"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +47,11 @@ def run(args: argparse.Namespace) -> int:
     while True:
         if interactive:
             print("you> ", end="", file=sys.stderr, flush=True)
-        line = sys.stdin.readline()
+        try:
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            print("\n[/exit or Ctrl-D leaves]", file=sys.stderr)
+            continue
         if not line:
             break
         text = line.rstrip("\n")
@@ -76,21 +81,47 @@ class ChatSession:
             self.messages.append({"role": "system", "content": self.args.system})
 
     def reply(self, text: str, out: TextIO) -> None:
+        """Answers ``text`` on ``out``. A message that cannot be answered (too long for the
+        context window, say) is refused and forgotten, and Ctrl-C stops a reply where it is:
+        either way the conversation goes on."""
         from ..chat import trim_messages
 
         args = self.args
         self.messages.append({"role": "user", "content": text})
-        trimmed = trim_messages(self.messages, self.model, args.max_tokens)
+        try:
+            trimmed = trim_messages(self.messages, self.model, args.max_tokens)
+            stream = self.model.chat(trimmed.messages, stream=True, **sampling_options(args))
+        except SmolgenError as e:
+            self.messages.pop()
+            print(f"[not sent: {e}]", file=sys.stderr)
+            return
+        except KeyboardInterrupt:
+            self.messages.pop()
+            print("\n[stopped]", file=sys.stderr)
+            return
         if trimmed.dropped:
             print(
                 f"[dropped the {trimmed.dropped} oldest messages to fit the context window]",
                 file=sys.stderr,
             )
             self.messages = trimmed.messages
-        stream = self.model.chat(self.messages, stream=True, **sampling_options(args))
-        for chunk in stream:
-            out.write(chunk.text)
+        said: list[str] = []
+        try:
+            for chunk in stream:
+                said.append(chunk.text)
+                out.write(chunk.text)
+                out.flush()
+        except KeyboardInterrupt:
+            stream.close()
+            out.write("\n")
             out.flush()
+            # What was shown stays the assistant's turn, as far as it went.
+            if said:
+                self.messages.append({"role": "assistant", "content": "".join(said)})
+            else:
+                self.messages.pop()
+            print("[stopped]", file=sys.stderr)
+            return
         out.write("\n")
         out.flush()
         done = stream.completion
