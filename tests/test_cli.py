@@ -214,3 +214,23 @@ def test_commands_pass_on_only_the_settings_given_or_preset():
     sweep = parser.parse_args(["sweep", "hi", "--min-p", "0.1"])
     assert sampling_options(sweep) == {"max_tokens": 20, "seed": 0, "min_p": 0.1}
     assert not hasattr(sweep, "temperature")
+
+
+@pytest.mark.parametrize(
+    ("argv", "module", "extra"),
+    [
+        (["generate", "hi", "--plot", "t.png"], "matplotlib", "plot"),
+        (["peek", "hi", "--plot", "t.png"], "matplotlib", "plot"),
+        (["batch", "in.jsonl", "out.jsonl", "--ray", "auto"], "ray", "ray"),
+        (["batch", "in.parquet", "out.jsonl", "--prompt-field", "text"], "pyarrow", "parquet"),
+    ],
+)
+def test_a_missing_extra_is_named_before_any_work(
+    monkeypatch, capsys, tmp_path, argv, module, extra
+):
+    """Refused with the pip command before the model is even looked for (a missing model
+    would be exit status 3), not after a generation."""
+    monkeypatch.setitem(sys.modules, module, None)  # importing it fails, as when not installed
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "-m", str(tmp_path / "missing.gguf")]) == 2
+    assert f"pip install 'smolgen[{extra}]'" in capsys.readouterr().err

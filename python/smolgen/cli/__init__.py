@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import os
 import re
 import sys
@@ -189,6 +190,18 @@ def load_model(args: argparse.Namespace, **options: Any) -> Model:
         threads=args.threads,
         **options,
     )
+
+
+def require_extra(feature: str, extra: str, module: str) -> None:
+    """Refuses ``feature`` before any work (a model loaded, a reply generated) when the optional
+    ``extra`` it needs is not installed, with the command that installs it."""
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise errors.InvalidArgumentError(
+            f"{feature} needs the '{extra}' extra ({module} is not installed): "
+            f"pip install 'smolgen[{extra}]'"
+        ) from None
 
 
 def available_cores() -> int | None:

@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidArgumentError
@@ -87,9 +88,13 @@ PLAIN_SETTINGS = ("temperature", "top_p", "seed", "stop")
 def run(args: argparse.Namespace) -> int:
     from ..batches import run_batch_file
     from ..hub import DEFAULT_MODEL
-    from . import load_model
+    from . import load_model, require_extra
     from .serve import served_name
 
+    if args.ray is not None:
+        require_extra("--ray", "ray", "ray")
+    if args.prompt_field is not None and Path(args.input).suffix.lower() == ".parquet":
+        require_extra("reading Parquet", "parquet", "pyarrow")
     if args.concurrency < 1 or args.max_tokens_default < 1:
         raise InvalidArgumentError("--concurrency and --max-tokens-default must be >= 1")
     settings = sampling_options(args)

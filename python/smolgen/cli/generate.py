@@ -41,8 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import load_model
+    from . import load_model, require_extra
 
+    if args.plot:
+        require_extra("--plot", "plot", "matplotlib")
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     model = load_model(args)
     stream = model.generate(

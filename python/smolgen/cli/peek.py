@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from . import load_model
+    from . import load_model, require_extra
 
+    if args.plot:
+        require_extra("--plot", "plot", "matplotlib")
     model = load_model(args)
     result = model.peek(args.prompt, args.top_k)
     shaped = bool(sampling_options(args))
