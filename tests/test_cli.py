@@ -234,3 +234,35 @@ def test_a_missing_extra_is_named_before_any_work(
     monkeypatch.chdir(tmp_path)
     assert main([*argv, "-m", str(tmp_path / "missing.gguf")]) == 2
     assert f"pip install 'smolgen[{extra}]'" in capsys.readouterr().err
+
+
+def test_list_and_rm_manage_the_cache(monkeypatch, capsys, tmp_path):
+    from smolgen.hub import ALIASES, DEFAULT_MODEL, cached_path
+
+    monkeypatch.setenv("SMOLGEN_HOME", str(tmp_path))
+    assert main(["list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    alias = ALIASES[DEFAULT_MODEL]
+    path = cached_path(alias)
+    path.parent.mkdir(parents=True)
+    with open(path, "wb") as f:  # sparse: the pinned size without the bytes
+        f.truncate(alias.size)
+    path.with_name(path.name + ".sha256").write_text(alias.sha256)
+    assert main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"alias": DEFAULT_MODEL, "bytes": alias.size, "path": str(path)}]
+    assert main(["rm", "smollm2-135m-instuct"]) == 3  # a typo removes nothing
+    assert "did you mean smollm2-135m-instruct?" in capsys.readouterr().err
+    assert path.exists()
+    assert main(["rm", DEFAULT_MODEL]) == 0
+    assert "removed smollm2-135m-instruct" in capsys.readouterr().out
+    assert not path.parent.exists()
+    assert main(["rm", DEFAULT_MODEL]) == 3
+    assert "is not in the cache" in capsys.readouterr().err
+
+
+def test_show_is_info(tiny_gguf, capsys):
+    assert main(["show", str(tiny_gguf), "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert main(["info", "-m", str(tiny_gguf), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"] == shown["parameters"]

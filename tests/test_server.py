@@ -652,6 +652,34 @@ def test_a_taken_port_fails_at_once_with_its_own_exit_status(smollm2_gguf):
     assert "serving" not in run.stderr  # refused before the model was loaded
 
 
+def test_ps_lists_the_servers_running(smollm2_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("SMOLGEN_HOME", str(tmp_path))
+
+    def ps() -> list[dict]:
+        run = subprocess.run(
+            [sys.executable, "-m", "smolgen", "ps", "--json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(run.stdout)
+
+    assert ps() == []
+    s = Server(smollm2_gguf, key=None)
+    try:
+        (listed,) = ps()
+        assert listed["pid"] == s.process.pid and listed["url"] == s.url
+        assert listed["model"] == MODEL and listed["path"] == str(smollm2_gguf)
+        assert listed["requests"]["running"] == 0 and listed["uptime_s"] >= 0
+    finally:
+        s.stop()
+    assert ps() == []
+    # A record left by a server that was killed is dropped when the list is read.
+    stale = tmp_path / "run" / "serve-999999999.json"
+    stale.write_text(json.dumps({"pid": 999999999, "url": "x", "model": "m", "started": 0}))
+    assert ps() == [] and not stale.exists()
+
+
 # --- Anthropic ----------------------------------------------------------------------------------
 
 # The newest client no longer has a temperature argument; the API (and this server) still

@@ -1,5 +1,6 @@
 """The ``smolgen`` command: ``generate``, ``chat``, ``serve``, ``batch``, ``check``, ``peek``,
-``sweep``, ``pull``, ``quantize``, ``info``, ``bench``, ``tokens``, ``cost``, ``decide``.
+``sweep``, ``pull``, ``list``, ``rm``, ``ps``, ``quantize``, ``info`` (``show``), ``bench``,
+``tokens``, ``cost``, ``decide``.
 
 Exit codes follow the kind of failure, never the message text:
 0 ok, 1 other smolgen error, 2 bad argument, 3 model not found, 4 malformed model file,
@@ -37,7 +38,20 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     from ..lab.cli import cost, decide, tokens
-    from . import batch, bench, chat, check, generate, info, peek, pull, quantize, serve, sweep
+    from . import (
+        batch,
+        bench,
+        chat,
+        check,
+        generate,
+        info,
+        models,
+        peek,
+        pull,
+        quantize,
+        serve,
+        sweep,
+    )
 
     parser = ForgivingParser(
         prog="smolgen",
@@ -54,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         peek,
         sweep,
         pull,
+        models,
         quantize,
         info,
         bench,

@@ -11,6 +11,7 @@ from . import model_argument
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "info",
+        aliases=["show"],
         help="show a model's architecture, sizes and storage",
         description="Load MODEL and show its architecture, sizes, weight storage types and "
         "memory needs.",

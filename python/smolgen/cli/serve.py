@@ -12,6 +12,7 @@ from errno import EADDRINUSE
 from ..chat import CHAT_TEMPERATURE, CHAT_TOP_P
 from ..errors import InvalidArgumentError
 from ..limits import MAX_REQUEST_BYTES
+from ..running import recorded_server
 from . import model_argument
 
 #: The exit status when the address to serve at cannot be listened on (its port is taken).
@@ -159,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config
     )
-    uvicorn.Server(config).run(sockets=[listener])
+    port = listener.getsockname()[1]  # the one the system chose for --port 0
+    url = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
+    with recorded_server(url, model_id, model.info["path"]):
+        uvicorn.Server(config).run(sockets=[listener])
     return 0
 
 
