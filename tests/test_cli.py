@@ -254,8 +254,9 @@ def test_list_and_rm_manage_the_cache(monkeypatch, capsys, tmp_path):
     assert main(["rm", "smollm2-135m-instuct"]) == 3  # a typo removes nothing
     assert "did you mean smollm2-135m-instruct?" in capsys.readouterr().err
     assert path.exists()
-    assert main(["rm", DEFAULT_MODEL]) == 0
-    assert "removed smollm2-135m-instruct" in capsys.readouterr().out
+    assert main(["rm", DEFAULT_MODEL, "--json"]) == 0
+    (gone,) = json.loads(capsys.readouterr().out)
+    assert gone == {"alias": DEFAULT_MODEL, "path": str(path), "bytes": alias.size + 64}
     assert not path.parent.exists()
     assert main(["rm", DEFAULT_MODEL]) == 3
     assert "is not in the cache" in capsys.readouterr().err

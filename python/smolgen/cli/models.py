@@ -29,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Delete cached models by alias (a later use pulls them again).",
     )
     p.add_argument("aliases", nargs="+", metavar="ALIAS", help="the models to remove")
+    p.add_argument("--json", action="store_true", help="print what was removed as JSON")
     p.set_defaults(func=run_rm)
 
     p = subparsers.add_parser(
@@ -80,6 +81,7 @@ def run_rm(args: argparse.Namespace) -> int:
             f"(known: {', '.join(ALIASES)})",
             path=unknown[0],
         )
+    removed = []
     for name in args.aliases:
         path = cached_path(ALIASES[name])
         files = [
@@ -95,7 +97,11 @@ def run_rm(args: argparse.Namespace) -> int:
             f.unlink()
         with contextlib.suppress(OSError):  # something else lives there
             path.parent.rmdir()
-        print(f"removed {name} ({freed / 1e6:,.0f} MB)")
+        removed.append({"alias": name, "path": str(path), "bytes": freed})
+        if not args.json:
+            print(f"removed {name} ({freed / 1e6:,.0f} MB)")
+    if args.json:
+        print(json.dumps(removed))
     return 0
 
 
