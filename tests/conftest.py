@@ -4,6 +4,7 @@ tiny random Llama written by the tests in every format smolgen reads."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -37,9 +38,14 @@ def smollm2_gguf() -> Path:
     return smolgen.pull(smolgen.DEFAULT_MODEL, progress=False)
 
 
+# The device the real-model tests run on: `SMOLGEN_TEST_DEVICE=cuda pytest` runs them on a GPU
+# build (`--features cuda`), where `test_accelerator.py` also holds it to the CPU engine.
+TEST_DEVICE = os.environ.get("SMOLGEN_TEST_DEVICE", "cpu")
+
+
 @pytest.fixture(scope="session")
 def smollm2(smollm2_gguf: Path) -> smolgen.Model:
-    return smolgen.load(smollm2_gguf)
+    return smolgen.load(smollm2_gguf, device=TEST_DEVICE)
 
 
 @pytest.fixture(scope="session")

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             "for the full context)",
         ),
         ("device", info["device"]),
+        *([("GPU weights", info["gpu_weights"])] if info.get("gpu_weights") else []),
         ("load time", f"{info['load_seconds'] * 1000:.0f} ms"),
     ]
     for key, value in rows:

@@ -40,6 +40,8 @@ pub struct ModelInfo {
     pub engine: String,
     /// Threads of our CPU kernels (`None` under candle).
     pub threads: Option<usize>,
+    /// How a GPU holds the matrices: `"f32"`, `"f16"` or `"quantized"` (`None` on the CPU).
+    pub gpu_weights: Option<String>,
     /// The environment's settings as parsed ([`crate::settings`]): each variable's value or
     /// `"auto"`.
     pub settings: BTreeMap<String, String>,
@@ -84,6 +86,7 @@ impl ModelInfo {
             load_seconds,
             engine: engine.engine_name().to_string(),
             threads: engine.threads(),
+            gpu_weights: engine.gpu_weights().map(|w| w.name().to_string()),
             settings: Settings::get()
                 .map(|s| {
                     s.describe()

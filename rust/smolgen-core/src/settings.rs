@@ -11,6 +11,10 @@
 //!   or 1..=[`MAX_THREADS`].
 //! * `SMOLGEN_KV_CACHE`: the number format of the CPU KV cache, `f16` (the default: half the
 //!   memory and reads) or `f32` (the precise path).
+//! * `SMOLGEN_GPU_WEIGHTS`: how candle holds a quantized file's matrices on a GPU: `quantized`
+//!   (as stored, multiplied by candle's kernels over 8-bit-quantized activations), or expanded
+//!   at load to `f16` or `f32` and multiplied by the vendor's GEMM. `auto`: f32 where the
+//!   expanded matrices take at most [`GpuWeights::F32_LIMIT_BYTES`], else f16.
 //!
 //! Unset or empty means `auto`.
 
@@ -30,6 +34,43 @@ pub enum EngineChoice {
     Candle,
 }
 
+/// How candle holds a quantized file's matrices off the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuWeights {
+    /// f32 for a model small enough, else f16 ([`GpuWeights::resolve`]).
+    Auto,
+    /// As stored; candle's kernels quantize the activations to 8 bits.
+    Quantized,
+    /// Expanded to f16 at load.
+    F16,
+    /// Expanded to f32 at load: the precise path.
+    F32,
+}
+
+impl GpuWeights {
+    /// The most f32 matrices `auto` expands to (SmolLM2-135M and -360M take 0.5 and 1.4 GB;
+    /// 1.7B, 6.8 GB, gets f16).
+    pub const F32_LIMIT_BYTES: usize = 2 << 30;
+
+    /// `Auto` decided for a model with `matrix_elements` weights in its matrices.
+    pub fn resolve(self, matrix_elements: usize) -> GpuWeights {
+        match self {
+            GpuWeights::Auto if matrix_elements * 4 <= Self::F32_LIMIT_BYTES => GpuWeights::F32,
+            GpuWeights::Auto => GpuWeights::F16,
+            chosen => chosen,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GpuWeights::Auto => "auto",
+            GpuWeights::Quantized => "quantized",
+            GpuWeights::F16 => "f16",
+            GpuWeights::F32 => "f32",
+        }
+    }
+}
+
 /// What the environment asks for; `None`: choose automatically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -37,6 +78,7 @@ pub struct Settings {
     pub engine: EngineChoice,
     pub threads: Option<usize>,
     pub kv_cache: KvFormat,
+    pub gpu_weights: GpuWeights,
 }
 
 impl Settings {
@@ -102,11 +144,24 @@ impl Settings {
                 ))
             })?,
         };
+        let gpu_weights = match value("SMOLGEN_GPU_WEIGHTS").as_deref() {
+            None => GpuWeights::Auto,
+            Some("quantized") => GpuWeights::Quantized,
+            Some("f16") => GpuWeights::F16,
+            Some("f32") => GpuWeights::F32,
+            Some(v) => {
+                return Err(Error::invalid(format!(
+                    "SMOLGEN_GPU_WEIGHTS={v:?} is not a way to hold weights (expected auto, \
+                     quantized, f16 or f32)"
+                )))
+            }
+        };
         Ok(Settings {
             kernels,
             engine,
             threads,
             kv_cache,
+            gpu_weights,
         })
     }
 
@@ -139,7 +194,7 @@ impl Settings {
     }
 
     /// What was chosen, for `Model.info`: each variable's parsed value or `"auto"`.
-    pub fn describe(&self) -> [(&'static str, String); 4] {
+    pub fn describe(&self) -> [(&'static str, String); 5] {
         let auto = || "auto".to_string();
         [
             (
@@ -158,6 +213,7 @@ impl Settings {
                 self.threads.map_or_else(auto, |n| n.to_string()),
             ),
             ("SMOLGEN_KV_CACHE", self.kv_cache.name().to_string()),
+            ("SMOLGEN_GPU_WEIGHTS", self.gpu_weights.name().to_string()),
         ]
     }
 }
@@ -181,6 +237,7 @@ mod tests {
             engine: EngineChoice::Auto,
             threads: None,
             kv_cache: KvFormat::F16,
+            gpu_weights: GpuWeights::Auto,
         };
         assert_eq!(parse(&[]).ok(), Some(auto.clone()));
         let blank = [
@@ -188,6 +245,7 @@ mod tests {
             ("SMOLGEN_ENGINE", "AUTO"),
             ("SMOLGEN_THREADS", "auto"),
             ("SMOLGEN_KV_CACHE", ""),
+            ("SMOLGEN_GPU_WEIGHTS", "auto"),
         ];
         assert_eq!(parse(&blank).ok(), Some(auto));
     }
@@ -199,9 +257,11 @@ mod tests {
             ("SMOLGEN_ENGINE", "candle"),
             ("SMOLGEN_THREADS", "3"),
             ("SMOLGEN_KV_CACHE", "F32"),
+            ("SMOLGEN_GPU_WEIGHTS", "F16"),
         ]);
         let s = s.ok();
         assert_eq!(s.as_ref().map(|s| s.kv_cache), Some(KvFormat::F32));
+        assert_eq!(s.as_ref().map(|s| s.gpu_weights), Some(GpuWeights::F16));
         assert_eq!(s.as_ref().and_then(|s| s.kernels), Some(Isa::Scalar));
         assert_eq!(s.as_ref().map(|s| s.engine), Some(EngineChoice::Candle));
         assert_eq!(s.as_ref().map(|s| s.threads(0)), Some(3));
@@ -222,6 +282,7 @@ mod tests {
             [("SMOLGEN_THREADS", "100000")],
             [("SMOLGEN_THREADS", "two")],
             [("SMOLGEN_KV_CACHE", "q8_0")],
+            [("SMOLGEN_GPU_WEIGHTS", "bf16")],
         ] {
             let err = parse(&vars).err();
             assert!(
@@ -229,6 +290,17 @@ mod tests {
                 "{vars:?}: {err:?}"
             );
         }
+    }
+
+    #[test]
+    fn auto_gpu_weights_are_f32_up_to_the_limit_then_f16() {
+        let limit = GpuWeights::F32_LIMIT_BYTES / 4;
+        assert_eq!(GpuWeights::Auto.resolve(limit), GpuWeights::F32);
+        assert_eq!(GpuWeights::Auto.resolve(limit + 1), GpuWeights::F16);
+        assert_eq!(
+            GpuWeights::Quantized.resolve(limit + 1),
+            GpuWeights::Quantized
+        );
     }
 
     #[test]
@@ -240,6 +312,7 @@ mod tests {
                 engine: EngineChoice::Auto,
                 threads: None,
                 kv_cache: KvFormat::F16,
+                gpu_weights: GpuWeights::Auto,
             };
             assert!(matches!(s.kernels(), Err(Error::Unsupported { .. })));
         }

@@ -153,6 +153,7 @@ impl Model {
         d.set_item("load_seconds", i.load_seconds)?;
         d.set_item("engine", &i.engine)?;
         d.set_item("threads", i.threads)?;
+        d.set_item("gpu_weights", &i.gpu_weights)?;
         d.set_item("settings", i.settings.clone())?;
         Ok(d)
     }

@@ -16,6 +16,7 @@ use crate::engine::LogitsFor;
 use crate::error::{Error, Result};
 use crate::load::config::{Config, RopeLayout};
 use crate::load::weights::Weights;
+use crate::settings::GpuWeights;
 
 /// A linear layer without bias: `y = x W^T`, whatever W is stored as.
 #[derive(Debug, Clone)]
@@ -69,19 +70,35 @@ impl Embedding {
     }
 
     /// The same table used as the output projection (tied embeddings).
-    fn as_linear(&self) -> Result<Linear> {
+    fn as_linear(&self, dense: Option<DType>) -> Result<Linear> {
         Ok(Linear {
             weight: match self {
-                Embedding::Quantized(q) => QMatMul::from_arc(q.clone())?,
+                Embedding::Quantized(q) => expanded(QMatMul::from_arc(q.clone())?, dense)?,
                 Embedding::Dense(w) => QMatMul::Tensor(w.clone()),
             },
         })
     }
 }
 
-fn linear(weights: &mut Weights, name: &str, shape: (usize, usize)) -> Result<Linear> {
+fn linear(
+    weights: &mut Weights,
+    name: &str,
+    shape: (usize, usize),
+    dense: Option<DType>,
+) -> Result<Linear> {
     Ok(Linear {
-        weight: weights.matrix(name, shape)?,
+        weight: expanded(weights.matrix(name, shape)?, dense)?,
+    })
+}
+
+/// A quantized matrix expanded to `dense` (on its own device), so that the vendor's GEMM
+/// multiplies it at full precision; a plain one, or `None`, as it is.
+fn expanded(matrix: QMatMul, dense: Option<DType>) -> Result<QMatMul> {
+    Ok(match (matrix, dense) {
+        (QMatMul::QTensor(q), Some(dtype)) => {
+            QMatMul::Tensor(q.dequantize(&q.device())?.to_dtype(dtype)?)
+        }
+        (matrix, _) => matrix,
     })
 }
 
@@ -107,6 +124,8 @@ struct Block {
 
 pub struct CandleEngine {
     cfg: Config,
+    /// How the matrices are held off the CPU (`None` on the CPU).
+    pub gpu_weights: Option<GpuWeights>,
     embedding: Embedding,
     blocks: Vec<Block>,
     norm: Tensor,
@@ -118,7 +137,21 @@ pub struct CandleEngine {
 }
 
 impl CandleEngine {
-    pub fn load(cfg: Config, weights: &mut Weights, device: &Device) -> Result<Self> {
+    /// `gpu_weights` says how a quantized file's matrices are held off the CPU (on the CPU
+    /// candle multiplies them as stored).
+    pub fn load(
+        cfg: Config,
+        weights: &mut Weights,
+        device: &Device,
+        gpu_weights: GpuWeights,
+    ) -> Result<Self> {
+        let gpu_weights = (!device.is_cpu()).then(|| gpu_weights.resolve(cfg.matrix_elements()));
+        let dense = match gpu_weights {
+            Some(GpuWeights::F16) => Some(DType::F16),
+            Some(GpuWeights::F32) => Some(DType::F32),
+            _ => None,
+        };
+        let linear = |weights: &mut Weights, name: &str, shape| linear(weights, name, shape, dense);
         let (h, kv, hd) = (cfg.hidden_size, cfg.num_kv_heads, cfg.head_dim);
         let q_out = cfg.num_heads * hd;
         let embedding = Embedding::new(weights.table("token_embd.weight", (cfg.vocab_size, h))?);
@@ -145,7 +178,7 @@ impl CandleEngine {
         // The output projection: its own tensor, or the embedding table when the two are tied.
         let tied_embeddings = !weights.contains("output.weight");
         let lm_head = if tied_embeddings {
-            embedding.as_linear()?
+            embedding.as_linear(dense)?
         } else {
             linear(weights, "output.weight", (cfg.vocab_size, h))?
         };
@@ -155,6 +188,7 @@ impl CandleEngine {
             .collect();
         Ok(CandleEngine {
             cfg,
+            gpu_weights,
             embedding,
             blocks,
             norm,

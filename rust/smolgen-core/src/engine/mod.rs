@@ -25,7 +25,7 @@ use crate::engine::cpu::{CpuEngine, SeqStep};
 use crate::error::{Error, Result};
 use crate::load::config::Config;
 use crate::load::weights::Weights;
-use crate::settings::{EngineChoice, Settings};
+use crate::settings::{EngineChoice, GpuWeights, Settings};
 
 /// Which positions of a forward pass get next-token logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,12 @@ impl Engine {
         let backend = if ours {
             Backend::Cpu(Box::new(CpuEngine::load(cfg.clone(), weights, threads)?))
         } else {
-            Backend::Candle(CandleEngine::load(cfg.clone(), weights, device)?)
+            Backend::Candle(CandleEngine::load(
+                cfg.clone(),
+                weights,
+                device,
+                settings.gpu_weights,
+            )?)
         };
         let tied_embeddings = match &backend {
             Backend::Cpu(m) => m.tied_embeddings,
@@ -107,6 +112,14 @@ impl Engine {
         match &self.backend {
             Backend::Cpu(m) => m.kernels().name(),
             Backend::Candle(_) => "candle",
+        }
+    }
+
+    /// How candle holds the matrices on a GPU (`None` on the CPU).
+    pub fn gpu_weights(&self) -> Option<GpuWeights> {
+        match &self.backend {
+            Backend::Cpu(_) => None,
+            Backend::Candle(m) => m.gpu_weights,
         }
     }
 

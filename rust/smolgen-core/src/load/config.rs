@@ -212,6 +212,15 @@ impl Config {
     pub fn kv_bytes_per_token(&self, bytes: usize) -> usize {
         2 * self.num_layers * self.num_kv_heads * self.head_dim * bytes
     }
+
+    /// Weights in the matrices the forward pass multiplies: each layer's projections and the
+    /// LM head (the embedding table counted once, as the head, when the two are tied).
+    pub fn matrix_elements(&self) -> usize {
+        let (h, hd) = (self.hidden_size, self.head_dim);
+        let attention = 2 * h * self.num_heads * hd + 2 * h * self.num_kv_heads * hd;
+        let mlp = 3 * h * self.intermediate_size;
+        self.num_layers * (attention + mlp) + self.vocab_size * h
+    }
 }
 
 #[derive(Deserialize)]
