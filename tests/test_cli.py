@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -267,3 +269,22 @@ def test_show_is_info(tiny_gguf, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert main(["info", "-m", str(tiny_gguf), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["parameters"] == shown["parameters"]
+
+
+def test_every_help_links_to_the_page_that_explains_it():
+    """`--help` of smolgen and of each command ends with the address of a page of the site
+    (`docs/`), or of the command's section of the command-line reference."""
+    from smolgen.cli import DOCS_URL
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert f"docs: {DOCS_URL}" in parser.format_help()
+    for name, command in commands.choices.items():
+        match = re.search(r"docs:\s+(\S+)", command.format_help())
+        assert match and match.group(1).startswith(DOCS_URL), name
+        page, _, anchor = match.group(1).removeprefix(DOCS_URL).partition("#")
+        source = docs / (page.rstrip("/") + ".md" if page else "index.md")
+        assert source.is_file(), (name, match.group(1))
+        if anchor:  # a section of the reference, one per command
+            assert anchor.removeprefix("smolgen-") in commands.choices, (name, anchor)

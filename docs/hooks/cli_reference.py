@@ -19,7 +19,11 @@ def on_page_markdown(markdown: str, **kwargs: object) -> str:
     parser = build_parser()
     sections = [_block(parser.format_help())]
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    seen: set[int] = set()
     for name, sub in commands.choices.items():
+        if id(sub) in seen:
+            continue  # an alias (`show` is `info`): its command's section says so
+        seen.add(id(sub))
         sections.append(f"## smolgen {name}\n\n{_block(sub.format_help())}")
     return markdown.replace(MARKER, "\n\n".join(sections))
 

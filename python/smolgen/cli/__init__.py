@@ -36,6 +36,31 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
+#: Where the documentation site is published (`.github/workflows/docs.yml`).
+DOCS_URL = "https://smolgen.github.io/smolgen/"
+
+#: The page that explains each command; the others are in the command-line reference.
+DOCS_PAGES = {
+    "generate": "walkthroughs/peek/",
+    "peek": "walkthroughs/peek/",
+    "sweep": "walkthroughs/sampling/",
+    "chat": "",
+    "serve": "walkthroughs/switching/",
+    "check": "walkthroughs/check/",
+    "batch": "scaling/",
+    "bench": "benchmarks/",
+    "tokens": "walkthroughs/cost/",
+    "cost": "walkthroughs/cost/",
+    "decide": "walkthroughs/cost/",
+}
+
+
+def docs_link(command: str) -> str:
+    """The address of the page that explains ``command``."""
+    page = DOCS_PAGES.get(command, f"reference/cli/#smolgen-{command}")
+    return DOCS_URL + page
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ..lab.cli import cost, decide, tokens
     from . import (
@@ -56,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ForgivingParser(
         prog="smolgen",
         description="Run SmolLM2 locally, fast, with the lid off.",
+        epilog=f"docs: {DOCS_URL}",
     )
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -77,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         decide,
     ):
         module.register(sub)
+    for name, command in sub.choices.items():
+        if command.epilog and "docs: " in command.epilog:
+            continue  # an alias of a command already linked
+        link = f"docs: {docs_link(name)}"
+        command.epilog = f"{command.epilog}\n\n{link}" if command.epilog else link
     return parser
 
 
