@@ -92,10 +92,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import uvicorn
+    try:  # the extra, checked before any work; `serve` uses them
+        import uvicorn  # noqa: F401
 
-        from ..server import create_app
+        from ..server import create_app  # noqa: F401
     except ImportError as e:
         print(
             f"smolgen: error: the server needs the 'serve' extra ({e.name} is missing): "
@@ -103,9 +103,6 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from ..hub import DEFAULT_MODEL
-    from . import load_model
-
     if (
         min(args.max_concurrent, args.max_tokens_default, args.max_body_bytes) < 1
         or args.max_queue < 0
@@ -128,6 +125,18 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_ADDRESS_UNAVAILABLE
+    with listener:
+        return serve(args, listener)
+
+
+def serve(args: argparse.Namespace, listener: socket.socket) -> int:
+    """Loads the model and serves it on ``listener`` until the server is stopped."""
+    import uvicorn
+
+    from ..hub import DEFAULT_MODEL
+    from ..server import create_app
+    from . import load_model
+
     model = load_model(args, prefix_cache_bytes=int(args.prefix_cache_mb * 2**20))
     spec = args.model or DEFAULT_MODEL
     model_id = args.model_id or served_name(spec)
@@ -144,8 +153,11 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         top_p=args.top_p,
     )
+    # The port the system chose for --port 0; a wildcard address as a client would name it.
+    host = {"0.0.0.0": "localhost", "::": "localhost"}.get(args.host, args.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{listener.getsockname()[1]}"
     print(
-        f"smolgen: serving {model_id} at http://{args.host}:{args.port}/v1 "
+        f"smolgen: serving {model_id} at {url}/v1 "
         f"({'API key required' if args.api_key else 'no API key'})",
         file=sys.stderr,
         flush=True,
@@ -160,8 +172,6 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level, log_config=log_config
     )
-    port = listener.getsockname()[1]  # the one the system chose for --port 0
-    url = f"http://{'localhost' if args.host in ('0.0.0.0', '::') else args.host}:{port}"
     with recorded_server(url, model_id, model.info["path"]):
         uvicorn.Server(config).run(sockets=[listener])
     return 0
