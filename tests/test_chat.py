@@ -277,8 +277,14 @@ def test_smolgen_chat_keeps_history_and_reports_the_context(smollm2_gguf):
 def test_smolgen_chat_survives_an_over_long_message_and_ctrl_c(smollm2_gguf):
     """A message too long for the window is refused and the chat goes on; Ctrl-C (SIGINT)
     during a reply stops that reply and the next message is answered."""
+    # Python keeps SIGINT ignored when its parent ignored it (a background job, as a CI runner
+    # may start the tests): give the chat Python's own handler, as a terminal would.
+    start = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = ['smolgen', *sys.argv[1:]]; runpy.run_module('smolgen', run_name='__main__')"
+    )
     process = subprocess.Popen(
-        [sys.executable, "-m", "smolgen", "chat", "-m", str(smollm2_gguf), "-n", "4000"],
+        [sys.executable, "-c", start, "chat", "-m", str(smollm2_gguf), "-n", "4000"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
