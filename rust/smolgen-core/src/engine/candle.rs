@@ -2,7 +2,9 @@
 //!
 //! Each block: `x += o(attn(rope(q(norm(x))), rope(k(norm(x))), v(norm(x))))`, then
 //! `x += down(silu(gate(norm(x))) * up(norm(x)))`. Every matrix is a `Linear` over a candle
-//! `QMatMul`, quantized (GGUF) or plain (safetensors). On the CPU, attention is our own
+//! `QMatMul`, quantized (GGUF) or plain (safetensors); on a GPU a quantized one is expanded at
+//! load to f32 or f16 unless `SMOLGEN_GPU_WEIGHTS=quantized` ([`GpuWeights`]), since candle's
+//! quantized kernels round the activations to 8 bits. On the CPU, attention is our own
 //! row-wise loop over the KV cache ([`crate::engine::attention`]).
 
 use std::sync::Arc;
