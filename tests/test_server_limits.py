@@ -658,3 +658,20 @@ def test_bad_sampling_defaults_exit_2_before_the_model_loads(flags):
         timeout=60,
     )
     assert run.returncode == 2 and "--temperature must be" in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "status", "words"),
+    [
+        (["--port", "70000"], 2, "--port must be from 0 to 65535"),
+        (["--host", "no-such-host.invalid"], 9, "cannot listen on no-such-host.invalid"),
+    ],
+)
+def test_an_address_that_cannot_be_listened_on_fails_before_the_model_loads(flags, status, words):
+    run = subprocess.run(
+        [sys.executable, "-m", "smolgen", "serve", "-m", "no-such-model.gguf", *flags],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == status and words in run.stderr, run.stderr
