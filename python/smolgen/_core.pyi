@@ -53,6 +53,10 @@ class _GenerateOptions(_SamplingOptions, total=False):
     stop: str | Sequence[str] | None  # none
     logprobs: int | None  # off; N: each token's log-prob and N alternatives (0..20)
     prefix_cache: bool | None  # True
+    # Structured output, one at most: the text must match it (off by default).
+    json_schema: dict[str, Any] | str | None  # a JSON Schema (or its JSON text)
+    regex: str | None  # the whole text matches this regular expression
+    grammar: str | None  # a Lark grammar (llguidance's dialect); `start` is the text
 
 @final
 class TokenPiece:
@@ -111,6 +115,8 @@ class Timings:
     def prefill_tokens_per_s(self) -> float: ...
     @property
     def decode_tokens_per_s(self) -> float: ...
+    @property
+    def constraint_s(self) -> float: ...
     def to_dict(self) -> dict[str, Any]: ...
 
 @final

@@ -27,6 +27,7 @@ pub mod tokenizer;
 pub use cache::prefix::{PrefixCache, PrefixCacheStats};
 pub use engine::{BatchItem, Engine, LogitsFor};
 pub use error::{Error, Result};
+pub use generate::constraint::Grammar;
 pub use generate::generation::{
     check_context, percentile, Chunk, Completion, FinishReason, GenerateOptions, Generation,
     Timings, DEFAULT_MAX_TOKENS,

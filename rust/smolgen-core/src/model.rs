@@ -3,7 +3,7 @@
 //! inspections (logits, attention) that need no generation.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -11,6 +11,7 @@ use candle_core::{DType, Device};
 use crate::cache::prefix::PrefixCache;
 use crate::engine::{Engine, LogitsFor};
 use crate::error::{Error, Result};
+use crate::generate::constraint::Grammars;
 use crate::info::ModelInfo;
 use crate::kernels;
 use crate::load::config::Config;
@@ -28,6 +29,8 @@ pub struct Model {
     pub info: ModelInfo,
     /// Shared by every request on this model; see [`prefix_cache`].
     prefix_cache: Mutex<PrefixCache>,
+    /// Built by the first constrained request; see [`Model::grammars`].
+    grammars: OnceLock<std::result::Result<Grammars, String>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -87,6 +90,15 @@ impl Model {
         self.prefix_cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The compiler of this model's structured-output grammars. Its vocabulary trie takes a
+    /// moment to build, so it is built by the first request that needs it, then kept.
+    pub fn grammars(&self) -> Result<&Grammars> {
+        self.grammars
+            .get_or_init(|| Grammars::new(Arc::clone(&self.tokenizer)).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| Error::invalid(e.clone()))
     }
 
     /// Next-token logits after `tokens`, in one fresh forward pass: `[vocab]` for the last
@@ -198,6 +210,7 @@ impl Model {
             tokenizer: Arc::new(tokenizer),
             info,
             prefix_cache: Mutex::new(PrefixCache::new(DEFAULT_PREFIX_CACHE_BYTES)),
+            grammars: OnceLock::new(),
         })
     }
 }

@@ -95,6 +95,13 @@ impl Timings {
         self.inner.decode_percentile_s(100.0)
     }
 
+    /// Seconds, over all steps, spent working out which tokens a grammar allows next
+    /// (`json_schema`, `regex`, `grammar`): structured output's own cost; 0 without one.
+    #[getter]
+    fn constraint_s(&self) -> f64 {
+        self.inner.constraint_s
+    }
+
     /// Prompt tokens per second of prefill (those the prefix cache supplied are not counted).
     #[getter]
     fn prefill_tokens_per_s(&self) -> f64 {
@@ -130,6 +137,7 @@ impl Timings {
         d.set_item("decode_p95_s", self.decode_p95_s())?;
         d.set_item("decode_max_s", self.decode_max_s())?;
         d.set_item("decode_steps_s", self.decode_steps_s())?;
+        d.set_item("constraint_s", self.constraint_s())?;
         Ok(d)
     }
 }

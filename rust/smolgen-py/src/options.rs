@@ -7,7 +7,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
-use smolgen_core::{GenerateOptions, SamplingParams};
+use smolgen_core::{GenerateOptions, Grammar, SamplingParams};
 
 use crate::arguments::{self, invalid};
 use crate::errors::to_py;
@@ -19,7 +19,7 @@ pub enum Scope {
     /// their own).
     Sampling,
     /// Everything a request takes: sampling, `seed`, `max_tokens`, `stop`, `logprobs`,
-    /// `prefix_cache`.
+    /// `prefix_cache`, and one structured-output constraint (`json_schema`, `regex`, `grammar`).
     Generation,
 }
 
@@ -84,10 +84,47 @@ fn fill(
                 set!(options.logprobs, Some(arguments::size(&key, &value, 0)?))
             }
             "prefix_cache" if request => set!(options.prefix_cache, boolean(&key, &value)?),
+            "json_schema" | "regex" | "grammar" if request && given => {
+                let grammar = grammar(&key, &value)?;
+                if let Some(other) = &options.grammar {
+                    return Err(invalid(format!(
+                        "{} and {key} cannot be combined: give one constraint",
+                        other.option_name()
+                    )));
+                }
+                options.grammar = Some(grammar);
+            }
+            "json_schema" | "regex" | "grammar" if request => {}
             _ => return Err(invalid(format!("unexpected keyword argument '{key}'"))),
         }
     }
     Ok(())
+}
+
+/// A structured-output constraint: `json_schema` as a mapping (or its JSON text), `regex` and
+/// `grammar` (Lark) as text.
+fn grammar(key: &str, value: &Bound<'_, PyAny>) -> PyResult<Grammar> {
+    Ok(match key {
+        "json_schema" if value.is_instance_of::<PyString>() => {
+            Grammar::JsonSchema(arguments::text(key, value)?)
+        }
+        "json_schema" => {
+            if !value.is_instance_of::<PyDict>() {
+                return Err(invalid(format!(
+                    "json_schema must be a dict or its JSON text, got {}",
+                    value.get_type().name()?
+                )));
+            }
+            let text = value
+                .py()
+                .import("json")?
+                .call_method1("dumps", (value,))
+                .map_err(|e| invalid(format!("json_schema cannot be written as JSON: {e}")))?;
+            Grammar::JsonSchema(arguments::text(key, &text)?)
+        }
+        "regex" => Grammar::Regex(arguments::text(key, value)?),
+        _ => Grammar::Lark(arguments::text(key, value)?),
+    })
 }
 
 /// One stop string or several.

@@ -11,6 +11,7 @@ use std::time::Instant;
 use crate::cache::kv::KvCache;
 use crate::engine::{BatchItem, LogitsFor, PREFILL_CHUNK};
 use crate::error::{Error, Result};
+use crate::generate::constraint::{Constraint, Grammar};
 use crate::generate::logprobs::{token_logprob, TokenLogprob, MAX_TOP_LOGPROBS};
 use crate::generate::sampler::{Sampler, SamplingParams};
 use crate::generate::stop::{StopMatcher, StopScan};
@@ -35,6 +36,8 @@ pub struct GenerateOptions {
     /// Start from the model's prefix cache where the prompt's beginning is stored there, and
     /// leave this request's keys and values to it at the end.
     pub prefix_cache: bool,
+    /// What the generated text must match (structured output); `None`: anything.
+    pub grammar: Option<Grammar>,
 }
 
 impl Default for GenerateOptions {
@@ -45,6 +48,7 @@ impl Default for GenerateOptions {
             stop: Vec::new(),
             logprobs: None,
             prefix_cache: true,
+            grammar: None,
         }
     }
 }
@@ -110,6 +114,9 @@ pub struct Timings {
     pub ttft_s: f64,
     /// Every later step (forward + sample), in order.
     pub decode_steps_s: Vec<f64>,
+    /// Of all the steps, the time spent working out which tokens a grammar allows next (0
+    /// without one): structured output's own cost.
+    pub constraint_s: f64,
 }
 
 impl Timings {
@@ -161,6 +168,7 @@ pub struct Generation {
     max_tokens: usize,
     cache: KvCache,
     sampler: Sampler,
+    constraint: Option<Constraint>,
     generated: Vec<u32>,
     utf8: Utf8Stream,
     stops: StopMatcher,
@@ -195,6 +203,10 @@ impl Generation {
             "prompt",
         )?;
         let sampler = Sampler::new(options.sampling.clone(), cfg.vocab_size, &prompt)?;
+        let constraint = match &options.grammar {
+            Some(grammar) => Some(model.grammars()?.compile(grammar)?),
+            None => None,
+        };
         let (cache, cached_tokens) = if options.prefix_cache {
             // At most all but one prompt token: the last one's logits are the first answer.
             let found = model.prefix_cache().lookup(&prompt, prompt.len() - 1);
@@ -215,6 +227,7 @@ impl Generation {
             prompt,
             options,
             sampler,
+            constraint,
             generated: Vec::new(),
             utf8: Utf8Stream::default(),
             text: String::new(),
@@ -299,7 +312,21 @@ impl Generation {
         if first {
             self.timings.prefill_s = t0.elapsed().as_secs_f64();
         }
-        let token = self.sampler.sample(logits)?;
+        let token = match &mut self.constraint {
+            Some(constraint) => {
+                let t = Instant::now();
+                let allowed = constraint.allowed()?;
+                self.timings.constraint_s += t.elapsed().as_secs_f64();
+                let token = self
+                    .sampler
+                    .sample_allowed(logits, Some(allowed.as_slice()))?;
+                let t = Instant::now();
+                constraint.accept(token)?;
+                self.timings.constraint_s += t.elapsed().as_secs_f64();
+                token
+            }
+            None => self.sampler.sample(logits)?,
+        };
         self.sampler.accept(token);
         self.generated.push(token);
         let logprob = self

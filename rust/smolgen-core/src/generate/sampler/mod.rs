@@ -4,6 +4,8 @@
 //! Steps, always in this order (the NumPy reference `smolgen.sampling` runs the same steps in
 //! the same order, one readable function each):
 //!
+//! 0. **constraint** (structured output, [`crate::generate::constraint`]): the tokens a grammar
+//!    does not allow next become -inf, and stay so through every step below.
 //! 1. **logit bias** (OpenAI `logit_bias`): `logit[id] += bias`.
 //! 2. **repetition penalty** (Keskar et al. 2019, "CTRL"; Hugging Face
 //!    `RepetitionPenaltyLogitsProcessor`): for every distinct token seen, a positive logit is
@@ -189,7 +191,19 @@ impl Sampler {
     /// Draws the next token from `logits` (one per vocabulary entry). Does not record it: call
     /// [`Sampler::accept`] with the token that is kept.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
-        let survivors = process(&self.params, &self.history, logits, &mut self.scratch)?;
+        self.sample_allowed(logits, None)
+    }
+
+    /// [`Sampler::sample`] among the tokens of `allowed` only (a bit set: bit `id % 32` of word
+    /// `id / 32`; words past its end allow nothing), as a grammar constrains it.
+    pub fn sample_allowed(&mut self, logits: &[f32], allowed: Option<&[u32]>) -> Result<u32> {
+        let survivors = process(
+            &self.params,
+            &self.history,
+            logits,
+            allowed,
+            &mut self.scratch,
+        )?;
         let token = match survivors {
             Survivors::Greedy(id) => Some(id),
             Survivors::Everyone { total } => {
@@ -219,7 +233,7 @@ impl Sampler {
     /// about 1e-45) are left out. For inspection and tests; it allocates.
     pub fn distribution(&self, logits: &[f32]) -> Result<Vec<(u32, f32)>> {
         let mut scratch = Scratch::new(self.history.vocab_size());
-        let survivors = process(&self.params, &self.history, logits, &mut scratch)?;
+        let survivors = process(&self.params, &self.history, logits, None, &mut scratch)?;
         let mut out: Vec<(u32, f32)> = match survivors {
             Survivors::Greedy(id) => vec![(id, 1.0)],
             Survivors::Everyone { total } => (0u32..)
@@ -333,11 +347,12 @@ enum Survivors {
     Listed { total: f64 },
 }
 
-/// Steps 1-9 (see the module header), leaving the survivors in `scratch`.
+/// Steps 0-9 (see the module header), leaving the survivors in `scratch`.
 fn process(
     params: &SamplingParams,
     history: &History,
     logits: &[f32],
+    allowed: Option<&[u32]>,
     scratch: &mut Scratch,
 ) -> Result<Survivors> {
     let vocab_size = history.vocab_size();
@@ -350,6 +365,9 @@ fn process(
 
     let work = &mut scratch.logits;
     work.copy_from_slice(logits);
+    if let Some(allowed) = allowed {
+        apply_constraint(work, allowed);
+    }
     apply_logit_bias(work, &params.logit_bias);
     apply_repetition_penalty(work, &history.seen_ids, params.repetition_penalty);
     apply_frequency_presence_penalties(
@@ -365,9 +383,11 @@ fn process(
         return Err(explain_bad_logits(logits));
     }
     if max == f32::NEG_INFINITY {
-        return Err(Error::invalid(
-            "every logit is -inf: no token can be sampled",
-        ));
+        return Err(Error::invalid(if allowed.is_some() {
+            "no token the grammar allows next has a finite logit: no token can be sampled"
+        } else {
+            "every logit is -inf: no token can be sampled"
+        }));
     }
 
     if params.temperature == 0.0 {
@@ -408,6 +428,22 @@ fn process(
     min_p_cut(candidates, min_p);
     let total = candidates.iter().map(|c| c.prob).sum();
     Ok(Survivors::Listed { total })
+}
+
+/// Step 0: -inf for every token whose bit is clear, 32 tokens at a time (a word with every bit
+/// set, most of them in an open grammar, costs one comparison).
+fn apply_constraint(logits: &mut [f32], allowed: &[u32]) {
+    for (i, chunk) in logits.chunks_mut(32).enumerate() {
+        let bits = allowed.get(i).copied().unwrap_or(0);
+        if bits == u32::MAX && chunk.len() == 32 {
+            continue;
+        }
+        for (j, x) in chunk.iter_mut().enumerate() {
+            if bits & (1 << j) == 0 {
+                *x = f32::NEG_INFINITY;
+            }
+        }
+    }
 }
 
 /// Step 1.

@@ -351,4 +351,65 @@ fn minus_infinity_logits_never_survive() {
     }
 }
 
+/// A bit set over `vocab_size` tokens with the given ids allowed.
+fn allowed_set(vocab_size: usize, ids: &[u32]) -> Vec<u32> {
+    let mut bits = vec![0u32; vocab_size.div_ceil(32)];
+    for &id in ids {
+        bits[id as usize / 32] |= 1 << (id % 32);
+    }
+    bits
+}
+
+#[test]
+fn a_constraint_is_the_same_as_minus_infinity_on_what_it_rules_out() {
+    // 70 tokens: two full words of bits and a partial one.
+    let logits = normal_logits(70, 2.0, 11);
+    let allowed: Vec<u32> = (0..70).filter(|id| id % 3 == 0 || *id > 64).collect();
+    let bits = allowed_set(70, &allowed);
+    let mut masked = logits.clone();
+    for (id, x) in masked.iter_mut().enumerate() {
+        if !allowed.contains(&(id as u32)) {
+            *x = f32::NEG_INFINITY;
+        }
+    }
+    for p in [
+        SamplingParams::greedy(),
+        params(),
+        SamplingParams {
+            top_k: 5,
+            ..params()
+        },
+        SamplingParams {
+            top_p: 0.8,
+            min_p: 0.05,
+            repetition_penalty: 1.3,
+            ..params()
+        },
+    ] {
+        let mut constrained = sampler(p.clone(), 70, &[3, 6]);
+        let mut reference = sampler(p, 70, &[3, 6]);
+        for _ in 0..200 {
+            let a = constrained.sample_allowed(&logits, Some(&bits)).unwrap();
+            let b = reference.sample(&masked).unwrap();
+            assert_eq!(a, b);
+            assert!(allowed.contains(&a));
+            constrained.accept(a);
+            reference.accept(b);
+        }
+    }
+}
+
+#[test]
+fn a_constraint_that_allows_nothing_is_an_error() {
+    let logits = [1.0, 2.0, 3.0];
+    let err = sampler(params(), 3, &[])
+        .sample_allowed(&logits, Some(&[0]))
+        .unwrap_err();
+    assert!(err.to_string().contains("grammar allows"), "{err}");
+    // A short bit set allows nothing past its end.
+    let logits = normal_logits(40, 1.0, 1);
+    let mut s = sampler(SamplingParams::greedy(), 40, &[]);
+    assert_eq!(s.sample_allowed(&logits, Some(&[1 << 5])).unwrap(), 5);
+}
+
 mod randomized;
