@@ -391,3 +391,38 @@ def test_cli_settings_are_for_plain_prompts_only(smollm2_gguf, tmp_path, capsys)
     assert main([*args, "-t", "0", "--max-tokens-default", "3", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["succeeded"], summary["completion_tokens"]) == (2, 6)
+
+
+def test_structured_output_and_tool_calls_run_in_a_batch_as_through_the_server(smollm2):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 30}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    }
+    weather = {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "maxLength": 30}},
+                "required": ["city"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
+    lines = [
+        chat_line("json", "Invent a person.", max_tokens=60, response_format=fmt),
+        chat_line("tool", "Weather in Rome?", max_tokens=60, tools=[weather],
+                  tool_choice="required"),
+        chat_line("legacy", "Hi", functions=[{"name": "f"}]),
+    ]  # fmt: skip
+    records = by_id(list(smolgen.batch(smollm2, [json.dumps(x) for x in lines])))
+    person = json.loads(records["json"]["response"]["body"]["choices"][0]["message"]["content"])
+    assert set(person) == {"name", "age"}
+    choice = records["tool"]["response"]["body"]["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+    assert records["legacy"]["response"]["status_code"] == 400  # refused, as the server does

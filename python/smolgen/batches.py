@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -417,11 +418,17 @@ async def _answer(scheduler: Scheduler, n: int, request: Any) -> dict[str, Any]:
             )
         answer: BaseModel
         if request["url"] == "/v1/chat/completions":
+            # Read as the server reads it: the same refusals, structured output and tools.
             chat = ChatCompletionRequest.model_validate(body)
-            ids = await scheduler.run_sync(scheduler.model.chat_prompt, chat.messages)
+            chat.check()
+            prompt = partial(
+                scheduler.model.chat_prompt, continue_final_message=chat.continue_final_message
+            )
+            ids = await scheduler.run_sync(prompt, chat.prompt_messages())
             answer = await ChatServing(scheduler, chat, ids).whole(connected)
         else:
             text = CompletionRequest.model_validate(body)
+            text.check()
             scheduler.check_count(text.n * prompt_count(text.prompt))
             prompts = await scheduler.run_sync(prompt_id_lists, scheduler, text.prompt)
             answer = await CompletionServing(scheduler, text, prompts).whole(connected)

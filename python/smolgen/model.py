@@ -11,6 +11,7 @@ from . import _core
 from .errors import InvalidArgumentError
 from .hub import resolve
 from .peek import Peek, Score, peek, score
+from .tools import Tool
 
 TokenPiece = _core.TokenPiece
 Completion = _core.Completion
@@ -92,6 +93,9 @@ class Model(_core.Model):
         *,
         stream: Literal[False] = ...,
         continue_final_message: bool = ...,
+        tools: Sequence[Mapping[str, Any] | Tool] | None = ...,
+        tool_choice: str = ...,
+        parallel_tool_calls: bool = ...,
         **options: Unpack[_core._GenerateOptions],
     ) -> Completion: ...
     @overload
@@ -101,6 +105,9 @@ class Model(_core.Model):
         *,
         stream: Literal[True],
         continue_final_message: bool = ...,
+        tools: Sequence[Mapping[str, Any] | Tool] | None = ...,
+        tool_choice: str = ...,
+        parallel_tool_calls: bool = ...,
         **options: Unpack[_core._GenerateOptions],
     ) -> CompletionStream: ...
 
@@ -110,6 +117,9 @@ class Model(_core.Model):
         *,
         stream: bool = False,
         continue_final_message: bool = False,
+        tools: Sequence[Mapping[str, Any] | Tool] | None = None,
+        tool_choice: str = "auto",
+        parallel_tool_calls: bool = True,
         **options: Unpack[_core._GenerateOptions],
     ) -> Completion | CompletionStream:
         """The assistant's reply to ``messages`` (``{"role", "content"}`` with roles ``system``,
@@ -123,9 +133,25 @@ class Model(_core.Model):
         only what is new (``usage.cached_tokens``). ``continue_final_message``: the last
         message is the start of the assistant's reply, which this goes on writing (the reply's
         text is what comes after it).
+
+        ``tools`` (OpenAI's function tools, or :class:`~smolgen.tools.Tool`) are described to
+        the model in SmolLM2's function-calling format and its reply is constrained to text or
+        calls of them (``tool_choice``: ``"auto"``, ``"required"``, a tool's name, or
+        ``"none"``; ``parallel_tool_calls=False``: one call at most); read the calls with
+        :func:`smolgen.tools.parse_tool_calls`. Messages may hold OpenAI's tool turns (an
+        assistant's ``tool_calls``, ``tool`` results).
         """
+        from . import tools as tool_calls
         from .chat import check_context
 
+        messages = tool_calls.openai_messages(messages)
+        if tools and tool_choice != "none":
+            listed = tool_calls.openai_tools(tools)
+            if any(k in options for k in ("json_schema", "regex", "grammar")):
+                raise InvalidArgumentError("tools and a json_schema, regex or grammar cannot "
+                                           "be combined: give one constraint")  # fmt: skip
+            messages = tool_calls.with_tools(messages, listed, tool_choice)
+            options["grammar"] = tool_calls.grammar(listed, tool_choice, parallel_tool_calls)
         ids = self.chat_prompt(messages, continue_final_message=continue_final_message)
         check_context(self, len(ids), options.get("max_tokens"))
         return self.generate(ids, stream=stream, **options)

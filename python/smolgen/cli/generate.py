@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
+from typing import Any
 
 from ..errors import InternalError
 from . import add_sampling_arguments, model_argument, sampling_options
@@ -37,7 +39,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print one JSON object (text, tokens, logprobs, usage, timings) instead",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    structure = p.add_argument_group(
+        "structured output", "the text must match (one at most; see docs/structured-output.md)"
+    ).add_mutually_exclusive_group()
+    structure.add_argument(
+        "--json-schema",
+        metavar="SCHEMA",
+        help='a JSON Schema, as JSON text or a file holding it: \'{"type": "object"}\' is any '
+        "JSON object",
+    )
+    structure.add_argument("--regex", metavar="PATTERN", help="a regular expression")
+    structure.add_argument(
+        "--grammar", metavar="LARK", help="a Lark grammar, as text or a file holding it"
+    )
     p.set_defaults(func=run)
+
+
+def constraint_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The structured-output keyword the command line asks for: a schema or grammar given as
+    the name of an existing file is read from it."""
+    for name in ("json_schema", "regex", "grammar"):
+        value = getattr(args, name, None)
+        if value is None:
+            continue
+        if name != "regex" and os.path.isfile(value):
+            with open(value, encoding="utf-8") as f:
+                value = f.read()
+        return {name: value}
+    return {}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     stream = model.generate(
         prompt,
         **sampling_options(args),
+        **constraint_options(args),
         logprobs=0 if args.show_probs or args.json else None,
         stream=True,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, NoReturn, TypeVar
 
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,6 +18,8 @@ from ..errors import InternalError, InvalidArgumentError
 if TYPE_CHECKING:
     from ..model import Completion, Model
     from .scheduler import Admitted, Scheduler
+
+T = TypeVar("T")
 
 
 class Lenient(BaseModel):
@@ -124,6 +126,50 @@ class SamplingParams(Lenient):
             # Each choice its own stream of randomness, all reproducible from the request's seed.
             "seed": None if self.seed is None else (self.seed + choice) % 2**64,
         }
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """A request's structured output: ``Model.generate``'s keyword for it (``json_schema``,
+    ``regex`` or ``grammar``), its value, and the request field it came from, which the error
+    of a schema or grammar that does not compile names."""
+
+    keyword: str
+    value: Any
+    param: str
+
+
+def constrained(constraint: Constraint | None, create: Callable[[dict[str, Any]], T]) -> T:
+    """``create(kwargs)`` with ``Model.generate``'s keyword for ``constraint`` in ``kwargs``; the
+    error of a schema or grammar that does not compile is a 400 naming the request's field."""
+    if constraint is None:
+        return create({})
+    try:
+        return create({constraint.keyword: constraint.value})
+    except InvalidArgumentError as exc:
+        prefix = f"{constraint.keyword}: "
+        if not str(exc).startswith(prefix):
+            raise
+        message = f"{constraint.param}: {str(exc).removeprefix(prefix)}"
+        raise InvalidArgumentError(message, param=constraint.param) from exc
+
+
+def one_constraint(*given: Constraint | None) -> Constraint | None:
+    """The request's constraint: at most one of its fields may ask for one."""
+    asked = [c for c in given if c is not None]
+    if len(asked) > 1:
+        names = " and ".join(c.param for c in asked)
+        raise InvalidArgumentError(
+            f"{names} cannot be combined: give one constraint", param=asked[-1].param
+        )
+    return asked[0] if asked else None
+
+
+def json_schema_of(value: Any, param: str) -> dict[str, Any]:
+    """A JSON Schema given in a request: an object."""
+    if not isinstance(value, dict):
+        raise InvalidArgumentError(f"{param}: a JSON Schema must be an object", param=param)
+    return value
 
 
 def unsupported(param: str, what: str) -> NoReturn:

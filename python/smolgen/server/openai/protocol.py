@@ -5,19 +5,24 @@ responses and stream chunks have OpenAI's exact shape."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from ...errors import InvalidArgumentError
+from ...tools import MAX_TOOLS, Tool, grammar, openai_messages, openai_tools, with_tools
 from ..common import (
     MAX_INT,
+    Constraint,
     Lenient,
     MaxTokens,
     Response,
     SamplingParams,
     TokenId,
+    json_schema_of,
     messages_schema,
+    one_constraint,
     unsupported,
 )
 
@@ -39,15 +44,48 @@ class OpenAIRequest(SamplingParams):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
+    # vLLM's fields for structured output (clients send them in `extra_body`): the only way to
+    # constrain a legacy completion.
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_grammar: str | None = None
 
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
+
+    def guided(self) -> list[Constraint | None]:
+        """The constraints vLLM's ``guided_*`` fields ask for."""
+        schema = self.guided_json
+        if isinstance(schema, str):  # vLLM takes the schema as its JSON text too
+            try:
+                schema = json.loads(schema)
+            except ValueError as exc:
+                raise InvalidArgumentError(
+                    f"guided_json: not JSON: {exc}", param="guided_json"
+                ) from exc
+        return [
+            None
+            if schema is None
+            else Constraint("json_schema", json_schema_of(schema, "guided_json"), "guided_json"),
+            None
+            if self.guided_regex is None
+            else Constraint("regex", self.guided_regex, "guided_regex"),
+            None
+            if self.guided_grammar is None
+            else Constraint("grammar", self.guided_grammar, "guided_grammar"),
+        ]
+
+    def constraint(self) -> Constraint | None:
+        """What the reply must match, if anything."""
+        return one_constraint(*self.guided())
 
 
 class ChatCompletionRequest(OpenAIRequest):
     messages: Annotated[
         list[dict[str, Any]],
-        Field(json_schema_extra=messages_schema(("system", "developer", "user", "assistant"))),
+        Field(
+            json_schema_extra=messages_schema(("system", "developer", "user", "assistant", "tool"))
+        ),
     ]
     max_tokens: MaxTokens | None = None
     max_completion_tokens: MaxTokens | None = None
@@ -56,10 +94,13 @@ class ChatCompletionRequest(OpenAIRequest):
     # vLLM's and transformers' name: the last message, an assistant's, is the start of the
     # reply, which goes on from it (clients send it in `extra_body`).
     continue_final_message: bool = False
-    # Read only to be refused when they ask for what this server does not do (see `check`).
+    # `text`, `json_object` (any object, or llama.cpp's `schema` in it) or `json_schema`.
     response_format: dict[str, Any] | None = None
-    tools: list[Any] | None = None
+    # Function tools, in SmolLM2's function-calling format (see `smolgen.tools`).
+    tools: Annotated[list[Any], Field(max_length=MAX_TOOLS)] | None = None
     tool_choice: Any = None
+    parallel_tool_calls: bool = True
+    # Read only to be refused when they ask for what this server does not do (see `check`).
     functions: list[Any] | None = None
     function_call: Any = None
     modalities: list[str] | None = None
@@ -70,19 +111,90 @@ class ChatCompletionRequest(OpenAIRequest):
         neither."""
         return self.max_completion_tokens or self.max_tokens
 
+    def constraint(self) -> Constraint | None:
+        """What the reply must match: calls of the tools, ``response_format`` or a
+        ``guided_*`` field."""
+        return one_constraint(
+            self.tools_constraint(), self.response_format_constraint(), *self.guided()
+        )
+
+    def tool_use(self) -> tuple[list[Tool], str] | None:
+        """The tools the reply may call and ``tool_choice`` as :mod:`smolgen.tools` takes it
+        (``auto``, ``required`` or a tool's name); ``None`` when no tool may be called."""
+        choice = self.tool_choice
+        if isinstance(choice, dict):
+            f = choice.get("function")
+            if choice.get("type") != "function" or not isinstance(f, dict) or "name" not in f:
+                raise InvalidArgumentError(
+                    'tool_choice: must be "none", "auto", "required" or '
+                    '{"type": "function", "function": {"name": ...}}',
+                    param="tool_choice",
+                )
+            choice = f["name"]
+        elif choice not in (None, "none", "auto", "required"):
+            raise InvalidArgumentError(
+                f'tool_choice: must be "none", "auto", "required" or a function, got {choice!r}',
+                param="tool_choice",
+            )
+        if not self.tools:
+            if choice not in (None, "none"):
+                raise InvalidArgumentError(
+                    "tool_choice: needs tools to choose from", param="tool_choice"
+                )
+            return None
+        if choice == "none":
+            return None
+        return openai_tools(self.tools), choice or "auto"
+
+    def tools_constraint(self) -> Constraint | None:
+        use = self.tool_use()
+        if use is None:
+            return None
+        tools, choice = use
+        return Constraint("grammar", grammar(tools, choice, self.parallel_tool_calls), "tools")
+
+    def prompt_messages(self) -> list[Any]:
+        """The messages as the model reads them: tool turns as text, and the tools described
+        in the system prompt when a call may be made."""
+        messages = openai_messages(self.messages)
+        use = self.tool_use()
+        return messages if use is None else with_tools(messages, *use)
+
+    def response_format_constraint(self) -> Constraint | None:
+        fmt = self.response_format or {}
+        kind = fmt.get("type", "text")
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            schema = fmt.get("schema", {"type": "object"})
+        elif kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict):
+                raise InvalidArgumentError(
+                    "response_format: type 'json_schema' needs a json_schema object with the "
+                    "schema in it",
+                    param="response_format",
+                )
+            # Without a schema, any object; with one, it is followed whether `strict` is set or
+            # not: a constrained reply always parses.
+            schema = spec.get("schema", {"type": "object"})
+        else:
+            unsupported(
+                "response_format", f"type {kind!r} (only 'text', 'json_object' and 'json_schema')"
+            )
+        schema = json_schema_of(schema, "response_format")
+        return Constraint("json_schema", schema, "response_format")
+
     def check(self) -> None:
-        """Refuses what would change the answer in a way this server does not: a format or
-        tool calls it does not constrain the reply to, output other than text, and top
-        log-probabilities without ``logprobs`` (as OpenAI refuses them)."""
-        kind = (self.response_format or {}).get("type", "text")
-        if kind != "text":
-            unsupported("response_format", f"type {kind!r} (only 'text')")
-        for name in ("tools", "functions"):
-            if getattr(self, name):
-                unsupported(name, "tool calls")
-        for name in ("tool_choice", "function_call"):
-            if getattr(self, name) not in (None, "none"):
-                unsupported(name, "tool calls")
+        """Refuses what would change the answer in a way this server does not: the legacy
+        ``functions`` (``tools`` replaced them), output other than text, and top
+        log-probabilities without ``logprobs`` (as OpenAI refuses them); checks the response
+        format and the tools."""
+        self.constraint()
+        if self.functions:
+            unsupported("functions", "the legacy function calls (give them as tools)")
+        if self.function_call not in (None, "none"):
+            unsupported("function_call", "the legacy function calls (use tool_choice)")
         if self.modalities is not None and set(self.modalities) != {"text"}:
             unsupported("modalities", "output other than text")
         if self.audio is not None:
@@ -108,6 +220,7 @@ class CompletionRequest(OpenAIRequest):
             unsupported("suffix", "insertion between a prompt and a suffix")
         if self.best_of is not None and self.best_of != self.n:
             unsupported("best_of", "generating more choices than it returns")
+        self.constraint()
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -193,11 +306,25 @@ class ChoiceLogprobs(Response):
     refusal: None = None
 
 
+class FunctionCall(Response):
+    name: str
+    arguments: str  # JSON text, as OpenAI sends it
+
+
+class ToolCall(Response):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Response):
+    optional = frozenset({"tool_calls"})
+
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
     refusal: None = None
     annotations: list[Any] = Field(default_factory=list)
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(Response):
@@ -217,11 +344,16 @@ class ChatCompletionResponse(Response):
     usage: UsageInfo
 
 
+class ToolCallDelta(ToolCall):
+    index: int
+
+
 class DeltaMessage(Response):
-    optional = frozenset({"role", "content"})
+    optional = frozenset({"role", "content", "tool_calls"})
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(Response):

@@ -61,7 +61,7 @@ def router(scheduler: Scheduler) -> APIRouter:
         req.check()
         ids = await scheduler.run_sync(
             partial(scheduler.model.chat_prompt, continue_final_message=req.continue_final_message),
-            req.messages,
+            req.prompt_messages(),
         )
         serving = ChatServing(scheduler, req, ids)
         if req.stream:

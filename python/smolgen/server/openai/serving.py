@@ -4,6 +4,7 @@ renders as chunks and the whole answer collects, so the two cannot disagree."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ from typing import Any
 from ... import __version__
 from ...errors import InvalidArgumentError
 from ...peek import log_softmax
+from ...tools import may_be_calls, parse_tool_calls
 from ..common import (
     Delta,
     Event,
@@ -21,6 +23,7 @@ from ..common import (
     Started,
     Usage,
     check_token_ids,
+    constrained,
     generate,
     max_tokens_for,
     sse_data,
@@ -39,8 +42,11 @@ from .protocol import (
     CompletionRequest,
     CompletionResponse,
     DeltaMessage,
+    FunctionCall,
     LegacyLogprobs,
     TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
     TopLogprob,
     UsageInfo,
 )
@@ -57,6 +63,22 @@ class Echo:
     index: int
     text: str
     logprobs: LegacyLogprobs | None
+
+
+def tool_calls(text: str) -> list[ToolCall] | None:
+    """A reply's calls of the request's tools in OpenAI's shape; ``None`` for a text reply."""
+    calls = parse_tool_calls(text)
+    if calls is None:
+        return None
+    return [
+        ToolCall(
+            id=f"call_{uuid.uuid4().hex[:24]}",
+            function=FunctionCall(
+                name=c.name, arguments=json.dumps(c.arguments, ensure_ascii=False)
+            ),
+        )
+        for c in calls
+    ]
 
 
 def usage_info(usage: Usage) -> UsageInfo:
@@ -90,14 +112,24 @@ class ChatServing:
         defaults = scheduler.sampling_defaults
         sampling = [req.sampling_kwargs(i, vocab_size, defaults) for i in range(req.n)]
         self.jobs = [Job(i, ids, first_of_prompt=i == 0) for i in range(req.n)]
-        self.admitted = scheduler.start(
-            req.n,
-            lambda i: model.generate(
-                ids, max_tokens=max_tokens, logprobs=top, stream=True, stop=req.stop, **sampling[i]
+        self.admitted = constrained(
+            req.constraint(),
+            lambda constraint: scheduler.start(
+                req.n,
+                lambda i: model.generate(
+                    ids,
+                    max_tokens=max_tokens,
+                    logprobs=top,
+                    stream=True,
+                    stop=req.stop,
+                    **constraint,
+                    **sampling[i],
+                ),
             ),
         )
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
+        self.tool_use = req.tool_use() is not None
 
     def events(self, is_disconnected: Disconnected | None = None) -> AsyncIterator[Event]:
         return generate(self.scheduler, self.jobs, self.admitted, is_disconnected)
@@ -111,12 +143,18 @@ class ChatServing:
                 logprobs = None
                 if done.logprobs is not None:
                     logprobs = ChoiceLogprobs(content=[token_logprob(lp) for lp in done.logprobs])
+                calls = tool_calls(done.text) if self.tool_use else None
+                message = (
+                    ChatMessage(content=done.text)
+                    if calls is None
+                    else ChatMessage(content=None, tool_calls=calls)
+                )
                 choices.append(
                     ChatChoice(
                         index=event.index,
-                        message=ChatMessage(content=done.text),
+                        message=message,
                         logprobs=logprobs,
-                        finish_reason=done.finish_reason,
+                        finish_reason="tool_calls" if calls else done.finish_reason,
                     )
                 )
             elif isinstance(event, Usage):
@@ -147,6 +185,7 @@ class ChatServing:
                 )
             )
 
+        held = HeldBack(self.tool_use)
         try:
             async for event in self.events():
                 if isinstance(event, Started):
@@ -158,25 +197,66 @@ class ChatServing:
                             )
                         ]
                     )
+                    held = HeldBack(self.tool_use)
                 elif isinstance(event, Delta):
-                    if not (event.text or event.finish_reason or event.logprob is not None):
-                        continue
-                    delta = DeltaMessage(content=event.text) if event.text else DeltaMessage()
-                    logprobs = None
-                    if event.logprob is not None:
-                        logprobs = ChoiceLogprobs(content=[token_logprob(event.logprob)])
-                    choice = ChatChunkChoice(
-                        index=event.index,
-                        delta=delta,
-                        logprobs=logprobs,
-                        finish_reason=event.finish_reason,
-                    )
-                    yield chunk([choice])
+                    for delta, logprobs, finish_reason in held.push(event):
+                        choice = ChatChunkChoice(
+                            index=event.index,
+                            delta=delta,
+                            logprobs=logprobs,
+                            finish_reason=finish_reason,
+                        )
+                        yield chunk([choice])
                 elif isinstance(event, Usage) and include_usage:
                     yield chunk([], usage_info(event))
             yield "data: [DONE]\n\n"
         except Exception as e:  # the status is sent: a failure becomes an error event
             yield sse_data(api_error(e).openai_body())
+
+
+class HeldBack:
+    """One choice's stream when tools may be called: text that may be the start of calls is
+    held back until it is known to be (then the calls are sent whole, one delta each, when the
+    reply ends) or not (then it is sent, and the rest streams as it comes)."""
+
+    def __init__(self, tool_use: bool) -> None:
+        self.holding = tool_use
+        self.text = ""
+        self.logprobs: list[TokenLogprob] = []
+
+    def push(self, event: Delta) -> list[tuple[DeltaMessage, ChoiceLogprobs | None, str | None]]:
+        """The deltas to send for ``event``: none while holding back."""
+        if event.logprob is not None:
+            self.logprobs.append(token_logprob(event.logprob))
+        if self.holding:
+            self.text += event.text
+            if event.finish_reason is None and may_be_calls(self.text):
+                return []
+            self.holding = False
+            calls = tool_calls(self.text) if event.finish_reason else None
+            if calls is not None:
+                deltas = [
+                    (
+                        DeltaMessage(tool_calls=[ToolCallDelta(index=i, **c.model_dump())]),
+                        None,
+                        None,
+                    )
+                    for i, c in enumerate(calls)
+                ]
+                return [*deltas, (DeltaMessage(), self.flush_logprobs(), "tool_calls")]
+            text = self.text
+        else:
+            text = event.text
+        if not (text or event.finish_reason or self.logprobs):
+            return []
+        delta = DeltaMessage(content=text) if text else DeltaMessage()
+        return [(delta, self.flush_logprobs(), event.finish_reason)]
+
+    def flush_logprobs(self) -> ChoiceLogprobs | None:
+        if not self.logprobs:
+            return None
+        content, self.logprobs = self.logprobs, []
+        return ChoiceLogprobs(content=content)
 
 
 def prompt_count(prompt: Any) -> int:
@@ -233,9 +313,14 @@ class CompletionServing:
                 self.jobs.append(Job(p * req.n + i, ids, first_of_prompt=i == 0))
                 kwargs = req.sampling_kwargs(i, vocab_size, scheduler.sampling_defaults)
                 calls.append({"prompt": ids, "max_tokens": max_tokens, **kwargs})
-        self.admitted: list[Admitted] = scheduler.start(
-            len(calls),
-            lambda j: model.generate(**calls[j], logprobs=req.logprobs, stream=True, stop=req.stop),
+        self.admitted: list[Admitted] = constrained(
+            req.constraint(),
+            lambda constraint: scheduler.start(
+                len(calls),
+                lambda j: model.generate(
+                    **calls[j], logprobs=req.logprobs, stream=True, stop=req.stop, **constraint
+                ),
+            ),
         )
         self.id = f"cmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
