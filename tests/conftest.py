@@ -1,5 +1,6 @@
-"""Shared fixtures: the real model (pulled once into the cache), the llama.cpp test vectors, and a
-tiny random Llama written by the tests in every format smolgen reads."""
+"""Shared fixtures: the real model (pulled once into the cache), the llama.cpp test vectors, a
+tiny random Llama written by the tests in every format smolgen reads, and the server with the
+official clients pointed at it."""
 
 from __future__ import annotations
 
@@ -46,6 +47,34 @@ TEST_DEVICE = os.environ.get("SMOLGEN_TEST_DEVICE", "cpu")
 @pytest.fixture(scope="session")
 def smollm2(smollm2_gguf: Path) -> smolgen.Model:
     return smolgen.load(smollm2_gguf, device=TEST_DEVICE)
+
+
+# `smolgen serve` on the real model, for the modules that test it through the official clients:
+# one server per module (`test_server.Server`), which must not log a traceback.
+@pytest.fixture(scope="module")
+def server(smollm2_gguf: Path):
+    from test_server import Server
+
+    s = Server(smollm2_gguf, "--max-concurrent", "4", "--max-queue", "8")
+    yield s
+    log = s.stop()
+    assert "Traceback" not in log, log
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from test_server import KEY
+
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def claude(server):
+    from test_server import KEY
+
+    anthropic = pytest.importorskip("anthropic")
+    return anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -81,22 +81,8 @@ class Server:
         return err
 
 
-@pytest.fixture(scope="module")
-def server(smollm2_gguf):
-    s = Server(smollm2_gguf, "--max-concurrent", "4", "--max-queue", "8")
-    yield s
-    log = s.stop()
-    assert "Traceback" not in log, log
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def claude(server):
-    return anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
+# The `server` (with room for 4 requests at once and 8 waiting), `client` and `claude` fixtures
+# are in conftest.py.
 
 
 HELLO = [{"role": "user", "content": "Write one sentence about the sea."}]

@@ -381,25 +381,8 @@ anthropic = pytest.importorskip("anthropic")
 pydantic = pytest.importorskip("pydantic")
 pytest.importorskip("fastapi")
 
-from test_server import KEY, MODEL, Server, error_body  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server(smollm2_gguf):
-    s = Server(smollm2_gguf)
-    yield s
-    log = s.stop()
-    assert "Traceback" not in log, log
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def claude(server):
-    return anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
+# `server`, `client` and `claude` (conftest.py): the server and the official clients.
+from test_server import MODEL, error_body  # noqa: E402
 
 
 def ask(content: str) -> list[dict]:

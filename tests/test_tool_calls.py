@@ -197,31 +197,14 @@ openai = pytest.importorskip("openai")
 anthropic = pytest.importorskip("anthropic")
 pytest.importorskip("fastapi")
 
-from test_server import KEY, MODEL, Server, error_body  # noqa: E402
+# `server`, `client` and `claude` (conftest.py): the server and the official clients.
+from test_server import KEY, MODEL, error_body  # noqa: E402
 
 ANTHROPIC_TOOLS = [
     {"name": t["function"]["name"], "description": t["function"]["description"],
      "input_schema": t["function"]["parameters"]}
     for t in TOOLS
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def server(smollm2_gguf):
-    s = Server(smollm2_gguf)
-    yield s
-    log = s.stop()
-    assert "Traceback" not in log, log
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def claude(server):
-    return anthropic.Anthropic(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
 
 
 def test_openai_tool_calls_whole_and_streamed(client):
