@@ -225,6 +225,8 @@ def test_commands_pass_on_only_the_settings_given_or_preset():
         (["peek", "hi", "--plot", "t.png"], "matplotlib", "plot"),
         (["batch", "in.jsonl", "out.jsonl", "--ray", "auto"], "ray", "ray"),
         (["batch", "in.parquet", "out.jsonl", "--prompt-field", "text"], "pyarrow", "parquet"),
+        (["serve"], "uvicorn", "serve"),
+        (["serve"], "fastapi_offline", "serve"),
     ],
 )
 def test_a_missing_extra_is_named_before_any_work(

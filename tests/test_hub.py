@@ -73,8 +73,14 @@ def test_checksum_mismatch_is_rejected(fake_alias, monkeypatch):
 def test_unknown_specs():
     with pytest.raises(smolgen.ModelNotFoundError, match="not an alias"):
         hub.resolve("definitely-not-a-model")
-    with pytest.raises(smolgen.ModelNotFoundError):
+    with pytest.raises(smolgen.ModelNotFoundError) as e:
         smolgen.pull("no-such-alias")
+    assert "did you mean" not in str(e.value)
+    for typo in ("smollm2-135m-instuct", "smollm2-360m"):
+        with pytest.raises(smolgen.ModelNotFoundError, match="did you mean smollm2-"):
+            smolgen.pull(typo)
+        with pytest.raises(smolgen.ModelNotFoundError, match="did you mean smollm2-"):
+            hub.resolve(typo)
 
 
 def test_hub_repo_id_from_the_offline_cache(tmp_path, tiny_dir):

@@ -17,6 +17,7 @@ works behind a PyPI-only mirror), and always checks the sha256 before the file e
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import os
 import socket
@@ -166,9 +167,15 @@ def resolve(spec: str | os.PathLike[str] | None = None, *, progress: bool = True
         return _hub_snapshot(text)
     raise ModelNotFoundError(
         f"no model {text!r}: not a file or directory, not an alias "
-        f"({', '.join(ALIASES)}), not a Hugging Face repo id (owner/name)",
+        f"({', '.join(ALIASES)}), not a Hugging Face repo id (owner/name){nearest_alias(text)}",
         path=text,
     )
+
+
+def nearest_alias(name: str) -> str:
+    """``"; did you mean smollm2-135m-instruct?"`` for a mistyped alias, else ``""``."""
+    close = difflib.get_close_matches(name, list(ALIASES), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _looks_like_repo_id(text: str) -> bool:
@@ -182,7 +189,8 @@ def pull(name: str = DEFAULT_MODEL, *, progress: bool = True, force: bool = Fals
         alias = ALIASES[name]
     except KeyError:
         raise ModelNotFoundError(
-            f"unknown model alias {name!r} (known: {', '.join(ALIASES)})", path=name
+            f"unknown model alias {name!r} (known: {', '.join(ALIASES)}){nearest_alias(name)}",
+            path=name,
         ) from None
     target = cached_path(alias)
     if is_cached(alias) and not force:

@@ -92,17 +92,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:  # the extra, checked before any work; `serve` uses them
-        import uvicorn  # noqa: F401
+    from . import require_extra
 
-        from ..server import create_app  # noqa: F401
-    except ImportError as e:
-        print(
-            f"smolgen: error: the server needs the 'serve' extra ({e.name} is missing): "
-            "pip install 'smolgen[serve]'",
-            file=sys.stderr,
-        )
-        return 1
+    # The extra, checked before any work, as every command checks its own.
+    for module in ("uvicorn", "fastapi", "fastapi_offline"):
+        require_extra("smolgen serve", "serve", module)
     if (
         min(args.max_concurrent, args.max_tokens_default, args.max_body_bytes) < 1
         or args.max_queue < 0
