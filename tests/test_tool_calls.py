@@ -147,7 +147,10 @@ def test_required_calls_parse_and_match_their_schemas(smollm2):
             temperature=0,
             max_tokens=100,
         )
-        check_calls(tool_calls.parse_tool_calls(done.text))
+        calls = tool_calls.parse_tool_calls(done.text)
+        check_calls(calls)
+        # Laid out as the format writes calls (the core's JSON layout, as for json_schema).
+        assert done.text == tool_calls.calls_text(calls)
 
 
 def test_a_named_tool_is_called_exactly_once(smollm2):
@@ -189,6 +192,9 @@ def test_bad_tool_requests_from_python(smollm2):
         smollm2.chat(ASK, tools=TOOLS, tool_choice="missing")
     with pytest.raises(InvalidArgumentError, match="cannot be combined"):
         smollm2.chat(ASK, tools=TOOLS, json_schema={"type": "object"})
+    # A constraint keyword left unset (None, as a caller passing every keyword does) is none.
+    done = smollm2.chat(ASK, tools=TOOLS, tool_choice="add", json_schema=None, temperature=0)
+    assert [c.name for c in tool_calls.parse_tool_calls(done.text)] == ["add"]
 
 
 # --- through the server -----------------------------------------------------------------------

@@ -147,7 +147,7 @@ class Model(_core.Model):
         messages = tool_calls.openai_messages(messages)
         if tools and tool_choice != "none":
             listed = tool_calls.openai_tools(tools)
-            if any(k in options for k in ("json_schema", "regex", "grammar")):
+            if any(options.get(k) is not None for k in ("json_schema", "regex", "grammar")):
                 raise InvalidArgumentError("tools and a json_schema, regex or grammar cannot "
                                            "be combined: give one constraint")  # fmt: skip
             messages = tool_calls.with_tools(messages, listed, tool_choice)

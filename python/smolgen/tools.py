@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import _core
 from .errors import InvalidArgumentError
 
 # The published prompt, word for word, but for what to do when no tool is needed: the format's
@@ -41,6 +42,10 @@ NO_CALL = {
 
 CALLS_START = "<tool_call>["
 CALLS_END = "]</tool_call>"
+
+#: How the core lays out JSON for a schema given alone; a `%json` schema in a Lark grammar
+#: carries it itself.
+JSON_LAYOUT = json.loads(_core.json_layout())
 
 #: The most tools one request may describe: each adds a branch to every call's grammar.
 MAX_TOOLS = 128
@@ -185,9 +190,8 @@ def grammar(tools: Sequence[Tool], choice: str, parallel: bool = True) -> str:
             "properties": {"name": {"const": t.name}, "arguments": t.parameters},
             "required": ["name", "arguments"],
             "additionalProperties": False,
-            "x-guidance": {"item_separator": ", ", "key_separator": ": ",
-                           "whitespace_flexible": False, "coerce_one_of": True},
-        }  # fmt: skip
+            "x-guidance": JSON_LAYOUT,  # as generate(json_schema=...) lays JSON out
+        }
         rules.append(f"call_{i}: %json {json.dumps(schema, ensure_ascii=False)}")
     call = " | ".join(f"call_{i}" for i in range(len(allowed)))
     # A named tool is called once; otherwise as many calls as the model makes, unless not

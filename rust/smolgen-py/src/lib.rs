@@ -30,5 +30,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(completion::step_streams, m)?)?;
     m.add_function(wrap_pyfunction!(completion::percentile, m)?)?;
     m.add_function(wrap_pyfunction!(options::check_context, m)?)?;
+    m.add_function(wrap_pyfunction!(options::json_layout, m)?)?;
     Ok(())
 }

@@ -127,6 +127,13 @@ fn grammar(key: &str, value: &Bound<'_, PyAny>) -> PyResult<Grammar> {
     })
 }
 
+/// The `x-guidance` value that lays out generated JSON (the core's default for `json_schema`),
+/// as JSON text: for a `%json` schema inside a Lark grammar, which Python writes.
+#[pyfunction]
+pub fn json_layout() -> String {
+    smolgen_core::generate::constraint::json_layout().to_string()
+}
+
 /// One stop string or several.
 fn stop(value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if value.is_instance_of::<PyString>() {

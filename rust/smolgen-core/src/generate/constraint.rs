@@ -51,19 +51,22 @@ impl Grammar {
     }
 }
 
-/// How generated JSON is laid out unless a schema says otherwise (llguidance's `x-guidance`
-/// key): one space after `:` and `,`, as Python's `json.dumps` writes it, and no other
-/// whitespace, so a small model cannot wander into an endless run of blank lines. `oneOf` is
-/// read as `anyOf` (what Pydantic writes for a tagged union), the approximation every
-/// structured-output engine makes.
-fn json_layout() -> JsonCompileOptions {
-    JsonCompileOptions {
+/// How generated JSON is laid out unless a schema says otherwise, as the value of a schema's
+/// `x-guidance` key (llguidance's): one space after `:` and `,`, as Python's `json.dumps`
+/// writes it, and no other whitespace, so a small model cannot wander into an endless run of
+/// blank lines. `oneOf` is read as `anyOf` (what Pydantic writes for a tagged union), the
+/// approximation every structured-output engine makes. A `%json` schema inside a Lark grammar
+/// (the tool-call grammar) carries it the same way.
+pub fn json_layout() -> serde_json::Value {
+    let options = JsonCompileOptions {
         item_separator: ", ".into(),
         key_separator: ": ".into(),
         whitespace_flexible: false,
         coerce_one_of: true,
         ..JsonCompileOptions::default()
-    }
+    };
+    // Plain strings and flags: writing them as JSON cannot fail.
+    serde_json::to_value(options).unwrap_or_default()
 }
 
 /// The per-model half of constrained decoding: the vocabulary as llguidance's token trie and
@@ -131,8 +134,7 @@ impl Grammars {
                     return Err(invalid(&"a JSON Schema must be a JSON object"));
                 };
                 if !object.contains_key("x-guidance") {
-                    let layout = serde_json::to_value(json_layout()).map_err(|e| invalid(&e))?;
-                    object.insert("x-guidance".into(), layout);
+                    object.insert("x-guidance".into(), json_layout());
                 }
                 TopLevelGrammar::from_json_schema(schema)
             }
@@ -185,11 +187,6 @@ impl Constraint {
         self.matcher
             .consume_token(token)
             .map_err(|e| grammar_error(self.option, &e))
-    }
-
-    /// Whether the text so far is a complete match (the grammar would allow it to end here).
-    pub fn is_complete(&mut self) -> bool {
-        self.matcher.is_accepting().unwrap_or(false)
     }
 }
 
